@@ -1,0 +1,49 @@
+# One command per job; each installs what it needs first (quick when already there).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := python3-qgis qgis-providers xvfb python3-venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export QT_QPA_PLATFORM ?= offscreen
+
+# Arguments for `make run`, overridable: make run PROMPT="..." BBOX=... CRS=...
+PROMPT ?= dense residential area with tree-lined streets and a park
+BBOX ?= 447000,5411000,447300,5411300
+CRS ?= EPSG:32632
+LEVEL ?= 17
+OUT ?= output/scene.tif
+RUN_ARGS ?=
+
+.PHONY: install test run bench lint clean
+
+install: $(STAMP)
+
+/usr/bin/python3:
+	$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q python3
+
+# The venv is made from Debian's Python so PyQGIS (system site-packages) is importable in tests.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "Installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; fi
+	[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade-strategy only-if-needed -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q tests
+
+run: install
+	$(VENV)/bin/text2earth generate --bbox $(BBOX) --crs $(CRS) --level $(LEVEL) \
+	  --prompt "$(PROMPT)" --out $(OUT) --overwrite --demo-fallback $(RUN_ARGS)
+
+bench: install
+	$(PY) -m engine.bench
+
+lint: install
+	$(PY) -m ruff check engine text2earth_qgis tests
+
+clean:
+	rm -rf $(VENV) output .pytest_cache

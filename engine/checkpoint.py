@@ -1,0 +1,228 @@
+"""Find and load Text2Earth weights: a local diffusers folder or a Hugging Face hub id.
+
+Safetensors only, and no code that came with a checkpoint is ever run: the hub repos carry
+the authors' custom pipeline files, which we neither download nor import; the pipeline is
+our own (engine.pipeline) and only the weights are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, InputError, ModelNotFoundError
+
+DEFAULT_MODEL = "lcybuaa/Text2Earth"
+INPAINTING_MODEL = "lcybuaa/Text2Earth-inpainting"
+MODEL_ENV = "TEXT2EARTH_MODEL"
+WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")
+REQUIRED_FOLDERS = WEIGHT_FOLDERS + ("tokenizer", "scheduler")
+HUB_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HASH_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    model_id: str  # what the user asked for: a hub id or the folder
+    source: str  # "local folder", "hub cache", "hub download"
+
+
+def missing_model_advice(model_id: str) -> str:
+    return (
+        f"The Text2Earth weights ({model_id}) are not on this machine and could not be "
+        "downloaded (offline, or the hub is unreachable). To use the real model, download it "
+        f"once where there is internet, e.g. `huggingface-cli download {model_id} "
+        "--include '*.json' '*.txt' '*.safetensors'`, which fills the Hugging Face cache "
+        "(~/.cache/huggingface/hub; copy that folder here), or copy the model folder anywhere "
+        f"and pass it with `--model /path/to/Text2Earth` or the environment variable {MODEL_ENV}."
+    )
+
+
+def _is_local_path(spec: str) -> bool:
+    """An existing path, or one that cannot be a hub id (absolute, ./, ~, deeper than owner/name)."""
+    return (
+        Path(spec).expanduser().exists()
+        or spec.startswith(("/", ".", "~"))
+        or not HUB_ID.match(spec)
+        and ("/" in spec or os.sep in spec)
+    )
+
+
+def check_folder(path: Path) -> None:
+    """A clear error for a folder that is not a complete safetensors diffusers checkpoint."""
+    if not path.is_dir():
+        raise ModelNotFoundError(f"model folder {path} does not exist")
+    if not (path / "model_index.json").is_file():
+        raise CheckpointError(
+            f"{path} is not a diffusers model folder: model_index.json is missing"
+        )
+    try:
+        json.loads((path / "model_index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}/model_index.json is unreadable: {exc}") from None
+    missing = [sub for sub in REQUIRED_FOLDERS if not (path / sub).is_dir()]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
+    for sub in WEIGHT_FOLDERS:
+        if not any((path / sub).glob("*.safetensors")):
+            pickles = [p.name for p in (path / sub).glob("*") if p.suffix in (".bin", ".ckpt", ".pt")]
+            if pickles:
+                raise CheckpointError(
+                    f"{path}/{sub} has only pickle weights ({', '.join(pickles)}); the engine "
+                    "loads safetensors only, since pickle files can run code: convert them to "
+                    ".safetensors first"
+                )
+            raise CheckpointError(f"{path}/{sub} has no .safetensors weights")
+
+
+def resolve_checkpoint(model: str | None = None, offline: bool | None = None) -> Checkpoint:
+    """--model, else $TEXT2EARTH_MODEL, else the hub id: local folder, hub cache, download."""
+    spec = (model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL).strip()
+    if _is_local_path(spec):
+        path = Path(spec).expanduser().resolve()
+        check_folder(path)
+        return Checkpoint(path, str(path), "local folder")
+    if not HUB_ID.match(spec):
+        raise InputError(f"--model {spec!r} is neither an existing folder nor a hub id (owner/name)")
+
+    from huggingface_hub import snapshot_download
+
+    if offline is None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:
+        path = Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS, local_files_only=True))
+        source = "hub cache"
+    except Exception:  # noqa: BLE001 - any miss in the cache means "not cached"
+        if offline:
+            raise ModelNotFoundError(missing_model_advice(spec)) from None
+        try:
+            path = Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS))
+        except Exception as exc:  # noqa: BLE001 - offline, DNS, 404, gated: one message for all
+            raise ModelNotFoundError(
+                missing_model_advice(spec) + f" (hub said: {type(exc).__name__})"
+            ) from None
+        source = "hub download"
+    check_folder(path)
+    return Checkpoint(path, spec, source)
+
+
+def _file_sha256(path: Path) -> str:
+    real = path.resolve()
+    # The hub cache names each blob after the sha256 of its content: no need to read 3 GB.
+    if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
+        return real.name
+    digest = hashlib.sha256()
+    with open(real, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_sha256(path: Path) -> str:
+    """One hash over every safetensors file of the checkpoint (names and contents)."""
+    digest = hashlib.sha256()
+    for file in sorted(path.glob("*/*.safetensors")):
+        digest.update(f"{file.parent.name}/{file.name}:{_file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def select_device(name: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """auto: CUDA in fp16, else Apple MPS in fp16, else CPU in fp32 (the exact mode)."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda"), torch.float16
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps"), torch.float16
+        return torch.device("cpu"), torch.float32
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(
+                "device cuda was asked for, but torch sees no CUDA GPU (no NVIDIA driver, or a "
+                "CPU-only torch build): use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"no GPU {device.index}: this machine has {torch.cuda.device_count()}")
+        return device, torch.float16
+    if device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise InputError("device mps was asked for, but Apple's MPS is not available here")
+        return device, torch.float16
+    if device.type == "cpu":
+        return device, torch.float32
+    raise InputError(f"unsupported device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass
+class LoadedModel:
+    pipeline: object  # Text2EarthPipeline (typed loosely: importing it pulls in diffusers)
+    checkpoint: Checkpoint
+    weights_sha256: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def inpainting(self) -> bool:
+        return self.pipeline.unet.config.in_channels == 9
+
+
+def _load_part(what: str, loader, path: Path, **kwargs):
+    try:
+        return loader(path, subfolder=what, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - corrupt or mismatched files: say which part
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"could not load {what} from {path}: {type(exc).__name__}: {first_line[:300]}"
+        ) from None
+
+
+def load_model(
+    model: str | None = None, device: str | None = None, offline: bool | None = None
+) -> LoadedModel:
+    """Resolve, validate and load a checkpoint onto a device as a Text2EarthPipeline."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.schedulers import DDIMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from .pipeline import DEFAULT_SCHEDULER, Text2EarthPipeline, make_scheduler
+
+    checkpoint = resolve_checkpoint(model, offline)
+    torch_device, dtype = select_device(device)
+    path = checkpoint.path
+    weights = dict(use_safetensors=True, torch_dtype=dtype)
+    unet = _load_part("unet", UNet2DConditionModel.from_pretrained, path, **weights)
+    vae = _load_part("vae", AutoencoderKL.from_pretrained, path, **weights)
+    text_encoder = _load_part("text_encoder", CLIPTextModel.from_pretrained, path, **weights)
+    tokenizer = _load_part("tokenizer", CLIPTokenizer.from_pretrained, path)
+    scheduler_config = _load_part("scheduler", DDIMScheduler.load_config, path)
+    if unet.config.in_channels not in (4, 9):
+        raise CheckpointError(
+            f"{path}/unet takes {unet.config.in_channels} input channels; Text2Earth has 4 "
+            "(text-to-image) or 9 (inpainting)"
+        )
+    if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
+        raise CheckpointError(
+            f"{path}: the UNet expects {unet.config.cross_attention_dim}-wide text features but "
+            f"the text encoder gives {text_encoder.config.hidden_size}"
+        )
+    pipeline = Text2EarthPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=make_scheduler(DEFAULT_SCHEDULER, scheduler_config),
+    )
+    pipeline.to(torch_device)
+    return LoadedModel(pipeline, checkpoint, weights_sha256(path), torch_device, dtype)

@@ -1,0 +1,230 @@
+"""`text2earth generate | levels`: one clear line and a non-zero exit for every bad input."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+import warnings
+from pathlib import Path
+
+from text2earth_qgis.core import scale
+
+from . import __version__
+from .errors import InputError, ModelNotFoundError, Text2EarthError
+
+DEMO_VERSION = 1
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"expected XMIN,YMIN,XMAX,YMAX, got {text!r}")
+    try:
+        return tuple(float(p) for p in parts)  # type: ignore[return-value]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected four numbers, got {text!r}") from None
+
+
+def _scale(text: str) -> float:
+    try:
+        return scale.parse_scale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _resolution(text: str) -> float:
+    cleaned = text.strip().lower().removesuffix("m/px").removesuffix("m").strip()
+    try:
+        value = float(cleaned)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected metres per pixel, got {text!r}") from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="text2earth",
+        description="Generate georeferenced synthetic remote-sensing imagery with Text2Earth.",
+    )
+    parser.add_argument("--version", action="version", version=f"text2earth {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate a GeoTIFF from a prompt over an extent")
+    gen.add_argument("--bbox", type=_bbox, required=True, help="XMIN,YMIN,XMAX,YMAX in --crs")
+    gen.add_argument("--crs", required=True, help="CRS of the bbox: EPSG:XXXX, WKT or PROJ")
+    gen.add_argument("--prompt", required=True,
+                     help="what to generate; the Git-10M form '17_GOOGLE_LEVEL_...' sets the level")
+    gen.add_argument("--negative-prompt", default=None)
+    res = gen.add_mutually_exclusive_group()
+    res.add_argument("--level", type=int, help=f"Google zoom level {scale.MIN_LEVEL}..{scale.MAX_LEVEL}")
+    res.add_argument("--resolution", type=_resolution, help="ground metres per pixel, e.g. 0.6")
+    res.add_argument("--scale", type=_scale, help="map scale, e.g. 1:5000 (one pixel per screen px)")
+    gen.add_argument("--dpi", type=float, default=scale.DEFAULT_DPI, help="screen dpi for --scale")
+    gen.add_argument("--out-crs", default=None,
+                     help="output CRS instead of the bbox's (EPSG:XXXX, WKT, or 'utm')")
+    gen.add_argument("--seed", type=int, default=None, help="random if not given (recorded)")
+    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--guidance", type=float, default=4.0)
+    gen.add_argument("--scheduler", default="euler", choices=["euler", "ddim", "dpm++"])
+    gen.add_argument("--model", default=None,
+                     help="hub id or local folder (default: $TEXT2EARTH_MODEL or lcybuaa/Text2Earth)")
+    gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    gen.add_argument("--max-pixels", type=int, default=None, help="refuse larger outputs")
+    gen.add_argument("--out", required=True, help="output GeoTIFF path")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    gen.add_argument("--offline", action="store_true", help="never try to download weights")
+    gen.add_argument("--demo-fallback", action="store_true",
+                     help="without real weights, run the same job on built-in tiny random weights "
+                          "(output named and tagged as a pipeline check)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    lv = sub.add_parser("levels", help="print the level table")
+    lv.add_argument("--lat", type=float, default=0.0, help="latitude for ground m/px")
+    return parser
+
+
+def demo_checkpoint_dir() -> Path:
+    """The built-in tiny checkpoint, written once into the user's cache."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = cache / "text2earth" / f"demo-checkpoint-v{DEMO_VERSION}"
+    if not (folder / "model_index.json").is_file():
+        from .tiny_checkpoint import write_checkpoint
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".demo-"))
+        write_checkpoint(tmp, seed=0)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process won the race; theirs is as good
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def pipeline_check_path(out: str) -> Path:
+    path = Path(out)
+    return path.with_name(f"{path.stem}.pipeline-check{path.suffix}")
+
+
+def _say(text: str) -> None:
+    print(textwrap.fill(text, width=100), file=sys.stderr)
+
+
+def _quiet_libraries() -> None:
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
+def cmd_levels(args) -> int:
+    try:
+        rows = scale.level_table(args.lat)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    print(f"{'level':>5}  {'nominal m/px':>12}  {'ground m/px at %.2f deg' % args.lat:>24}")
+    for level, nominal, ground in rows:
+        print(f"{level:>5}  {nominal:>12g}  {ground:>24.4f}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .checkpoint import load_model
+    from .generate import GenerateRequest, generate, plan
+    from .grid import DEFAULT_MAX_PIXELS
+
+    request = GenerateRequest(
+        bbox=args.bbox, crs=args.crs, prompt=args.prompt, out=args.out,
+        negative_prompt=args.negative_prompt, level=args.level, resolution=args.resolution,
+        scale_denominator=args.scale, dpi=args.dpi, out_crs=args.out_crs, seed=args.seed,
+        steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
+        overwrite=args.overwrite, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+    )
+    grid = plan(request)  # bad input fails here, before minutes of model loading
+    if not args.quiet:
+        print(
+            f"{grid.width} x {grid.height} px in {grid.crs.name}, {grid.level_choice.message}, "
+            f"{grid.ground_resolution:.3g} m/px on the ground",
+            file=sys.stderr,
+        )
+    _quiet_libraries()
+    try:
+        model = load_model(args.model, args.device, offline=args.offline or None)
+    except ModelNotFoundError as exc:
+        if not args.demo_fallback:
+            raise
+        _say(str(exc))
+        request.out = pipeline_check_path(args.out)
+        request.pipeline_check = True
+        _say(
+            "Running the same job now on the built-in tiny demo checkpoint (the real Text2Earth "
+            "architecture with random weights): the result checks the whole pipeline and its "
+            f"georeferencing, it is not imagery. Output: {request.out}"
+        )
+        plan(request)
+        model = load_model(str(demo_checkpoint_dir()), args.device)
+
+    bar = None
+    callback = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=request.steps, desc="denoising", unit="step", file=sys.stderr)
+
+        def callback(pipe, step, timestep, tensors):
+            bar.update(1)
+            return tensors
+
+    try:
+        result = generate(request, model, callback)
+    finally:
+        if bar is not None:
+            bar.close()
+    left, bottom, right, top = result.grid.bounds
+    print(result.path)
+    if not args.quiet:
+        print(
+            f"wrote {result.path}: {result.grid.width} x {result.grid.height} px, level "
+            f"{result.grid.level}, seed {result.seed}, bounds {left:.6f},{bottom:.6f},"
+            f"{right:.6f},{top:.6f}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+    try:
+        if args.command == "levels":
+            return cmd_levels(args)
+        return cmd_generate(args)
+    except Text2EarthError as exc:
+        print(f"text2earth: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("text2earth: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback for a user, unless asked
+        if args.debug:
+            raise
+        print(
+            f"text2earth: internal error: {type(exc).__name__}: {exc} (run with --debug for the "
+            "traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Extent + CRS + level -> the output pixel grid, and the model canvas around it.
+
+Every CRS question goes to pyproj. The grid is in the extent's own CRS (or ``out_crs``), its
+bounds are the requested extent, and its pixels are square on the ground at the centre.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from affine import Affine
+from pyproj import CRS, Geod, Transformer
+from pyproj.aoi import AreaOfInterest
+from pyproj.database import query_utm_crs_info
+from pyproj.exceptions import CRSError, ProjError
+
+from text2earth_qgis.core import scale
+from text2earth_qgis.core.scale import LevelChoice
+
+from .errors import InputError
+
+MODEL_TILE = 256  # the training size: smaller canvases come out smeared
+VAE_FACTOR = 8
+DEFAULT_MAX_PIXELS = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LevelRequest:
+    """How the user asked for a resolution: at most one of level, resolution or scale."""
+
+    level: int | None = None
+    resolution: float | None = None  # metres per pixel on the ground
+    scale_denominator: float | None = None  # N of a 1:N map scale
+    dpi: float = scale.DEFAULT_DPI
+    auto_size: int = 512  # with nothing given: the extent's long side at about this many px
+
+    def __post_init__(self) -> None:
+        given = [v for v in (self.level, self.resolution, self.scale_denominator) if v is not None]
+        if len(given) > 1:
+            raise InputError("give only one of level, resolution or scale")
+
+
+@dataclass(frozen=True)
+class OutputGrid:
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    level_choice: LevelChoice
+    ground_resolution: float  # metres per level pixel on the ground at the centre
+    centre_lonlat: tuple[float, float]
+    canvas_width: int
+    canvas_height: int
+
+    @property
+    def level(self) -> int:
+        return self.level_choice.level
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        left, top = self.transform * (0, 0)
+        right, bottom = self.transform * (self.width, self.height)
+        return left, bottom, right, top
+
+    @property
+    def canvas_offset(self) -> tuple[int, int]:
+        """(col, row) of the output's top-left pixel inside the model canvas."""
+        return (self.canvas_width - self.width) // 2, (self.canvas_height - self.height) // 2
+
+    @property
+    def canvas_transform(self) -> Affine:
+        col, row = self.canvas_offset
+        return self.transform * Affine.translation(-col, -row)
+
+
+def parse_crs(text: str | int | CRS) -> CRS:
+    """EPSG code ('EPSG:32632', 32632), WKT or PROJ string -> CRS, or one clear error."""
+    if isinstance(text, CRS):
+        return text
+    if isinstance(text, str) and not text.strip():
+        raise InputError("no CRS given: use an EPSG code (EPSG:4326), WKT or a PROJ string")
+    try:
+        crs = CRS.from_user_input(text)
+    except CRSError as exc:
+        raise InputError(f"unknown CRS {str(text)[:80]!r}: {exc}") from None
+    if not (crs.is_projected or crs.is_geographic):
+        raise InputError(f"CRS {crs.name!r} is neither projected nor geographic (2D)")
+    return crs
+
+
+def utm_crs_for(lon: float, lat: float) -> CRS:
+    infos = query_utm_crs_info(
+        datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat)
+    )
+    if not infos:
+        raise InputError(f"no UTM zone covers lon {lon:.4f}, lat {lat:.4f}")
+    return CRS.from_epsg(int(infos[0].code))
+
+
+def is_web_mercator(crs: CRS) -> bool:
+    """Google's own grid: a level pixel is an exact number of CRS units at every latitude."""
+    if crs.to_epsg() in (3857, 900913, 3785, 102100, 102113):
+        return True
+    op = crs.coordinate_operation
+    return bool(
+        crs.is_projected
+        and op is not None
+        and "pseudo mercator" in op.method_name.lower()
+        and crs.ellipsoid is not None
+        and abs(crs.ellipsoid.semi_major_metre - 6378137.0) < 1e-6
+        and crs.axis_info[0].unit_conversion_factor == 1.0
+    )
+
+
+def _check_bbox(bbox, crs: CRS) -> tuple[float, float, float, float]:
+    try:
+        xmin, ymin, xmax, ymax = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise InputError(f"extent must be four numbers xmin,ymin,xmax,ymax, got {bbox!r}") from None
+    if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
+        raise InputError(f"extent must be four finite numbers, got {bbox!r}")
+    if crs.is_geographic:
+        if xmin > xmax or xmax > 180 or xmin < -180:
+            raise InputError(
+                "the extent crosses the antimeridian (180 degrees): split it in two, "
+                "or give it in a projected CRS that is continuous there"
+            )
+        if ymin < -90 or ymax > 90:
+            raise InputError(f"latitudes {ymin}..{ymax} are outside -90..90")
+    if xmin == xmax or ymin == ymax:
+        raise InputError(f"the extent has zero area ({xmin},{ymin},{xmax},{ymax})")
+    if xmin > xmax or ymin > ymax:
+        raise InputError(f"the extent is inverted: need xmin < xmax and ymin < ymax, got {bbox}")
+    return xmin, ymin, xmax, ymax
+
+
+def _transform_bounds(bbox, src: CRS, dst: CRS) -> tuple[float, float, float, float]:
+    try:
+        tr = Transformer.from_crs(src, dst, always_xy=True)
+        out = tr.transform_bounds(*bbox, densify_pts=21)
+    except ProjError as exc:
+        raise InputError(f"cannot transform the extent to {dst.name}: {exc}") from None
+    if not all(math.isfinite(v) for v in out):
+        raise InputError(f"the extent lies outside the area where {dst.name} is defined")
+    if dst.is_geographic and out[0] > out[2]:
+        raise InputError("in the output CRS the extent crosses the antimeridian: split it in two")
+    return out
+
+
+def _ground_metres_per_unit(crs: CRS, x: float, y: float, step_x: float, step_y: float):
+    """Metres on the ellipsoid per CRS unit along the grid's x and y axes at (x, y)."""
+    to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    geod: Geod = crs.get_geod()
+
+    def dist(x0, y0, x1, y1):
+        lon0, lat0 = to_lonlat.transform(x0, y0)
+        lon1, lat1 = to_lonlat.transform(x1, y1)
+        return geod.inv(lon0, lat0, lon1, lat1)[2]
+
+    gx = dist(x - step_x / 2, y, x + step_x / 2, y) / step_x
+    gy = dist(x, y - step_y / 2, x, y + step_y / 2) / step_y
+    if not (math.isfinite(gx) and math.isfinite(gy) and gx > 0 and gy > 0):
+        raise InputError(f"{crs.name} is not usable at the extent's centre (no ground scale)")
+    return gx, gy
+
+
+def choose_level(request: LevelRequest, latitude: float, extent_long_side_m: float) -> LevelChoice:
+    try:
+        if request.level is not None:
+            level = scale.check_level(request.level)
+            return LevelChoice(level, float(level), False, "given")
+        if request.resolution is not None:
+            return scale.level_for_resolution(request.resolution, latitude)
+        if request.scale_denominator is not None:
+            return scale.level_for_scale(request.scale_denominator, latitude, request.dpi)
+        choice = scale.level_for_extent(extent_long_side_m, request.auto_size, latitude)
+        return LevelChoice(
+            choice.level,
+            choice.exact_level,
+            choice.clamped,
+            f"auto: extent's long side at about {request.auto_size} px",
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _canvas_side(n: int) -> int:
+    return max(MODEL_TILE, -(-n // VAE_FACTOR) * VAE_FACTOR)
+
+
+def build_grid(
+    bbox: tuple[float, float, float, float],
+    crs: str | int | CRS,
+    request: LevelRequest = LevelRequest(),
+    out_crs: str | int | CRS | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> OutputGrid:
+    """The output grid for an extent; raises InputError with one clear line for a bad request."""
+    src = parse_crs(crs)
+    bbox = _check_bbox(bbox, src)
+
+    if out_crs is None:
+        dst = src
+    elif isinstance(out_crs, str) and out_crs.strip().lower() == "utm":
+        cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
+        lon, lat = Transformer.from_crs(src, src.geodetic_crs, always_xy=True).transform(cx, cy)
+        dst = utm_crs_for(lon, lat)
+    else:
+        dst = parse_crs(out_crs)
+    if not dst.equals(src):
+        bbox = _transform_bounds(bbox, src, dst)
+    xmin, ymin, xmax, ymax = bbox
+    width_units, height_units = xmax - xmin, ymax - ymin
+    cx, cy = xmin + width_units / 2, ymin + height_units / 2
+
+    lon, lat = Transformer.from_crs(dst, dst.geodetic_crs, always_xy=True).transform(cx, cy)
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise InputError(f"the extent's centre is outside the area where {dst.name} is defined")
+    try:
+        scale.check_latitude(lat)
+    except ValueError as exc:
+        raise InputError(f"the extent's centre: {exc}") from None
+
+    gx, gy = _ground_metres_per_unit(dst, cx, cy, width_units * 1e-3, height_units * 1e-3)
+    long_side_m = max(width_units * gx, height_units * gy)
+    choice = choose_level(request, lat, long_side_m)
+    ground = scale.ground_resolution(choice.level, lat)
+
+    if is_web_mercator(dst):
+        px = py = scale.mercator_resolution(choice.level)
+    else:
+        px, py = ground / gx, ground / gy
+
+    cols, rows = width_units / px, height_units / py
+    if cols < 0.5 or rows < 0.5:
+        raise InputError(
+            f"the extent ({width_units * gx:.3g} x {height_units * gy:.3g} m) is smaller than one "
+            f"level-{choice.level} pixel ({ground:.3g} m): choose a finer level or a larger extent"
+        )
+    if cols * rows > max_pixels:
+        raise InputError(
+            f"the extent needs {cols:,.0f} x {rows:,.0f} px at level {choice.level} "
+            f"({ground:.3g} m/px), more than the limit of {max_pixels:,} px: choose a coarser "
+            "level or a smaller extent, or raise max pixels"
+        )
+    width, height = max(1, round(cols)), max(1, round(rows))
+    # Snap the pixel size so the bounds are exactly the extent; the stretch is < 1/(2n).
+    transform = Affine(width_units / width, 0.0, xmin, 0.0, -height_units / height, ymax)
+    return OutputGrid(
+        crs=dst,
+        transform=transform,
+        width=width,
+        height=height,
+        level_choice=choice,
+        ground_resolution=ground,
+        centre_lonlat=(lon, lat),
+        canvas_width=_canvas_side(width),
+        canvas_height=_canvas_side(height),
+    )
