@@ -83,8 +83,13 @@ def check_folder(path: Path) -> None:
             raise CheckpointError(f"{path}/{sub} has no .safetensors weights")
 
 
-def resolve_checkpoint(model: str | None = None, offline: bool | None = None) -> Checkpoint:
-    """--model, else $TEXT2EARTH_MODEL, else the hub id: local folder, hub cache, download."""
+def resolve_checkpoint(
+    model: str | None = None, offline: bool | None = None, cache_dir: str | Path | None = None
+) -> Checkpoint:
+    """--model, else $TEXT2EARTH_MODEL, else the hub id: local folder, hub cache, download.
+
+    ``cache_dir`` is a Hugging Face hub cache (default: the user's, shared with other tools).
+    """
     spec = (model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL).strip()
     if _is_local_path(spec):
         path = Path(spec).expanduser().resolve()
@@ -98,13 +103,15 @@ def resolve_checkpoint(model: str | None = None, offline: bool | None = None) ->
     if offline is None:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
-        path = Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS, local_files_only=True))
+        path = Path(snapshot_download(
+            spec, allow_patterns=HUB_PATTERNS, local_files_only=True, cache_dir=cache_dir
+        ))
         source = "hub cache"
     except Exception:  # noqa: BLE001 - any miss in the cache means "not cached"
         if offline:
             raise ModelNotFoundError(missing_model_advice(spec)) from None
         try:
-            path = Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS))
+            path = Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS, cache_dir=cache_dir))
         except Exception as exc:  # noqa: BLE001 - offline, DNS, 404, gated: one message for all
             raise ModelNotFoundError(
                 missing_model_advice(spec) + f" (hub said: {type(exc).__name__})"
@@ -189,7 +196,10 @@ def _load_part(what: str, loader, path: Path, **kwargs):
 
 
 def load_model(
-    model: str | None = None, device: str | None = None, offline: bool | None = None
+    model: str | None = None,
+    device: str | None = None,
+    offline: bool | None = None,
+    cache_dir: str | Path | None = None,
 ) -> LoadedModel:
     """Resolve, validate and load a checkpoint onto a device as a Text2EarthPipeline."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -198,7 +208,7 @@ def load_model(
 
     from .pipeline import DEFAULT_SCHEDULER, Text2EarthPipeline, make_scheduler
 
-    checkpoint = resolve_checkpoint(model, offline)
+    checkpoint = resolve_checkpoint(model, offline, cache_dir)
     torch_device, dtype = select_device(device)
     path = checkpoint.path
     weights = dict(use_safetensors=True, torch_dtype=dtype)

@@ -1,0 +1,234 @@
+"""The pipeline against diffusers' own StableDiffusionPipeline, used as the authors' reference.
+
+The authors' pipeline_text2earth_diffusion.py is diffusers' StableDiffusionPipeline plus one
+thing: class_labels = [0 for the unconditional half, L for the conditional half] on every UNet
+call. The reference below is exactly that: diffusers' pipeline, untouched, with a forward
+pre-hook on the UNet adding those labels. Nothing of engine.pipeline is used to build it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+)
+
+from engine.errors import GenerationCancelled, InputError
+from engine.pipeline import PromptTruncatedWarning
+
+STEPS = 4
+REFERENCE_SCHEDULERS = {
+    "euler": EulerDiscreteScheduler,
+    "ddim": DDIMScheduler,
+    "dpm++": DPMSolverMultistepScheduler,
+}
+
+
+def reference_image(pipe, prompt, level, scheduler, seed, negative=None, size=(256, 256),
+                    guidance=4.0):
+    ref = StableDiffusionPipeline(
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=pipe.unet,
+        scheduler=REFERENCE_SCHEDULERS[scheduler].from_config(pipe.scheduler.config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    ref.set_progress_bar_config(disable=True)
+
+    def add_level(module, args, kwargs):
+        n = args[0].shape[0] // 2
+        kwargs["class_labels"] = torch.tensor([0.0] * n + [float(level)] * n)
+        return args, kwargs
+
+    hook = None
+    if level is not None:
+        hook = pipe.unet.register_forward_pre_hook(add_level, with_kwargs=True)
+    try:
+        image = ref(
+            prompt,
+            negative_prompt=negative,
+            height=size[0],
+            width=size[1],
+            num_inference_steps=STEPS,
+            guidance_scale=guidance,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            output_type="pil",
+        ).images[0]
+    finally:
+        if hook is not None:
+            hook.remove()
+    return np.asarray(image).astype(np.int16)
+
+
+def ours(pipe, prompt, level=None, scheduler="euler", seed=0, negative=None, size=(256, 256),
+         guidance=4.0, **kw):
+    pipe.use_scheduler(scheduler)
+    out = pipe(
+        prompt,
+        level=level,
+        negative_prompt=negative,
+        height=size[0],
+        width=size[1],
+        num_inference_steps=STEPS,
+        guidance_scale=guidance,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        **kw,
+    )
+    return out.images[0].astype(np.int16)
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "ddim", "dpm++"])
+def test_matches_reference_pipeline_within_2_dn(t2i_model, scheduler):
+    pipe = t2i_model.pipeline
+    expected = reference_image(pipe, "circular farmland", 17, scheduler, seed=7)
+    got = ours(pipe, "circular farmland", 17, scheduler, seed=7)
+    assert got.shape == (256, 256, 3)
+    assert np.abs(got - expected).max() <= 2
+    assert got.std() > 1  # an image, not a constant
+
+
+def test_negative_prompt_and_non_square_match_reference(t2i_model):
+    pipe = t2i_model.pipeline
+    expected = reference_image(pipe, "harbour", 12, "euler", 3, negative="clouds", size=(256, 320))
+    got = ours(pipe, "harbour", 12, "euler", 3, negative="clouds", size=(256, 320))
+    assert got.shape == (256, 320, 3)
+    assert np.abs(got - expected).max() <= 2
+
+
+def test_git10m_prompt_prefix_equals_explicit_level(t2i_model):
+    pipe = t2i_model.pipeline
+    a = ours(pipe, "15_GOOGLE_LEVEL_a river through forest", seed=5)
+    b = ours(pipe, "a river through forest", level=15, seed=5)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="level 15"):
+        ours(pipe, "15_GOOGLE_LEVEL_a river", level=16)
+
+
+def test_level_reaches_unet_and_changes_the_image(t2i_model):
+    pipe = t2i_model.pipeline
+    seen = []
+    hook = pipe.unet.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["class_labels"].tolist()), with_kwargs=True
+    )
+    try:
+        img_12 = ours(pipe, "airport", level=12, seed=11)
+    finally:
+        hook.remove()
+    assert seen and all(labels == [0.0, 12.0] for labels in seen)  # unconditional = level 0
+    img_18 = ours(pipe, "airport", level=18, seed=11)
+    assert np.abs(img_12 - img_18).max() > 0
+
+
+def test_unconditional_branch_is_empty_prompt_with_level_0(t2i_model):
+    pipe = t2i_model.pipeline
+    captured = {}
+
+    def grab(module, args, kwargs):
+        captured.setdefault("text", kwargs["encoder_hidden_states"].clone())
+        captured.setdefault("labels", kwargs["class_labels"].clone())
+
+    hook = pipe.unet.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        ours(pipe, "vineyards on hills", level=16, seed=1)
+    finally:
+        hook.remove()
+    ids = pipe.tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        empty = pipe.text_encoder(ids)[0]
+    torch.testing.assert_close(captured["text"][0], empty[0])
+    assert captured["labels"].tolist() == [0.0, 16.0]
+
+
+def test_seed_is_reproducible_and_matters(t2i_model):
+    pipe = t2i_model.pipeline
+    a = ours(pipe, "desert dunes", 14, seed=123)
+    b = ours(pipe, "desert dunes", 14, seed=123)
+    c = ours(pipe, "desert dunes", 14, seed=124)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0
+
+
+def test_initial_latents_are_diffusers_cpu_draw(t2i_model):
+    """Seeds mean what they mean in diffusers: randn from a CPU generator, 1x4xH/8xW/8."""
+    pipe = t2i_model.pipeline
+    pipe.use_scheduler("ddim")  # init_noise_sigma == 1, so the first latents are the draw itself
+    captured = []
+    hook = pipe.unet.register_forward_pre_hook(
+        lambda m, a, kw: captured.append(a[0].clone()), with_kwargs=True
+    )
+    try:
+        pipe("x", level=17, num_inference_steps=1, generator=torch.Generator("cpu").manual_seed(9))
+    finally:
+        hook.remove()
+    expected = torch.randn((1, 4, 32, 32), generator=torch.Generator("cpu").manual_seed(9))
+    torch.testing.assert_close(captured[0][0:1], expected)
+
+
+def test_long_prompt_is_truncated_with_a_warning(t2i_model):
+    pipe = t2i_model.pipeline
+    long_prompt = "green fields and " * 40
+    with pytest.warns(PromptTruncatedWarning, match="77"):
+        a = ours(pipe, long_prompt, 17, seed=2)
+    # What CLIP sees is the first 77 tokens, so any tail beyond them changes nothing.
+    with pytest.warns(PromptTruncatedWarning):
+        b = ours(pipe, long_prompt + " and a big red stadium", 17, seed=2)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_plain_sd2_checkpoint_runs_without_class_labels(tiny_sd2):
+    from engine.checkpoint import load_model
+
+    model = load_model(str(tiny_sd2), "cpu")
+    pipe = model.pipeline
+    assert not pipe.has_level_embedding
+    seen = []
+    hook = pipe.unet.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw.get("class_labels")), with_kwargs=True
+    )
+    try:
+        got = ours(pipe, "a town", 17, seed=4)
+    finally:
+        hook.remove()
+    assert seen and all(v is None for v in seen)
+    expected = reference_image(pipe, "a town", None, "euler", 4)
+    assert np.abs(got - expected).max() <= 2
+
+
+def test_step_callback_reports_every_step_and_can_cancel(t2i_model):
+    pipe = t2i_model.pipeline
+    steps = []
+
+    def on_step(p, i, t, tensors):
+        steps.append(i)
+        return tensors
+
+    ours(pipe, "lake", 17, seed=0, callback_on_step_end=on_step)
+    assert steps == list(range(STEPS))
+
+    def cancel_at_2(p, i, t, tensors):
+        if i == 1:
+            p.cancel()
+        return tensors
+
+    with pytest.raises(GenerationCancelled, match="step 2 of 4"):
+        ours(pipe, "lake", 17, seed=0, callback_on_step_end=cancel_at_2)
+    # A cancelled run leaves the pipeline usable.
+    assert ours(pipe, "lake", 17, seed=0).shape == (256, 256, 3)
+
+
+def test_bad_sizes_and_levels_are_refused(t2i_model):
+    pipe = t2i_model.pipeline
+    with pytest.raises(InputError, match="multiple of 8"):
+        ours(pipe, "x", 17, size=(250, 256))
+    with pytest.raises(InputError, match="range"):
+        ours(pipe, "x", 25)
+    with pytest.raises(InputError, match="steps"):
+        pipe("x", level=17, num_inference_steps=0)
