@@ -12,10 +12,11 @@ PROMPT ?= dense residential area with tree-lined streets and a park
 BBOX ?= 447000,5411000,447300,5411300
 CRS ?= EPSG:32632
 LEVEL ?= 17
+SEED ?= 42
 OUT ?= output/scene.tif
 RUN_ARGS ?=
 
-.PHONY: install test run bench lint clean
+.PHONY: install test run bench lint clean package
 
 install: $(STAMP)
 
@@ -37,7 +38,7 @@ test: install
 
 run: install
 	$(VENV)/bin/text2earth generate --bbox $(BBOX) --crs $(CRS) --level $(LEVEL) \
-	  --prompt "$(PROMPT)" --out $(OUT) --overwrite --demo-fallback $(RUN_ARGS)
+	  --prompt "$(PROMPT)" --seed $(SEED) --out $(OUT) --overwrite --demo-fallback $(RUN_ARGS)
 
 bench: install
 	$(PY) -m engine.bench
@@ -47,3 +48,11 @@ lint: install
 
 clean:
 	rm -rf $(VENV) output .pytest_cache
+
+# The QGIS plugin zip: the plugin package plus its metadata, nothing of the engine.
+package:
+	rm -rf build/plugin && mkdir -p build/plugin dist
+	cp -r text2earth_qgis build/plugin/ && cp metadata.txt build/plugin/text2earth_qgis/
+	find build/plugin -name __pycache__ -prune -exec rm -rf {} +
+	cd build/plugin && /usr/bin/python3 -m zipfile -c ../../dist/text2earth_qgis.zip text2earth_qgis
+	@echo dist/text2earth_qgis.zip

@@ -47,7 +47,7 @@ def missing_model_advice(model_id: str) -> str:
 
 
 def _is_local_path(spec: str) -> bool:
-    """An existing path, or one that cannot be a hub id (absolute, ./, ~, deeper than owner/name)."""
+    """An existing path, or one that cannot be a hub id (absolute, ./, ~, a/b/c)."""
     return (
         Path(spec).expanduser().exists()
         or spec.startswith(("/", ".", "~"))
@@ -73,7 +73,8 @@ def check_folder(path: Path) -> None:
         raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
     for sub in WEIGHT_FOLDERS:
         if not any((path / sub).glob("*.safetensors")):
-            pickles = [p.name for p in (path / sub).glob("*") if p.suffix in (".bin", ".ckpt", ".pt")]
+            pickle_suffixes = (".bin", ".ckpt", ".pt")
+            pickles = [p.name for p in (path / sub).glob("*") if p.suffix in pickle_suffixes]
             if pickles:
                 raise CheckpointError(
                     f"{path}/{sub} has only pickle weights ({', '.join(pickles)}); the engine "
@@ -96,7 +97,9 @@ def resolve_checkpoint(
         check_folder(path)
         return Checkpoint(path, str(path), "local folder")
     if not HUB_ID.match(spec):
-        raise InputError(f"--model {spec!r} is neither an existing folder nor a hub id (owner/name)")
+        raise InputError(
+            f"--model {spec!r} is neither an existing folder nor a hub id (owner/name)"
+        )
 
     from huggingface_hub import snapshot_download
 

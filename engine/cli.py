@@ -62,9 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="what to generate; the Git-10M form '17_GOOGLE_LEVEL_...' sets the level")
     gen.add_argument("--negative-prompt", default=None)
     res = gen.add_mutually_exclusive_group()
-    res.add_argument("--level", type=int, help=f"Google zoom level {scale.MIN_LEVEL}..{scale.MAX_LEVEL}")
+    res.add_argument("--level", type=int,
+                     help=f"Google zoom level {scale.MIN_LEVEL}..{scale.MAX_LEVEL}")
     res.add_argument("--resolution", type=_resolution, help="ground metres per pixel, e.g. 0.6")
-    res.add_argument("--scale", type=_scale, help="map scale, e.g. 1:5000 (one pixel per screen px)")
+    res.add_argument("--scale", type=_scale,
+                     help="map scale, e.g. 1:5000 (one image pixel per screen pixel)")
     gen.add_argument("--dpi", type=float, default=scale.DEFAULT_DPI, help="screen dpi for --scale")
     gen.add_argument("--out-crs", default=None,
                      help="output CRS instead of the bbox's (EPSG:XXXX, WKT, or 'utm')")
@@ -73,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", type=float, default=4.0)
     gen.add_argument("--scheduler", default="euler", choices=["euler", "ddim", "dpm++"])
     gen.add_argument("--model", default=None,
-                     help="hub id or local folder (default: $TEXT2EARTH_MODEL or lcybuaa/Text2Earth)")
+                     help="hub id or local folder "
+                          "(default: $TEXT2EARTH_MODEL, else lcybuaa/Text2Earth)")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     gen.add_argument("--max-pixels", type=int, default=None, help="refuse larger outputs")
     gen.add_argument("--out", required=True, help="output GeoTIFF path")
@@ -131,7 +134,8 @@ def cmd_levels(args) -> int:
         rows = scale.level_table(args.lat)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    print(f"{'level':>5}  {'nominal m/px':>12}  {'ground m/px at %.2f deg' % args.lat:>24}")
+    ground_header = f"ground m/px at {args.lat:.2f} deg"
+    print(f"{'level':>5}  {'nominal m/px':>12}  {ground_header:>24}")
     for level, nominal, ground in rows:
         print(f"{level:>5}  {nominal:>12g}  {ground:>24.4f}")
     return 0

@@ -27,7 +27,7 @@ class CheckpointError(Text2EarthError):
     exit_code = 3
 
 
-class GenerationCancelled(Text2EarthError):
+class GenerationCancelled(Text2EarthError):  # noqa: N818 - a state, not a fault
     """A step callback asked to stop; nothing was written."""
 
     exit_code = 130

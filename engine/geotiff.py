@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.crs
 from affine import Affine
 from pyproj import CRS
-from rasterio.crs import CRS as RioCRS
 from rasterio.enums import ColorInterp, Resampling
 
 from .errors import InputError
@@ -91,7 +91,7 @@ def write_geotiff(
         count=3,
         dtype="uint8",
         # Full WKT, so a custom CRS survives the round trip and not just EPSG codes.
-        crs=RioCRS.from_wkt(crs.to_wkt()),
+        crs=rasterio.crs.CRS.from_wkt(crs.to_wkt()),
         transform=transform,
         photometric="RGB",
         interleave="pixel",
@@ -122,7 +122,9 @@ def write_geotiff(
             try:
                 os.link(tmp, path)  # atomic and never clobbers a file that appeared meanwhile
             except FileExistsError:
-                raise InputError(f"{path} already exists: choose another name or pass --overwrite")
+                raise InputError(
+                    f"{path} already exists: choose another name or pass --overwrite"
+                ) from None
             except OSError:
                 if path.exists():
                     raise InputError(f"{path} already exists: choose another name") from None

@@ -132,7 +132,37 @@ def _check_bbox(bbox, crs: CRS) -> tuple[float, float, float, float]:
         raise InputError(f"the extent has zero area ({xmin},{ymin},{xmax},{ymax})")
     if xmin > xmax or ymin > ymax:
         raise InputError(f"the extent is inverted: need xmin < xmax and ymin < ymax, got {bbox}")
+    if crs.is_projected:
+        _check_projected_domain((xmin, ymin, xmax, ymax), crs)
     return xmin, ymin, xmax, ymax
+
+
+def _check_projected_domain(bbox: tuple[float, float, float, float], crs: CRS) -> None:
+    """Refuse extents a projection wraps (Web Mercator past +/-180 degrees) or cannot invert.
+
+    Points along the boundary go to lon/lat and back: where the CRS is defined they return
+    where they were; past the antimeridian of a projection that is not continuous there
+    they come back on the other side of the world.
+    """
+    xmin, ymin, xmax, ymax = bbox
+    n = 21
+    xs = [xmin + (xmax - xmin) * i / (n - 1) for i in range(n)]
+    ys = [ymin + (ymax - ymin) * i / (n - 1) for i in range(n)]
+    px = xs + xs + [xmin] * n + [xmax] * n
+    py = [ymin] * n + [ymax] * n + ys + ys
+    to_geo = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    from_geo = Transformer.from_crs(crs.geodetic_crs, crs, always_xy=True)
+    lon, lat = to_geo.transform(px, py, errcheck=False)
+    bx, by = from_geo.transform(lon, lat, errcheck=False)
+    tolerance = 1e-6 * max(xmax - xmin, ymax - ymin) + 1e-6 * max(map(abs, bbox))
+    for x0, y0, x1, y1 in zip(px, py, bx, by, strict=True):
+        if not (math.isfinite(x1) and math.isfinite(y1)) or (
+            abs(x1 - x0) > tolerance or abs(y1 - y0) > tolerance
+        ):
+            raise InputError(
+                f"the extent crosses the antimeridian or leaves the area where {crs.name} is "
+                "defined: split it, or give it in a CRS that is continuous there"
+            )
 
 
 def _transform_bounds(bbox, src: CRS, dst: CRS) -> tuple[float, float, float, float]:
@@ -238,13 +268,18 @@ def build_grid(
             f"the extent ({width_units * gx:.3g} x {height_units * gy:.3g} m) is smaller than one "
             f"level-{choice.level} pixel ({ground:.3g} m): choose a finer level or a larger extent"
         )
-    if cols * rows > max_pixels:
+    # Checked on the counts the grid will have, so the limit is neither exceeded by rounding
+    # up nor refused at exactly the limit by float error.
+    if cols * rows > 4 * max_pixels:  # absurd: no need to round astronomically large numbers
+        width = height = max_pixels + 1
+    else:
+        width, height = max(1, round(cols)), max(1, round(rows))
+    if width * height > max_pixels:
         raise InputError(
             f"the extent needs {cols:,.0f} x {rows:,.0f} px at level {choice.level} "
             f"({ground:.3g} m/px), more than the limit of {max_pixels:,} px: choose a coarser "
             "level or a smaller extent, or raise max pixels"
         )
-    width, height = max(1, round(cols)), max(1, round(rows))
     # Snap the pixel size so the bounds are exactly the extent; the stretch is < 1/(2n).
     transform = Affine(width_units / width, 0.0, xmin, 0.0, -height_units / height, ymax)
     return OutputGrid(

@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from open_clip.tokenizer import bytes_to_unicode
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from open_clip.tokenizer import bytes_to_unicode
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 CLIP_VOCAB_SIZE = 49408
@@ -59,7 +59,8 @@ def unet_config(in_channels: int = 4, full_size: bool = False, level_embedding: 
         )
     config.update(in_channels=in_channels, out_channels=4, use_linear_projection=True)
     if level_embedding:
-        config["class_embed_type"] = "timestep"  # 320 -> 1280 -> 1280 MLP, added to the time embedding
+        # The level's MLP (320 -> 1280 -> 1280 at full size), added to the time embedding.
+        config["class_embed_type"] = "timestep"
     return config
 
 

@@ -69,7 +69,7 @@ def test_outputs_land_where_drawn_as_qgis_sees_them(capsys, tiny_t2i, tmp_path):
         generate(capsys, tiny_t2i, out, bbox, crs, "--level", str(level))
         paths.append(out)
     views = qgis_view(*paths)
-    for (bbox, crs, level, authid), view, path in zip(CASES, views, paths):
+    for (bbox, crs, level, authid), view, path in zip(CASES, views, paths, strict=True):
         size = max(bbox[2] - bbox[0], bbox[3] - bbox[1])
         assert view["valid"] and view["bands"] == 3
         assert view["authid"] == authid

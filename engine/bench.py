@@ -1,0 +1,166 @@
+"""`make bench`: the engine's per-image overhead against a bare diffusers loop.
+
+Both sides run on the very same modules (random weights of the tiny and the full-size
+Text2Earth architecture), seed, size, scheduler, level and guidance, interleaved so that
+machine noise hits both alike. The engine side is the whole job: output grid, pipeline, crop
+and the GeoTIFF written to disk. The bare side is the least a script can do: encode, draw,
+denoise with class_labels, decode to uint8 in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from text2earth_qgis.core.scale import mercator_resolution
+
+from .checkpoint import Checkpoint, LoadedModel, select_device
+from .generate import GenerateRequest, generate
+from .pipeline import Text2EarthPipeline, make_scheduler
+
+SIZE = 256
+LEVEL = 17
+GUIDANCE = 4.0
+
+
+def build_model(full_size: bool, device: str | None) -> LoadedModel:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from .tiny_checkpoint import (
+        SCHEDULER_CONFIG,
+        text_encoder_config,
+        unet_config,
+        vae_config,
+        write_clip_tokenizer,
+    )
+
+    torch_device, dtype = select_device(device)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**unet_config(4, full_size=full_size))
+    vae = AutoencoderKL(**vae_config(full_size))
+    text_encoder = CLIPTextModel(text_encoder_config(full_size))
+    tokenizer = write_clip_tokenizer(Path(tempfile.mkdtemp(prefix="t2e-bench-tok-")))
+    pipe = Text2EarthPipeline(vae, text_encoder, tokenizer, unet,
+                              make_scheduler("euler", SCHEDULER_CONFIG))
+    pipe.to(torch_device, dtype)
+    name = "full-size" if full_size else "tiny"
+    return LoadedModel(pipe, Checkpoint(Path("."), f"random {name}", "memory"), "n/a",
+                       torch_device, dtype)
+
+
+@torch.no_grad()
+def bare_loop(pipe: Text2EarthPipeline, prompt: str, steps: int, seed: int) -> np.ndarray:
+    """What a user would write with diffusers' parts and nothing else."""
+    device = pipe.device
+    tok = pipe.tokenizer
+    ids = tok([prompt, ""], padding="max_length", max_length=77, truncation=True,
+              return_tensors="pt").input_ids.to(device)
+    cond, uncond = pipe.text_encoder(ids)[0].chunk(2)
+    embeds = torch.cat([uncond, cond])
+    labels = torch.tensor([0.0, float(LEVEL)], device=device)
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(steps, device=device)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    shape = (1, 4, SIZE // 8, SIZE // 8)
+    latents = torch.randn(shape, generator=generator).to(device, embeds.dtype)
+    latents = latents * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+        noise = pipe.unet(x, t, encoder_hidden_states=embeds, class_labels=labels).sample
+        u, c = noise.chunk(2)
+        latents = scheduler.step(u + GUIDANCE * (c - u), t, latents).prev_sample
+    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    image = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+    return (image * 255).round().astype("uint8")[0]
+
+
+def run(full_size: bool, steps: int, repeats: int, device: str | None, out_dir: Path) -> dict:
+    model = build_model(full_size, device)
+    pipe = model.pipeline
+    side = SIZE * mercator_resolution(LEVEL)
+    x0, y0 = 920000.0, 6250000.0
+
+    def engine_job(i: int) -> None:
+        request = GenerateRequest(
+            bbox=(x0, y0, x0 + side, y0 + side), crs="EPSG:3857", prompt="a park", level=LEVEL,
+            out=out_dir / f"bench-{i}.tif", seed=1, steps=steps, guidance=GUIDANCE,
+            overwrite=True,
+        )
+        generate(request, model)
+
+    def bare_job(i: int) -> None:
+        pipe.use_scheduler("euler")
+        bare_loop(pipe, "a park", steps, 1)
+
+    engine_job(-1)  # warm-up: first-call allocations and lazy imports on both sides
+    bare_job(-1)
+    engine_times, bare_times = [], []
+    for i in range(repeats):
+        for job, times in ((engine_job, engine_times), (bare_job, bare_times)):
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            job(i)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    engine_s, bare_s = statistics.median(engine_times), statistics.median(bare_times)
+    return {
+        "model": "full-size" if full_size else "tiny",
+        "device": str(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "size": SIZE,
+        "steps": steps,
+        "repeats": repeats,
+        "engine_s": round(engine_s, 4),
+        "bare_s": round(bare_s, 4),
+        "ratio": round(engine_s / bare_s, 4),
+        "overhead_ms": round((engine_s - bare_s) * 1000, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-full-size", action="store_true")
+    parser.add_argument("--json", default="output/bench.json")
+    args = parser.parse_args(argv)
+
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="t2e-bench-") as tmp:
+        configs = [(False, args.repeats)]
+        if not args.skip_full_size:
+            configs.append((True, max(2, args.repeats // 2)))
+        for full_size, repeats in configs:
+            result = run(full_size, args.steps, repeats, args.device, Path(tmp))
+            results.append(result)
+            print(
+                f"{result['model']:>9} {result['device']} {result['dtype']}: engine "
+                f"{result['engine_s']:.3f} s, bare diffusers {result['bare_s']:.3f} s, "
+                f"ratio {result['ratio']:.3f} (overhead {result['overhead_ms']:+.1f} ms per "
+                f"{SIZE}x{SIZE} image, {args.steps} steps, median of {result['repeats']})",
+                flush=True,
+            )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"goal: engine / bare <= 1.03; figures in {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

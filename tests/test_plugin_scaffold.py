@@ -1,0 +1,74 @@
+"""The plugin side: stdlib + PyQGIS only, loadable in QGIS, sharing the engine's scale math."""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = ROOT / "text2earth_qgis"
+ALLOWED_THIRD_PARTY = {"qgis"}
+
+
+def imported_top_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_plugin_imports_only_stdlib_and_qgis():
+    stdlib = set(sys.stdlib_module_names)
+    offenders = {}
+    for path in PLUGIN.rglob("*.py"):
+        foreign = imported_top_modules(path) - stdlib - ALLOWED_THIRD_PARTY
+        if foreign:
+            offenders[str(path.relative_to(ROOT))] = sorted(foreign)
+    assert offenders == {}
+
+
+def test_core_is_stdlib_only_without_qgis():
+    """The shared core must import in the engine's venv even where QGIS is absent."""
+    stdlib = set(sys.stdlib_module_names) | {"text2earth_qgis"}
+    for path in (PLUGIN / "core").rglob("*.py"):
+        assert imported_top_modules(path) <= stdlib, path
+
+
+def test_engine_uses_the_plugin_scale_module():
+    import engine.grid
+    import text2earth_qgis.core.scale as shared
+
+    assert engine.grid.scale is shared  # one implementation, not two copies that drift
+
+
+def test_metadata_has_what_the_plugin_manager_needs():
+    meta = configparser.ConfigParser()
+    meta.read(ROOT / "metadata.txt")
+    general = meta["general"]
+    for key in ("name", "qgisMinimumVersion", "description", "about", "version", "author",
+                "email", "repository"):
+        assert general.get(key), key
+    assert general["qgisMinimumVersion"] == "3.22"
+    assert (PLUGIN / general["icon"]).is_file()
+
+
+def test_plugin_loads_in_qgis_without_heavy_imports():
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("plugin_probe.py"))],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["actions"] == ["About Text2Earth"]
+    assert report["after_unload"] == 0
+    assert report["heavy"] == []
