@@ -3,8 +3,8 @@
 Both sides run on the very same modules (random weights of the tiny and the full-size
 Text2Earth architecture), seed, size, scheduler, level and guidance, interleaved so that
 machine noise hits both alike. The engine side is the whole job: output grid, pipeline, crop
-and the GeoTIFF written to disk; the pipeline alone (image in memory) is timed too. The bare side is the least a script can do: encode, draw,
-denoise with class_labels, decode to uint8 in memory.
+and the GeoTIFF written to disk; the pipeline alone (image in memory) is timed too. The bare
+side is the least a script can do: encode, draw, denoise with class_labels, decode to uint8.
 """
 
 from __future__ import annotations
