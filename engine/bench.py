@@ -136,12 +136,71 @@ def run(full_size: bool, steps: int, repeats: int, device: str | None, out_dir: 
     }
 
 
+def run_service(steps: int, repeats: int, burst: int, device: str | None, tmp: Path) -> dict:
+    """Per-job overhead of going through the local service, and queued-job throughput."""
+    import sys
+
+    from text2earth_qgis.core.client import start_local_service
+
+    from .checkpoint import load_model
+    from .tiny_checkpoint import write_checkpoint
+
+    checkpoint = write_checkpoint(tmp / "tiny-checkpoint")
+    out_dir = tmp / "service-out"
+    model = load_model(str(checkpoint), device)
+    service = start_local_service(sys.executable, [str(out_dir)], str(checkpoint), device)
+    side = SIZE * mercator_resolution(LEVEL)
+    job = dict(bbox=[920000.0, 6250000.0, 920000.0 + side, 6250000.0 + side], crs="EPSG:3857",
+               prompt="a park", level=LEVEL, seed=1, steps=steps, overwrite=True)
+
+    def in_process(i: int) -> None:
+        generate(GenerateRequest(**{**job, "bbox": tuple(job["bbox"]),
+                                    "out": out_dir / f"local-{i}.tif"}), model)
+
+    def through_service(i: int) -> None:
+        submitted = service.client.submit({**job, "out": f"svc-{i}.tif"})
+        service.client.wait(submitted["id"])
+
+    try:
+        in_process(-1)
+        through_service(-1)
+        local_times, service_times = [], []
+        for i in range(repeats):
+            for fn, times in ((in_process, local_times), (through_service, service_times)):
+                start = time.perf_counter()
+                fn(i)
+                times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for i in range(burst):
+            in_process(1000 + i)
+        local_burst = time.perf_counter() - start
+        start = time.perf_counter()
+        ids = [service.client.submit({**job, "out": f"burst-{i}.tif"})["id"]
+               for i in range(burst)]
+        for job_id in ids:
+            service.client.wait(job_id)
+        service_burst = time.perf_counter() - start
+    finally:
+        service.stop()
+    local_s, service_s = statistics.median(local_times), statistics.median(service_times)
+    return {
+        "in_process_s": round(local_s, 4),
+        "service_s": round(service_s, 4),
+        "overhead_ms": round((service_s - local_s) * 1000, 1),
+        "overhead_pct": round((service_s / local_s - 1) * 100, 2),
+        "burst_jobs": burst,
+        "service_jobs_per_s": round(burst / service_burst, 2),
+        "in_process_jobs_per_s": round(burst / local_burst, 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-full-size", action="store_true")
+    parser.add_argument("--skip-service", action="store_true")
     parser.add_argument("--json", default="output/bench.json")
     args = parser.parse_args(argv)
 
@@ -165,6 +224,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"(overhead {result['overhead_ms']:+.1f} ms), pipeline/bare "
                 f"{result['pipeline_ratio']:.3f}; {SIZE}x{SIZE}, {args.steps} steps, median of "
                 f"{result['repeats']}",
+                flush=True,
+            )
+        if not args.skip_service:
+            svc = run_service(args.steps, args.repeats, 20, args.device, Path(tmp))
+            results.append({"service": svc})
+            print(
+                f"  service: in-process job {svc['in_process_s']:.3f} s, through the service "
+                f"{svc['service_s']:.3f} s: overhead {svc['overhead_ms']:+.1f} ms "
+                f"({svc['overhead_pct']:+.2f} %; goal < 50 ms or 2 %); {svc['burst_jobs']} "
+                f"queued tiny jobs: {svc['service_jobs_per_s']:.2f} jobs/s via the service, "
+                f"{svc['in_process_jobs_per_s']:.2f} jobs/s in-process",
                 flush=True,
             )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

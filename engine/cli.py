@@ -87,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "(output named and tagged as a pipeline check)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    srv = sub.add_parser("serve", help="run the local job service (HTTP + JSON)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    srv.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    srv.add_argument("--port-file", default=None, help="write the port number here")
+    srv.add_argument("--model", default=None, help="hub id or local folder (see generate)")
+    srv.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    srv.add_argument("--output-dir", action="append", default=None,
+                     help="folder jobs may write to (repeatable; the first takes bare names)")
+    srv.add_argument("--token-file", default=None,
+                     help="require 'Authorization: Bearer <token>'; the token is read from "
+                          "this file, or created there (mode 0600)")
+    srv.add_argument("--max-pixels", type=int, default=None, help="refuse larger outputs")
+    srv.add_argument("--demo-fallback", action="store_true",
+                     help="without real weights, serve the built-in tiny demo checkpoint")
+
     lv = sub.add_parser("levels", help="print the level table")
     lv.add_argument("--lat", type=float, default=0.0, help="latitude for ground m/px")
     return parser
@@ -205,6 +220,15 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .grid import DEFAULT_MAX_PIXELS
+    from .service.server import serve
+
+    _quiet_libraries()
+    args.max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+    return serve(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -212,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "levels":
             return cmd_levels(args)
+        if args.command == "serve":
+            return cmd_serve(args)
         return cmd_generate(args)
     except Text2EarthError as exc:
         print(f"text2earth: error: {exc}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""The local job service: HTTP + JSON on loopback, one worker holding the model warm."""

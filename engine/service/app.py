@@ -1,0 +1,164 @@
+"""The HTTP API (FastAPI): thin handlers over the job queue; guards against web pages."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from .. import __version__
+from ..errors import InputError
+from ..generate import GenerateRequest, plan
+from .jobs import CANCELLED, DONE, FAILED, Job, JobQueue
+from .outputs import resolve_output
+from .preview import latents_to_png
+from .runner import ModelManager, ServiceConfig, device_info
+from .schemas import GenerateJob
+
+API_VERSION = 1
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def error(status: int, detail: str, **extra) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+def host_name(header: str) -> str:
+    """'127.0.0.1:8765' -> '127.0.0.1', '[::1]:8765' -> '::1', 'LocalHost.' -> 'localhost'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0].rstrip(".") if header.count(":") == 1 else header.rstrip(".")
+
+
+def create_app(
+    queue: JobQueue,
+    models: ModelManager,
+    config: ServiceConfig,
+    token: str | None = None,
+    bound_host: str = "127.0.0.1",
+) -> FastAPI:
+    app = FastAPI(
+        title="Text2Earth engine",
+        version=__version__,
+        description="Local job service generating georeferenced synthetic imagery.",
+    )
+    allowed_hosts = LOOPBACK_HOSTS | {bound_host.lower()}
+    # With a token, a browser page cannot forge requests anyway; without one, only loopback
+    # Host names are answered, so a DNS-rebound page gets nothing.
+    any_host = token is not None and bound_host not in LOOPBACK_HOSTS
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if not any_host and host_name(request.headers.get("host", "")) not in allowed_hosts:
+            return error(403, "Host header not allowed: this service answers loopback names only")
+        if token is not None:
+            sent = request.headers.get("authorization", "")
+            scheme, _, value = sent.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+                return error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+        if request.method in BODY_METHODS:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                return error(415, "the request body must be JSON (Content-Type: application/json)")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = []
+        for item in exc.errors():
+            location = [str(p) for p in item.get("loc", ()) if p != "body"]
+            field = ".".join(location) or "body"
+            errors.append({"field": field, "message": item.get("msg", "invalid")})
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return error(422, detail or "invalid request", errors=errors)
+
+    def find(job_id: str) -> Job | JSONResponse:
+        job = queue.get(job_id)
+        return job if job is not None else error(404, f"no job {job_id!r}")
+
+    @app.get("/health")
+    def health() -> dict:
+        running = queue.running
+        return {
+            "service": "text2earth",
+            "version": __version__,
+            "api_version": API_VERSION,
+            "device": device_info(config.device),
+            "models": models.describe(),
+            "model_error": models.error,
+            "queue_length": queue.queue_length,
+            "running": running.id if running else None,
+        }
+
+    @app.post("/jobs", status_code=202)
+    def submit(body: GenerateJob):
+        job_id = uuid.uuid4().hex
+        try:
+            out = resolve_output(body.out, config.output_dirs, job_id)
+            request = GenerateRequest(
+                bbox=tuple(body.bbox), crs=body.crs, prompt=body.prompt, out=out,
+                negative_prompt=body.negative_prompt, level=body.level,
+                resolution=body.resolution, scale_denominator=body.scale, dpi=body.dpi,
+                out_crs=body.out_crs, seed=body.seed, steps=body.steps, guidance=body.guidance,
+                scheduler=body.scheduler, overwrite=body.overwrite, max_pixels=config.max_pixels,
+            )
+            plan(request)  # everything checkable without the model fails now, not in the queue
+        except InputError as exc:
+            return error(422, str(exc))
+        job = Job(type=body.type, request=request, steps=body.steps, out=str(out), id=job_id)
+        queue.submit(job)
+        return queue.status(job)
+
+    @app.get("/jobs")
+    def list_jobs() -> dict:
+        return {"jobs": [queue.status(j) for j in queue.all()]}
+
+    @app.get("/jobs/{job_id}")
+    def status(job_id: str, since: int | None = None, wait_s: float = Query(0, ge=0, le=60)):
+        """With ``since`` (a status's ``version``) and ``wait_s``, answer as soon as the job
+        changes (a step, a state) or after ``wait_s`` seconds: progress without busy polling."""
+        job = find(job_id)
+        if isinstance(job, JSONResponse):
+            return job
+        if since is not None and wait_s > 0:
+            job.wait_for_change(since, wait_s)
+        return queue.status(job)
+
+    @app.delete("/jobs/{job_id}")
+    def cancel(job_id: str):
+        job = find(job_id)
+        if isinstance(job, JSONResponse):
+            return job
+        if not queue.cancel(job):
+            return error(409, f"job {job_id} already ended ({job.state})")
+        return queue.status(job)
+
+    @app.get("/jobs/{job_id}/preview")
+    def preview(job_id: str):
+        job = find(job_id)
+        if isinstance(job, JSONResponse):
+            return job
+        latents = job.preview_latents
+        if latents is None:
+            return error(404, f"no preview yet: job {job_id} is {job.state}")
+        return Response(latents_to_png(latents), media_type="image/png")
+
+    @app.get("/jobs/{job_id}/result")
+    def result(job_id: str):
+        job = find(job_id)
+        if isinstance(job, JSONResponse):
+            return job
+        if job.state == DONE:
+            return job.result
+        if job.state == FAILED:
+            return error(409, f"job {job_id} failed: {job.error}")
+        if job.state == CANCELLED:
+            return error(409, f"job {job_id} was cancelled; it has no result")
+        return error(409, f"job {job_id} is {job.state}; no result yet")
+
+    return app

@@ -1,0 +1,51 @@
+"""Request bodies of the job API: the CLI's options as JSON fields, validated by pydantic."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from text2earth_qgis.core.scale import DEFAULT_DPI, MAX_LEVEL, MIN_LEVEL, parse_scale
+
+from ..generate import MAX_SEED
+
+
+class GenerateJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["generate"] = "generate"
+    bbox: list[float] = Field(min_length=4, max_length=4,
+                              description="xmin, ymin, xmax, ymax in `crs`")
+    crs: str = Field(min_length=1, max_length=20000, description="EPSG code, WKT or PROJ")
+    prompt: str = Field(min_length=1, max_length=4000)
+    negative_prompt: str | None = Field(None, max_length=4000)
+    level: int | None = Field(None, ge=MIN_LEVEL, le=MAX_LEVEL)
+    resolution: float | None = Field(None, gt=0, description="ground metres per pixel")
+    scale: float | str | None = Field(None, description="N of a 1:N map scale, or '1:N'")
+    dpi: float = Field(DEFAULT_DPI, gt=0, le=10000)
+    out_crs: str | None = Field(None, max_length=20000)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    steps: int = Field(50, ge=1, le=1000)
+    guidance: float = Field(4.0, ge=0, le=50)
+    scheduler: Literal["euler", "ddim", "dpm++"] = "euler"
+    out: str | None = Field(None, max_length=4096,
+                            description="file name, or a path inside an output folder")
+    overwrite: bool = False
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value):
+        if value is None:
+            return None
+        try:
+            return parse_scale(str(value))
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _one_resolution(self):
+        given = [n for n in ("level", "resolution", "scale") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of level, resolution or scale (got {given})")
+        return self

@@ -1,0 +1,98 @@
+"""`text2earth serve`: bind, guard, load the model, serve until stopped."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from ..errors import InputError
+from .app import create_app
+from .jobs import JobQueue
+from .outputs import default_output_dir
+from .runner import ModelManager, ServiceConfig, run_generate
+from .token import load_or_create_token
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            raise InputError(f"port {port} on {host} is already in use: choose another "
+                             "(--port 0 picks a free one)") from None
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def write_port_file(path: str | Path, port: int) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)  # a reader never sees a half-written number
+
+
+def serve(args) -> int:
+    import uvicorn
+
+    token = load_or_create_token(args.token_file) if args.token_file else None
+    if not is_loopback(args.host) and token is None:
+        raise InputError(
+            f"refusing to serve on {args.host}, a non-loopback address, without a token: "
+            "add --token-file FILE (clients then send 'Authorization: Bearer <token>')"
+        )
+    output_dirs = [Path(d).expanduser() for d in (args.output_dir or [default_output_dir()])]
+    for folder in output_dirs:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"output folder {folder} is not writable")
+    config = ServiceConfig(args.model, args.device, output_dirs, args.max_pixels,
+                           args.demo_fallback)
+    models = ModelManager(config)
+    queue = JobQueue(lambda job: run_generate(job, models))
+    sock = bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    app = create_app(queue, models, config, token, args.host)
+
+    # Load the model in the background: /health answers at once and reports it when ready.
+    threading.Thread(target=_preload, args=(models,), daemon=True).start()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    host_for_url = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"listening on http://{host_for_url}:{port}", flush=True)
+    if args.port_file:
+        write_port_file(args.port_file, port)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        queue.stop()  # a running job is cancelled and cleans up its temp file
+        if args.port_file:
+            Path(args.port_file).unlink(missing_ok=True)
+    print("service stopped", file=sys.stderr)
+    return 0
+
+
+def _preload(models: ModelManager) -> None:
+    try:
+        models.get()
+    except Exception:  # noqa: BLE001 - reported by /health (model_error) and by each job
+        pass
+

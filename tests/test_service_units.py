@@ -1,0 +1,146 @@
+"""The service's pure parts, without a server: output paths, hosts, token, preview, queue."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.errors import InputError
+from engine.service.app import host_name
+from engine.service.jobs import CANCELLED, DONE, FAILED, Job, JobCancelledError, JobQueue
+from engine.service.outputs import resolve_output
+from engine.service.preview import latents_to_png
+from engine.service.server import is_loopback
+from engine.service.token import load_or_create_token
+
+
+def test_output_paths_stay_inside_the_folders(tmp_path):
+    first, second, outside = tmp_path / "a", tmp_path / "b", tmp_path / "elsewhere"
+    for d in (first, second, outside):
+        d.mkdir()
+    dirs = [first, second]
+    assert resolve_output("scene.tif", dirs, "abc") == first.resolve() / "scene.tif"
+    assert resolve_output("sub/scene.tif", dirs, "abc") == first.resolve() / "sub/scene.tif"
+    assert resolve_output(str(second / "x.tif"), dirs, "abc") == second.resolve() / "x.tif"
+    auto = resolve_output(None, dirs, "0123456789")
+    assert auto.parent == first.resolve() and auto.name.endswith("-01234567.tif")
+    (first / "escape").symlink_to(outside)
+    (first / "link.tif").symlink_to(outside / "victim.tif")
+    for bad in ("../x.tif", "sub/../../x.tif", str(outside / "x.tif"), "/etc/passwd",
+                "escape/x.tif", "link.tif", "~/x.tif"):
+        with pytest.raises(InputError, match="outside"):
+            resolve_output(bad, dirs, "abc")
+    with pytest.raises(InputError, match="folder itself"):
+        resolve_output(".", dirs, "abc")
+
+
+@pytest.mark.parametrize(
+    "header,name",
+    [("127.0.0.1:8765", "127.0.0.1"), ("localhost", "localhost"), ("[::1]:80", "::1"),
+     ("LocalHost.:1", "localhost"), ("evil.example:8765", "evil.example"), ("", "")],
+)
+def test_host_header_parsing(header, name):
+    assert host_name(header) == name
+
+
+def test_loopback_detection():
+    assert is_loopback("127.0.0.1") and is_loopback("127.5.6.7") and is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    assert not is_loopback("example.org")
+
+
+def test_token_file_is_created_private_and_reused(tmp_path):
+    path = tmp_path / "dir" / "token"
+    token = load_or_create_token(path)
+    assert len(token) >= 32
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_or_create_token(path) == token
+    path.write_text("my-own-token\n")
+    assert load_or_create_token(path) == "my-own-token"
+
+
+def test_preview_is_a_png_of_the_latents():
+    latents = np.zeros((4, 32, 48), np.float32)
+    latents[3] = -1.0  # channel 4 pushes towards blue-ish white in SD's latent space
+    png = latents_to_png(latents)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(io.BytesIO(png))
+    assert image.size == (256, 171)  # long side 256, aspect kept
+    r, g, b = np.asarray(image.convert("RGB"))[50, 50]
+    assert b > r  # -(-0.7177) on blue beats -(-0.2120) on red
+
+
+def make_queue(runner):
+    return JobQueue(runner)
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_queue_runs_in_order_one_at_a_time_and_survives_failures():
+    order, active, peak = [], [0], [0]
+    lock = threading.Lock()
+
+    def runner(job):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        order.append(job.request)
+        with lock:
+            active[0] -= 1
+        if job.request == 2:
+            raise RuntimeError("disk on fire")
+        return {"n": job.request}
+
+    queue = make_queue(runner)
+    jobs = [queue.submit(Job("generate", i, steps=1)) for i in range(6)]
+    assert queue.position(jobs[-1]) is not None
+    assert wait_until(lambda: all(j.state in (DONE, FAILED) for j in jobs))
+    assert order == list(range(6)) and peak[0] == 1
+    assert [j.state for j in jobs] == [DONE, DONE, FAILED, DONE, DONE, DONE]
+    assert jobs[2].error == "disk on fire" and jobs[3].result == {"n": 3}
+    queue.stop()
+
+
+def test_cancel_queued_and_running_jobs():
+    started = threading.Event()
+
+    def runner(job):
+        started.set()
+        while not job.cancel_requested.is_set():
+            time.sleep(0.01)
+        raise JobCancelledError()
+
+    queue = make_queue(runner)
+    running = queue.submit(Job("generate", "a", steps=5))
+    waiting = queue.submit(Job("generate", "b", steps=5))
+    assert started.wait(5)
+    assert queue.cancel(waiting) and waiting.state == CANCELLED
+    assert queue.cancel(running)
+    assert wait_until(lambda: running.state == CANCELLED)
+    assert not queue.cancel(running)  # already ended
+    queue.stop()
+
+
+def test_eta_follows_the_step_rate():
+    job = Job("generate", None, steps=10)
+    job.state = "running"
+    job.started = time.monotonic() - 2.0
+    assert job.eta_s() is None or job.step == 0
+    job.report_step(4)
+    assert job.eta_s() == pytest.approx(3.0, abs=0.2)  # 0.5 s a step, 6 to go

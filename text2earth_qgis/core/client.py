@@ -1,0 +1,263 @@
+"""Client of the local Text2Earth engine service. Stdlib only (urllib, json, subprocess).
+
+Used by the QGIS plugin (inside QgsTasks, never on the UI thread) and by scripts. Every
+failure is one of the exceptions below, with a message a GIS user can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+API_VERSION = 1
+FINAL_STATES = ("done", "failed", "cancelled")
+
+
+class EngineError(Exception):
+    """Base of every client error."""
+
+
+class ServiceNotRunning(EngineError):  # noqa: N818 - reads as the state it reports
+    pass
+
+
+class IncompatibleVersion(EngineError):  # noqa: N818
+    pass
+
+
+class ServiceError(EngineError):
+    """The service answered with an HTTP error; ``message`` is its own one-line reason."""
+
+    def __init__(self, status: int, message: str, errors: list | None = None) -> None:
+        super().__init__(f"{message} (HTTP {status})")
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+
+
+class JobFailed(EngineError):  # noqa: N818
+    pass
+
+
+class JobCancelled(EngineError):  # noqa: N818
+    pass
+
+
+class ServiceStartError(EngineError):
+    pass
+
+
+class EngineClient:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, body: dict | None = None, raw: bool = False):
+        data = None
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.url + path, data, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = response.read()
+                if raw:
+                    return payload
+                return json.loads(payload) if payload else None
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read() or b"{}")
+            except ValueError:
+                detail = {}
+            message = detail.get("detail") if isinstance(detail, dict) else None
+            if not isinstance(message, str):
+                message = exc.reason if isinstance(exc.reason, str) else f"HTTP {exc.code}"
+            raise ServiceError(exc.code, message, detail.get("errors")) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceNotRunning(
+                f"the Text2Earth engine at {self.url} is not answering ({reason}): start it, "
+                "or check the engine URL in the plugin settings"
+            ) from None
+
+    def health(self) -> dict:
+        info = self._request("GET", "/health")
+        if not isinstance(info, dict) or info.get("service") != "text2earth":
+            raise IncompatibleVersion(f"{self.url} is not a Text2Earth engine service")
+        if info.get("api_version") != API_VERSION:
+            raise IncompatibleVersion(
+                f"the engine at {self.url} speaks API version {info.get('api_version')}, this "
+                f"client version {API_VERSION}: update the engine and the plugin together"
+            )
+        return info
+
+    def submit(self, job: dict) -> dict:
+        return self._request("POST", "/jobs", job)
+
+    def jobs(self) -> list[dict]:
+        return self._request("GET", "/jobs")["jobs"]
+
+    def status(self, job_id: str, since: int | None = None, wait_s: float = 0) -> dict:
+        """The job's status; with ``since`` (a status's ``version``) and ``wait_s``, the
+        service answers as soon as the job changes, or after ``wait_s`` seconds."""
+        if since is None or wait_s <= 0:
+            return self._request("GET", f"/jobs/{job_id}")
+        saved = self.timeout
+        self.timeout = saved + wait_s  # the answer may legitimately take wait_s
+        try:
+            return self._request("GET", f"/jobs/{job_id}?since={since}&wait_s={wait_s:g}")
+        finally:
+            self.timeout = saved
+
+    def cancel(self, job_id: str) -> dict:
+        return self._request("DELETE", f"/jobs/{job_id}")
+
+    def result(self, job_id: str) -> dict:
+        return self._request("GET", f"/jobs/{job_id}/result")
+
+    def preview(self, job_id: str) -> bytes | None:
+        try:
+            return self._request("GET", f"/jobs/{job_id}/preview", raw=True)
+        except ServiceError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def wait(
+        self,
+        job_id: str,
+        poll: float = 1.0,
+        timeout: float | None = None,
+        on_progress: Callable[[dict], Any] | None = None,
+    ) -> dict:
+        """Follow the job until it ends (long polls of at most ``poll`` seconds, answered at
+        each change); the result of a done job, else JobFailed / JobCancelled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        version = -1
+        while True:
+            wait_s = poll
+            if deadline is not None:
+                wait_s = max(0.0, min(poll, deadline - time.monotonic()))
+            status = self.status(job_id, since=version, wait_s=wait_s)
+            version = status.get("version", version)
+            if on_progress is not None:
+                on_progress(status)
+            state = status["state"]
+            if state == "done":
+                return self.result(job_id)
+            if state == "failed":
+                raise JobFailed(status.get("error") or "the job failed")
+            if state == "cancelled":
+                raise JobCancelled("the job was cancelled")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {state} after {timeout} s")
+            if "version" not in status:  # an older service without long polling
+                time.sleep(poll)
+
+
+@dataclass
+class LocalService:
+    """A service process this client started; ``stop()`` ends it."""
+
+    process: subprocess.Popen
+    url: str
+    client: EngineClient
+    log_path: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def read_token(token_file: str | Path | None) -> str | None:
+    if not token_file:
+        return None
+    try:
+        return Path(token_file).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def start_local_service(
+    python: str,
+    output_dirs: list[str] | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    token_file: str | Path | None = None,
+    extra_args: list[str] | None = None,
+    timeout: float = 120.0,
+    env: dict | None = None,
+) -> LocalService:
+    """Start `python -m engine.cli serve` on a free loopback port and wait for /health."""
+    workdir = Path(tempfile.mkdtemp(prefix="text2earth-service-"))
+    port_file = workdir / "port"
+    log_path = workdir / "service.log"
+    args = [python, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+            "--port-file", str(port_file)]
+    for folder in output_dirs or []:
+        args += ["--output-dir", str(folder)]
+    if model:
+        args += ["--model", model]
+    if device:
+        args += ["--device", device]
+    if token_file:
+        args += ["--token-file", str(token_file)]
+    args += extra_args or []
+    log = open(log_path, "wb")  # noqa: SIM115 - the child keeps writing after we return
+    try:
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+    except OSError as exc:
+        raise ServiceStartError(f"cannot run the engine's Python {python!r}: {exc}") from None
+    finally:
+        log.close()
+
+    def tail() -> str:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+
+    deadline = time.monotonic() + timeout
+    client = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceStartError(
+                f"the engine service exited with code {process.returncode} while starting:\n"
+                + tail()
+            )
+        if client is None and port_file.is_file() and port_file.read_text().strip():
+            url = f"http://127.0.0.1:{int(port_file.read_text().strip())}"
+            client = EngineClient(url, read_token(token_file))
+        if client is not None:
+            try:
+                client.health()
+                return LocalService(process, client.url, client, log_path)
+            except ServiceNotRunning:
+                pass
+        time.sleep(0.1)
+    process.terminate()
+    raise ServiceStartError(f"the engine service did not answer within {timeout:.0f} s:\n" + tail())
