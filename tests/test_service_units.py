@@ -144,3 +144,59 @@ def test_eta_follows_the_step_rate():
     assert job.eta_s() is None or job.step == 0
     job.report_step(4)
     assert job.eta_s() == pytest.approx(3.0, abs=0.2)  # 0.5 s a step, 6 to go
+
+
+def test_model_manager_reuses_and_switches(tiny_t2i, tiny_sd2, tmp_path):
+    import gc
+    import weakref
+
+    from engine.service.runner import ModelManager, ServiceConfig
+
+    manager = ModelManager(ServiceConfig(str(tiny_t2i), "cpu", [tmp_path], 10**6))
+    first = manager.get()
+    assert manager.get() is first and manager.get(str(tiny_t2i)) is first  # loaded once
+    first_unet = weakref.ref(first.pipeline.unet)
+    del first
+    second = manager.get(str(tiny_sd2))
+    gc.collect()
+    assert first_unet() is None  # the previous model is gone from memory
+    assert manager.describe()[0]["model_id"] == str(tiny_sd2.resolve())
+    assert not second.pipeline.has_level_embedding
+
+
+def test_out_of_memory_on_gpu_retries_once_with_memory_saving(monkeypatch, tmp_path):
+    import torch
+
+    from engine.errors import OutOfMemoryError
+    from engine.service import runner
+
+    calls, saved = [], []
+
+    class FakeModel:
+        device = torch.device("cuda")
+
+    class FakeManager:
+        pipeline_check = False
+
+        def get(self, model=None):
+            return FakeModel()
+
+    def fake_generate(request, model, callback):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OutOfMemoryError("out of memory")
+        raise RuntimeError("second attempt reached")
+
+    monkeypatch.setattr(runner, "generate", fake_generate)
+    monkeypatch.setattr(runner, "_save_memory", lambda model: saved.append(model))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    job = Job("generate", object(), steps=2)
+    with pytest.raises(RuntimeError, match="second attempt"):
+        runner.run_generate(job, FakeManager())
+    assert len(calls) == 2 and len(saved) == 1
+
+    calls.clear()
+    FakeModel.device = torch.device("cpu")  # on the CPU there is nothing to save: fail at once
+    with pytest.raises(OutOfMemoryError):
+        runner.run_generate(job, FakeManager())
+    assert len(calls) == 1

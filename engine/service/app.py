@@ -110,7 +110,8 @@ def create_app(
             plan(request)  # everything checkable without the model fails now, not in the queue
         except InputError as exc:
             return error(422, str(exc))
-        job = Job(type=body.type, request=request, steps=body.steps, out=str(out), id=job_id)
+        job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
+                  model=body.model, id=job_id)
         queue.submit(job)
         return queue.status(job)
 

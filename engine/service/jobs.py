@@ -30,6 +30,7 @@ class Job:
     request: Any  # what the runner needs (a GenerateRequest for "generate")
     steps: int
     out: str | None = None
+    model: str | None = None  # None: the service's default model
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     state: str = QUEUED

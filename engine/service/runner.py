@@ -108,7 +108,7 @@ def _save_memory(model: LoadedModel) -> None:
 
 def run_generate(job: Job, models: ModelManager) -> dict:
     request: GenerateRequest = job.request
-    model = models.get()
+    model = models.get(job.model)
     if models.pipeline_check and not request.pipeline_check:
         from ..cli import pipeline_check_path
 

@@ -32,6 +32,8 @@ class GenerateJob(BaseModel):
     out: str | None = Field(None, max_length=4096,
                             description="file name, or a path inside an output folder")
     overwrite: bool = False
+    model: str | None = Field(None, max_length=4096,
+                              description="hub id or local folder; default: the service's")
 
     @field_validator("scale")
     @classmethod
