@@ -52,7 +52,7 @@ clean:
 # The QGIS plugin zip: the plugin package plus its metadata, nothing of the engine.
 package:
 	rm -rf build/plugin && mkdir -p build/plugin dist
-	cp -r text2earth_qgis build/plugin/ && cp metadata.txt build/plugin/text2earth_qgis/
+	cp -rL text2earth_qgis build/plugin/ && cp metadata.txt build/plugin/text2earth_qgis/
 	find build/plugin -name __pycache__ -prune -exec rm -rf {} +
 	cd build/plugin && /usr/bin/python3 -m zipfile -c ../../dist/text2earth_qgis.zip text2earth_qgis
 	@echo dist/text2earth_qgis.zip

@@ -7,6 +7,7 @@ from unittest import mock
 
 sys.modules.setdefault("mock", mock)  # qgis.testing.mocked imports the old 'mock' package
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, "/usr/share/qgis/python/plugins")  # the Processing framework
 
 from qgis.testing import start_app  # noqa: E402
 from qgis.testing.mocked import get_iface  # noqa: E402

@@ -69,6 +69,6 @@ def test_plugin_loads_in_qgis_without_heavy_imports():
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["actions"] == ["About Text2Earth"]
+    assert report["actions"] == ["Text2Earth"]
     assert report["after_unload"] == 0
     assert report["heavy"] == []

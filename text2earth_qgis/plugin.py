@@ -1,42 +1,105 @@
-"""Plugin entry: menu and toolbar wiring only. PyQGIS + stdlib; the model runs in the engine."""
+"""Plugin entry: actions, menus, the dock and the engine's lifecycle. PyQGIS + stdlib only."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from qgis.core import QgsApplication, QgsMapLayerType
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QMessageBox
+from qgis.PyQt.QtWidgets import QAction
 
-from .core.scale import LEVELS, nominal_resolution
+from .core.engine_manager import EngineManager
+from .settings import engine_settings
 
 MENU = "&Text2Earth"
+
+
+def icon() -> QIcon:
+    return QIcon(str(Path(__file__).resolve().parent / "resources" / "icon.svg"))
 
 
 class Text2EarthPlugin:
     def __init__(self, iface) -> None:
         self.iface = iface
         self.actions: list[QAction] = []
+        self.dock = None
+        self.provider = None
+        self.regenerate_action: QAction | None = None
+        self.manager = EngineManager(engine_settings())
+
+    def initProcessing(self) -> None:  # noqa: N802 - QGIS's name
+        from .processing.provider import Text2EarthProvider
+
+        self.provider = Text2EarthProvider(self.manager)
+        QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 - QGIS's name
-        icon = QIcon(str(Path(__file__).with_name("icon.svg")))
-        action = QAction(icon, "About Text2Earth", self.iface.mainWindow())
-        action.triggered.connect(self.show_about)
-        self.iface.addPluginToRasterMenu(MENU, action)
-        self.actions.append(action)
+        self.initProcessing()
+        self.toggle_action = QAction(icon(), "Text2Earth", self.iface.mainWindow())
+        self.toggle_action.setCheckable(True)
+        self.toggle_action.setToolTip("Generate synthetic remote-sensing imagery")
+        self.toggle_action.toggled.connect(self.toggle_dock)
+        self.iface.addToolBarIcon(self.toggle_action)
+        self.iface.addPluginToRasterMenu(MENU, self.toggle_action)
+        self.actions.append(self.toggle_action)
+
+        self.regenerate_action = QAction("Regenerate with these settings (Text2Earth)",
+                                         self.iface.mainWindow())
+        self.regenerate_action.triggered.connect(self.regenerate_current)
+        self.iface.addCustomActionForLayerType(
+            self.regenerate_action, "", QgsMapLayerType.RasterLayer, False)
+        QgsApplication.instance().aboutToQuit.connect(self.manager.stop)
+
+    def ensure_dock(self):
+        if self.dock is None:
+            from qgis.PyQt.QtCore import Qt
+
+            from .dock import Text2EarthDock
+
+            self.dock = Text2EarthDock(self.iface, self.manager)
+            self.dock.layer_added.connect(self._offer_regenerate)
+            self.dock.visibilityChanged.connect(self.toggle_action.setChecked)
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        return self.dock
+
+    def toggle_dock(self, visible: bool) -> None:
+        dock = self.ensure_dock() if visible else self.dock
+        if dock is None:
+            return
+        dock.setVisible(visible)
+        if visible and self.manager.client is None:
+            dock.connect_engine()
+
+    def _offer_regenerate(self, layer) -> None:
+        self.iface.addCustomActionForLayer(self.regenerate_action, layer)
+
+    def regenerate_current(self) -> None:
+        from .layers import job_of_layer
+
+        job = job_of_layer(self.iface.activeLayer())
+        if job is None:
+            return
+        self.toggle_action.setChecked(True)
+        self.ensure_dock().load_job(job)
 
     def unload(self) -> None:
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
+            self.iface.removeToolBarIcon(action)
         self.actions.clear()
-
-    def show_about(self) -> None:
-        levels = ", ".join(f"{lv}: {nominal_resolution(lv):g} m" for lv in LEVELS)
-        QMessageBox.information(
-            self.iface.mainWindow(),
-            "Text2Earth",
-            "Text2Earth generates synthetic (AI-made) remote-sensing imagery.\n\n"
-            "The engine runs outside QGIS, from its own Python environment:\n"
-            "  text2earth generate --bbox ... --crs ... --prompt ... --out scene.tif\n"
-            "then add the GeoTIFF as a raster layer.\n\n"
-            f"Resolution levels (nominal m/px): {levels}",
-        )
+        if self.regenerate_action is not None:
+            self.iface.removeCustomActionForLayerType(self.regenerate_action)
+            self.regenerate_action = None
+        if self.dock is not None:
+            self.dock.cleanup()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+        try:
+            QgsApplication.instance().aboutToQuit.disconnect(self.manager.stop)
+        except (TypeError, RuntimeError):
+            pass
+        self.manager.stop()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import os
 import uuid
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import __version__
 from ..errors import InputError
@@ -161,5 +162,18 @@ def create_app(
         if job.state == CANCELLED:
             return error(409, f"job {job_id} was cancelled; it has no result")
         return error(409, f"job {job_id} is {job.state}; no result yet")
+
+    @app.get("/jobs/{job_id}/file")
+    def file(job_id: str):
+        """The finished GeoTIFF itself, for clients on another machine than the engine."""
+        job = find(job_id)
+        if isinstance(job, JSONResponse):
+            return job
+        if job.state != DONE:
+            return error(409, f"job {job_id} is {job.state}; no file")
+        path = job.result["path"]
+        if not os.path.isfile(path):
+            return error(410, f"the output of job {job_id} is no longer at {path}")
+        return FileResponse(path, media_type="image/tiff", filename=os.path.basename(path))
 
     return app

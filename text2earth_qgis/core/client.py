@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -135,6 +136,35 @@ class EngineClient:
             if exc.status == 404:
                 return None
             raise
+
+    def download(self, job_id: str, destination: str | Path, overwrite: bool = False) -> Path:
+        """The job's GeoTIFF into ``destination``: a local move when the engine's file is on
+        this machine, else a download; via a temp file, never clobbering unless asked."""
+        destination = Path(destination)
+        if destination.exists() and not overwrite:
+            raise EngineError(f"{destination} already exists")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        tmp = destination.with_name(f".{destination.name}.{os.getpid()}.part")
+        try:
+            source = Path(self.result(job_id)["path"])
+            if source.is_file():
+                shutil.copyfile(source, tmp)
+            else:
+                tmp.write_bytes(self._request("GET", f"/jobs/{job_id}/file", raw=True))
+            if overwrite:
+                os.replace(tmp, destination)
+            else:
+                try:
+                    os.link(tmp, destination)
+                except FileExistsError:
+                    raise EngineError(f"{destination} already exists") from None
+                except OSError:
+                    os.replace(tmp, destination)
+            if source.is_file() and source.resolve() != destination.resolve():
+                source.unlink()  # the staging copy is not needed any more
+        finally:
+            tmp.unlink(missing_ok=True)
+        return destination
 
     def wait(
         self,

@@ -1,0 +1,51 @@
+"""Submit a job, follow it, cancel it on request, deliver its GeoTIFF. Stdlib only, blocking.
+
+The dock's QgsTask and the Processing algorithm both call this from their worker threads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .client import EngineClient, JobCancelled
+
+
+def run_job(
+    client: EngineClient,
+    job: dict,
+    destination: str | Path,
+    overwrite: bool = False,
+    on_status: Callable[[dict], None] | None = None,
+    is_canceled: Callable[[], bool] = lambda: False,
+    on_preview: Callable[[bytes], None] | None = None,
+    preview_every_s: float = 1.0,
+) -> tuple[dict, Path]:
+    """(result, delivered path); raises JobCancelled, JobFailed, ServiceError, ..."""
+    if is_canceled():
+        raise JobCancelled("cancelled before the job was sent")
+    job_id = client.submit(job)["id"]
+    cancel_sent = False
+    last_preview = 0.0
+
+    def follow(status: dict) -> None:
+        nonlocal cancel_sent, last_preview
+        if on_status is not None:
+            on_status(status)
+        if is_canceled() and not cancel_sent:
+            cancel_sent = True
+            client.cancel(job_id)
+        now = time.monotonic()
+        if on_preview is not None and status.get("step", 0) >= 1 and (
+            now - last_preview >= preview_every_s or status.get("state") != "running"
+        ):
+            last_preview = now
+            png = client.preview(job_id)
+            if png:
+                on_preview(png)
+
+    result = client.wait(job_id, poll=0.5, on_progress=follow)
+    if is_canceled():  # finished just as the user cancelled: honour the cancel, keep no file
+        raise JobCancelled("cancelled")
+    return result, client.download(job_id, destination, overwrite)

@@ -1,0 +1,602 @@
+"""The Text2Earth dock: collects the request and shows state. Logic lives in core/."""
+
+from __future__ import annotations
+
+import base64
+import random
+import tempfile
+from pathlib import Path
+
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsDistanceArea,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProject,
+    QgsRectangle,
+    QgsSettings,
+    QgsWkbTypes,
+)
+from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapToolExtent, QgsRubberBand
+from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
+from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .core import history as history_store
+from .core import scale
+from .core.engine_manager import CONNECTED, EngineManager
+from .core.job_spec import (
+    AUTO,
+    DEFAULT_PATTERN,
+    LARGE_OUTPUT_PX,
+    LEVEL,
+    MODEL_TILE,
+    RESOLUTION,
+    Extent,
+    Resolution,
+    build_job,
+    output_name,
+    output_size,
+    tile_count,
+)
+from .layers import add_result_layer
+from .tasks import EngineTask, GenerateTask
+
+SETTINGS = "text2earth/"
+HISTORY_SCOPE, HISTORY_KEY = "text2earth", "history"
+MAX_SEED = 2**31 - 1  # QSpinBox holds int32; the engine accepts up to 2**32 - 1
+WGS84 = "EPSG:4326"
+
+
+def resource_path(name: str) -> Path:
+    return Path(__file__).resolve().parent / "resources" / name
+
+
+def example_prompts() -> list[str]:
+    try:
+        lines = resource_path("example_prompts.txt").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+class Text2EarthDock(QgsDockWidget):
+    """Prompt + extent + resolution in, a georeferenced synthetic layer out."""
+
+    layer_added = pyqtSignal(object)
+
+    def __init__(self, iface, manager: EngineManager, parent=None) -> None:
+        super().__init__("Text2Earth", parent or iface.mainWindow())
+        self.setObjectName("Text2EarthDock")
+        self.iface = iface
+        self.canvas = iface.mapCanvas()
+        self.manager = manager
+        self.extent: QgsRectangle | None = None
+        self.extent_crs = QgsCoordinateReferenceSystem()
+        self.task: GenerateTask | None = None
+        self.engine_task: EngineTask | None = None
+        self.history: list[history_store.HistoryEntry] = []
+        self.last_preview = b""
+        self.tool = QgsMapToolExtent(self.canvas)
+        self.tool.extentChanged.connect(self.set_extent_from_tool)
+        self.band = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.band.setColor(QColor(255, 140, 0, 200))
+        self.band.setFillColor(QColor(255, 140, 0, 40))
+        self.band.setWidth(2)
+        self._build_ui()
+        self.canvas.scaleChanged.connect(self.update_info)
+        self.canvas.destinationCrsChanged.connect(self.update_info)
+        QgsProject.instance().readProject.connect(self.load_history)
+        QgsProject.instance().cleared.connect(self.load_history)
+        self.load_history()
+        self.update_info()
+        self.show_engine_state()
+
+    # ----- building the form -------------------------------------------------------------
+
+    def _build_ui(self) -> None:
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        settings = QgsSettings()
+
+        self.engine_label = QLabel("Engine: not connected")
+        self.engine_label.setWordWrap(True)
+        self.connect_button = QPushButton("Connect")
+        self.connect_button.clicked.connect(self.connect_engine)
+        row = QHBoxLayout()
+        row.addWidget(self.engine_label, 1)
+        row.addWidget(self.connect_button)
+        layout.addLayout(row)
+
+        prompt_box = QGroupBox("Prompt")
+        form = QFormLayout(prompt_box)
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("e.g. a river meanders through dense green forest")
+        self.prompt_edit.setFixedHeight(60)
+        self.examples = QComboBox()
+        self.examples.addItem("Examples…")
+        self.examples.addItems(example_prompts())
+        self.examples.activated.connect(self.use_example)
+        self.negative_edit = QLineEdit()
+        self.negative_edit.setPlaceholderText("what to avoid, e.g. clouds, haze")
+        form.addRow(self.prompt_edit)
+        form.addRow("Examples", self.examples)
+        form.addRow("Negative", self.negative_edit)
+        layout.addWidget(prompt_box)
+
+        extent_box = QGroupBox("Extent")
+        extent_layout = QVBoxLayout(extent_box)
+        buttons = QHBoxLayout()
+        self.draw_button = QPushButton("Draw on map")
+        self.draw_button.setCheckable(True)
+        self.draw_button.toggled.connect(self.toggle_draw)
+        self.square_check = QCheckBox("square")
+        self.square_check.toggled.connect(self._square_changed)
+        self.canvas_button = QPushButton("Canvas extent")
+        self.canvas_button.clicked.connect(self.use_canvas_extent)
+        self.layer_button = QPushButton("Layer extent")
+        self.layer_button.clicked.connect(self.use_layer_extent)
+        for widget in (self.draw_button, self.square_check, self.canvas_button,
+                       self.layer_button):
+            buttons.addWidget(widget)
+        self.extent_label = QLabel("no extent yet")
+        self.extent_label.setWordWrap(True)
+        extent_layout.addLayout(buttons)
+        extent_layout.addWidget(self.extent_label)
+        layout.addWidget(extent_box)
+
+        res_box = QGroupBox("Resolution")
+        res_form = QFormLayout(res_box)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItem("Auto from map scale", AUTO)
+        self.mode_combo.addItem("Google level", LEVEL)
+        self.mode_combo.addItem("Metres per pixel", RESOLUTION)
+        self.level_spin = QSpinBox()
+        self.level_spin.setRange(scale.MIN_LEVEL, scale.MAX_LEVEL)
+        self.level_spin.setValue(17)
+        self.resolution_spin = QDoubleSpinBox()
+        self.resolution_spin.setRange(0.05, 1000.0)
+        self.resolution_spin.setDecimals(2)
+        self.resolution_spin.setValue(1.0)
+        self.resolution_spin.setSuffix(" m")
+        self.info_label = QLabel()
+        self.info_label.setWordWrap(True)
+        for widget in (self.mode_combo, self.level_spin, self.resolution_spin):
+            signal = getattr(widget, "currentIndexChanged", None) or widget.valueChanged
+            signal.connect(self.update_info)
+        res_form.addRow("Mode", self.mode_combo)
+        res_form.addRow("Level", self.level_spin)
+        res_form.addRow("Ground size", self.resolution_spin)
+        res_form.addRow(self.info_label)
+        layout.addWidget(res_box)
+
+        gen_box = QGroupBox("Generation")
+        gen_form = QFormLayout(gen_box)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, MAX_SEED)
+        self.seed_spin.setValue(random.randint(0, MAX_SEED))
+        self.dice_button = QPushButton("🎲")
+        self.dice_button.setToolTip("new random seed")
+        self.dice_button.clicked.connect(
+            lambda: self.seed_spin.setValue(random.randint(0, MAX_SEED)))
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed_spin, 1)
+        seed_row.addWidget(self.dice_button)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 1000)
+        self.steps_spin.setValue(50)
+        self.guidance_spin = QDoubleSpinBox()
+        self.guidance_spin.setRange(0.0, 50.0)
+        self.guidance_spin.setSingleStep(0.5)
+        self.guidance_spin.setValue(4.0)
+        self.scheduler_combo = QComboBox()
+        self.scheduler_combo.addItems(["euler", "ddim", "dpm++"])
+        self.model_edit = QLineEdit(settings.value(SETTINGS + "model", "", type=str))
+        self.model_edit.setPlaceholderText("default (lcybuaa/Text2Earth)")
+        gen_form.addRow("Seed", seed_row)
+        gen_form.addRow("Steps", self.steps_spin)
+        gen_form.addRow("Guidance", self.guidance_spin)
+        gen_form.addRow("Scheduler", self.scheduler_combo)
+        gen_form.addRow("Model", self.model_edit)
+        layout.addWidget(gen_box)
+
+        out_box = QGroupBox("Output")
+        out_form = QFormLayout(out_box)
+        self.folder_widget = QgsFileWidget()
+        self.folder_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.folder_widget.setFilePath(settings.value(SETTINGS + "output_folder", "", type=str))
+        self.pattern_edit = QLineEdit(
+            settings.value(SETTINGS + "pattern", DEFAULT_PATTERN, type=str))
+        out_form.addRow("Folder", self.folder_widget)
+        out_form.addRow("File name", self.pattern_edit)
+        layout.addWidget(out_box)
+
+        run_row = QHBoxLayout()
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.clicked.connect(self.generate)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        run_row.addWidget(self.generate_button)
+        run_row.addWidget(self.cancel_button)
+        layout.addLayout(run_row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.preview_label = QLabel()
+        self.preview_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview_label.setMinimumHeight(128)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.preview_label)
+
+        history_box = QGroupBox("History (this project)")
+        history_layout = QVBoxLayout(history_box)
+        self.history_list = QListWidget()
+        self.history_list.setIconSize(QSize(48, 48))
+        history_buttons = QHBoxLayout()
+        self.reuse_button = QPushButton("Reuse settings")
+        self.reuse_button.clicked.connect(self.reuse_selected)
+        self.zoom_button = QPushButton("Zoom to")
+        self.zoom_button.clicked.connect(self.zoom_to_selected)
+        history_buttons.addWidget(self.reuse_button)
+        history_buttons.addWidget(self.zoom_button)
+        history_layout.addWidget(self.history_list)
+        history_layout.addLayout(history_buttons)
+        layout.addWidget(history_box)
+        layout.addStretch(1)
+        self.setWidget(body)
+
+    # ----- extent ---------------------------------------------------------------------------
+
+    def _square_changed(self, square: bool) -> None:
+        self.tool.setRatio(QSize(1, 1) if square else QSize(0, 0))
+
+    def toggle_draw(self, on: bool) -> None:
+        if on:
+            self.canvas.setMapTool(self.tool)
+        elif self.canvas.mapTool() is self.tool:
+            self.canvas.unsetMapTool(self.tool)
+
+    def set_extent_from_tool(self, rect: QgsRectangle) -> None:
+        if rect.isEmpty():
+            return
+        self.set_extent(rect, self.canvas.mapSettings().destinationCrs())
+        self.tool.clearRubberBand()
+        self.draw_button.setChecked(False)
+
+    def use_canvas_extent(self) -> None:
+        self.set_extent(self.canvas.extent(), self.canvas.mapSettings().destinationCrs())
+
+    def use_layer_extent(self) -> None:
+        layer = self.iface.activeLayer()
+        if layer is None:
+            self.show_message("Select a layer in the Layers panel first.", warning=True)
+            return
+        project_crs = self.canvas.mapSettings().destinationCrs()
+        transform = QgsCoordinateTransform(layer.crs(), project_crs, QgsProject.instance())
+        self.set_extent(transform.transformBoundingBox(layer.extent()), project_crs)
+
+    def set_extent(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        self.extent = QgsRectangle(rect)
+        self.extent_crs = QgsCoordinateReferenceSystem(crs)
+        self.band.setToGeometry(QgsGeometry.fromRect(self.extent), self.extent_crs)
+        self.update_info()
+
+    def centre_latitude(self) -> float | None:
+        rect = self.extent or self.canvas.extent()
+        crs = self.extent_crs if self.extent else self.canvas.mapSettings().destinationCrs()
+        if not crs.isValid() or rect.isEmpty():
+            return None
+        to_wgs84 = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem(WGS84),
+                                          QgsProject.instance())
+        try:
+            return to_wgs84.transform(rect.center()).y()
+        except Exception:  # noqa: BLE001 - a point outside the CRS's area: no latitude
+            return None
+
+    def extent_size_m(self) -> tuple[float, float] | None:
+        if not self.extent or not self.extent_crs.isValid():
+            return None
+        area = QgsDistanceArea()
+        area.setSourceCrs(self.extent_crs, QgsProject.instance().transformContext())
+        area.setEllipsoid(QgsProject.instance().ellipsoid() or "WGS84")
+        if not area.willUseEllipsoid():
+            area.setEllipsoid("WGS84")
+        r, c = self.extent, self.extent.center()
+        width = area.measureLine(QgsPointXY(r.xMinimum(), c.y()), QgsPointXY(r.xMaximum(), c.y()))
+        height = area.measureLine(QgsPointXY(c.x(), r.yMinimum()), QgsPointXY(c.x(), r.yMaximum()))
+        return width, height
+
+    # ----- resolution --------------------------------------------------------------------
+
+    def resolution(self) -> Resolution:
+        mode = self.mode_combo.currentData()
+        settings = self.canvas.mapSettings()
+        return Resolution(
+            mode=mode,
+            level=self.level_spin.value(),
+            metres_per_pixel=self.resolution_spin.value(),
+            scale_denominator=self.canvas.scale() if mode == AUTO else None,
+            dpi=settings.outputDpi(),
+        )
+
+    def update_info(self, *args) -> None:
+        mode = self.mode_combo.currentData()
+        self.level_spin.setEnabled(mode == LEVEL)
+        self.resolution_spin.setEnabled(mode == RESOLUTION)
+        latitude = self.centre_latitude()
+        try:
+            choice = self.resolution().choose(latitude)
+            ground = scale.ground_resolution(choice.level, latitude or 0.0)
+        except ValueError as exc:
+            self.info_label.setText(str(exc))
+            return
+        text = f"{choice.message} — {ground:.3g} m/px on the ground"
+        size = self.extent_size_m()
+        if self.extent:
+            r = self.extent
+            unit = self.extent_crs.authid() or "custom CRS"
+            digits = 6 if self.extent_crs.isGeographic() else 2
+            where = (f"{r.xMinimum():.{digits}f}, {r.yMinimum():.{digits}f} : "
+                     f"{r.xMaximum():.{digits}f}, {r.yMaximum():.{digits}f} ({unit})")
+            dims = f" — {size[0]:,.0f} x {size[1]:,.0f} m" if size else ""
+            self.extent_label.setText(where + dims)
+        if size:
+            width, height = output_size(size[0], size[1], ground)
+            tiles = tile_count(width, height)
+            text += (f"\n{width:,} x {height:,} px, {tiles} model tile{'s' if tiles > 1 else ''}"
+                     f" of {MODEL_TILE} px")
+            if width * height > LARGE_OUTPUT_PX:
+                text += " — large: this will take a long time"
+        self.info_label.setText(text)
+        self.current_level = choice.level
+
+    # ----- the job -----------------------------------------------------------------------
+
+    def output_folder(self) -> Path:
+        folder = self.folder_widget.filePath().strip()
+        if folder:
+            return Path(folder)
+        home = QgsProject.instance().homePath()
+        return Path(home) / "text2earth" if home else Path(tempfile.gettempdir()) / "text2earth"
+
+    def build_job(self) -> tuple[dict, Path]:
+        if self.extent is None:
+            raise ValueError("choose an extent first: draw it, or use the canvas or a layer")
+        crs = self.extent_crs.authid() or self.extent_crs.toWkt()
+        r = self.extent
+        prompt = self.prompt_edit.toPlainText()
+        job = build_job(
+            Extent(r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum(), crs),
+            prompt,
+            self.resolution(),
+            negative_prompt=self.negative_edit.text(),
+            seed=self.seed_spin.value(),
+            steps=self.steps_spin.value(),
+            guidance=self.guidance_spin.value(),
+            scheduler=self.scheduler_combo.currentText(),
+            model=self.model_edit.text().strip() or None,
+        )
+        name = output_name(self.pattern_edit.text() or DEFAULT_PATTERN, prompt,
+                           self.seed_spin.value(), getattr(self, "current_level", None))
+        destination = self.output_folder() / name
+        if destination.exists():
+            raise ValueError(f"{destination} already exists: change the file name pattern "
+                             "or the seed")
+        return job, destination
+
+    def generate(self) -> None:
+        if self.task is not None:
+            return
+        try:
+            job, destination = self.build_job()
+        except ValueError as exc:
+            self.show_message(str(exc), warning=True)
+            return
+        self._remember_settings()
+        self.task = GenerateTask(self.manager, job, str(destination))
+        self.task.progressed.connect(self.show_progress)
+        self.task.previewed.connect(self.show_preview)
+        self.task.completed.connect(self.generation_finished)
+        self.generate_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.status_label.setText("sending the job to the engine…")
+        self.last_preview = b""
+        QgsApplication.taskManager().addTask(self.task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.status_label.setText("cancelling…")
+            self.task.cancel()
+
+    def show_progress(self, status: dict) -> None:
+        steps, step = status.get("steps") or 0, status.get("step") or 0
+        state = status.get("state", "")
+        text = f"{state}: step {step} of {steps}"
+        if (status.get("tiles") or 1) > 1:
+            text += f", tile {status.get('tile')} of {status.get('tiles')}"
+        if status.get("queue_position"):
+            text = f"queued (position {status['queue_position']})"
+        if status.get("eta_s") is not None:
+            text += f", about {status['eta_s']:.0f} s left"
+        self.status_label.setText(text)
+        if steps:
+            self.progress.setValue(int(100 * step / steps))
+
+    def show_preview(self, png: bytes) -> None:
+        self.last_preview = bytes(png)
+        pixmap = QPixmap()
+        if pixmap.loadFromData(self.last_preview, "PNG"):
+            self.preview_label.setPixmap(pixmap.scaledToWidth(
+                min(256, max(128, self.preview_label.width())),
+                Qt.TransformationMode.SmoothTransformation))
+
+    def generation_finished(self, ok: bool) -> None:
+        task, self.task = self.task, None
+        self.generate_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.show_engine_state()
+        if task is None:
+            return
+        if ok and task.result and task.path:
+            layer = add_result_layer(task.path, task.job, task.result)
+            if layer is None:
+                self.show_message(f"the engine wrote {task.path}, but QGIS cannot open it",
+                                  warning=True)
+                return
+            self.progress.setValue(100)
+            self.status_label.setText(f"done: {task.path}")
+            self.add_history(task.job, {**task.result, "path": task.path})
+            self.layer_added.emit(layer)
+            return
+        self.progress.setValue(0)
+        if task.was_cancelled:
+            self.status_label.setText("cancelled: nothing was written")
+            return
+        self.status_label.setText(f"failed: {task.error}")
+        self.show_message(task.error or "the generation failed", warning=True)
+
+    # ----- settings, reuse, history ------------------------------------------------------
+
+    def _remember_settings(self) -> None:
+        settings = QgsSettings()
+        settings.setValue(SETTINGS + "output_folder", self.folder_widget.filePath())
+        settings.setValue(SETTINGS + "pattern", self.pattern_edit.text())
+        settings.setValue(SETTINGS + "model", self.model_edit.text())
+
+    def use_example(self, index: int) -> None:
+        if index > 0:
+            self.prompt_edit.setPlainText(self.examples.itemText(index))
+
+    def load_job(self, job: dict) -> None:
+        """Fill the form from a job (history 'reuse', or a layer's 'regenerate')."""
+        self.prompt_edit.setPlainText(job.get("prompt", ""))
+        self.negative_edit.setText(job.get("negative_prompt") or "")
+        if job.get("seed") is not None:
+            self.seed_spin.setValue(int(job["seed"]) % (MAX_SEED + 1))
+        self.steps_spin.setValue(int(job.get("steps", 50)))
+        self.guidance_spin.setValue(float(job.get("guidance", 4.0)))
+        self.scheduler_combo.setCurrentText(job.get("scheduler", "euler"))
+        if job.get("level") is not None:
+            self.mode_combo.setCurrentIndex(self.mode_combo.findData(LEVEL))
+            self.level_spin.setValue(int(job["level"]))
+        elif job.get("resolution") is not None:
+            self.mode_combo.setCurrentIndex(self.mode_combo.findData(RESOLUTION))
+            self.resolution_spin.setValue(float(job["resolution"]))
+        bbox, crs = job.get("bbox"), job.get("crs")
+        if bbox and crs:
+            target = QgsCoordinateReferenceSystem(crs)
+            if target.isValid():
+                self.set_extent(QgsRectangle(*bbox), target)
+
+    def add_history(self, job: dict, result: dict) -> None:
+        thumb = base64.b64encode(self.last_preview).decode() if self.last_preview else ""
+        self.history.append(history_store.new_entry(job, result, thumb))
+        QgsProject.instance().writeEntry(HISTORY_SCOPE, HISTORY_KEY,
+                                         history_store.dumps(self.history))
+        self._show_history()
+
+    def load_history(self, *args) -> None:
+        text, _ = QgsProject.instance().readEntry(HISTORY_SCOPE, HISTORY_KEY, "")
+        self.history = history_store.loads(text)
+        self._show_history()
+
+    def _show_history(self) -> None:
+        self.history_list.clear()
+        for entry in reversed(self.history):
+            item = QListWidgetItem(entry.label)
+            if entry.thumbnail_png_b64:
+                pixmap = QPixmap()
+                if pixmap.loadFromData(base64.b64decode(entry.thumbnail_png_b64), "PNG"):
+                    item.setIcon(QIcon(pixmap))
+            self.history_list.addItem(item)
+
+    def selected_entry(self):
+        row = self.history_list.currentRow()
+        return self.history[len(self.history) - 1 - row] if row >= 0 else None
+
+    def reuse_selected(self) -> None:
+        entry = self.selected_entry()
+        if entry is not None:
+            self.load_job(entry.job)
+
+    def zoom_to_selected(self) -> None:
+        entry = self.selected_entry()
+        if entry is None or len(entry.bbox) != 4:
+            return
+        crs = QgsCoordinateReferenceSystem(entry.crs)
+        transform = QgsCoordinateTransform(crs, self.canvas.mapSettings().destinationCrs(),
+                                           QgsProject.instance())
+        self.canvas.setExtent(transform.transformBoundingBox(QgsRectangle(*entry.bbox)))
+        self.canvas.refresh()
+
+    # ----- engine ------------------------------------------------------------------------
+
+    def connect_engine(self) -> None:
+        if self.engine_task is not None:
+            return
+        self.engine_label.setText("Engine: starting…")
+        self.engine_task = EngineTask(self.manager)
+        self.engine_task.done.connect(self._engine_done)
+        QgsApplication.taskManager().addTask(self.engine_task)
+
+    def _engine_done(self, ok: bool, error: str) -> None:
+        self.engine_task = None
+        self.show_engine_state()
+        if not ok:
+            log = self.manager.log_tail()
+            self.show_message(error + (f"\n{log}" if log else ""), warning=True)
+
+    def show_engine_state(self) -> None:
+        state = self.manager.state
+        self.engine_label.setText(f"Engine: {self.manager.message or state}")
+        self.connect_button.setEnabled(state != CONNECTED)
+
+    def show_message(self, text: str, warning: bool = False) -> None:
+        from qgis.core import Qgis
+
+        level = Qgis.MessageLevel.Warning if warning else Qgis.MessageLevel.Info
+        self.iface.messageBar().pushMessage("Text2Earth", text, level=level, duration=10)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        super().closeEvent(event)
+
+    def cleanup(self) -> None:
+        """Called by the plugin on unload: disconnect from project and canvas."""
+        if self.task is not None:
+            self.task.cancel()
+        for signal, slot in ((self.canvas.scaleChanged, self.update_info),
+                             (self.canvas.destinationCrsChanged, self.update_info),
+                             (QgsProject.instance().readProject, self.load_history),
+                             (QgsProject.instance().cleared, self.load_history)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
+        if self.canvas.mapTool() is self.tool:
+            self.canvas.unsetMapTool(self.tool)
+        self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.canvas.scene().removeItem(self.band)

@@ -1,0 +1,1 @@
+"""Processing provider: Text2Earth in the toolbox, the graphical modeler and batch mode."""

@@ -1,0 +1,79 @@
+"""QgsTasks around the blocking client calls: nothing waits on the UI thread."""
+
+from __future__ import annotations
+
+from qgis.core import QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+from .core.client import EngineError, JobCancelled
+from .core.engine_manager import EngineManager
+from .core.run_job import run_job
+
+
+class EngineTask(QgsTask):
+    """Find or start the engine and check its health."""
+
+    done = pyqtSignal(bool, str)
+
+    def __init__(self, manager: EngineManager) -> None:
+        super().__init__("Text2Earth: connecting to the engine", QgsTask.Flag.CanCancel)
+        self.manager = manager
+        self.error = ""
+
+    def run(self) -> bool:
+        try:
+            self.manager.ensure_running()
+            return True
+        except EngineError as exc:
+            self.error = str(exc)
+            return False
+
+    def finished(self, ok: bool) -> None:
+        self.done.emit(ok, self.error)
+
+
+class GenerateTask(QgsTask):
+    """Send one job to the engine, report its steps and previews, deliver the GeoTIFF."""
+
+    progressed = pyqtSignal(dict)
+    previewed = pyqtSignal(bytes)
+    completed = pyqtSignal(bool)
+
+    def __init__(self, manager: EngineManager, job: dict, destination: str) -> None:
+        super().__init__(f"Text2Earth: {job.get('prompt', '')[:40]}", QgsTask.Flag.CanCancel)
+        self.manager = manager
+        self.job = job
+        self.destination = destination
+        self.result: dict | None = None
+        self.path: str | None = None
+        self.error = ""
+        self.was_cancelled = False
+
+    def _status(self, status: dict) -> None:
+        steps = max(1, status.get("steps") or 1)
+        tiles = max(1, status.get("tiles") or 1)
+        done = (max(1, status.get("tile") or 1) - 1) * steps + (status.get("step") or 0)
+        self.setProgress(100.0 * done / (steps * tiles))
+        self.progressed.emit(status)
+
+    def run(self) -> bool:
+        try:
+            client = self.manager.ensure_running()
+            self.result, path = run_job(
+                client, self.job, self.destination,
+                on_status=self._status, is_canceled=self.isCanceled,
+                on_preview=self.previewed.emit,
+            )
+            self.path = str(path)
+            return True
+        except JobCancelled:
+            self.was_cancelled = True
+            return False
+        except EngineError as exc:
+            self.error = str(exc)
+            return False
+
+    def finished(self, ok: bool) -> None:
+        if not ok and self.isCanceled():
+            self.was_cancelled = True
+        self.completed.emit(ok)
