@@ -44,6 +44,7 @@ class GenerateRequest:
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     pipeline_check: bool = False  # demo weights: the output is a plumbing test, not imagery
+    allowed_dirs: tuple[Path, ...] | None = None  # the service confines writes to these
     extra_tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -148,6 +149,6 @@ def generate(
     tags = synthetic_tags(fields) | request.extra_tags
     path = write_geotiff(
         request.out, image, grid.crs, grid.transform, tags, request.overwrite,
-        software=f"Text2Earth engine {__version__}",
+        software=f"Text2Earth engine {__version__}", allowed_dirs=request.allowed_dirs,
     )
     return GenerateResult(path, grid, seed, tags)

@@ -53,6 +53,20 @@ def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
     return path
 
 
+def check_confined(path: Path, allowed_dirs) -> None:
+    """Refuse a path whose folder, as it is on disk now, lies outside ``allowed_dirs``.
+
+    Checked again right before writing, since a folder may have been swapped for a symlink
+    between the request's validation and the write.
+    """
+    if allowed_dirs is None:
+        return
+    parent = path.parent.resolve()
+    roots = [Path(d).resolve() for d in allowed_dirs]
+    if not any(parent == root or root in parent.parents for root in roots):
+        raise InputError(f"{path} now resolves to {parent}, outside the allowed output folders")
+
+
 def overview_factors(width: int, height: int) -> list[int]:
     factors, f = [], 2
     while max(width, height) // f >= MIN_OVERVIEW_SIDE:
@@ -76,12 +90,19 @@ def write_geotiff(
     tags: dict[str, str],
     overwrite: bool = False,
     software: str = "Text2Earth engine",
+    allowed_dirs=None,
 ) -> Path:
-    """Write ``rgb`` (height, width, 3 uint8) to a temp file beside ``path``, then rename."""
+    """Write ``rgb`` (height, width, 3 uint8) to a temp file beside ``path``, then rename.
+
+    With ``allowed_dirs``, the target folder must still lie inside one of them, as it is on
+    disk at the moment of writing and of renaming.
+    """
     path = check_output_path(path, overwrite)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected (height, width, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    check_confined(path, allowed_dirs)
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_confined(path, allowed_dirs)
     height, width, _ = rgb.shape
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.tif")
     profile = dict(
@@ -116,6 +137,7 @@ def write_geotiff(
             if factors:
                 dst.build_overviews(factors, Resampling.average)
                 dst.update_tags(ns="rio_overview", resampling="average")
+        check_confined(path, allowed_dirs)
         if overwrite:
             os.replace(tmp, path)
         else:

@@ -98,3 +98,19 @@ def test_bad_output_names(tmp_path):
     (tmp_path / "dir.tif").mkdir()
     with pytest.raises(InputError, match="folder"):
         geotiff.check_output_path(tmp_path / "dir.tif")
+
+
+def test_confined_write_refuses_a_folder_swapped_for_a_symlink(tmp_path):
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "sub").mkdir(parents=True)
+    outside.mkdir()
+    target = allowed / "sub" / "scene.tif"
+    write_geotiff(target, image(16, 16), UTM, Affine(1, 0, 100, 0, -1, 200), {},
+                  allowed_dirs=[allowed])
+    assert target.exists()
+    (allowed / "sub").rename(tmp_path / "moved")
+    (allowed / "sub").symlink_to(outside)  # swapped after the request was validated
+    with pytest.raises(InputError, match="outside"):
+        write_geotiff(allowed / "sub" / "again.tif", image(16, 16), UTM,
+                      Affine(1, 0, 100, 0, -1, 200), {}, allowed_dirs=[allowed])
+    assert list(outside.iterdir()) == []

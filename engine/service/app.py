@@ -107,6 +107,7 @@ def create_app(
                 resolution=body.resolution, scale_denominator=body.scale, dpi=body.dpi,
                 out_crs=body.out_crs, seed=body.seed, steps=body.steps, guidance=body.guidance,
                 scheduler=body.scheduler, overwrite=body.overwrite, max_pixels=config.max_pixels,
+                allowed_dirs=tuple(config.output_dirs),
             )
             plan(request)  # everything checkable without the model fails now, not in the queue
         except InputError as exc:
