@@ -16,7 +16,7 @@ SEED ?= 42
 OUT ?= output/scene.tif
 RUN_ARGS ?=
 
-.PHONY: install test run bench lint clean package
+.PHONY: install test run bench lint clean package deploy
 
 install: $(STAMP)
 
@@ -52,7 +52,14 @@ clean:
 # The QGIS plugin zip: the plugin package plus its metadata, nothing of the engine.
 package:
 	rm -rf build/plugin && mkdir -p build/plugin dist
-	cp -rL text2earth_qgis build/plugin/ && cp metadata.txt build/plugin/text2earth_qgis/
+	cp -rL text2earth_qgis build/plugin/
 	find build/plugin -name __pycache__ -prune -exec rm -rf {} +
 	cd build/plugin && /usr/bin/python3 -m zipfile -c ../../dist/text2earth_qgis.zip text2earth_qgis
 	@echo dist/text2earth_qgis.zip
+
+# Development install: link the plugin folder into the QGIS profile (edits show on reload).
+QGIS_PLUGINS ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
+deploy:
+	mkdir -p "$(QGIS_PLUGINS)"
+	ln -sfn "$(CURDIR)/text2earth_qgis" "$(QGIS_PLUGINS)/text2earth_qgis"
+	@echo "linked into $(QGIS_PLUGINS); enable Text2Earth in Plugins > Manage and Install"

@@ -19,7 +19,13 @@ from qgis.core import (
     QgsSettings,
     QgsWkbTypes,
 )
-from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapToolExtent, QgsRubberBand
+from qgis.gui import (
+    QgsCollapsibleGroupBox,
+    QgsDockWidget,
+    QgsFileWidget,
+    QgsMapToolExtent,
+    QgsRubberBand,
+)
 from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
@@ -126,6 +132,30 @@ class Text2EarthDock(QgsDockWidget):
         row.addWidget(self.engine_label, 1)
         row.addWidget(self.connect_button)
         layout.addLayout(row)
+
+        engine_box = QgsCollapsibleGroupBox("Engine settings")
+        engine_box.setCollapsed(True)
+        engine_form = QFormLayout(engine_box)
+        self.python_widget = QgsFileWidget()
+        self.python_widget.setFilePath(self.manager.settings.python or "")
+        self.python_widget.setToolTip(
+            "the Python of the engine's own virtual environment (never QGIS's); empty: "
+            "found automatically in a development checkout")
+        self.url_edit = QLineEdit(self.manager.settings.url or "")
+        self.url_edit.setPlaceholderText("empty: start a local engine; or http://host:port")
+        self.token_widget = QgsFileWidget()
+        self.token_widget.setFilePath(self.manager.settings.token_file or "")
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cuda", "cpu", "mps"])
+        self.device_combo.setCurrentText(self.manager.settings.device or "auto")
+        apply_button = QPushButton("Apply and reconnect")
+        apply_button.clicked.connect(self.apply_engine_settings)
+        engine_form.addRow("Engine Python", self.python_widget)
+        engine_form.addRow("Engine URL", self.url_edit)
+        engine_form.addRow("Token file", self.token_widget)
+        engine_form.addRow("Device", self.device_combo)
+        engine_form.addRow(apply_button)
+        layout.addWidget(engine_box)
 
         prompt_box = QGroupBox("Prompt")
         form = QFormLayout(prompt_box)
@@ -553,6 +583,25 @@ class Text2EarthDock(QgsDockWidget):
         self.canvas.refresh()
 
     # ----- engine ------------------------------------------------------------------------
+
+    def apply_engine_settings(self) -> None:
+        settings = QgsSettings()
+        values = {
+            "engine_python": self.python_widget.filePath().strip(),
+            "engine_url": self.url_edit.text().strip(),
+            "token_file": self.token_widget.filePath().strip(),
+            "device": "" if self.device_combo.currentText() == "auto"
+            else self.device_combo.currentText(),
+        }
+        for key, value in values.items():
+            settings.setValue(SETTINGS + key, value)
+        self.manager.stop()
+        engine = self.manager.settings
+        engine.python = values["engine_python"] or None
+        engine.url = values["engine_url"] or None
+        engine.token_file = values["token_file"] or engine.token_file
+        engine.device = values["device"] or None
+        self.connect_engine()
 
     def connect_engine(self) -> None:
         if self.engine_task is not None:
