@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsMapLayerType
+from qgis import core as qgis_core
+from qgis.core import QgsApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
@@ -12,6 +13,14 @@ from .core.engine_manager import EngineManager
 from .settings import engine_settings
 
 MENU = "&Text2Earth"
+
+
+def raster_layer_type():
+    """Qgis.LayerType.Raster from QGIS 3.30 (and 4), QgsMapLayerType.RasterLayer before."""
+    layer_type = getattr(qgis_core.Qgis, "LayerType", None)
+    if layer_type is not None and hasattr(layer_type, "Raster"):
+        return layer_type.Raster
+    return qgis_core.QgsMapLayerType.RasterLayer
 
 
 def icon() -> QIcon:
@@ -47,7 +56,7 @@ class Text2EarthPlugin:
                                          self.iface.mainWindow())
         self.regenerate_action.triggered.connect(self.regenerate_current)
         self.iface.addCustomActionForLayerType(
-            self.regenerate_action, "", QgsMapLayerType.RasterLayer, False)
+            self.regenerate_action, "", raster_layer_type(), False)
         QgsApplication.instance().aboutToQuit.connect(self.manager.stop)
 
     def ensure_dock(self):
