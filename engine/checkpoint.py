@@ -230,7 +230,10 @@ def load_model(
             f"{path}: the UNet expects {unet.config.cross_attention_dim}-wide text features but "
             f"the text encoder gives {text_encoder.config.hidden_size}"
         )
-    pipeline = Text2EarthPipeline(
+    from .inpaint import Text2EarthInpaintPipeline
+
+    inpainting = unet.config.in_channels == 9
+    pipeline = (Text2EarthInpaintPipeline if inpainting else Text2EarthPipeline)(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,

@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: $TEXT2EARTH_MODEL, else lcybuaa/Text2Earth)")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     gen.add_argument("--max-pixels", type=int, default=None, help="refuse larger outputs")
+    gen.add_argument("--tile", type=int, default=512,
+                     help="window size in px for scenes larger than one window (default 512)")
+    gen.add_argument("--overlap", type=int, default=128, help="window overlap in px")
+    gen.add_argument("--scene-method", default="auto", choices=["auto", "outpaint", "joint"],
+                     help="outpaint with the inpainting model (auto when it is available), or "
+                          "joint denoising with the text-to-image model")
+    gen.add_argument("--inpaint-model", default=None,
+                     help="inpainting model for scenes (default: lcybuaa/Text2Earth-inpainting)")
+    gen.add_argument("--no-resume", action="store_true",
+                     help="start a scene afresh even if a stopped run of it left its windows")
     gen.add_argument("--out", required=True, help="output GeoTIFF path")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
     gen.add_argument("--offline", action="store_true", help="never try to download weights")
@@ -157,8 +167,8 @@ def cmd_levels(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .checkpoint import load_model
-    from .generate import GenerateRequest, generate, plan
+    from .checkpoint import INPAINTING_MODEL, load_model
+    from .generate import GenerateRequest, generate, plan, scene_plan
     from .grid import DEFAULT_MAX_PIXELS
 
     request = GenerateRequest(
@@ -167,6 +177,8 @@ def cmd_generate(args) -> int:
         scale_denominator=args.scale, dpi=args.dpi, out_crs=args.out_crs, seed=args.seed,
         steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
         overwrite=args.overwrite, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        tile=args.tile, overlap=args.overlap, scene_method=args.scene_method,
+        resume=not args.no_resume,
     )
     grid = plan(request)  # bad input fails here, before minutes of model loading
     if not args.quiet:
@@ -176,28 +188,46 @@ def cmd_generate(args) -> int:
             file=sys.stderr,
         )
     _quiet_libraries()
-    try:
-        model = load_model(args.model, args.device, offline=args.offline or None)
-    except ModelNotFoundError as exc:
-        if not args.demo_fallback:
-            raise
-        _say(str(exc))
-        request.out = pipeline_check_path(args.out)
-        request.pipeline_check = True
-        _say(
-            "Running the same job now on the built-in tiny demo checkpoint (the real Text2Earth "
-            "architecture with random weights): the result checks the whole pipeline and its "
-            f"georeferencing, it is not imagery. Output: {request.out}"
-        )
-        plan(request)
-        model = load_model(str(demo_checkpoint_dir()), args.device)
+    windows = scene_plan(request, grid)
+    model = None
+    if windows is not None and args.scene_method != "joint":
+        # A scene: outpainting with the inpainting model when it can be had.
+        try:
+            model = load_model(args.inpaint_model or INPAINTING_MODEL, args.device,
+                               offline=args.offline or None)
+        except ModelNotFoundError as exc:
+            if args.scene_method == "outpaint" and not args.demo_fallback:
+                raise
+            if args.scene_method == "auto" and not args.quiet:
+                _say(f"No inpainting model ({exc.__class__.__name__}): building the scene by "
+                     "joint denoising with the text-to-image model instead.")
+    if model is None:
+        try:
+            model = load_model(args.model, args.device, offline=args.offline or None)
+        except ModelNotFoundError as exc:
+            if not args.demo_fallback:
+                raise
+            _say(str(exc))
+            request.out = pipeline_check_path(args.out)
+            request.pipeline_check = True
+            _say(
+                "Running the same job now on the built-in tiny demo checkpoint (the real "
+                "Text2Earth architecture with random weights): the result checks the whole "
+                f"pipeline and its georeferencing, it is not imagery. Output: {request.out}"
+            )
+            plan(request)
+            model = load_model(str(demo_checkpoint_dir()), args.device)
 
     bar = None
     callback = None
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=request.steps, desc="denoising", unit="step", file=sys.stderr)
+        tiles = 1 if windows is None else windows.nx * windows.ny
+        joint = windows is not None and not model.inpainting
+        total = request.steps if windows is None or joint else request.steps * tiles
+        label = "denoising" if windows is None else f"{tiles} windows"
+        bar = tqdm(total=total, desc=label, unit="step", file=sys.stderr)
 
         def callback(pipe, step, timestep, tensors):
             bar.update(1)

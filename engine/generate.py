@@ -21,6 +21,8 @@ from .pipeline import (
     StepCallback,
     split_level_prefix,
 )
+from .scene import JOINT, OUTPAINT, SceneJob, run_scene
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, plan_scene
 
 MAX_SEED = 2**32 - 1
 
@@ -44,6 +46,10 @@ class GenerateRequest:
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     pipeline_check: bool = False  # demo weights: the output is a plumbing test, not imagery
+    tile: int = DEFAULT_TILE  # scenes larger than one tile are built window by window
+    overlap: int = DEFAULT_OVERLAP
+    scene_method: str = "auto"  # auto | outpaint | joint
+    resume: bool = True  # continue a stopped scene from the windows already made
     allowed_dirs: tuple[Path, ...] | None = None  # the service confines writes to these
     extra_tags: dict[str, str] = field(default_factory=dict)
 
@@ -87,9 +93,36 @@ def plan(request: GenerateRequest) -> OutputGrid:
     if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
         raise InputError(f"seed must be in 0..{MAX_SEED}, got {request.seed}")
     check_output_path(request.out, request.overwrite)
+    if request.scene_method not in ("auto", OUTPAINT, JOINT):
+        raise InputError(f"scene method must be auto, {OUTPAINT} or {JOINT}")
+    try:
+        plan_scene(1, 1, request.tile, request.overlap)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     return build_grid(
         request.bbox, request.crs, level_request(request), request.out_crs, request.max_pixels
     )
+
+
+def scene_plan(request: GenerateRequest, grid: OutputGrid) -> ScenePlan | None:
+    """None when one canvas holds the output, else the windows of an unbounded scene."""
+    if grid.width <= request.tile and grid.height <= request.tile:
+        return None
+    return plan_scene(grid.width, grid.height, request.tile, request.overlap)
+
+
+def scene_method(request: GenerateRequest, model: LoadedModel) -> str:
+    """outpaint with an inpainting checkpoint (the authors' method), else joint denoising."""
+    if request.scene_method == "auto":
+        return OUTPAINT if model.inpainting else JOINT
+    if request.scene_method == OUTPAINT and not model.inpainting:
+        raise InputError(
+            "outpainting needs the inpainting checkpoint (lcybuaa/Text2Earth-inpainting); "
+            "use --scene-method joint to build the scene with the text-to-image model"
+        )
+    if request.scene_method == JOINT and model.inpainting:
+        raise InputError("joint denoising needs the text-to-image checkpoint")
+    return request.scene_method
 
 
 def generate(
@@ -97,9 +130,12 @@ def generate(
     model: LoadedModel,
     callback_on_step_end: StepCallback | None = None,
 ) -> GenerateResult:
+    """One job. ``model`` is text-to-image for single images; for a scene it is the
+    inpainting model (outpainting) or the text-to-image one (joint denoising)."""
     grid = plan(request)
     pipe = model.pipeline
-    if model.inpainting:
+    windows = scene_plan(request, grid)
+    if windows is None and model.inpainting:
         raise InputError(
             f"{model.checkpoint.model_id} is an inpainting checkpoint (9-channel UNet); "
             "text-to-image needs the text-to-image one, e.g. lcybuaa/Text2Earth"
@@ -107,26 +143,6 @@ def generate(
     seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
     pipe.use_scheduler(request.scheduler)
     _, text = split_level_prefix(request.prompt)
-    try:
-        output = pipe(
-            text,
-            level=grid.level,
-            negative_prompt=request.negative_prompt,
-            height=grid.canvas_height,
-            width=grid.canvas_width,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance,
-            generator=torch.Generator("cpu").manual_seed(seed),
-            callback_on_step_end=callback_on_step_end,
-        )
-    except torch.OutOfMemoryError:
-        raise OutOfMemoryError(
-            f"out of memory on {model.device} for a {grid.canvas_width} x {grid.canvas_height} px "
-            "canvas: choose a smaller extent or a coarser level"
-        ) from None
-    col, row = grid.canvas_offset
-    image = output.images[0][row : row + grid.height, col : col + grid.width]
-
     fields = {
         "prompt": text,
         "negative_prompt": request.negative_prompt or "",
@@ -141,14 +157,48 @@ def generate(
         "model_sha256": model.weights_sha256,
         "device": str(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
-        "canvas": f"{grid.canvas_width}x{grid.canvas_height}",
         "engine_version": __version__,
     }
+    if windows is None:
+        fields["canvas"] = f"{grid.canvas_width}x{grid.canvas_height}"
+    else:
+        method = scene_method(request, model)
+        fields.update(scene_method=method, tile=windows.tile, overlap=windows.overlap,
+                      windows=f"{windows.nx}x{windows.ny}",
+                      canvas=f"{windows.canvas_width}x{windows.canvas_height}")
     if request.pipeline_check:
         fields["pipeline_check"] = "yes: random demo weights, not imagery"
     tags = synthetic_tags(fields) | request.extra_tags
-    path = write_geotiff(
-        request.out, image, grid.crs, grid.transform, tags, request.overwrite,
-        software=f"Text2Earth engine {__version__}", allowed_dirs=request.allowed_dirs,
-    )
+    software = f"Text2Earth engine {__version__}"
+    try:
+        if windows is None:
+            output = pipe(
+                text,
+                level=grid.level,
+                negative_prompt=request.negative_prompt,
+                height=grid.canvas_height,
+                width=grid.canvas_width,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance,
+                generator=torch.Generator("cpu").manual_seed(seed),
+                callback_on_step_end=callback_on_step_end,
+            )
+            col, row = grid.canvas_offset
+            image = output.images[0][row : row + grid.height, col : col + grid.width]
+            path = write_geotiff(
+                request.out, image, grid.crs, grid.transform, tags, request.overwrite,
+                software=software, allowed_dirs=request.allowed_dirs,
+            )
+        else:
+            job = SceneJob(text, request.negative_prompt, grid.level, request.steps,
+                           request.guidance, seed, Path(request.out), grid.crs, grid.transform,
+                           request.overwrite, request.allowed_dirs)
+            path = run_scene(pipe, job, windows, method, model.weights_sha256,
+                             request.scheduler, tags, software, callback_on_step_end,
+                             request.resume)
+    except torch.OutOfMemoryError:
+        raise OutOfMemoryError(
+            f"out of memory on {model.device} for {grid.width} x {grid.height} px: choose a "
+            "smaller extent, a coarser level, or a smaller --tile"
+        ) from None
     return GenerateResult(path, grid, seed, tags)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import rasterio.crs
 from affine import Affine
 from pyproj import CRS
 from rasterio.enums import ColorInterp, Resampling
+from rasterio.windows import Window
 
 from .errors import InputError
 
@@ -97,34 +99,38 @@ def write_geotiff(
     With ``allowed_dirs``, the target folder must still lie inside one of them, as it is on
     disk at the moment of writing and of renaming.
     """
-    path = check_output_path(path, overwrite)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected (height, width, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    height, width, _ = rgb.shape
+    return write_geotiff_blocks(
+        path, width, height, lambda dst: dst.write(np.moveaxis(rgb, 2, 0)), crs, transform,
+        tags, overwrite, software, allowed_dirs,
+    )
+
+
+def write_geotiff_blocks(
+    path: str | Path,
+    width: int,
+    height: int,
+    fill: Callable[[rasterio.io.DatasetWriter], None],
+    crs: CRS,
+    transform: Affine,
+    tags: dict[str, str],
+    overwrite: bool = False,
+    software: str = "Text2Earth engine",
+    allowed_dirs=None,
+) -> Path:
+    """The atomic, tagged GeoTIFF writer; ``fill(dst)`` writes the pixels (whole or windowed)."""
+    path = check_output_path(path, overwrite)
     check_confined(path, allowed_dirs)
     path.parent.mkdir(parents=True, exist_ok=True)
     check_confined(path, allowed_dirs)
-    height, width, _ = rgb.shape
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.tif")
-    profile = dict(
-        driver="GTiff",
-        width=width,
-        height=height,
-        count=3,
-        dtype="uint8",
-        # Full WKT, so a custom CRS survives the round trip and not just EPSG codes.
-        crs=rasterio.crs.CRS.from_wkt(crs.to_wkt()),
-        transform=transform,
-        photometric="RGB",
-        interleave="pixel",
-        compress="deflate",
-        predictor=2,
-        BIGTIFF="IF_SAFER",
-    )
-    if width >= BLOCK and height >= BLOCK:
-        profile.update(tiled=True, blockxsize=BLOCK, blockysize=BLOCK)
+    profile = rgb_profile(width, height, crs, transform)
+    profile.update(compress="deflate", predictor=2)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(np.moveaxis(rgb, 2, 0))
+            fill(dst)
             dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
             dst.update_tags(
                 TIFFTAG_IMAGEDESCRIPTION=DESCRIPTION,
@@ -154,3 +160,45 @@ def write_geotiff(
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def rgb_profile(width: int, height: int, crs: CRS, transform: Affine) -> dict:
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=3,
+        dtype="uint8",
+        # Full WKT, so a custom CRS survives the round trip and not just EPSG codes.
+        crs=rasterio.crs.CRS.from_wkt(crs.to_wkt()),
+        transform=transform,
+        photometric="RGB",
+        interleave="pixel",
+        BIGTIFF="IF_SAFER",
+    )
+    if width >= BLOCK and height >= BLOCK:
+        profile.update(tiled=True, blockxsize=BLOCK, blockysize=BLOCK)
+    return profile
+
+
+def open_scratch(path: Path, width: int, height: int, crs: CRS, transform: Affine,
+                 reuse: bool):
+    """An uncompressed read/write canvas for a scene in progress (reopened to resume)."""
+    if reuse and path.is_file():
+        return rasterio.open(path, "r+")
+    profile = rgb_profile(width, height, crs, transform)
+    profile.update(tiled=True, blockxsize=BLOCK, blockysize=BLOCK, BIGTIFF="YES")
+    return rasterio.open(path, "w+", **profile)
+
+
+def copy_window(src, col: int, row: int, width: int, height: int, rows_per_block: int = BLOCK):
+    """A ``fill`` for write_geotiff_blocks: the output's part of a scratch canvas, block rows
+    at a time, so the whole image is never in memory."""
+
+    def fill(dst) -> None:
+        for r in range(0, height, rows_per_block):
+            n = min(rows_per_block, height - r)
+            block = src.read(window=Window(col, row + r, width, n))
+            dst.write(block, window=Window(0, r, width, n))
+
+    return fill

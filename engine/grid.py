@@ -22,7 +22,7 @@ from .errors import InputError
 
 MODEL_TILE = 256  # the training size: smaller canvases come out smeared
 VAE_FACTOR = 8
-DEFAULT_MAX_PIXELS = 1024 * 1024
+DEFAULT_MAX_PIXELS = 25000 * 25000  # beyond this a request is taken for a mistake
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,106 @@
+"""Text2EarthInpaintPipeline: the 9-channel inpainting/outpainting model, same level handling.
+
+Mask convention as in diffusers and the authors' code: 1 (white) = regenerate, 0 = keep. The
+UNet sees cat([latents, mask at latent size, VAE latents of the masked image]); the masked
+image is ``image * (mask < 0.5)``. Random draws happen in diffusers' order (the initial noise,
+then the VAE's sample of the masked image) so a seed means the same as in
+StableDiffusionInpaintPipeline and the authors' fork of it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from .errors import GenerationCancelled, InputError
+from .pipeline import StepCallback, Text2EarthOutput, Text2EarthPipeline, resolve_prompt_level
+
+DEFAULT_INPAINT_GUIDANCE = 3.5
+
+
+class Text2EarthInpaintPipeline(Text2EarthPipeline):
+    def check_image_and_mask(self, image: np.ndarray, mask: np.ndarray) -> None:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputError(f"the image must be (height, width, 3) uint8, got {image.shape}")
+        if mask.shape != image.shape[:2]:
+            raise InputError(f"the mask {mask.shape} does not match the image {image.shape[:2]}")
+        if self.unet.config.in_channels != 9:
+            raise InputError(
+                "inpainting needs the 9-channel inpainting checkpoint "
+                "(lcybuaa/Text2Earth-inpainting)"
+            )
+
+    def encode_image(self, image: torch.Tensor, generator) -> torch.Tensor:
+        latents = self.vae.encode(image).latent_dist.sample(generator)
+        return self.vae.config.scaling_factor * latents
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        image: np.ndarray,
+        mask: np.ndarray,
+        level: int | None = None,
+        negative_prompt: str | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = DEFAULT_INPAINT_GUIDANCE,
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+        callback_on_step_end: StepCallback | None = None,
+    ) -> Text2EarthOutput:
+        """``image`` (h, w, 3) uint8, ``mask`` (h, w) in [0, 1] with 1 = regenerate."""
+        level, text = resolve_prompt_level(prompt, level)
+        self.check_image_and_mask(image, mask)
+        height, width = mask.shape
+        self.check_inputs(text, height, width, num_inference_steps, guidance_scale)
+        self._interrupt = False
+        device = self._execution_device
+        do_cfg = guidance_scale > 1.0
+
+        prompt_embeds, negative_embeds = self.encode_prompt(text, negative_prompt, device, do_cfg)
+        if do_cfg:
+            prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
+        dtype = prompt_embeds.dtype
+        class_labels = self.level_labels(level, do_cfg, device)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        shape = (1, self.vae.config.latent_channels, height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        latents = latents * self.scheduler.init_noise_sigma
+
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
+        binary = (torch.from_numpy(np.asarray(mask, dtype=np.float32)) >= 0.5).float()[None, None]
+        masked = (pixels * (binary < 0.5)).to(device=device, dtype=dtype)
+        mask_latent = torch.nn.functional.interpolate(binary, size=shape[2:]).to(device, dtype)
+        masked_latents = self.encode_image(masked, generator).to(device=device, dtype=dtype)
+        if do_cfg:
+            mask_latent = torch.cat([mask_latent] * 2)
+            masked_latents = torch.cat([masked_latents] * 2)
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+
+        for i, t in enumerate(timesteps):
+            model_input = torch.cat([latents] * 2) if do_cfg else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            model_input = torch.cat([model_input, mask_latent, masked_latents], dim=1)
+            noise_pred = self.unet(
+                model_input, t, encoder_hidden_states=prompt_embeds,
+                class_labels=class_labels, return_dict=False,
+            )[0]
+            if do_cfg:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + guidance_scale * (cond - uncond)
+            latents = self.scheduler.step(
+                noise_pred, t, latents, **extra_step_kwargs, return_dict=False
+            )[0]
+            if callback_on_step_end is not None:
+                out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
+                latents = out.get("latents", latents)
+            if self._interrupt:
+                raise GenerationCancelled(f"cancelled after step {i + 1} of {len(timesteps)}")
+
+        images = self.decode(latents, generator)
+        self.maybe_free_model_hooks()
+        return Text2EarthOutput(images=images, level=level, prompt=text)

@@ -1,0 +1,215 @@
+"""Scenes larger than one model tile, built window by window in bounded memory.
+
+Two methods, written into the file's tags:
+- ``outpaint`` (the inpainting checkpoint, the authors' "unbounded scene construction"): windows
+  in row order, each conditioned on the strips it shares with windows already made (kept),
+  generating the rest with the same prompt and level; the shared strips are feathered.
+- ``joint`` (only the text-to-image checkpoint): MultiDiffusion-style joint denoising: at every
+  step each window's noise prediction is averaged, with feathered weights, into one latent
+  canvas (1/64 of the pixels, 4 channels: the only canvas-sized thing held).
+
+Pixels go to an uncompressed scratch GeoTIFF beside the output, one window at a time; the
+output is copied from it in blocks at the end. A stopped outpainting job (crash, power loss)
+resumes from the windows already in the scratch file and gives the same result as an
+uninterrupted run, because every window reads its context back from that file; a cancelled
+job discards the scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from rasterio.windows import Window
+
+from .errors import GenerationCancelled
+from .geotiff import copy_window, open_scratch, write_geotiff_blocks
+from .tiling import ScenePlan, joint_weights, outpaint_blend, outpaint_mask, tile_seed
+
+OUTPAINT, JOINT = "outpaint", "joint"
+# diffusers' step callback (pipe, step index, timestep, tensors); for scenes the tensors dict
+# also carries "tile" (from 1) and "tiles", so one callback serves single images and scenes.
+SceneCallback = Callable[[object, int, object, dict], dict]
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    prompt: str
+    negative_prompt: str | None
+    level: int
+    steps: int
+    guidance: float
+    seed: int
+    out: Path
+    crs: object  # pyproj CRS
+    transform: Affine  # the output grid's
+    overwrite: bool
+    allowed_dirs: tuple | None
+
+
+def scratch_paths(out: Path) -> tuple[Path, Path]:
+    return (out.with_name(f".{out.name}.scene-scratch.tif"),
+            out.with_name(f".{out.name}.scene-state.json"))
+
+
+def fingerprint(job: SceneJob, plan: ScenePlan, method: str, weights_sha: str,
+                scheduler: str) -> str:
+    """What must be equal for a scratch file to be resumed: everything that shapes pixels."""
+    fields = [job.prompt, job.negative_prompt, job.level, job.steps, job.guidance, job.seed,
+              plan.width, plan.height, plan.tile, plan.overlap, method, weights_sha, scheduler,
+              tuple(job.transform), job.crs.to_wkt()]
+    return hashlib.sha256(repr(fields).encode()).hexdigest()
+
+
+def _load_state(path: Path, key: str) -> set[str] | None:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return set(state.get("done", [])) if state.get("fingerprint") == key else None
+
+
+def _save_state(path: Path, key: str, done: set[str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"fingerprint": key, "done": sorted(done)}))
+    os.replace(tmp, path)
+
+
+def _read(scratch: Path, col: int, row: int, size: int) -> np.ndarray:
+    with rasterio.open(scratch) as src:
+        return np.moveaxis(src.read(window=Window(col, row, size, size)), 0, 2)
+
+
+def _write(scratch: Path, array: np.ndarray, col: int, row: int) -> None:
+    with rasterio.open(scratch, "r+") as dst:
+        dst.write(np.moveaxis(array, 2, 0), window=Window(col, row, array.shape[1],
+                                                           array.shape[0]))
+
+
+def run_outpaint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path, state: Path, key: str,
+                 done: set[str], callback: SceneCallback | None) -> None:
+    windows = plan.windows()
+    for window in windows:
+        if window.key in done:
+            continue
+        existing = _read(scratch, window.col, window.row, plan.tile)
+
+        def on_step(p, i, t, tensors, window=window):
+            if callback is not None:
+                callback(p, i, t, {**tensors, "tile": window.index + 1, "tiles": len(windows)})
+            return tensors
+
+        output = pipe(
+            job.prompt, existing, outpaint_mask(plan, window), level=job.level,
+            negative_prompt=job.negative_prompt, num_inference_steps=job.steps,
+            guidance_scale=job.guidance,
+            generator=torch.Generator("cpu").manual_seed(tile_seed(job.seed, window.ix,
+                                                                   window.iy)),
+            callback_on_step_end=on_step,
+        )
+        weight = outpaint_blend(plan, window)[..., None]
+        blended = weight * output.images[0] + (1.0 - weight) * existing
+        _write(scratch, np.rint(blended).astype(np.uint8), window.col, window.row)
+        done.add(window.key)
+        _save_state(state, key, done)
+
+
+@torch.no_grad()
+def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
+              callback: SceneCallback | None) -> None:
+    device = pipe._execution_device
+    pipe._interrupt = False
+    do_cfg = job.guidance > 1.0
+    embeds, negative = pipe.encode_prompt(job.prompt, job.negative_prompt, device, do_cfg)
+    if do_cfg:
+        embeds = torch.cat([negative, embeds])
+    labels = pipe.level_labels(job.level, do_cfg, device)
+    f = pipe.vae_scale_factor
+    lt, ls = plan.tile // f, plan.stride // f
+    windows = plan.windows()
+
+    # Initial noise cell by cell from each window's seed: the same position, the same noise.
+    latents = torch.empty((1, 4, plan.canvas_height // f, plan.canvas_width // f))
+    for w in windows:
+        r0, c0 = w.iy * ls, w.ix * ls
+        r1 = latents.shape[2] if w.iy == plan.ny - 1 else r0 + ls
+        c1 = latents.shape[3] if w.ix == plan.nx - 1 else c0 + ls
+        gen = torch.Generator("cpu").manual_seed(tile_seed(job.seed, w.ix, w.iy))
+        latents[:, :, r0:r1, c0:c1] = torch.randn((1, 4, r1 - r0, c1 - c0), generator=gen)
+    latents = latents.to(device, embeds.dtype)
+    pipe.scheduler.set_timesteps(job.steps, device=device)
+    latents = latents * pipe.scheduler.init_noise_sigma
+    weight = torch.from_numpy(joint_weights(lt, plan.overlap // f)).to(device, embeds.dtype)
+
+    for i, t in enumerate(pipe.scheduler.timesteps):
+        total = torch.zeros_like(latents)
+        weights = torch.zeros_like(latents[:, :1])
+        for w in windows:
+            r, c = w.iy * ls, w.ix * ls
+            lat = latents[:, :, r : r + lt, c : c + lt]
+            model_input = pipe.scheduler.scale_model_input(
+                torch.cat([lat] * 2) if do_cfg else lat, t)
+            noise = pipe.unet(model_input, t, encoder_hidden_states=embeds,
+                              class_labels=labels, return_dict=False)[0]
+            if do_cfg:
+                uncond, cond = noise.chunk(2)
+                noise = uncond + job.guidance * (cond - uncond)
+            total[:, :, r : r + lt, c : c + lt] += noise * weight
+            weights[:, :, r : r + lt, c : c + lt] += weight
+        latents = pipe.scheduler.step(total / weights, t, latents, return_dict=False)[0]
+        if callback is not None:
+            callback(pipe, i, t, {"latents": latents, "tile": len(windows),
+                                  "tiles": len(windows)})
+        if pipe.interrupt:
+            raise GenerationCancelled(f"cancelled after step {i + 1} of {job.steps}")
+
+    # Decode window by window; each writes only its core, and the cores tile the canvas.
+    for w in windows:
+        r, c = w.iy * ls, w.ix * ls
+        image = pipe.decode(latents[:, :, r : r + lt, c : c + lt])[0]
+        col0, row0, col1, row1 = plan.core(w)
+        core = image[row0 - w.row : row1 - w.row, col0 - w.col : col1 - w.col]
+        _write(scratch, core, col0, row0)
+
+
+def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: str,
+              scheduler: str, tags: dict[str, str], software: str,
+              callback: SceneCallback | None = None, resume: bool = True) -> Path:
+    """Generate the scene into the scratch canvas, then write the output GeoTIFF from it."""
+    scratch, state = scratch_paths(job.out)
+    key = fingerprint(job, plan, method, weights_sha, scheduler)
+    done = _load_state(state, key) if resume else None
+    col, row = plan.offset
+    canvas_transform = job.transform * Affine.translation(-col, -row)
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    open_scratch(scratch, plan.canvas_width, plan.canvas_height, job.crs, canvas_transform,
+                 reuse=done is not None).close()
+    if done is None:
+        done = set()
+        _save_state(state, key, done)
+    try:
+        if method == OUTPAINT:
+            run_outpaint(pipe, job, plan, scratch, state, key, done, callback)
+        else:
+            run_joint(pipe, job, plan, scratch, callback)
+        with rasterio.open(scratch) as src:
+            path = write_geotiff_blocks(
+                job.out, plan.width, plan.height,
+                copy_window(src, col, row, plan.width, plan.height),
+                job.crs, job.transform, tags, job.overwrite, software, job.allowed_dirs,
+            )
+    except GenerationCancelled:
+        scratch.unlink(missing_ok=True)  # a cancel means "discard"; a crash keeps it to resume
+        state.unlink(missing_ok=True)
+        raise
+    scratch.unlink(missing_ok=True)
+    state.unlink(missing_ok=True)
+    return path
