@@ -117,16 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def demo_checkpoint_dir() -> Path:
-    """The built-in tiny checkpoint, written once into the user's cache."""
+def demo_checkpoint_dir(inpainting: bool = False) -> Path:
+    """The built-in tiny checkpoint (text-to-image or inpainting), written once into the
+    user's cache."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = cache / "text2earth" / f"demo-checkpoint-v{DEMO_VERSION}"
+    kind = "demo-inpainting-checkpoint" if inpainting else "demo-checkpoint"
+    folder = cache / "text2earth" / f"{kind}-v{DEMO_VERSION}"
     if not (folder / "model_index.json").is_file():
         from .tiny_checkpoint import write_checkpoint
 
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".demo-"))
-        write_checkpoint(tmp, seed=0)
+        write_checkpoint(tmp, inpainting=inpainting, seed=1 if inpainting else 0)
         try:
             tmp.rename(folder)
         except OSError:  # another process won the race; theirs is as good
@@ -196,9 +198,15 @@ def cmd_generate(args) -> int:
             model = load_model(args.inpaint_model or INPAINTING_MODEL, args.device,
                                offline=args.offline or None)
         except ModelNotFoundError as exc:
-            if args.scene_method == "outpaint" and not args.demo_fallback:
-                raise
-            if args.scene_method == "auto" and not args.quiet:
+            if args.scene_method == "outpaint":
+                if not args.demo_fallback:
+                    raise
+                model = load_model(str(demo_checkpoint_dir(inpainting=True)), args.device)
+                request.out = pipeline_check_path(args.out)
+                request.pipeline_check = True
+                _say(f"{exc} Building the scene on the built-in tiny demo inpainting checkpoint "
+                     f"instead (a pipeline check, not imagery): {request.out}")
+            elif not args.quiet:
                 _say(f"No inpainting model ({exc.__class__.__name__}): building the scene by "
                      "joint denoising with the text-to-image model instead.")
     if model is None:

@@ -166,8 +166,8 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
             weights[:, :, r : r + lt, c : c + lt] += weight
         latents = pipe.scheduler.step(total / weights, t, latents, return_dict=False)[0]
         if callback is not None:
-            callback(pipe, i, t, {"latents": latents, "tile": len(windows),
-                                  "tiles": len(windows)})
+            # All windows advance together: one pass over the canvas, reported as one tile.
+            callback(pipe, i, t, {"latents": latents, "tile": 1, "tiles": 1})
         if pipe.interrupt:
             raise GenerationCancelled(f"cancelled after step {i + 1} of {job.steps}")
 

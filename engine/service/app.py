@@ -107,13 +107,14 @@ def create_app(
                 resolution=body.resolution, scale_denominator=body.scale, dpi=body.dpi,
                 out_crs=body.out_crs, seed=body.seed, steps=body.steps, guidance=body.guidance,
                 scheduler=body.scheduler, overwrite=body.overwrite, max_pixels=config.max_pixels,
-                allowed_dirs=tuple(config.output_dirs),
+                allowed_dirs=tuple(config.output_dirs), tile=body.tile,
+                overlap=body.overlap, scene_method=body.scene_method,
             )
             plan(request)  # everything checkable without the model fails now, not in the queue
         except InputError as exc:
             return error(422, str(exc))
         job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
-                  model=body.model, id=job_id)
+                  model=body.model, inpaint_model=body.inpaint_model, id=job_id)
         queue.submit(job)
         return queue.status(job)
 

@@ -31,6 +31,7 @@ class Job:
     steps: int
     out: str | None = None
     model: str | None = None  # None: the service's default model
+    inpaint_model: str | None = None  # for scenes; None: lcybuaa/Text2Earth-inpainting
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     state: str = QUEUED
@@ -59,12 +60,13 @@ class Job:
         with self.changed:
             self.changed.wait_for(lambda: self.version > since, timeout)
 
-    def report_step(self, step: int, tile: int = 1, latents: Any = None) -> None:
+    def report_step(self, step: int, tile: int = 1, latents: Any = None,
+                    tiles: int | None = None) -> None:
         if self.first_step_at is None:
             self.first_step_at = time.monotonic()
         if latents is not None:
             self.preview_latents = latents
-        self.touch(step=step, tile=tile)
+        self.touch(step=step, tile=tile, tiles=tiles or self.tiles)
 
     def eta_s(self) -> float | None:
         done = (self.tile - 1) * self.steps + self.step

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import LoadedModel, load_model
+from ..checkpoint import INPAINTING_MODEL, LoadedModel, load_model
 from ..errors import GenerationCancelled, ModelNotFoundError, OutOfMemoryError, Text2EarthError
-from ..generate import GenerateRequest, GenerateResult, generate
+from ..generate import GenerateRequest, GenerateResult, generate, plan, scene_plan
+from ..scene import JOINT, OUTPAINT
 from .jobs import Job, JobCancelledError
 
 
@@ -36,8 +37,10 @@ class ModelManager:
         self.pipeline_check = False  # serving the built-in demo weights
         self.error: str | None = None
 
-    def get(self, model: str | None = None, device: str | None = None) -> LoadedModel:
-        key = (model or self.config.model, device or self.config.device)
+    def get(self, model: str | None = None, device: str | None = None,
+            inpainting: bool = False) -> LoadedModel:
+        default = INPAINTING_MODEL if inpainting else self.config.model
+        key = (model or default, device or self.config.device)
         with self._lock:
             if self._loaded is not None and self._key == key:
                 return self._loaded
@@ -51,7 +54,7 @@ class ModelManager:
                     raise
                 from ..cli import demo_checkpoint_dir
 
-                loaded = load_model(str(demo_checkpoint_dir()), key[1])
+                loaded = load_model(str(demo_checkpoint_dir(inpainting)), key[1])
                 self.pipeline_check = True
             except Text2EarthError as exc:
                 self.error = str(exc)
@@ -108,7 +111,15 @@ def _save_memory(model: LoadedModel) -> None:
 
 def run_generate(job: Job, models: ModelManager) -> dict:
     request: GenerateRequest = job.request
-    model = models.get(job.model)
+    model = None
+    if scene_plan(request, plan(request)) is not None and request.scene_method != JOINT:
+        try:  # scenes are outpainted with the inpainting model when it can be had
+            model = models.get(job.inpaint_model, inpainting=True)
+        except ModelNotFoundError:
+            if request.scene_method == OUTPAINT:
+                raise
+    if model is None:
+        model = models.get(job.model)
     if models.pipeline_check and not request.pipeline_check:
         from ..cli import pipeline_check_path
 
@@ -117,7 +128,9 @@ def run_generate(job: Job, models: ModelManager) -> dict:
         job.out = str(request.out)
 
     def on_step(pipe, step, timestep, tensors):
-        job.report_step(step + 1, 1, tensors["latents"][0].detach().float().cpu().numpy())
+        job.report_step(step + 1, tensors.get("tile", 1),
+                        tensors["latents"][0].detach().float().cpu().numpy(),
+                        tensors.get("tiles", 1))
         if job.cancel_requested.is_set():
             pipe.cancel()
         return tensors

@@ -34,6 +34,11 @@ class GenerateJob(BaseModel):
     overwrite: bool = False
     model: str | None = Field(None, max_length=4096,
                               description="hub id or local folder; default: the service's")
+    tile: int = Field(512, ge=64, le=2048, description="scene window size in px")
+    overlap: int = Field(128, ge=0, le=1024, description="scene window overlap in px")
+    scene_method: Literal["auto", "outpaint", "joint"] = "auto"
+    inpaint_model: str | None = Field(None, max_length=4096,
+                                      description="inpainting model for outpainted scenes")
 
     @field_validator("scale")
     @classmethod
