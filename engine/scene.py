@@ -35,6 +35,7 @@ from .geotiff import copy_window, open_scratch, write_geotiff_blocks
 from .tiling import ScenePlan, joint_weights, outpaint_blend, outpaint_mask, tile_seed
 
 OUTPAINT, JOINT = "outpaint", "joint"
+SCENE_GDAL_CACHE_MB = 64
 # diffusers' step callback (pipe, step index, timestep, tensors); for scenes the tensors dict
 # also carries "tile" (from 1) and "tiles", so one callback serves single images and scenes.
 SceneCallback = Callable[[object, int, object, dict], dict]
@@ -196,16 +197,10 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
         done = set()
         _save_state(state, key, done)
     try:
-        if method == OUTPAINT:
-            run_outpaint(pipe, job, plan, scratch, state, key, done, callback)
-        else:
-            run_joint(pipe, job, plan, scratch, callback)
-        with rasterio.open(scratch) as src:
-            path = write_geotiff_blocks(
-                job.out, plan.width, plan.height,
-                copy_window(src, col, row, plan.width, plan.height),
-                job.crs, job.transform, tags, job.overwrite, software, job.allowed_dirs,
-            )
+        # GDAL's block cache would otherwise grow with the scene (5 % of RAM by default).
+        with rasterio.Env(GDAL_CACHEMAX=SCENE_GDAL_CACHE_MB):
+            path = _build(pipe, job, plan, method, scratch, state, key, done, callback, tags,
+                          software)
     except GenerationCancelled:
         scratch.unlink(missing_ok=True)  # a cancel means "discard"; a crash keeps it to resume
         state.unlink(missing_ok=True)
@@ -213,3 +208,17 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
     scratch.unlink(missing_ok=True)
     state.unlink(missing_ok=True)
     return path
+
+
+def _build(pipe, job, plan, method, scratch, state, key, done, callback, tags, software) -> Path:
+    col, row = plan.offset
+    if method == OUTPAINT:
+        run_outpaint(pipe, job, plan, scratch, state, key, done, callback)
+    else:
+        run_joint(pipe, job, plan, scratch, callback)
+    with rasterio.open(scratch) as src:
+        return write_geotiff_blocks(
+            job.out, plan.width, plan.height,
+            copy_window(src, col, row, plan.width, plan.height),
+            job.crs, job.transform, tags, job.overwrite, software, job.allowed_dirs,
+        )

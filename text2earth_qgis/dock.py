@@ -55,14 +55,13 @@ from .core.job_spec import (
     DEFAULT_PATTERN,
     LARGE_OUTPUT_PX,
     LEVEL,
-    MODEL_TILE,
     RESOLUTION,
     Extent,
     Resolution,
     build_job,
     output_name,
     output_size,
-    tile_count,
+    window_count,
 )
 from .layers import add_result_layer
 from .tasks import EngineTask, GenerateTask
@@ -197,7 +196,7 @@ class Text2EarthDock(QgsDockWidget):
         res_box = QGroupBox("Resolution")
         res_form = QFormLayout(res_box)
         self.mode_combo = QComboBox()
-        self.mode_combo.addItem("Auto from map scale", AUTO)
+        self.mode_combo.addItem("Auto from map zoom", AUTO)
         self.mode_combo.addItem("Google level", LEVEL)
         self.mode_combo.addItem("Metres per pixel", RESOLUTION)
         self.level_spin = QSpinBox()
@@ -205,7 +204,7 @@ class Text2EarthDock(QgsDockWidget):
         self.level_spin.setValue(17)
         self.resolution_spin = QDoubleSpinBox()
         self.resolution_spin.setRange(0.05, 1000.0)
-        self.resolution_spin.setDecimals(2)
+        self.resolution_spin.setDecimals(4)
         self.resolution_spin.setValue(1.0)
         self.resolution_spin.setSuffix(" m")
         self.info_label = QLabel()
@@ -224,7 +223,7 @@ class Text2EarthDock(QgsDockWidget):
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, MAX_SEED)
         self.seed_spin.setValue(random.randint(0, MAX_SEED))
-        self.dice_button = QPushButton("🎲")
+        self.dice_button = QPushButton("Random")
         self.dice_button.setToolTip("new random seed")
         self.dice_button.clicked.connect(
             lambda: self.seed_spin.setValue(random.randint(0, MAX_SEED)))
@@ -336,12 +335,18 @@ class Text2EarthDock(QgsDockWidget):
     def centre_latitude(self) -> float | None:
         rect = self.extent or self.canvas.extent()
         crs = self.extent_crs if self.extent else self.canvas.mapSettings().destinationCrs()
-        if not crs.isValid() or rect.isEmpty():
+        if rect.isEmpty():
+            return None
+        return self._latitude_of(rect.center(), crs)
+
+    @staticmethod
+    def _latitude_of(point, crs) -> float | None:
+        if not crs.isValid():
             return None
         to_wgs84 = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem(WGS84),
                                           QgsProject.instance())
         try:
-            return to_wgs84.transform(rect.center()).y()
+            return to_wgs84.transform(point).y()
         except Exception:  # noqa: BLE001 - a point outside the CRS's area: no latitude
             return None
 
@@ -360,16 +365,21 @@ class Text2EarthDock(QgsDockWidget):
 
     # ----- resolution --------------------------------------------------------------------
 
+    def screen_pixel_m(self) -> float:
+        """Ground metres across one screen pixel at the map's centre, on the ellipsoid."""
+        crs = self.canvas.mapSettings().destinationCrs()
+        centre, step = self.canvas.center(), self.canvas.mapUnitsPerPixel()
+        area = QgsDistanceArea()
+        area.setSourceCrs(crs, QgsProject.instance().transformContext())
+        area.setEllipsoid("WGS84")
+        return area.measureLine(QgsPointXY(centre.x() - step / 2, centre.y()),
+                                QgsPointXY(centre.x() + step / 2, centre.y()))
+
     def resolution(self) -> Resolution:
         mode = self.mode_combo.currentData()
-        settings = self.canvas.mapSettings()
-        return Resolution(
-            mode=mode,
-            level=self.level_spin.value(),
-            metres_per_pixel=self.resolution_spin.value(),
-            scale_denominator=self.canvas.scale() if mode == AUTO else None,
-            dpi=settings.outputDpi(),
-        )
+        # Rounded to the spin box's 4 decimals, so a reused job comes back identical.
+        metres = round(self.screen_pixel_m(), 4) if mode == AUTO else self.resolution_spin.value()
+        return Resolution(mode=mode, level=self.level_spin.value(), metres_per_pixel=metres)
 
     def update_info(self, *args) -> None:
         mode = self.mode_combo.currentData()
@@ -394,9 +404,9 @@ class Text2EarthDock(QgsDockWidget):
             self.extent_label.setText(where + dims)
         if size:
             width, height = output_size(size[0], size[1], ground)
-            tiles = tile_count(width, height)
-            text += (f"\n{width:,} x {height:,} px, {tiles} model tile{'s' if tiles > 1 else ''}"
-                     f" of {MODEL_TILE} px")
+            windows = window_count(width, height)
+            text += f"\n{width:,} x {height:,} px, " + (
+                "one model canvas" if windows == 1 else f"a scene of {windows} model windows")
             if width * height > LARGE_OUTPUT_PX:
                 text += " — large: this will take a long time"
         self.info_label.setText(text)
@@ -529,6 +539,13 @@ class Text2EarthDock(QgsDockWidget):
         self.steps_spin.setValue(int(job.get("steps", 50)))
         self.guidance_spin.setValue(float(job.get("guidance", 4.0)))
         self.scheduler_combo.setCurrentText(job.get("scheduler", "euler"))
+        if job.get("level") is None and job.get("scale") is not None:
+            # A map-scale job (scripts may send them): pin the level it meant.
+            bbox, crs = job.get("bbox") or [0, 0, 0, 0], job.get("crs", "")
+            latitude = self._latitude_of(QgsRectangle(*bbox).center(),
+                                         QgsCoordinateReferenceSystem(crs))
+            job = {**job, "level": scale.level_for_scale(
+                float(job["scale"]), latitude, float(job.get("dpi", scale.DEFAULT_DPI))).level}
         if job.get("level") is not None:
             self.mode_combo.setCurrentIndex(self.mode_combo.findData(LEVEL))
             self.level_spin.setValue(int(job["level"]))

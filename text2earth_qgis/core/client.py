@@ -215,6 +215,7 @@ class LocalService:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout)
+        shutil.rmtree(self.log_path.parent, ignore_errors=True)  # port file and log
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -264,12 +265,19 @@ def start_local_service(
             env={**os.environ, **(env or {})},
         )
     except OSError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
         raise ServiceStartError(f"cannot run the engine's Python {python!r}: {exc}") from None
     finally:
         log.close()
 
     def tail() -> str:
-        return "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        """The log's last lines, then the start's temp folder is removed."""
+        try:
+            return "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        except OSError:
+            return ""
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     deadline = time.monotonic() + timeout
     client = None
@@ -290,4 +298,5 @@ def start_local_service(
                 pass
         time.sleep(0.1)
     process.terminate()
+    process.wait(10)
     raise ServiceStartError(f"the engine service did not answer within {timeout:.0f} s:\n" + tail())

@@ -5,15 +5,14 @@ Kept free of Qt so the dock, the Processing algorithm and the tests build jobs t
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from . import scale
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, plan_scene
 
 AUTO, LEVEL, RESOLUTION = "auto", "level", "resolution"
-MODEL_TILE = 256
 LARGE_OUTPUT_PX = 2048 * 2048  # above this the dock warns: minutes to hours of work
 LAYER_PREFIX = "Text2Earth (synthetic): "
 DEFAULT_PATTERN = "{date}_{prompt}_s{seed}.tif"
@@ -37,31 +36,33 @@ class Extent:
 
 @dataclass(frozen=True)
 class Resolution:
-    """How the output resolution is chosen: auto from the map scale, a level, or m/px."""
+    """How the output resolution is chosen: auto from the map, a level, or m/px.
+
+    AUTO takes the ground size of one screen pixel at the map's current zoom (measured on the
+    ellipsoid by the caller), so the generated pixels match what the user sees whatever the
+    project CRS: QGIS's scale of a Web Mercator or geographic map is not a ground scale away
+    from the equator.
+    """
 
     mode: str = AUTO
     level: int = 17
-    metres_per_pixel: float = 1.0
-    scale_denominator: float | None = None  # the canvas scale, for AUTO
-    dpi: float = scale.DEFAULT_DPI
+    metres_per_pixel: float = 1.0  # RESOLUTION: the user's; AUTO: one screen pixel's
 
     def choose(self, latitude: float | None) -> scale.LevelChoice:
         """The level the engine will use (it decides again, identically, from the job)."""
         if self.mode == LEVEL:
             return scale.LevelChoice(scale.check_level(self.level), float(self.level), False,
                                      "given")
-        if self.mode == RESOLUTION:
-            return scale.level_for_resolution(self.metres_per_pixel, latitude)
-        if self.scale_denominator is None:
-            raise ValueError("no map scale yet to choose the level from")
-        return scale.level_for_scale(self.scale_denominator, latitude, self.dpi)
+        choice = scale.level_for_resolution(self.metres_per_pixel, latitude)
+        if self.mode == AUTO:
+            return scale.LevelChoice(choice.level, choice.exact_level, choice.clamped,
+                                     f"auto: a screen pixel is {choice.reason}")
+        return choice
 
     def job_fields(self) -> dict:
         if self.mode == LEVEL:
             return {"level": self.level}
-        if self.mode == RESOLUTION:
-            return {"resolution": self.metres_per_pixel}
-        return {"scale": self.scale_denominator, "dpi": self.dpi}
+        return {"resolution": self.metres_per_pixel}
 
 
 def output_size(width_m: float, height_m: float, ground_resolution_m: float) -> tuple[int, int]:
@@ -70,8 +71,13 @@ def output_size(width_m: float, height_m: float, ground_resolution_m: float) -> 
             max(1, round(height_m / ground_resolution_m)))
 
 
-def tile_count(width_px: int, height_px: int, tile: int = MODEL_TILE) -> int:
-    return math.ceil(width_px / tile) * math.ceil(height_px / tile)
+def window_count(width_px: int, height_px: int, tile: int = DEFAULT_TILE,
+                 overlap: int = DEFAULT_OVERLAP) -> int:
+    """How many model windows the engine will run for this output (1: a single canvas)."""
+    if width_px <= tile and height_px <= tile:
+        return 1
+    plan = plan_scene(width_px, height_px, tile, overlap)
+    return plan.nx * plan.ny
 
 
 def slug(text: str, limit: int = 40) -> str:

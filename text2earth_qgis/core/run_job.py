@@ -47,5 +47,8 @@ def run_job(
 
     result = client.wait(job_id, poll=0.5, on_progress=follow)
     if is_canceled():  # finished just as the user cancelled: honour the cancel, keep no file
+        staged = Path(result.get("path") or "")
+        if staged.is_file():
+            staged.unlink()
         raise JobCancelled("cancelled")
     return result, client.download(job_id, destination, overwrite)

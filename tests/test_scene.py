@@ -1,0 +1,235 @@
+"""Unbounded scenes: window planning, outpainting / joint denoising, resume, memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from engine.errors import GenerationCancelled, InputError
+from engine.generate import GenerateRequest, generate, scene_plan
+from engine.grid import build_grid
+from engine.scene import scratch_paths
+from engine.tiling import outpaint_blend, outpaint_mask, plan_scene, tile_seed
+
+UTM = "EPSG:32632"
+# 400 x 300 m at level 17 (~0.786 m/px): 509 x 382 px, 3 x 2 windows of 256 px with 64 overlap
+BBOX = (447000.0, 5411000.0, 447400.0, 5411300.0)
+
+
+@pytest.fixture(scope="module")
+def inpaint_model(tiny_inpaint):
+    from engine.checkpoint import load_model
+
+    return load_model(str(tiny_inpaint), "cpu")
+
+
+def request(tmp_path, name, **kw):
+    fields = dict(bbox=BBOX, crs=UTM, prompt="farmland", out=tmp_path / name, level=17, seed=3,
+                  steps=2, tile=256, overlap=64)
+    fields.update(kw)
+    return GenerateRequest(**fields)
+
+
+def read(path):
+    with rasterio.open(path) as ds:
+        return np.moveaxis(ds.read(), 0, 2), ds.transform, ds.crs, ds.tags()
+
+
+@pytest.mark.parametrize("width,height,tile,overlap", [
+    (1, 1, 256, 64), (256, 256, 256, 64), (257, 300, 256, 64), (1000, 333, 256, 64),
+    (5000, 64, 512, 128), (777, 1234, 512, 0), (4096, 4096, 512, 256),
+])
+def test_windows_cover_every_pixel_and_cores_partition_the_canvas(width, height, tile, overlap):
+    plan = plan_scene(width, height, tile, overlap)
+    windows = plan.windows()
+    assert len(windows) == plan.nx * plan.ny
+    assert plan.canvas_width >= width and plan.canvas_height >= height
+    coverage = np.zeros((plan.canvas_height, plan.canvas_width), np.int32)
+    cores = np.zeros_like(coverage)
+    for w in windows:
+        assert w.size == tile and w.col % 8 == 0 and w.row % 8 == 0
+        assert w.col + tile <= plan.canvas_width and w.row + tile <= plan.canvas_height
+        coverage[w.row : w.row + tile, w.col : w.col + tile] += 1
+        c0, r0, c1, r1 = plan.core(w)
+        cores[r0:r1, c0:c1] += 1
+    col, row = plan.offset
+    assert (coverage[row : row + height, col : col + width] >= 1).all()
+    assert (cores == 1).all()  # every canvas pixel decoded by exactly one window
+    if plan.nx > 1:  # neighbours share exactly `overlap` columns
+        assert windows[1].col - windows[0].col == tile - overlap
+    # the canvas wastes less than one stride per side
+    assert plan.canvas_width - width < tile and plan.canvas_height - height < tile
+
+
+def test_bad_tiling_options_are_refused():
+    for tile, overlap in ((250, 64), (256, 60), (256, 200), (32, 0)):
+        with pytest.raises(ValueError):
+            plan_scene(1000, 1000, tile, overlap)
+
+
+def test_tile_seeds_are_deterministic_and_distinct():
+    seeds = {tile_seed(7, ix, iy) for ix in range(20) for iy in range(20)}
+    assert len(seeds) == 400
+    assert tile_seed(7, 3, 4) == tile_seed(7, 3, 4) != tile_seed(8, 3, 4)
+    assert all(0 <= s < 2**32 for s in seeds)
+
+
+def test_masks_and_blend_weights():
+    plan = plan_scene(600, 600, 256, 64)
+    first, right, below = plan.windows()[0], plan.windows()[1], plan.windows()[plan.nx]
+    assert outpaint_mask(plan, first).min() == 1  # nothing known yet
+    m = outpaint_mask(plan, right)
+    assert (m[:, :64] == 0).all() and (m[:, 64:] == 1).all()
+    m = outpaint_mask(plan, below)
+    assert (m[:64, :] == 0).all() and (m[64:, :] == 1).all()
+    b = outpaint_blend(plan, right)
+    assert 0 < b[0, 0] < 0.05 and b[0, 63] > 0.95 and (b[:, 64:] == 1).all()
+    assert (np.diff(b[10, :64]) > 0).all()  # a ramp, no step
+
+
+def test_outpainted_scene_lands_on_the_grid_and_starts_with_a_plain_window(
+        tmp_path, inpaint_model):
+    req = request(tmp_path, "scene.tif")
+    grid = build_grid(BBOX, UTM, __import__("engine.grid").grid.LevelRequest(level=17))
+    plan = scene_plan(req, grid)
+    assert (plan.nx, plan.ny) == (3, 2)
+    result = generate(req, inpaint_model)
+    pixels, transform, crs, tags = read(result.path)
+    # The same grid as any single-canvas output of this extent: bounds, size, CRS.
+    assert transform == grid.transform and pixels.shape == (grid.height, grid.width, 3)
+    assert crs.to_epsg() == 32632
+    assert tags["TEXT2EARTH_SCENE_METHOD"] == "outpaint"
+    assert tags["TEXT2EARTH_WINDOWS"] == "3x2"
+    # The first window is a plain generation (everything masked) with its own tile seed.
+    pipe = inpaint_model.pipeline
+    pipe.use_scheduler("euler")
+    alone = pipe("farmland", np.zeros((256, 256, 3), np.uint8), np.ones((256, 256), np.float32),
+                 level=17, num_inference_steps=2, guidance_scale=req.guidance,
+                 generator=torch.Generator("cpu").manual_seed(tile_seed(3, 0, 0))).images[0]
+    col, row = plan.offset
+    only_first = alone[row : 192, col : 192]  # left of and above every other window
+    np.testing.assert_array_equal(pixels[: only_first.shape[0], : only_first.shape[1]],
+                                  only_first)
+    # No scratch left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+def test_same_request_same_scene(tmp_path, inpaint_model):
+    a = read(generate(request(tmp_path, "a.tif"), inpaint_model).path)[0]
+    b = read(generate(request(tmp_path, "b.tif"), inpaint_model).path)[0]
+    c = read(generate(request(tmp_path, "c.tif", seed=4), inpaint_model).path)[0]
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a.astype(int) - c).max() > 0
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resumed_scene_equals_uninterrupted(tmp_path, inpaint_model):
+    whole = read(generate(request(tmp_path, "whole.tif"), inpaint_model).path)[0]
+    out = tmp_path / "resumed.tif"
+    calls = []
+
+    def crash_in_window_4(pipe, step, t, tensors):
+        calls.append(tensors["tile"])
+        if tensors["tile"] == 4:
+            raise Crash()
+        return tensors
+
+    with pytest.raises(Crash):
+        generate(request(tmp_path, "resumed.tif"), inpaint_model, crash_in_window_4)
+    scratch, state = scratch_paths(out)
+    assert scratch.exists() and not out.exists()
+    assert json.loads(state.read_text())["done"] == ["0,0", "1,0", "2,0"]
+
+    resumed_tiles = []
+
+    def record(pipe, step, t, tensors):
+        resumed_tiles.append(tensors["tile"])
+        return tensors
+
+    generate(request(tmp_path, "resumed.tif"), inpaint_model, record)
+    assert min(resumed_tiles) == 4  # windows 1-3 were not generated again
+    np.testing.assert_array_equal(read(out)[0], whole)
+    assert not scratch.exists() and not state.exists()
+
+
+def test_changed_request_does_not_resume_and_cancel_discards(tmp_path, inpaint_model):
+    out = tmp_path / "s.tif"
+
+    def crash(pipe, step, t, tensors):
+        if tensors["tile"] == 2:
+            raise Crash()
+        return tensors
+
+    with pytest.raises(Crash):
+        generate(request(tmp_path, "s.tif"), inpaint_model, crash)
+    seen = []
+    generate(request(tmp_path, "s.tif", seed=9), inpaint_model,
+             lambda p, s, t, x: seen.append(x["tile"]) or x)
+    assert min(seen) == 1  # another seed: the stale scratch is not reused
+    fresh = read(generate(request(tmp_path, "fresh.tif", seed=9), inpaint_model).path)[0]
+    np.testing.assert_array_equal(read(out)[0], fresh)
+
+    def cancel(pipe, step, t, tensors):
+        if tensors["tile"] == 2:
+            pipe.cancel()
+        return tensors
+
+    with pytest.raises(GenerationCancelled):
+        generate(request(tmp_path, "c.tif"), inpaint_model, cancel)
+    assert not any(p.name.startswith(".c.tif") for p in tmp_path.iterdir())
+    assert not (tmp_path / "c.tif").exists()
+
+
+def test_joint_denoising_with_the_text_to_image_model(tmp_path, t2i_model, inpaint_model):
+    req = request(tmp_path, "joint.tif", scheduler="ddim")
+    steps = []
+    result = generate(req, t2i_model, lambda p, s, t, x: steps.append(s) or x)
+    pixels, transform, _, tags = read(result.path)
+    assert tags["TEXT2EARTH_SCENE_METHOD"] == "joint"
+    assert steps == [0, 1]  # one denoising pass over the whole canvas
+    assert pixels.std() > 1
+    again = read(generate(request(tmp_path, "joint2.tif", scheduler="ddim"), t2i_model).path)[0]
+    np.testing.assert_array_equal(pixels, again)
+    with pytest.raises(InputError, match="inpainting"):
+        generate(request(tmp_path, "x.tif", scene_method="outpaint"), t2i_model)
+
+
+MEMORY_PROBE = """
+import resource, sys
+from pathlib import Path
+from engine.checkpoint import load_model
+from engine.generate import GenerateRequest, generate
+model = load_model(sys.argv[1], "cpu")
+side = float(sys.argv[2])
+x0, y0 = 447000.0, 5411000.0
+generate(GenerateRequest(bbox=(x0, y0, x0 + side, y0 + side), crs="EPSG:32632", prompt="x",
+         out=Path(sys.argv[3]), level=17, seed=1, steps=1, tile=256, overlap=64), model)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_peak_memory_stays_flat_for_a_16x_larger_scene(tmp_path, tiny_inpaint):
+    """Coarse bound on peak RSS (the precise figures are in make bench)."""
+    peaks = []
+    for side, name in ((400.0, "small.tif"), (1600.0, "big.tif")):  # 16x the area
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, str(tiny_inpaint), str(side),
+             str(tmp_path / name)], capture_output=True, text=True, timeout=600,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        peaks.append(int(out.stdout.strip().splitlines()[-1]))
+    with rasterio.open(tmp_path / "big.tif") as ds:
+        big_pixels = ds.width * ds.height
+    with rasterio.open(tmp_path / "small.tif") as ds:
+        assert big_pixels > 15 * ds.width * ds.height  # it really was ~16x the pixels
+    # ru_maxrss is in kB. One float32 RGB copy of the big scene would be 12 bytes a pixel.
+    assert (peaks[1] - peaks[0]) * 1024 < 12 * big_pixels / 2, peaks
