@@ -259,6 +259,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from .service.network import check_host_and_token
+
+    check_host_and_token(args.host, args.token_file)  # before seconds of importing torch
     from .grid import DEFAULT_MAX_PIXELS
     from .service.server import serve
 

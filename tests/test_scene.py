@@ -212,7 +212,8 @@ model = load_model(sys.argv[1], "cpu")
 side = float(sys.argv[2])
 x0, y0 = 447000.0, 5411000.0
 generate(GenerateRequest(bbox=(x0, y0, x0 + side, y0 + side), crs="EPSG:32632", prompt="x",
-         out=Path(sys.argv[3]), level=17, seed=1, steps=1, tile=256, overlap=64), model)
+         out=Path(sys.argv[3]), level=17, seed=1, steps=1, guidance=1.0, tile=256, overlap=64),
+         model)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

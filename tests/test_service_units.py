@@ -15,9 +15,9 @@ from PIL import Image
 from engine.errors import InputError
 from engine.service.app import host_name
 from engine.service.jobs import CANCELLED, DONE, FAILED, Job, JobCancelledError, JobQueue
+from engine.service.network import is_loopback
 from engine.service.outputs import resolve_output
 from engine.service.preview import latents_to_png
-from engine.service.server import is_loopback
 from engine.service.token import load_or_create_token
 
 
@@ -188,6 +188,8 @@ def test_out_of_memory_on_gpu_retries_once_with_memory_saving(monkeypatch, tmp_p
         raise RuntimeError("second attempt reached")
 
     monkeypatch.setattr(runner, "generate", fake_generate)
+    monkeypatch.setattr(runner, "plan", lambda request: None)
+    monkeypatch.setattr(runner, "scene_plan", lambda request, grid: None)  # a single image
     monkeypatch.setattr(runner, "_save_memory", lambda model: saved.append(model))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     job = Job("generate", object(), steps=2)

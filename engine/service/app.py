@@ -49,6 +49,7 @@ def create_app(
         description="Local job service generating georeferenced synthetic imagery.",
     )
     allowed_hosts = LOOPBACK_HOSTS | {bound_host.lower()}
+    token_bytes = token.encode("utf-8") if token is not None else b""
     # With a token, a browser page cannot forge requests anyway; without one, only loopback
     # Host names are answered, so a DNS-rebound page gets nothing.
     any_host = token is not None and bound_host not in LOOPBACK_HOSTS
@@ -60,7 +61,9 @@ def create_app(
         if token is not None:
             sent = request.headers.get("authorization", "")
             scheme, _, value = sent.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+            # Bytes, since compare_digest refuses non-ASCII str (a 500 instead of a 401).
+            given = value.strip().encode("utf-8", "surrogateescape")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given, token_bytes):
                 return error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
         if request.method in BODY_METHODS:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -12,7 +12,8 @@ from ..generate import MAX_SEED
 
 
 class GenerateJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: "17" is not a level, true is not a step count, "yes" is not an overwrite.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["generate"] = "generate"
     bbox: list[float] = Field(min_length=4, max_length=4,

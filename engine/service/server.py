@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 import sys
 import threading
 from pathlib import Path
@@ -12,54 +10,17 @@ from pathlib import Path
 from ..errors import InputError
 from .app import create_app
 from .jobs import JobQueue
+from .network import bind, check_host_and_token, write_port_file
 from .outputs import default_output_dir
 from .runner import ModelManager, ServiceConfig, run_generate
 from .token import load_or_create_token
 
 
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
-            raise InputError(f"port {port} on {host} is already in use: choose another "
-                             "(--port 0 picks a free one)") from None
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
-
-
-def write_port_file(path: str | Path, port: int) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, path)  # a reader never sees a half-written number
-
-
 def serve(args) -> int:
     import uvicorn
 
+    check_host_and_token(args.host, args.token_file)
     token = load_or_create_token(args.token_file) if args.token_file else None
-    if not is_loopback(args.host) and token is None:
-        raise InputError(
-            f"refusing to serve on {args.host}, a non-loopback address, without a token: "
-            "add --token-file FILE (clients then send 'Authorization: Bearer <token>')"
-        )
     output_dirs = [Path(d).expanduser() for d in (args.output_dir or [default_output_dir()])]
     for folder in output_dirs:
         folder.mkdir(parents=True, exist_ok=True)
