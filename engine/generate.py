@@ -105,8 +105,10 @@ def plan(request: GenerateRequest) -> OutputGrid:
 
 
 def scene_plan(request: GenerateRequest, grid: OutputGrid) -> ScenePlan | None:
-    """None when one canvas holds the output, else the windows of an unbounded scene."""
-    if grid.width <= request.tile and grid.height <= request.tile:
+    """None when one canvas holds the output, else the windows of an unbounded scene (always
+    a scene, possibly of one window, when outpainting is asked for explicitly)."""
+    small = grid.width <= request.tile and grid.height <= request.tile
+    if small and request.scene_method != OUTPAINT:
         return None
     return plan_scene(grid.width, grid.height, request.tile, request.overlap)
 

@@ -234,3 +234,20 @@ def test_peak_memory_stays_flat_for_a_16x_larger_scene(tmp_path, tiny_inpaint):
         assert big_pixels > 15 * ds.width * ds.height  # it really was ~16x the pixels
     # ru_maxrss is in kB. One float32 RGB copy of the big scene would be 12 bytes a pixel.
     assert (peaks[1] - peaks[0]) * 1024 < 12 * big_pixels / 2, peaks
+
+
+def test_seam_metric_sees_a_seam_and_not_a_smooth_image():
+    from engine.seam_metric import seam_ratio
+
+    height, width, tile, overlap = 600, 800, 256, 64
+    yy, xx = np.mgrid[0:height, 0:width]
+    smooth = np.stack([(xx * 0.2 + yy * 0.1) % 255] * 3, axis=2).astype(np.uint8)
+    noisy = smooth.astype(float) + np.random.default_rng(0).normal(0, 3, smooth.shape)
+    assert seam_ratio(np.clip(noisy, 0, 255).astype(np.uint8), tile, overlap)["ratio"] == \
+        pytest.approx(1.0, abs=0.15)
+    seamed = noisy.copy()
+    plan = plan_scene(width, height, tile, overlap)
+    col = plan.stride - plan.offset[0]  # where the second column of windows starts
+    seamed[:, col:] += 25  # a brightness jump at a window border
+    result = seam_ratio(np.clip(seamed, 0, 255).astype(np.uint8), tile, overlap)
+    assert result["ratio"] > 1.5 and result["border_lines"] >= 2
