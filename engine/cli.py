@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "joint denoising with the text-to-image model")
     gen.add_argument("--inpaint-model", default=None,
                      help="inpainting model for scenes (default: lcybuaa/Text2Earth-inpainting)")
+    gen.add_argument("--regions", default=None,
+                     help="GeoJSON FeatureCollection of polygons with a 'prompt' property: "
+                          "scene windows inside a polygon use its prompt")
     gen.add_argument("--no-resume", action="store_true",
                      help="start a scene afresh even if a stopped run of it left its windows")
     gen.add_argument("--out", required=True, help="output GeoTIFF path")
@@ -182,6 +185,10 @@ def cmd_generate(args) -> int:
         tile=args.tile, overlap=args.overlap, scene_method=args.scene_method,
         resume=not args.no_resume,
     )
+    if args.regions:
+        from .regions import read_regions_file
+
+        request.regions, request.regions_crs = read_regions_file(args.regions)
     grid = plan(request)  # bad input fails here, before minutes of model loading
     if not args.quiet:
         print(

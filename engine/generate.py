@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from affine import Affine
 
 from . import __version__
 from .checkpoint import LoadedModel
@@ -21,6 +23,7 @@ from .pipeline import (
     StepCallback,
     split_level_prefix,
 )
+from .regions import GEOJSON_CRS, parse_regions, window_prompts
 from .scene import JOINT, OUTPAINT, SceneJob, run_scene
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, plan_scene
 
@@ -50,6 +53,8 @@ class GenerateRequest:
     overlap: int = DEFAULT_OVERLAP
     scene_method: str = "auto"  # auto | outpaint | joint
     resume: bool = True  # continue a stopped scene from the windows already made
+    regions: list[dict] | None = None  # [{"geometry": GeoJSON polygon, "prompt": "..."}]
+    regions_crs: str = GEOJSON_CRS  # the regions' CRS (GeoJSON: lon/lat)
     allowed_dirs: tuple[Path, ...] | None = None  # the service confines writes to these
     extra_tags: dict[str, str] = field(default_factory=dict)
 
@@ -99,9 +104,12 @@ def plan(request: GenerateRequest) -> OutputGrid:
         plan_scene(1, 1, request.tile, request.overlap)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    return build_grid(
+    grid = build_grid(
         request.bbox, request.crs, level_request(request), request.out_crs, request.max_pixels
     )
+    if request.regions:
+        parse_regions(request.regions, request.regions_crs, grid.crs)
+    return grid
 
 
 def scene_plan(request: GenerateRequest, grid: OutputGrid) -> ScenePlan | None:
@@ -168,6 +176,8 @@ def generate(
         fields.update(scene_method=method, tile=windows.tile, overlap=windows.overlap,
                       windows=f"{windows.nx}x{windows.ny}",
                       canvas=f"{windows.canvas_width}x{windows.canvas_height}")
+    if request.regions:
+        fields["prompt_regions"] = json.dumps([r.get("prompt") for r in request.regions])
     if request.pipeline_check:
         fields["pipeline_check"] = "yes: random demo weights, not imagery"
     tags = synthetic_tags(fields) | request.extra_tags
@@ -192,9 +202,15 @@ def generate(
                 software=software, allowed_dirs=request.allowed_dirs,
             )
         else:
+            prompts = None
+            if request.regions:
+                col, row = windows.offset
+                prompts = window_prompts(
+                    windows, grid.transform * Affine.translation(-col, -row),
+                    parse_regions(request.regions, request.regions_crs, grid.crs), text)
             job = SceneJob(text, request.negative_prompt, grid.level, request.steps,
                            request.guidance, seed, Path(request.out), grid.crs, grid.transform,
-                           request.overwrite, request.allowed_dirs)
+                           request.overwrite, request.allowed_dirs, prompts)
             path = run_scene(pipe, job, windows, method, model.weights_sha256,
                              request.scheduler, tags, software, callback_on_step_end,
                              request.resume)

@@ -54,6 +54,7 @@ class SceneJob:
     transform: Affine  # the output grid's
     overwrite: bool
     allowed_dirs: tuple | None
+    prompts: dict | None = None  # window key -> prompt, from prompt regions
 
 
 def scratch_paths(out: Path) -> tuple[Path, Path]:
@@ -64,7 +65,8 @@ def scratch_paths(out: Path) -> tuple[Path, Path]:
 def fingerprint(job: SceneJob, plan: ScenePlan, method: str, weights_sha: str,
                 scheduler: str) -> str:
     """What must be equal for a scratch file to be resumed: everything that shapes pixels."""
-    fields = [job.prompt, job.negative_prompt, job.level, job.steps, job.guidance, job.seed,
+    fields = [job.prompt, sorted((job.prompts or {}).items()), job.negative_prompt, job.level,
+              job.steps, job.guidance, job.seed,
               plan.width, plan.height, plan.tile, plan.overlap, method, weights_sha, scheduler,
               tuple(job.transform), job.crs.to_wkt()]
     return hashlib.sha256(repr(fields).encode()).hexdigest()
@@ -109,7 +111,8 @@ def run_outpaint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path, state: Pat
             return tensors
 
         output = pipe(
-            job.prompt, existing, outpaint_mask(plan, window), level=job.level,
+            (job.prompts or {}).get(window.key, job.prompt), existing,
+            outpaint_mask(plan, window), level=job.level,
             negative_prompt=job.negative_prompt, num_inference_steps=job.steps,
             guidance_scale=job.guidance,
             generator=torch.Generator("cpu").manual_seed(tile_seed(job.seed, window.ix,
@@ -129,9 +132,15 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
     device = pipe._execution_device
     pipe._interrupt = False
     do_cfg = job.guidance > 1.0
-    embeds, negative = pipe.encode_prompt(job.prompt, job.negative_prompt, device, do_cfg)
-    if do_cfg:
-        embeds = torch.cat([negative, embeds])
+    by_prompt: dict[str, torch.Tensor] = {}
+
+    def embeds_for(prompt: str) -> torch.Tensor:
+        if prompt not in by_prompt:
+            cond, uncond = pipe.encode_prompt(prompt, job.negative_prompt, device, do_cfg)
+            by_prompt[prompt] = torch.cat([uncond, cond]) if do_cfg else cond
+        return by_prompt[prompt]
+
+    embeds = embeds_for(job.prompt)
     labels = pipe.level_labels(job.level, do_cfg, device)
     f = pipe.vae_scale_factor
     lt, ls = plan.tile // f, plan.stride // f
@@ -158,7 +167,8 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
             lat = latents[:, :, r : r + lt, c : c + lt]
             model_input = pipe.scheduler.scale_model_input(
                 torch.cat([lat] * 2) if do_cfg else lat, t)
-            noise = pipe.unet(model_input, t, encoder_hidden_states=embeds,
+            window_embeds = embeds_for((job.prompts or {}).get(w.key, job.prompt))
+            noise = pipe.unet(model_input, t, encoder_hidden_states=window_embeds,
                               class_labels=labels, return_dict=False)[0]
             if do_cfg:
                 uncond, cond = noise.chunk(2)

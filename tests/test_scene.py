@@ -128,7 +128,7 @@ def test_same_request_same_scene(tmp_path, inpaint_model):
     assert np.abs(a.astype(int) - c).max() > 0
 
 
-class Crash(Exception):
+class CrashError(Exception):
     pass
 
 
@@ -140,10 +140,10 @@ def test_resumed_scene_equals_uninterrupted(tmp_path, inpaint_model):
     def crash_in_window_4(pipe, step, t, tensors):
         calls.append(tensors["tile"])
         if tensors["tile"] == 4:
-            raise Crash()
+            raise CrashError()
         return tensors
 
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         generate(request(tmp_path, "resumed.tif"), inpaint_model, crash_in_window_4)
     scratch, state = scratch_paths(out)
     assert scratch.exists() and not out.exists()
@@ -166,10 +166,10 @@ def test_changed_request_does_not_resume_and_cancel_discards(tmp_path, inpaint_m
 
     def crash(pipe, step, t, tensors):
         if tensors["tile"] == 2:
-            raise Crash()
+            raise CrashError()
         return tensors
 
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         generate(request(tmp_path, "s.tif"), inpaint_model, crash)
     seen = []
     generate(request(tmp_path, "s.tif", seed=9), inpaint_model,
@@ -251,3 +251,64 @@ def test_seam_metric_sees_a_seam_and_not_a_smooth_image():
     seamed[:, col:] += 25  # a brightness jump at a window border
     result = seam_ratio(np.clip(seamed, 0, 255).astype(np.uint8), tile, overlap)
     assert result["ratio"] > 1.5 and result["border_lines"] >= 2
+
+
+def utm_box(x0, y0, x1, y1):
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1],
+                                                [x0, y0]]]}
+
+
+def test_prompt_regions_choose_each_windows_prompt(tmp_path, inpaint_model):
+    split = 447150.0  # a north-south line through the scene
+    regions = [{"geometry": utm_box(446000, 5410000, split, 5412000), "prompt": "a river"},
+               {"geometry": utm_box(split, 5410000, 448000, 5412000), "prompt": "farmland"}]
+    req = request(tmp_path, "regions.tif", regions=regions, regions_crs=UTM, prompt="default")
+    pipe = inpaint_model.pipeline
+    used = []
+    original = pipe.encode_prompt
+
+    def spy(prompt, *args, **kwargs):
+        used.append(prompt)
+        return original(prompt, *args, **kwargs)
+
+    pipe.encode_prompt = spy
+    try:
+        result = generate(req, inpaint_model)
+    finally:
+        pipe.encode_prompt = original
+    grid = result.grid
+    plan = scene_plan(req, grid)
+    col, _ = plan.offset
+    expected = []
+    for w in plan.windows():  # a half-plane split: the window's centre decides its majority
+        centre_x = grid.transform.c + (w.col - col + w.size / 2) * grid.transform.a
+        expected.append("a river" if centre_x < split else "farmland")
+    assert used == expected and set(used) == {"a river", "farmland"}
+    assert json.loads(read(result.path)[3]["TEXT2EARTH_PROMPT_REGIONS"]) == ["a river",
+                                                                             "farmland"]
+
+
+def test_regions_in_geojson_lon_lat_and_bad_regions(tmp_path):
+    from pyproj import CRS
+
+    from engine.regions import parse_regions, read_regions_file
+
+    path = tmp_path / "regions.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"prompt": "lake"},
+         "geometry": {"type": "Polygon", "coordinates": [[[8.27, 48.84], [8.29, 48.84],
+                                                          [8.29, 48.86], [8.27, 48.84]]]}}]}))
+    items, crs = read_regions_file(path)
+    assert crs == "EPSG:4326" and items[0]["prompt"] == "lake"
+    region = parse_regions(items, crs, CRS.from_epsg(32632))[0]
+    x, y = region.geometry["coordinates"][0][0]
+    from pyproj import Transformer
+
+    ex, ey = Transformer.from_crs(4326, 32632, always_xy=True).transform(8.27, 48.84)
+    assert (x, y) == pytest.approx((ex, ey), abs=0.01)
+    with pytest.raises(InputError, match="prompt"):
+        parse_regions([{"geometry": items[0]["geometry"], "prompt": ""}], crs,
+                      CRS.from_epsg(32632))
+    with pytest.raises(InputError, match="Polygon"):
+        parse_regions([{"geometry": {"type": "Point", "coordinates": [8, 48]}, "prompt": "x"}],
+                      crs, CRS.from_epsg(32632))

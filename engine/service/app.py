@@ -112,6 +112,7 @@ def create_app(
                 scheduler=body.scheduler, overwrite=body.overwrite, max_pixels=config.max_pixels,
                 allowed_dirs=tuple(config.output_dirs), tile=body.tile,
                 overlap=body.overlap, scene_method=body.scene_method,
+                regions=[r.model_dump() for r in body.regions] if body.regions else None,
             )
             plan(request)  # everything checkable without the model fails now, not in the queue
         except InputError as exc:

@@ -11,6 +11,13 @@ from text2earth_qgis.core.scale import DEFAULT_DPI, MAX_LEVEL, MIN_LEVEL, parse_
 from ..generate import MAX_SEED
 
 
+class PromptRegionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    geometry: dict = Field(description="GeoJSON Polygon or MultiPolygon, lon/lat (EPSG:4326)")
+    prompt: str = Field(min_length=1, max_length=4000)
+
+
 class GenerateJob(BaseModel):
     # Strict: "17" is not a level, true is not a step count, "yes" is not an overwrite.
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -40,6 +47,8 @@ class GenerateJob(BaseModel):
     scene_method: Literal["auto", "outpaint", "joint"] = "auto"
     inpaint_model: str | None = Field(None, max_length=4096,
                                       description="inpainting model for outpainted scenes")
+    regions: list[PromptRegionBody] | None = Field(
+        None, max_length=1000, description="prompt regions (GeoJSON polygons in lon/lat)")
 
     @field_validator("scale")
     @classmethod
