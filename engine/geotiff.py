@@ -16,6 +16,8 @@ from pyproj import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
+from text2earth_qgis.core.files import place_file
+
 from .errors import InputError
 
 TAG_PREFIX = "TEXT2EARTH_"
@@ -144,19 +146,12 @@ def write_geotiff_blocks(
                 dst.build_overviews(factors, Resampling.average)
                 dst.update_tags(ns="rio_overview", resampling="average")
         check_confined(path, allowed_dirs)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic and never clobbers a file that appeared meanwhile
-            except FileExistsError:
-                raise InputError(
-                    f"{path} already exists: choose another name or pass --overwrite"
-                ) from None
-            except OSError:
-                if path.exists():
-                    raise InputError(f"{path} already exists: choose another name") from None
-                os.replace(tmp, path)
+        try:
+            place_file(tmp, path, overwrite)
+        except FileExistsError:
+            raise InputError(
+                f"{path} already exists: choose another name or pass --overwrite"
+            ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

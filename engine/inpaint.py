@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .errors import GenerationCancelled, InputError
+from .errors import InputError
 from .pipeline import StepCallback, Text2EarthOutput, Text2EarthPipeline, resolve_prompt_level
 
 DEFAULT_INPAINT_GUIDANCE = 3.5
@@ -65,7 +65,6 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         class_labels = self.level_labels(level, do_cfg, device)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
         shape = (1, self.vae.config.latent_channels, height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
         latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
@@ -79,28 +78,11 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         if do_cfg:
             mask_latent = torch.cat([mask_latent] * 2)
             masked_latents = torch.cat([masked_latents] * 2)
-        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-
-        for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            model_input = torch.cat([model_input, mask_latent, masked_latents], dim=1)
-            noise_pred = self.unet(
-                model_input, t, encoder_hidden_states=prompt_embeds,
-                class_labels=class_labels, return_dict=False,
-            )[0]
-            if do_cfg:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(
-                noise_pred, t, latents, **extra_step_kwargs, return_dict=False
-            )[0]
-            if callback_on_step_end is not None:
-                out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
-                latents = out.get("latents", latents)
-            if self._interrupt:
-                raise GenerationCancelled(f"cancelled after step {i + 1} of {len(timesteps)}")
-
+        latents = self.denoise(
+            latents, prompt_embeds, class_labels, guidance_scale,
+            self.prepare_extra_step_kwargs(generator, eta), callback_on_step_end,
+            conditioning=torch.cat([mask_latent, masked_latents], dim=1),
+        )
         images = self.decode(latents, generator)
         self.maybe_free_model_hooks()
         return Text2EarthOutput(images=images, level=level, prompt=text)

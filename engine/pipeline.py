@@ -196,6 +196,45 @@ class Text2EarthPipeline(DiffusionPipeline):
         values = [float(UNKNOWN_LEVEL), float(level)] if do_cfg else [float(level)]
         return torch.tensor(values, device=device)
 
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        class_labels: torch.Tensor | None,
+        guidance_scale: float,
+        extra_step_kwargs: dict,
+        callback_on_step_end: StepCallback | None = None,
+        conditioning: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The loop over the scheduler's timesteps; ``conditioning`` (the inpainting model's
+        mask and masked-image latents) is appended to the UNet's input channels."""
+        do_cfg = guidance_scale > 1.0
+        timesteps = self.scheduler.timesteps
+        for i, t in enumerate(timesteps):
+            model_input = torch.cat([latents] * 2) if do_cfg else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            if conditioning is not None:
+                model_input = torch.cat([model_input, conditioning], dim=1)
+            noise_pred = self.unet(
+                model_input,
+                t,
+                encoder_hidden_states=prompt_embeds,
+                class_labels=class_labels,
+                return_dict=False,
+            )[0]
+            if do_cfg:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + guidance_scale * (cond - uncond)
+            latents = self.scheduler.step(
+                noise_pred, t, latents, **extra_step_kwargs, return_dict=False
+            )[0]
+            if callback_on_step_end is not None:
+                out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
+                latents = out.get("latents", latents)
+            if self._interrupt:
+                raise GenerationCancelled(f"cancelled after step {i + 1} of {len(timesteps)}")
+        return latents
+
     def decode(self, latents: torch.Tensor, generator=None) -> np.ndarray:
         image = self.vae.decode(
             latents / self.vae.config.scaling_factor, return_dict=False, generator=generator
@@ -231,33 +270,12 @@ class Text2EarthPipeline(DiffusionPipeline):
         class_labels = self.level_labels(level, do_cfg, device)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
         latents = self.prepare_latents(height, width, prompt_embeds.dtype, device, generator,
                                        latents)
-        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-
-        for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            noise_pred = self.unet(
-                model_input,
-                t,
-                encoder_hidden_states=prompt_embeds,
-                class_labels=class_labels,
-                return_dict=False,
-            )[0]
-            if do_cfg:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(
-                noise_pred, t, latents, **extra_step_kwargs, return_dict=False
-            )[0]
-            if callback_on_step_end is not None:
-                out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
-                latents = out.get("latents", latents)
-            if self._interrupt:
-                raise GenerationCancelled(f"cancelled after step {i + 1} of {len(timesteps)}")
-
+        latents = self.denoise(
+            latents, prompt_embeds, class_labels, guidance_scale,
+            self.prepare_extra_step_kwargs(generator, eta), callback_on_step_end,
+        )
         images = self.decode(latents, generator)
         self.maybe_free_model_hooks()
         return Text2EarthOutput(images=images, level=level, prompt=text)

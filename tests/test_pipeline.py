@@ -232,3 +232,43 @@ def test_bad_sizes_and_levels_are_refused(t2i_model):
         ours(pipe, "x", 25)
     with pytest.raises(InputError, match="steps"):
         pipe("x", level=17, num_inference_steps=0)
+
+
+def test_inpainting_matches_reference_inpaint_pipeline_within_2_dn(tiny_inpaint):
+    """The 9-channel model against diffusers' StableDiffusionInpaintPipeline + the level hook."""
+    from diffusers import StableDiffusionInpaintPipeline
+    from PIL import Image
+
+    from engine.checkpoint import load_model
+
+    pipe = load_model(str(tiny_inpaint), "cpu").pipeline
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    mask = np.zeros((256, 256), np.float32)
+    mask[:, 128:] = 1
+    ref = StableDiffusionInpaintPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=EulerDiscreteScheduler.from_config(pipe.scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+
+    def add_level(module, args, kwargs):
+        n = args[0].shape[0] // 2
+        kwargs["class_labels"] = torch.tensor([0.0] * n + [16.0] * n)
+        return args, kwargs
+
+    hook = pipe.unet.register_forward_pre_hook(add_level, with_kwargs=True)
+    try:
+        expected = ref("a lake", image=Image.fromarray(image),
+                       mask_image=Image.fromarray((mask * 255).astype(np.uint8)), height=256,
+                       width=256, num_inference_steps=STEPS, guidance_scale=3.5,
+                       generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    finally:
+        hook.remove()
+    pipe.use_scheduler("euler")
+    got = pipe("a lake", image, mask, level=16, num_inference_steps=STEPS,
+               generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert np.abs(got.astype(np.int16) - np.asarray(expected).astype(np.int16)).max() <= 2
+    # The kept half conditions the result: another image there changes the generated half.
+    other = pipe("a lake", 255 - image, mask, level=16, num_inference_steps=STEPS,
+                 generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert np.abs(other[:, 128:].astype(int) - got[:, 128:]).max() > 0

@@ -6,7 +6,7 @@ import hmac
 import os
 import uuid
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
@@ -81,9 +81,11 @@ def create_app(
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return error(422, detail or "invalid request", errors=errors)
 
-    def find(job_id: str) -> Job | JSONResponse:
+    def find(job_id: str) -> Job:
         job = queue.get(job_id)
-        return job if job is not None else error(404, f"no job {job_id!r}")
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")  # answered as {"detail": ...}
+        return job
 
     @app.get("/health")
     def health() -> dict:
@@ -131,8 +133,6 @@ def create_app(
         """With ``since`` (a status's ``version``) and ``wait_s``, answer as soon as the job
         changes (a step, a state) or after ``wait_s`` seconds: progress without busy polling."""
         job = find(job_id)
-        if isinstance(job, JSONResponse):
-            return job
         if since is not None and wait_s > 0:
             job.wait_for_change(since, wait_s)
         return queue.status(job)
@@ -140,8 +140,6 @@ def create_app(
     @app.delete("/jobs/{job_id}")
     def cancel(job_id: str):
         job = find(job_id)
-        if isinstance(job, JSONResponse):
-            return job
         if not queue.cancel(job):
             return error(409, f"job {job_id} already ended ({job.state})")
         return queue.status(job)
@@ -149,8 +147,6 @@ def create_app(
     @app.get("/jobs/{job_id}/preview")
     def preview(job_id: str):
         job = find(job_id)
-        if isinstance(job, JSONResponse):
-            return job
         latents = job.preview_latents
         if latents is None:
             return error(404, f"no preview yet: job {job_id} is {job.state}")
@@ -159,8 +155,6 @@ def create_app(
     @app.get("/jobs/{job_id}/result")
     def result(job_id: str):
         job = find(job_id)
-        if isinstance(job, JSONResponse):
-            return job
         if job.state == DONE:
             return job.result
         if job.state == FAILED:
@@ -173,8 +167,6 @@ def create_app(
     def file(job_id: str):
         """The finished GeoTIFF itself, for clients on another machine than the engine."""
         job = find(job_id)
-        if isinstance(job, JSONResponse):
-            return job
         if job.state != DONE:
             return error(409, f"job {job_id} is {job.state}; no file")
         path = job.result["path"]

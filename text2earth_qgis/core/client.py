@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .files import place_file
+
 API_VERSION = 1
 FINAL_STATES = ("done", "failed", "cancelled")
 
@@ -151,15 +153,10 @@ class EngineClient:
                 shutil.copyfile(source, tmp)
             else:
                 tmp.write_bytes(self._request("GET", f"/jobs/{job_id}/file", raw=True))
-            if overwrite:
-                os.replace(tmp, destination)
-            else:
-                try:
-                    os.link(tmp, destination)
-                except FileExistsError:
-                    raise EngineError(f"{destination} already exists") from None
-                except OSError:
-                    os.replace(tmp, destination)
+            try:
+                place_file(tmp, destination, overwrite)
+            except FileExistsError:
+                raise EngineError(f"{destination} already exists") from None
             if source.is_file() and source.resolve() != destination.resolve():
                 source.unlink()  # the staging copy is not needed any more
         finally:
