@@ -182,6 +182,7 @@ class LoadedModel:
     weights_sha256: str
     device: torch.device
     dtype: torch.dtype
+    pipeline_check: bool = False  # the built-in demo weights: output is a plumbing test
 
     @property
     def inpainting(self) -> bool:
@@ -203,15 +204,17 @@ def load_model(
     device: str | None = None,
     offline: bool | None = None,
     cache_dir: str | Path | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> LoadedModel:
-    """Resolve, validate and load a checkpoint onto a device as a Text2EarthPipeline."""
+    """Resolve (unless ``checkpoint`` is given), validate and load a checkpoint onto a
+    device as a Text2EarthPipeline (or Text2EarthInpaintPipeline for 9-channel UNets)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.schedulers import DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from .pipeline import DEFAULT_SCHEDULER, Text2EarthPipeline, make_scheduler
 
-    checkpoint = resolve_checkpoint(model, offline, cache_dir)
+    checkpoint = checkpoint or resolve_checkpoint(model, offline, cache_dir)
     torch_device, dtype = select_device(device)
     path = checkpoint.path
     weights = dict(use_safetensors=True, torch_dtype=dtype)

@@ -15,7 +15,7 @@ from pathlib import Path
 from text2earth_qgis.core import scale
 
 from . import __version__
-from .errors import InputError, ModelNotFoundError, Text2EarthError
+from .errors import InputError, Text2EarthError
 
 DEMO_VERSION = 1
 
@@ -172,9 +172,16 @@ def cmd_levels(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .checkpoint import INPAINTING_MODEL, load_model
+    from .checkpoint import (
+        DEFAULT_MODEL,
+        INPAINTING_MODEL,
+        MODEL_ENV,
+        load_model,
+        missing_model_advice,
+    )
     from .generate import GenerateRequest, generate, plan, scene_plan
     from .grid import DEFAULT_MAX_PIXELS
+    from .model_choice import choose_checkpoint, wants_inpainting
 
     request = GenerateRequest(
         bbox=args.bbox, crs=args.crs, prompt=args.prompt, out=args.out,
@@ -198,40 +205,27 @@ def cmd_generate(args) -> int:
         )
     _quiet_libraries()
     windows = scene_plan(request, grid)
-    model = None
-    if windows is not None and args.scene_method != "joint":
-        # A scene: outpainting with the inpainting model when it can be had.
-        try:
-            model = load_model(args.inpaint_model or INPAINTING_MODEL, args.device,
-                               offline=args.offline or None)
-        except ModelNotFoundError as exc:
-            if args.scene_method == "outpaint":
-                if not args.demo_fallback:
-                    raise
-                model = load_model(str(demo_checkpoint_dir(inpainting=True)), args.device)
-                request.out = pipeline_check_path(args.out)
-                request.pipeline_check = True
-                _say(f"{exc} Building the scene on the built-in tiny demo inpainting checkpoint "
-                     f"instead (a pipeline check, not imagery): {request.out}")
-            elif not args.quiet:
-                _say(f"No inpainting model ({exc.__class__.__name__}): building the scene by "
-                     "joint denoising with the text-to-image model instead.")
-    if model is None:
-        try:
-            model = load_model(args.model, args.device, offline=args.offline or None)
-        except ModelNotFoundError as exc:
-            if not args.demo_fallback:
-                raise
-            _say(str(exc))
-            request.out = pipeline_check_path(args.out)
-            request.pipeline_check = True
-            _say(
-                "Running the same job now on the built-in tiny demo checkpoint (the real "
-                "Text2Earth architecture with random weights): the result checks the whole "
-                f"pipeline and its georeferencing, it is not imagery. Output: {request.out}"
-            )
-            plan(request)
-            model = load_model(str(demo_checkpoint_dir()), args.device)
+    checkpoint, demo = choose_checkpoint(
+        request, grid, args.model, args.inpaint_model, args.offline or None,
+        args.demo_fallback, demo_checkpoint_dir,
+    )
+    if demo:
+        _say(missing_model_advice(args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL))
+        request.out = pipeline_check_path(args.out)
+        request.pipeline_check = True
+        _say(
+            "Running the same job now on the built-in tiny demo checkpoint (the real "
+            "Text2Earth architecture with random weights): the result checks the whole "
+            f"pipeline and its georeferencing, it is not imagery. Output: {request.out}"
+        )
+        plan(request)  # the renamed output must be free too, before the work
+    elif wants_inpainting(request, grid) and args.scene_method == "auto" and not args.quiet:
+        inpainting = checkpoint.model_id == (args.inpaint_model or INPAINTING_MODEL)
+        if not inpainting:
+            _say("No inpainting model on this machine: building the scene by joint denoising "
+                 "with the text-to-image model (--inpaint-model sets one).")
+    model = load_model(device=args.device, checkpoint=checkpoint)
+    model.pipeline_check = demo
 
     bar = None
     callback = None

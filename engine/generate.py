@@ -24,7 +24,7 @@ from .pipeline import (
     split_level_prefix,
 )
 from .regions import GEOJSON_CRS, parse_regions, window_prompts
-from .scene import JOINT, OUTPAINT, SceneJob, run_scene
+from .scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, plan_scene
 
 MAX_SEED = 2**32 - 1
@@ -150,7 +150,11 @@ def generate(
             f"{model.checkpoint.model_id} is an inpainting checkpoint (9-channel UNet); "
             "text-to-image needs the text-to-image one, e.g. lcybuaa/Text2Earth"
         )
-    seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
+    seed = request.seed
+    if seed is None and windows is not None and request.resume:
+        seed = saved_seed(Path(request.out))  # rerunning a stopped scene resumes it
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
     pipe.use_scheduler(request.scheduler)
     _, text = split_level_prefix(request.prompt)
     fields = {

@@ -126,7 +126,6 @@ def write_geotiff_blocks(
     path = check_output_path(path, overwrite)
     check_confined(path, allowed_dirs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    check_confined(path, allowed_dirs)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.tif")
     profile = rgb_profile(width, height, crs, transform)
     profile.update(compress="deflate", predictor=2)

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 from pyproj import CRS
-from rasterio.errors import RasterioError
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
@@ -46,8 +45,11 @@ def parse_regions(items: list[dict], source_crs: str, grid_crs: CRS) -> list[Pro
             raise InputError(f"prompt region {number} needs a Polygon or MultiPolygon geometry")
         try:
             moved = transform_geom(source_crs, grid_crs.to_wkt(), geometry)
-        except (RasterioError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"prompt region {number}: cannot read its geometry ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - GDAL raises its own classes (CPLE_*) too
+            raise InputError(
+                f"prompt region {number}: cannot read or reproject its geometry from "
+                f"{source_crs} ({exc}); GeoJSON coordinates are longitude, latitude"
+            ) from None
         regions.append(PromptRegion(moved, item["prompt"].strip()))
     return regions
 

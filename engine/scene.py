@@ -31,7 +31,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from .errors import GenerationCancelled
-from .geotiff import copy_window, open_scratch, write_geotiff_blocks
+from .geotiff import check_confined, copy_window, open_scratch, write_geotiff_blocks
 from .tiling import ScenePlan, joint_weights, outpaint_blend, outpaint_mask, tile_seed
 
 OUTPAINT, JOINT = "outpaint", "joint"
@@ -80,10 +80,19 @@ def _load_state(path: Path, key: str) -> set[str] | None:
     return set(state.get("done", [])) if state.get("fingerprint") == key else None
 
 
-def _save_state(path: Path, key: str, done: set[str]) -> None:
+def _save_state(path: Path, key: str, done: set[str], seed: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": key, "done": sorted(done)}))
+    tmp.write_text(json.dumps({"fingerprint": key, "seed": seed, "done": sorted(done)}))
     os.replace(tmp, path)
+
+
+def saved_seed(out: Path) -> int | None:
+    """The seed of a stopped run of this output, so rerunning without --seed resumes it."""
+    try:
+        seed = json.loads(scratch_paths(Path(out))[1].read_text()).get("seed")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return seed if isinstance(seed, int) else None
 
 
 def _read(scratch: Path, col: int, row: int, size: int) -> np.ndarray:
@@ -123,7 +132,7 @@ def run_outpaint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path, state: Pat
         blended = weight * output.images[0] + (1.0 - weight) * existing
         _write(scratch, np.rint(blended).astype(np.uint8), window.col, window.row)
         done.add(window.key)
-        _save_state(state, key, done)
+        _save_state(state, key, done, job.seed)
 
 
 @torch.no_grad()
@@ -184,6 +193,8 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
 
     # Decode window by window; each writes only its core, and the cores tile the canvas.
     for w in windows:
+        if pipe.interrupt:
+            raise GenerationCancelled("cancelled while decoding")
         r, c = w.iy * ls, w.ix * ls
         image = pipe.decode(latents[:, :, r : r + lt, c : c + lt])[0]
         col0, row0, col1, row1 = plan.core(w)
@@ -196,8 +207,9 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
               callback: SceneCallback | None = None, resume: bool = True) -> Path:
     """Generate the scene into the scratch canvas, then write the output GeoTIFF from it."""
     scratch, state = scratch_paths(job.out)
+    check_confined(job.out, job.allowed_dirs)  # the scratch can be GBs: same rules as output
     key = fingerprint(job, plan, method, weights_sha, scheduler)
-    done = _load_state(state, key) if resume else None
+    done = _load_state(state, key) if resume and scratch.is_file() else None
     col, row = plan.offset
     canvas_transform = job.transform * Affine.translation(-col, -row)
     job.out.parent.mkdir(parents=True, exist_ok=True)
@@ -205,15 +217,19 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
                  reuse=done is not None).close()
     if done is None:
         done = set()
-        _save_state(state, key, done)
+        _save_state(state, key, done, job.seed)
+    # Only outpainting records finished windows; only a resumable run keeps its scratch.
+    keep_on_failure = resume and method == OUTPAINT
     try:
         # GDAL's block cache would otherwise grow with the scene (5 % of RAM by default).
         with rasterio.Env(GDAL_CACHEMAX=SCENE_GDAL_CACHE_MB):
             path = _build(pipe, job, plan, method, scratch, state, key, done, callback, tags,
                           software)
-    except GenerationCancelled:
-        scratch.unlink(missing_ok=True)  # a cancel means "discard"; a crash keeps it to resume
-        state.unlink(missing_ok=True)
+    except BaseException as exc:
+        # A cancel means "discard"; a crash keeps the scratch for a resume where one can work.
+        if isinstance(exc, GenerationCancelled) or not keep_on_failure:
+            scratch.unlink(missing_ok=True)
+            state.unlink(missing_ok=True)
         raise
     scratch.unlink(missing_ok=True)
     state.unlink(missing_ok=True)

@@ -312,3 +312,33 @@ def test_regions_in_geojson_lon_lat_and_bad_regions(tmp_path):
     with pytest.raises(InputError, match="Polygon"):
         parse_regions([{"geometry": {"type": "Point", "coordinates": [8, 48]}, "prompt": "x"}],
                       crs, CRS.from_epsg(32632))
+
+
+def test_rerun_without_a_seed_resumes_with_the_stopped_runs_seed(tmp_path, inpaint_model):
+    def crash(pipe, step, t, tensors):
+        if tensors["tile"] == 3:
+            raise CrashError()
+        return tensors
+
+    with pytest.raises(CrashError):
+        generate(request(tmp_path, "noseed.tif", seed=None), inpaint_model, crash)
+    _, state = scratch_paths(tmp_path / "noseed.tif")
+    seed = json.loads(state.read_text())["seed"]
+    tiles = []
+    result = generate(request(tmp_path, "noseed.tif", seed=None), inpaint_model,
+                      lambda p, s, t, x: tiles.append(x["tile"]) or x)
+    assert result.seed == seed and min(tiles) == 3  # resumed, not restarted
+    whole = generate(request(tmp_path, "whole.tif", seed=seed), inpaint_model)
+    np.testing.assert_array_equal(read(result.path)[0], read(whole.path)[0])
+
+
+def test_failed_scene_without_resume_leaves_no_scratch(tmp_path, inpaint_model, t2i_model):
+    def crash(pipe, step, t, tensors):
+        raise CrashError()
+
+    for model, name in ((inpaint_model, "a.tif"), (t2i_model, "b.tif")):
+        with pytest.raises(CrashError):
+            generate(request(tmp_path, name, resume=False), model, crash)
+    with pytest.raises(CrashError):  # joint denoising records no windows: nothing to resume
+        generate(request(tmp_path, "c.tif", scheduler="ddim"), t2i_model, crash)
+    assert list(tmp_path.iterdir()) == []

@@ -153,8 +153,13 @@ def test_model_manager_reuses_and_switches(tiny_t2i, tiny_sd2, tmp_path):
     from engine.service.runner import ModelManager, ServiceConfig
 
     manager = ModelManager(ServiceConfig(str(tiny_t2i), "cpu", [tmp_path], 10**6))
+    with pytest.raises(Exception, match="does not exist"):
+        manager.get(str(tmp_path / "missing"))  # a miss ...
     first = manager.get()
     assert manager.get() is first and manager.get(str(tiny_t2i)) is first  # loaded once
+    with pytest.raises(Exception, match="does not exist"):
+        manager.get(str(tmp_path / "missing"))
+    assert manager.get() is first  # ... costs no warm model
     first_unet = weakref.ref(first.pipeline.unet)
     del first
     second = manager.get(str(tiny_sd2))
@@ -174,11 +179,12 @@ def test_out_of_memory_on_gpu_retries_once_with_memory_saving(monkeypatch, tmp_p
 
     class FakeModel:
         device = torch.device("cuda")
-
-    class FakeManager:
         pipeline_check = False
 
-        def get(self, model=None):
+    class FakeManager:
+        config = type("Config", (), {"model": None, "demo_fallback": False})()
+
+        def load(self, checkpoint, demo=False):
             return FakeModel()
 
     def fake_generate(request, model, callback):
@@ -189,7 +195,7 @@ def test_out_of_memory_on_gpu_retries_once_with_memory_saving(monkeypatch, tmp_p
 
     monkeypatch.setattr(runner, "generate", fake_generate)
     monkeypatch.setattr(runner, "plan", lambda request: None)
-    monkeypatch.setattr(runner, "scene_plan", lambda request, grid: None)  # a single image
+    monkeypatch.setattr(runner, "choose_checkpoint", lambda *args: (None, False))
     monkeypatch.setattr(runner, "_save_memory", lambda model: saved.append(model))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     job = Job("generate", object(), steps=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import secrets
 import uuid
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -12,7 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import __version__
 from ..errors import InputError
-from ..generate import GenerateRequest, plan
+from ..generate import MAX_SEED, GenerateRequest, plan
 from .jobs import CANCELLED, DONE, FAILED, Job, JobQueue
 from .outputs import resolve_output
 from .preview import latents_to_png
@@ -71,6 +72,11 @@ def create_app(
                 return error(415, "the request body must be JSON (Content-Type: application/json)")
         return await call_next(request)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        # Still one JSON sentence, never a bare "Internal Server Error" page.
+        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         errors = []
@@ -110,11 +116,15 @@ def create_app(
                 bbox=tuple(body.bbox), crs=body.crs, prompt=body.prompt, out=out,
                 negative_prompt=body.negative_prompt, level=body.level,
                 resolution=body.resolution, scale_denominator=body.scale, dpi=body.dpi,
-                out_crs=body.out_crs, seed=body.seed, steps=body.steps, guidance=body.guidance,
+                out_crs=body.out_crs,
+                # Chosen now: reported at once, and the same seed for an out-of-memory retry.
+                seed=body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1),
+                steps=body.steps, guidance=body.guidance,
                 scheduler=body.scheduler, overwrite=body.overwrite, max_pixels=config.max_pixels,
                 allowed_dirs=tuple(config.output_dirs), tile=body.tile,
                 overlap=body.overlap, scene_method=body.scene_method,
                 regions=[r.model_dump() for r in body.regions] if body.regions else None,
+                resume=False,  # service jobs are not resumed: a failed job's scratch goes
             )
             plan(request)  # everything checkable without the model fails now, not in the queue
         except InputError as exc:

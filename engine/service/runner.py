@@ -10,11 +10,15 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import INPAINTING_MODEL, LoadedModel, load_model
+from ..checkpoint import Checkpoint, LoadedModel, load_model, resolve_checkpoint
+from ..cli import demo_checkpoint_dir, pipeline_check_path
 from ..errors import GenerationCancelled, ModelNotFoundError, OutOfMemoryError, Text2EarthError
-from ..generate import GenerateRequest, GenerateResult, generate, plan, scene_plan
-from ..scene import JOINT, OUTPAINT
+from ..generate import GenerateRequest, GenerateResult, generate, plan
+from ..geotiff import check_output_path
+from ..model_choice import choose_checkpoint
 from .jobs import Job, JobCancelledError
+
+PREVIEW_LATENT_SIDE = 128  # previews of huge scenes are subsampled on the device first
 
 
 @dataclass
@@ -27,38 +31,39 @@ class ServiceConfig:
 
 
 class ModelManager:
-    """One model at a time, loaded once and reused; asking for another unloads the first."""
+    """One model at a time, loaded once and reused; asking for another unloads the first,
+    but only once the new one is known to exist (a miss costs no warm model)."""
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
         self._key: tuple | None = None
-        self.pipeline_check = False  # serving the built-in demo weights
         self.error: str | None = None
 
-    def get(self, model: str | None = None, device: str | None = None,
-            inpainting: bool = False) -> LoadedModel:
-        default = INPAINTING_MODEL if inpainting else self.config.model
-        key = (model or default, device or self.config.device)
+    def get(self, model: str | None = None) -> LoadedModel:
+        """The text-to-image model ``model`` (default: the service's), or the demo stand-in."""
+        try:
+            checkpoint, demo = resolve_checkpoint(model or self.config.model), False
+        except ModelNotFoundError as exc:
+            if not self.config.demo_fallback:
+                self.error = str(exc)
+                raise
+            checkpoint, demo = resolve_checkpoint(str(demo_checkpoint_dir(False))), True
+        return self.load(checkpoint, demo)
+
+    def load(self, checkpoint: Checkpoint, demo: bool = False) -> LoadedModel:
+        key = (str(checkpoint.path), self.config.device)
         with self._lock:
             if self._loaded is not None and self._key == key:
                 return self._loaded
             self._unload()
             try:
-                loaded = load_model(key[0], key[1])
-                self.pipeline_check = False
-            except ModelNotFoundError as exc:
-                if not self.config.demo_fallback:
-                    self.error = str(exc)
-                    raise
-                from ..cli import demo_checkpoint_dir
-
-                loaded = load_model(str(demo_checkpoint_dir(inpainting)), key[1])
-                self.pipeline_check = True
+                loaded = load_model(device=self.config.device, checkpoint=checkpoint)
             except Text2EarthError as exc:
                 self.error = str(exc)
                 raise
+            loaded.pipeline_check = demo
             self._loaded, self._key, self.error = loaded, key, None
             return loaded
 
@@ -80,7 +85,7 @@ class ModelManager:
             "weights_sha256": model.weights_sha256,
             "device": str(model.device),
             "dtype": str(model.dtype).removeprefix("torch."),
-            "pipeline_check": self.pipeline_check,
+            "pipeline_check": model.pipeline_check,
         }]
 
 
@@ -111,25 +116,24 @@ def _save_memory(model: LoadedModel) -> None:
 
 def run_generate(job: Job, models: ModelManager) -> dict:
     request: GenerateRequest = job.request
-    model = None
-    if scene_plan(request, plan(request)) is not None and request.scene_method != JOINT:
-        try:  # scenes are outpainted with the inpainting model when it can be had
-            model = models.get(job.inpaint_model, inpainting=True)
-        except ModelNotFoundError:
-            if request.scene_method == OUTPAINT:
-                raise
-    if model is None:
-        model = models.get(job.model)
-    if models.pipeline_check and not request.pipeline_check:
-        from ..cli import pipeline_check_path
-
+    checkpoint, demo = choose_checkpoint(
+        request, plan(request), job.model or models.config.model, job.inpaint_model, None,
+        models.config.demo_fallback, lambda inpainting: str(demo_checkpoint_dir(inpainting)),
+    )
+    model = models.load(checkpoint, demo)
+    if model.pipeline_check and not request.pipeline_check:
         request.out = pipeline_check_path(str(request.out))
         request.pipeline_check = True
+        check_output_path(request.out, request.overwrite)  # before the work, not after
         job.out = str(request.out)
+    if job.cancel_requested.is_set():  # cancelled while the model loaded
+        raise JobCancelledError()
 
     def on_step(pipe, step, timestep, tensors):
+        latents = tensors["latents"][0].detach()
+        stride = max(1, max(latents.shape[-2:]) // PREVIEW_LATENT_SIDE)
         job.report_step(step + 1, tensors.get("tile", 1),
-                        tensors["latents"][0].detach().float().cpu().numpy(),
+                        latents[:, ::stride, ::stride].float().cpu().numpy(),  # a preview only
                         tensors.get("tiles", 1))
         if job.cancel_requested.is_set():
             pipe.cancel()
