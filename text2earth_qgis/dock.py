@@ -17,7 +17,6 @@ from qgis.core import (
     QgsProject,
     QgsRectangle,
     QgsSettings,
-    QgsWkbTypes,
 )
 from qgis.gui import (
     QgsCollapsibleGroupBox,
@@ -63,7 +62,9 @@ from .core.job_spec import (
     output_size,
     window_count,
 )
+from .core.run_job import progress_percent
 from .layers import add_result_layer
+from .qgis_compat import crs_for_engine, polygon_geometry_type
 from .tasks import EngineTask, GenerateTask
 
 SETTINGS = "text2earth/"
@@ -103,7 +104,7 @@ class Text2EarthDock(QgsDockWidget):
         self.last_preview = b""
         self.tool = QgsMapToolExtent(self.canvas)
         self.tool.extentChanged.connect(self.set_extent_from_tool)
-        self.band = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.band = QgsRubberBand(self.canvas, polygon_geometry_type())
         self.band.setColor(QColor(255, 140, 0, 200))
         self.band.setFillColor(QColor(255, 140, 0, 40))
         self.band.setWidth(2)
@@ -424,7 +425,7 @@ class Text2EarthDock(QgsDockWidget):
     def build_job(self) -> tuple[dict, Path]:
         if self.extent is None:
             raise ValueError("choose an extent first: draw it, or use the canvas or a layer")
-        crs = self.extent_crs.authid() or self.extent_crs.toWkt()
+        crs = crs_for_engine(self.extent_crs)
         r = self.extent
         prompt = self.prompt_edit.toPlainText()
         job = build_job(
@@ -482,8 +483,7 @@ class Text2EarthDock(QgsDockWidget):
         if status.get("eta_s") is not None:
             text += f", about {status['eta_s']:.0f} s left"
         self.status_label.setText(text)
-        if steps:
-            self.progress.setValue(int(100 * step / steps))
+        self.progress.setValue(int(progress_percent(status)))
 
     def show_preview(self, png: bytes) -> None:
         self.last_preview = bytes(png)
@@ -647,7 +647,7 @@ class Text2EarthDock(QgsDockWidget):
         self.iface.messageBar().pushMessage("Text2Earth", text, level=level, duration=10)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.band.reset(polygon_geometry_type())
         super().closeEvent(event)
 
     def cleanup(self) -> None:
@@ -664,5 +664,5 @@ class Text2EarthDock(QgsDockWidget):
                 pass
         if self.canvas.mapTool() is self.tool:
             self.canvas.unsetMapTool(self.tool)
-        self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.band.reset(polygon_geometry_type())
         self.canvas.scene().removeItem(self.band)

@@ -38,7 +38,9 @@ def add_result_layer(path: str, job: dict, result: dict, project: QgsProject | N
 
 def job_of_layer(layer) -> dict | None:
     """The request a generated layer was made with (for 'regenerate with these settings')."""
-    raw = layer.customProperty(JOB_PROPERTY) if layer is not None else None
+    if layer is None or not hasattr(layer, "customProperty"):
+        return None
+    raw = layer.customProperty(JOB_PROPERTY)
     try:
         return json.loads(raw) if raw else None
     except ValueError:

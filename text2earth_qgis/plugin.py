@@ -4,23 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis import core as qgis_core
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 from .core.engine_manager import EngineManager
+from .qgis_compat import raster_layer_type
 from .settings import engine_settings
 
 MENU = "&Text2Earth"
-
-
-def raster_layer_type():
-    """Qgis.LayerType.Raster from QGIS 3.30 (and 4), QgsMapLayerType.RasterLayer before."""
-    layer_type = getattr(qgis_core.Qgis, "LayerType", None)
-    if layer_type is not None and hasattr(layer_type, "Raster"):
-        return layer_type.Raster
-    return qgis_core.QgsMapLayerType.RasterLayer
 
 
 def icon() -> QIcon:
@@ -58,6 +50,9 @@ class Text2EarthPlugin:
         self.iface.addCustomActionForLayerType(
             self.regenerate_action, "", raster_layer_type(), False)
         QgsApplication.instance().aboutToQuit.connect(self.manager.stop)
+        # Layers generated earlier (a reopened project) get the action too.
+        QgsProject.instance().layersAdded.connect(self._offer_regenerate_on)
+        self._offer_regenerate_on(QgsProject.instance().mapLayers().values())
 
     def ensure_dock(self):
         if self.dock is None:
@@ -81,6 +76,13 @@ class Text2EarthPlugin:
 
     def _offer_regenerate(self, layer) -> None:
         self.iface.addCustomActionForLayer(self.regenerate_action, layer)
+
+    def _offer_regenerate_on(self, layers) -> None:
+        from .layers import job_of_layer
+
+        for layer in layers:
+            if self.regenerate_action is not None and job_of_layer(layer) is not None:
+                self._offer_regenerate(layer)
 
     def regenerate_current(self) -> None:
         from .layers import job_of_layer
@@ -107,8 +109,10 @@ class Text2EarthPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
-        try:
-            QgsApplication.instance().aboutToQuit.disconnect(self.manager.stop)
-        except (TypeError, RuntimeError):
-            pass
+        for signal, slot in ((QgsApplication.instance().aboutToQuit, self.manager.stop),
+                             (QgsProject.instance().layersAdded, self._offer_regenerate_on)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
         self.manager.stop()

@@ -7,7 +7,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from .core.client import EngineError, JobCancelled
 from .core.engine_manager import EngineManager
-from .core.run_job import run_job
+from .core.run_job import progress_percent, run_job
 
 
 class EngineTask(QgsTask):
@@ -50,10 +50,7 @@ class GenerateTask(QgsTask):
         self.was_cancelled = False
 
     def _status(self, status: dict) -> None:
-        steps = max(1, status.get("steps") or 1)
-        tiles = max(1, status.get("tiles") or 1)
-        done = (max(1, status.get("tile") or 1) - 1) * steps + (status.get("step") or 0)
-        self.setProgress(100.0 * done / (steps * tiles))
+        self.setProgress(progress_percent(status))
         self.progressed.emit(status)
 
     def run(self) -> bool:

@@ -65,7 +65,8 @@ class EngineClient:
         self.token = token
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, body: dict | None = None, raw: bool = False):
+    def _request(self, method: str, path: str, body: dict | None = None, raw: bool = False,
+                 timeout: float | None = None, into: Path | None = None):
         data = None
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -75,7 +76,11 @@ class EngineClient:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(self.url + path, data, headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                if into is not None:  # stream to a file: a GeoTIFF can be gigabytes
+                    with open(into, "wb") as fh:
+                        shutil.copyfileobj(response, fh, 1 << 20)
+                    return None
                 payload = response.read()
                 if raw:
                     return payload
@@ -118,12 +123,9 @@ class EngineClient:
         service answers as soon as the job changes, or after ``wait_s`` seconds."""
         if since is None or wait_s <= 0:
             return self._request("GET", f"/jobs/{job_id}")
-        saved = self.timeout
-        self.timeout = saved + wait_s  # the answer may legitimately take wait_s
-        try:
-            return self._request("GET", f"/jobs/{job_id}?since={since}&wait_s={wait_s:g}")
-        finally:
-            self.timeout = saved
+        # The answer may legitimately take wait_s: allow for it in this request only.
+        return self._request("GET", f"/jobs/{job_id}?since={since}&wait_s={wait_s:g}",
+                             timeout=self.timeout + wait_s)
 
     def cancel(self, job_id: str) -> dict:
         return self._request("DELETE", f"/jobs/{job_id}")
@@ -147,12 +149,16 @@ class EngineClient:
             raise EngineError(f"{destination} already exists")
         destination.parent.mkdir(parents=True, exist_ok=True)
         tmp = destination.with_name(f".{destination.name}.{os.getpid()}.part")
+        source = Path(self.result(job_id)["path"])
         try:
-            source = Path(self.result(job_id)["path"])
             if source.is_file():
-                shutil.copyfile(source, tmp)
+                try:
+                    os.link(source, tmp)  # same file system: no copy at all
+                except OSError:
+                    shutil.copyfile(source, tmp)
             else:
-                tmp.write_bytes(self._request("GET", f"/jobs/{job_id}/file", raw=True))
+                self._request("GET", f"/jobs/{job_id}/file", timeout=max(self.timeout, 300),
+                              into=tmp)
             try:
                 place_file(tmp, destination, overwrite)
             except FileExistsError:
@@ -256,10 +262,14 @@ def start_local_service(
         args += ["--token-file", str(token_file)]
     args += extra_args or []
     log = open(log_path, "wb")  # noqa: SIM115 - the child keeps writing after we return
+    # QGIS may set these for its own bundled Python; the engine's venv must not inherit them.
+    child_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+    child_env.update(env or {})
+    no_window = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
     try:
         process = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env=child_env, creationflags=no_window,
         )
     except OSError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -295,5 +305,9 @@ def start_local_service(
                 pass
         time.sleep(0.1)
     process.terminate()
-    process.wait(10)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
     raise ServiceStartError(f"the engine service did not answer within {timeout:.0f} s:\n" + tail())

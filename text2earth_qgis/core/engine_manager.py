@@ -57,10 +57,7 @@ class EngineManager:
     _service: LocalService | None = None
     _client: EngineClient | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def started_by_us(self) -> bool:
-        return self._service is not None
+    _stop_requested: bool = False
 
     @property
     def client(self) -> EngineClient | None:
@@ -92,6 +89,7 @@ class EngineManager:
                 )
                 raise EngineError(self.message)
             self.state, self.message = STARTING, f"starting the engine with {python}"
+            self._stop_requested = False
             extra = ["--demo-fallback"] if self.settings.demo_fallback else []
             try:
                 service = start_local_service(
@@ -106,6 +104,11 @@ class EngineManager:
             except EngineError as exc:
                 self.state, self.message = FAILED, str(exc)
                 raise
+            if self._stop_requested:  # QGIS closed, or the plugin unloaded, meanwhile
+                self._stop_requested = False
+                service.stop()
+                self.state, self.message = STOPPED, "stopped"
+                raise EngineError("the engine was stopped while it was starting")
             self._service, self._client = service, service.client
             self._note_health(service.client.health())
             return service.client
@@ -121,12 +124,21 @@ class EngineManager:
         )
 
     def stop(self) -> None:
-        """Stop the service if this plugin started it; a user's own engine is left alone."""
-        with self._lock:
+        """Stop the service if this plugin started it; a user's own engine is left alone.
+
+        Never waits for a start under way in a task (that can take minutes): the start then
+        stops what it started as soon as it is up.
+        """
+        if not self._lock.acquire(timeout=0.2):
+            self._stop_requested = True
+            return
+        try:
             if self._service is not None:
                 self._service.stop()
             self._service = self._client = None
             self.state, self.message = STOPPED, "stopped"
+        finally:
+            self._lock.release()
 
     def log_tail(self) -> str:
         return self._service.log_tail() if self._service is not None else ""

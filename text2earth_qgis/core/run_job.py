@@ -9,7 +9,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .client import EngineClient, JobCancelled
+from .client import EngineClient, JobCancelled, ServiceError
+
+
+def progress_percent(status: dict) -> float:
+    """0..100 over the whole job: every window's steps of a scene, not each window's alone."""
+    steps = max(1, status.get("steps") or 1)
+    tiles = max(1, status.get("tiles") or 1)
+    done = (max(1, status.get("tile") or 1) - 1) * steps + (status.get("step") or 0)
+    return min(100.0, 100.0 * done / (steps * tiles))
 
 
 def run_job(
@@ -35,7 +43,11 @@ def run_job(
             on_status(status)
         if is_canceled() and not cancel_sent:
             cancel_sent = True
-            client.cancel(job_id)
+            try:
+                client.cancel(job_id)
+            except ServiceError as exc:
+                if exc.status != 409:  # 409: it just ended; the late-cancel branch below
+                    raise
         now = time.monotonic()
         if on_preview is not None and status.get("step", 0) >= 1 and (
             now - last_preview >= preview_every_s or status.get("state") != "running"

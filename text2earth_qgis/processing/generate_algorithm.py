@@ -16,7 +16,8 @@ from ..core import scale
 from ..core.client import EngineError, JobCancelled
 from ..core.engine_manager import EngineManager
 from ..core.job_spec import LEVEL, RESOLUTION, Extent, Resolution, build_job
-from ..core.run_job import run_job
+from ..core.run_job import progress_percent, run_job
+from ..qgis_compat import crs_for_engine, number_type
 
 LEVEL_CHOICES = [f"{lv} (~{scale.nominal_resolution(lv):g} m/px)" for lv in scale.LEVELS]
 SCHEDULERS = ["euler", "ddim", "dpm++"]
@@ -58,15 +59,15 @@ class GenerateSceneAlgorithm(QgsProcessingAlgorithm):
             options=LEVEL_CHOICES, defaultValue=scale.LEVELS.index(17)))
         self.addParameter(QgsProcessingParameterNumber(
             self.RESOLUTION_PARAM, "Ground resolution in metres per pixel (0 = use the level)",
-            QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0))
+            number_type("Double"), defaultValue=0.0, minValue=0.0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.SEED, "Seed", QgsProcessingParameterNumber.Type.Integer, defaultValue=42,
+            self.SEED, "Seed", number_type("Integer"), defaultValue=42,
             minValue=0, maxValue=2**31 - 1))
         self.addParameter(QgsProcessingParameterNumber(
-            self.STEPS, "Steps", QgsProcessingParameterNumber.Type.Integer, defaultValue=50,
+            self.STEPS, "Steps", number_type("Integer"), defaultValue=50,
             minValue=1, maxValue=1000))
         self.addParameter(QgsProcessingParameterNumber(
-            self.GUIDANCE, "Guidance", QgsProcessingParameterNumber.Type.Double,
+            self.GUIDANCE, "Guidance", number_type("Double"),
             defaultValue=4.0, minValue=0.0, maxValue=50.0))
         self.addParameter(QgsProcessingParameterEnum(
             self.SCHEDULER, "Scheduler", options=SCHEDULERS, defaultValue=0))
@@ -86,7 +87,7 @@ class GenerateSceneAlgorithm(QgsProcessingAlgorithm):
         try:
             job = build_job(
                 Extent(rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum(),
-                       crs.authid() or crs.toWkt()),
+                       crs_for_engine(crs)),
                 self.parameterAsString(parameters, self.PROMPT, context),
                 resolution,
                 negative_prompt=self.parameterAsString(parameters, self.NEGATIVE, context),
@@ -99,8 +100,7 @@ class GenerateSceneAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from None
 
         def on_status(status: dict) -> None:
-            steps = max(1, status.get("steps") or 1)
-            feedback.setProgress(100.0 * (status.get("step") or 0) / steps)
+            feedback.setProgress(progress_percent(status))
 
         try:
             feedback.pushInfo("connecting to the Text2Earth engine…")
