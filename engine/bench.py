@@ -47,7 +47,8 @@ def build_model(full_size: bool, device: str | None) -> LoadedModel:
     unet = UNet2DConditionModel(**unet_config(4, full_size=full_size))
     vae = AutoencoderKL(**vae_config(full_size))
     text_encoder = CLIPTextModel(text_encoder_config(full_size))
-    tokenizer = write_clip_tokenizer(Path(tempfile.mkdtemp(prefix="t2e-bench-tok-")))
+    with tempfile.TemporaryDirectory(prefix="t2e-bench-tok-") as folder:
+        tokenizer = write_clip_tokenizer(Path(folder))
     pipe = Text2EarthPipeline(vae, text_encoder, tokenizer, unet,
                               make_scheduler("euler", SCHEDULER_CONFIG))
     pipe.to(torch_device, dtype)

@@ -131,7 +131,11 @@ def demo_checkpoint_dir(inpainting: bool = False) -> Path:
 
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".demo-"))
-        write_checkpoint(tmp, inpainting=inpainting, seed=1 if inpainting else 0)
+        try:
+            write_checkpoint(tmp, inpainting=inpainting, seed=1 if inpainting else 0)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             tmp.rename(folder)
         except OSError:  # another process won the race; theirs is as good

@@ -42,7 +42,6 @@ class Job:
     result: dict | None = None
     started: float | None = None  # monotonic
     finished: float | None = None
-    first_step_at: float | None = None
     preview_latents: Any = None  # latest latents (CPU numpy), for /preview
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     # Every change bumps the version and wakes long-polling readers: no busy polling needed.
@@ -62,8 +61,6 @@ class Job:
 
     def report_step(self, step: int, tile: int = 1, latents: Any = None,
                     tiles: int | None = None) -> None:
-        if self.first_step_at is None:
-            self.first_step_at = time.monotonic()
         if latents is not None:
             self.preview_latents = latents
         self.touch(step=step, tile=tile, tiles=tiles or self.tiles)

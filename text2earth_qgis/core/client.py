@@ -59,6 +59,10 @@ class ServiceStartError(EngineError):
     pass
 
 
+class JobTimeout(EngineError, TimeoutError):  # noqa: N818
+    """wait() gave up; the job goes on in the engine."""
+
+
 class EngineClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
@@ -196,7 +200,7 @@ class EngineClient:
             if state == "cancelled":
                 raise JobCancelled("the job was cancelled")
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {state} after {timeout} s")
+                raise JobTimeout(f"job {job_id} still {state} after {timeout} s")
             if "version" not in status:  # an older service without long polling
                 time.sleep(poll)
 
