@@ -196,21 +196,38 @@ def run_service(steps: int, repeats: int, burst: int, device: str | None, tmp: P
 
 
 SCENE_PROBE = """
-import resource, sys, time
+import os, sys, threading, time
 from pathlib import Path
 from engine.checkpoint import load_model
 from engine.generate import GenerateRequest, generate
+
+def rss():  # resident now; ru_maxrss would carry the parent's peak across fork + exec
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
 model = load_model(sys.argv[1], sys.argv[2])
 side, tile, overlap = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 steps = int(sys.argv[6])
 request = GenerateRequest(bbox=(920000.0, 6250000.0, 920000.0 + side, 6250000.0 + side),
     crs="EPSG:3857", prompt="farmland", level=17, seed=1, steps=steps, tile=tile,
     overlap=overlap, out=Path(sys.argv[7]), overwrite=True, scene_method="outpaint")
-loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+loaded = peak = rss()
+done = threading.Event()
+
+def sample():
+    global peak
+    while not done.is_set():
+        peak = max(peak, rss())
+        done.wait(0.005)
+
+sampler = threading.Thread(target=sample)
+sampler.start()
 start = time.perf_counter()
 generate(request, model)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(time.perf_counter() - start, peak, peak - loaded)
+seconds = time.perf_counter() - start
+done.set()
+sampler.join()
+print(seconds, peak // 1024, (peak - loaded) // 1024)
 """
 
 
