@@ -178,7 +178,6 @@ def cmd_levels(args) -> int:
 def cmd_generate(args) -> int:
     from .checkpoint import (
         DEFAULT_MODEL,
-        INPAINTING_MODEL,
         MODEL_ENV,
         load_model,
         missing_model_advice,
@@ -223,13 +222,11 @@ def cmd_generate(args) -> int:
             f"pipeline and its georeferencing, it is not imagery. Output: {request.out}"
         )
         plan(request)  # the renamed output must be free too, before the work
-    elif wants_inpainting(request, grid) and args.scene_method == "auto" and not args.quiet:
-        inpainting = checkpoint.model_id == (args.inpaint_model or INPAINTING_MODEL)
-        if not inpainting:
-            _say("No inpainting model on this machine: building the scene by joint denoising "
-                 "with the text-to-image model (--inpaint-model sets one).")
     model = load_model(device=args.device, checkpoint=checkpoint)
     model.pipeline_check = demo
+    if wants_inpainting(request, grid) and not model.inpainting and not args.quiet:
+        _say("No inpainting model on this machine: building the scene by joint denoising "
+             "with the text-to-image model (--inpaint-model sets one).")
 
     bar = None
     callback = None

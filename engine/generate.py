@@ -114,10 +114,10 @@ def plan(request: GenerateRequest) -> OutputGrid:
 
 def scene_plan(request: GenerateRequest, grid: OutputGrid) -> ScenePlan | None:
     """None when one canvas holds the output, else the windows of an unbounded scene (always
-    a scene, possibly of one window, when outpainting is asked for explicitly)."""
+    a scene, possibly of one window, when outpainting or prompt regions are asked for)."""
     small = grid.width <= request.tile and grid.height <= request.tile
-    if small and request.scene_method != OUTPAINT:
-        return None
+    if small and request.scene_method != OUTPAINT and not request.regions:
+        return None  # (prompt regions need windows: a small one is a scene of one window)
     return plan_scene(grid.width, grid.height, request.tile, request.overlap)
 
 
