@@ -46,7 +46,7 @@ def missing_model_advice(model_id: str) -> str:
     )
 
 
-def _is_local_path(spec: str) -> bool:
+def is_local_path(spec: str) -> bool:
     """An existing path, or one that cannot be a hub id (absolute, ./, ~, a/b/c)."""
     return (
         Path(spec).expanduser().exists()
@@ -92,7 +92,7 @@ def resolve_checkpoint(
     ``cache_dir`` is a Hugging Face hub cache (default: the user's, shared with other tools).
     """
     spec = (model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL).strip()
-    if _is_local_path(spec):
+    if is_local_path(spec):
         path = Path(spec).expanduser().resolve()
         check_folder(path)
         return Checkpoint(path, str(path), "local folder")

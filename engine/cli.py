@@ -46,8 +46,15 @@ def _resolution(text: str) -> float:
     return value
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments give one line, like every other bad input, not a page of usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"text2earth: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="text2earth",
         description="Generate georeferenced synthetic remote-sensing imagery with Text2Earth.",
     )
@@ -283,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         return cmd_generate(args)
     except Text2EarthError as exc:
-        print(f"text2earth: error: {exc}", file=sys.stderr)
+        message = str(exc).replace("or allow overwriting", "or pass --overwrite")
+        print(f"text2earth: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("text2earth: interrupted; nothing was written", file=sys.stderr)

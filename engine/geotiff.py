@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -50,10 +51,18 @@ def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
     if path.is_dir():
         raise InputError(f"output {path} is a folder; give a file name ending in .tif")
     if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists: choose another name or pass --overwrite")
-    parent = path.parent
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write to folder {parent}")
+        raise InputError(f"{path} already exists: choose another name, or allow overwriting")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the folders still to be made go under this one
+    if not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder: the output cannot go under it")
+    try:  # a real write: os.access says yes to root even on read-only file systems
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".text2earth-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write to folder {folder}: {exc.strerror or exc}") from None
     return path
 
 
@@ -149,7 +158,7 @@ def write_geotiff_blocks(
             place_file(tmp, path, overwrite)
         except FileExistsError:
             raise InputError(
-                f"{path} already exists: choose another name or pass --overwrite"
+                f"{path} already exists: choose another name, or allow overwriting"
             ) from None
     finally:
         tmp.unlink(missing_ok=True)

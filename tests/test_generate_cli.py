@@ -230,3 +230,30 @@ def test_console_script_is_installed():
     script = Path(sys.executable).with_name("text2earth")
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "text2earth" in result.stdout
+
+
+def test_output_under_a_file_is_refused_before_any_work(capsys, tiny_t2i, tmp_path):
+    (tmp_path / "a.tif").write_bytes(b"x")
+    code, _, err = run_cli(
+        capsys, "generate", "--bbox", "447000,5411000,447300,5411300", "--crs", "EPSG:32632",
+        "--prompt", "x", "--model", str(tiny_t2i), "--out", str(tmp_path / "a.tif" / "x.tif"),
+        "--quiet",
+    )
+    assert code == 2 and "is a file, not a folder" in err and "Traceback" not in err
+    assert (tmp_path / "a.tif").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "--bbox", "1,2,3", "--crs", "EPSG:4326", "--prompt", "x", "--out", "a.tif"],
+    ["generate", "--bbox", "1,2,3,4", "--crs", "EPSG:4326", "--prompt", "x", "--out", "a.tif",
+     "--level", "17.5"],
+    ["generate", "--bbox", "1,2,3,4", "--crs", "EPSG:4326", "--prompt", "x", "--out", "a.tif",
+     "--level", "17", "--resolution", "1"],
+    ["levels", "--lat", "north"],
+])
+def test_argument_errors_are_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.startswith("text2earth: error:") and len(err.strip().splitlines()) == 1

@@ -777,7 +777,7 @@ def test_job_naming_another_model_fails_alone_with_its_message(client, dirs, tin
     """A job may name its model; an inpainting checkpoint cannot do text-to-image."""
     first = dirs[0]
     inpaint = client.submit(job("inpaint.tif", model=str(tiny_inpaint)))
-    missing = client.submit(job("missing-model.tif", model=str(first / "no-such-model")))
+    missing = client.submit(job("missing-model.tif", model="someone/no-such-model"))
     fine = client.submit(job("after-other-models.tif"))
     with pytest.raises(JobFailed) as info:
         client.wait(inpaint["id"], poll=0.05, timeout=WAIT)
@@ -810,3 +810,37 @@ def test_service_still_serves_after_hostile_requests(service, client, dirs):
         assert ds.tags()["TEXT2EARTH_PROMPT"] == "a park"
     states = {j["state"] for j in client.jobs()}
     assert states <= {"done", "failed", "cancelled"}
+
+
+def test_sigterm_mid_scene_cleans_up_like_sigint(tiny_t2i, tmp_path):
+    """QGIS stops the engine with terminate(): a running scene's scratch and the port file go."""
+    out_dir = tmp_path / "out"
+    svc = start(tiny_t2i, [out_dir])
+    port_file = None
+    try:
+        submitted = svc.client.submit(job(
+            "scene.tif", bbox=[447000, 5411000, 447500, 5411400], tile=256, overlap=64,
+            steps=400, scene_method="joint"))
+        wait_running(svc.client, submitted["id"])
+        assert any(name.endswith(".scene-scratch.tif") for name in files_under(out_dir))
+        port_file = Path(next(a for a in svc.process.args if a.endswith("port")))
+        svc.process.terminate()
+        svc.process.wait(60)
+        assert files_under(out_dir) == set()  # no scratch, no state, no temp, no output
+        assert not port_file.exists()
+        assert "service stopped" in svc.log_path.read_text()
+    finally:
+        svc.stop()
+
+
+def test_output_under_a_file_is_422_at_submission(service, client, dirs):
+    (dirs[0] / "plain-file.tif").write_bytes(b"x")
+    with pytest.raises(ServiceError) as info:
+        client.submit(job("plain-file.tif/x.tif"))
+    assert info.value.status == 422 and "is a file" in info.value.message
+
+
+def test_missing_local_model_is_422_at_submission(service, client, dirs, tmp_path):
+    with pytest.raises(ServiceError) as info:
+        client.submit(job("m.tif", model=str(tmp_path / "no-model-here")))
+    assert info.value.status == 422 and "no-model-here" in info.value.message

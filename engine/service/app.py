@@ -6,13 +6,17 @@ import hmac
 import os
 import secrets
 import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import __version__
-from ..errors import InputError
+from ..checkpoint import check_folder, is_local_path
+from ..errors import Text2EarthError
 from ..generate import MAX_SEED, GenerateRequest, plan
 from .jobs import CANCELLED, DONE, FAILED, Job, JobQueue
 from .outputs import resolve_output
@@ -43,11 +47,21 @@ def create_app(
     config: ServiceConfig,
     token: str | None = None,
     bound_host: str = "127.0.0.1",
+    on_shutdown: Callable[[], None] | None = None,
 ) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        # Here, not after server.run(): uvicorn re-raises SIGTERM once it has shut down,
+        # which would end the process before any code after it ran.
+        if on_shutdown is not None:
+            on_shutdown()
+
     app = FastAPI(
         title="Text2Earth engine",
         version=__version__,
         description="Local job service generating georeferenced synthetic imagery.",
+        lifespan=lifespan,
     )
     allowed_hosts = LOOPBACK_HOSTS | {bound_host.lower()}
     token_bytes = token.encode("utf-8") if token is not None else b""
@@ -127,7 +141,10 @@ def create_app(
                 resume=False,  # service jobs are not resumed: a failed job's scratch goes
             )
             plan(request)  # everything checkable without the model fails now, not in the queue
-        except InputError as exc:
+            for spec in (body.model, body.inpaint_model):
+                if spec and is_local_path(spec):
+                    check_folder(Path(spec).expanduser())  # a missing folder is a 422 now
+        except Text2EarthError as exc:  # bad input, or a model folder that is not one
             return error(422, str(exc))
         job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
                   model=body.model, inpaint_model=body.inpaint_model, id=job_id)

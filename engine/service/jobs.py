@@ -155,7 +155,7 @@ class JobQueue:
                 job.touch(state=CANCELLED, finished=time.monotonic())
             return True
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         """Cancel what runs, drop what waits, let the worker clean up (temp files) and end."""
         with self._lock:
             self._stopping = True

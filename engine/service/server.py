@@ -32,7 +32,19 @@ def serve(args) -> int:
     queue = JobQueue(lambda job: run_generate(job, models))
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
-    app = create_app(queue, models, config, token, args.host)
+
+    stopped = []
+
+    def shut_down() -> None:  # from the app's lifespan, and again below: runs once
+        if stopped:
+            return
+        stopped.append(True)
+        queue.stop()  # a running job is cancelled and removes its temp and scratch files
+        if args.port_file:
+            Path(args.port_file).unlink(missing_ok=True)
+        print("service stopped", file=sys.stderr, flush=True)
+
+    app = create_app(queue, models, config, token, args.host, on_shutdown=shut_down)
 
     # Load the model in the background: /health answers at once and reports it when ready.
     threading.Thread(target=_preload, args=(models,), daemon=True).start()
@@ -44,10 +56,7 @@ def serve(args) -> int:
     try:
         server.run(sockets=[sock])
     finally:
-        queue.stop()  # a running job is cancelled and cleans up its temp file
-        if args.port_file:
-            Path(args.port_file).unlink(missing_ok=True)
-    print("service stopped", file=sys.stderr)
+        shut_down()
     return 0
 
 
