@@ -127,8 +127,9 @@ def scene_method(request: GenerateRequest, model: LoadedModel) -> str:
         return OUTPAINT if model.inpainting else JOINT
     if request.scene_method == OUTPAINT and not model.inpainting:
         raise InputError(
-            "outpainting needs the inpainting checkpoint (lcybuaa/Text2Earth-inpainting); "
-            "use --scene-method joint to build the scene with the text-to-image model"
+            f"outpainting needs an inpainting checkpoint (a 9-channel UNet, such as "
+            f"lcybuaa/Text2Earth-inpainting), and {model.checkpoint.model_id} is a "
+            "text-to-image one; use --scene-method joint to build the scene with it"
         )
     if request.scene_method == JOINT and model.inpainting:
         raise InputError("joint denoising needs the text-to-image checkpoint")

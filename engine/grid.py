@@ -178,6 +178,28 @@ def _transform_bounds(bbox, src: CRS, dst: CRS) -> tuple[float, float, float, fl
     return out
 
 
+AREA_OF_USE_MARGIN_DEG = 15.0  # projections work a little beyond their area; x/y swaps don't
+
+
+def _check_area_of_use(crs: CRS, lon: float, lat: float) -> None:
+    """Catch swapped x and y (and other wrong numbers) in a projected CRS: the extent's
+    centre lands far outside the region the CRS is made for."""
+    area = crs.area_of_use
+    if area is None or crs.is_geographic:
+        return
+    west, south, east, north = area.bounds
+    if east < west:  # the area itself crosses the antimeridian
+        east += 360.0
+        lon = lon + 360.0 if lon < west else lon
+    m = AREA_OF_USE_MARGIN_DEG
+    if not (west - m <= lon <= east + m and south - m <= lat <= north + m):
+        raise InputError(
+            f"the extent's centre (lon {lon:.2f}, lat {lat:.2f}) is far outside where "
+            f"{crs.name} is used (lon {west:.0f}..{east:.0f}, lat {south:.0f}..{north:.0f}): "
+            "are x and y swapped, or is the CRS wrong?"
+        )
+
+
 def _ground_metres_per_unit(crs: CRS, x: float, y: float, step_x: float, step_y: float):
     """Metres on the ellipsoid per CRS unit along the grid's x and y axes at (x, y)."""
     to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
@@ -251,6 +273,7 @@ def build_grid(
         scale.check_latitude(lat)
     except ValueError as exc:
         raise InputError(f"the extent's centre: {exc}") from None
+    _check_area_of_use(dst, lon, lat)
 
     gx, gy = _ground_metres_per_unit(dst, cx, cy, width_units * 1e-3, height_units * 1e-3)
     long_side_m = max(width_units * gx, height_units * gy)

@@ -40,10 +40,14 @@ def choose_checkpoint(
             # auto never starts a multi-GB download just to pick a method
             return resolve_checkpoint(inpaint_model or INPAINTING_MODEL,
                                       offline if explicit else True), False
-        except ModelNotFoundError:
+        except ModelNotFoundError as exc:
             if explicit:
                 if not demo_fallback:
-                    raise
+                    raise ModelNotFoundError(
+                        f"outpainting needs the inpainting model: {exc}".replace(
+                            "--model /path/to/Text2Earth", "--inpaint-model /path/to/it"
+                        )
+                    ) from None
                 return resolve_checkpoint(str(demo_dir(True))), True
     try:
         return resolve_checkpoint(model, offline), False

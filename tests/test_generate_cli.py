@@ -153,6 +153,7 @@ BAD = [
     ({"--model": "someone/missing-model", "--offline": ""}, "TEXT2EARTH_MODEL"),
     ({"--prompt": "   "}, "empty"),
     ({"--out": "scene.png"}, ".tif"),
+    ({"--bbox": "5411000,447000,5411300,447300"}, "swapped"),  # northing, easting
 ]
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from .. import __version__
 from ..checkpoint import check_folder, is_local_path
 from ..errors import Text2EarthError
-from ..generate import MAX_SEED, GenerateRequest, plan
+from ..generate import MAX_SEED, GenerateRequest, plan, scene_plan
 from .jobs import CANCELLED, DONE, FAILED, Job, JobQueue
 from .outputs import resolve_output
 from .preview import latents_to_png
@@ -95,9 +95,14 @@ def create_app(
     async def invalid(request: Request, exc: RequestValidationError):
         errors = []
         for item in exc.errors():
+            if item.get("type") == "json_invalid":
+                errors.append({"field": "body", "message": "the body is not valid JSON "
+                               f"({item.get('ctx', {}).get('error', 'syntax error')})"})
+                continue
             location = [str(p) for p in item.get("loc", ()) if p != "body"]
             field = ".".join(location) or "body"
-            errors.append({"field": field, "message": item.get("msg", "invalid")})
+            message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+            errors.append({"field": field, "message": message})
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return error(422, detail or "invalid request", errors=errors)
 
@@ -140,7 +145,7 @@ def create_app(
                 regions=[r.model_dump() for r in body.regions] if body.regions else None,
                 resume=False,  # service jobs are not resumed: a failed job's scratch goes
             )
-            plan(request)  # everything checkable without the model fails now, not in the queue
+            grid = plan(request)  # all that needs no model fails now, not in the queue
             for spec in (body.model, body.inpaint_model):
                 if spec and is_local_path(spec):
                     check_folder(Path(spec).expanduser())  # a missing folder is a 422 now
@@ -148,6 +153,9 @@ def create_app(
             return error(422, str(exc))
         job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
                   model=body.model, inpaint_model=body.inpaint_model, id=job_id)
+        windows = scene_plan(request, grid)
+        if windows is not None and body.scene_method != "joint":
+            job.tiles = windows.nx * windows.ny  # outpainted window by window: known now
         queue.submit(job)
         return queue.status(job)
 
