@@ -57,12 +57,8 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         self._interrupt = False
         device = self._execution_device
         do_cfg = guidance_scale > 1.0
-
-        prompt_embeds, negative_embeds = self.encode_prompt(text, negative_prompt, device, do_cfg)
-        if do_cfg:
-            prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
+        prompt_embeds, class_labels = self.condition(text, negative_prompt, level, guidance_scale)
         dtype = prompt_embeds.dtype
-        class_labels = self.level_labels(level, do_cfg, device)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         shape = (1, self.vae.config.latent_channels, height // self.vae_scale_factor,

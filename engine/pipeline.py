@@ -171,6 +171,17 @@ class Text2EarthPipeline(DiffusionPipeline):
         negative = self.text_encoder(neg_ids.to(device))[0].to(encoder_dtype)
         return embeds, negative
 
+    def condition(self, text: str, negative_prompt: str | None, level: int,
+                  guidance_scale: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(text embeddings, class_labels) for the UNet batch: [unconditional, conditional]
+        under guidance, i.e. [(negative or empty prompt, level 0), (prompt, level)]."""
+        device = self._execution_device
+        do_cfg = guidance_scale > 1.0
+        embeds, negative = self.encode_prompt(text, negative_prompt, device, do_cfg)
+        if do_cfg:
+            embeds = torch.cat([negative, embeds])
+        return embeds, self.level_labels(level, do_cfg, device)
+
     def prepare_latents(self, height, width, dtype, device, generator, latents=None):
         shape = (1, self.unet.config.in_channels, height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
@@ -262,13 +273,7 @@ class Text2EarthPipeline(DiffusionPipeline):
         self.check_inputs(text, height, width, num_inference_steps, guidance_scale)
         self._interrupt = False
         device = self._execution_device
-        do_cfg = guidance_scale > 1.0
-
-        prompt_embeds, negative_embeds = self.encode_prompt(text, negative_prompt, device, do_cfg)
-        if do_cfg:
-            prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
-        class_labels = self.level_labels(level, do_cfg, device)
-
+        prompt_embeds, class_labels = self.condition(text, negative_prompt, level, guidance_scale)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         latents = self.prepare_latents(height, width, prompt_embeds.dtype, device, generator,
                                        latents)

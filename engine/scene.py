@@ -145,8 +145,8 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
 
     def embeds_for(prompt: str) -> torch.Tensor:
         if prompt not in by_prompt:
-            cond, uncond = pipe.encode_prompt(prompt, job.negative_prompt, device, do_cfg)
-            by_prompt[prompt] = torch.cat([uncond, cond]) if do_cfg else cond
+            by_prompt[prompt] = pipe.condition(prompt, job.negative_prompt, job.level,
+                                               job.guidance)[0]
         return by_prompt[prompt]
 
     embeds = embeds_for(job.prompt)
