@@ -196,14 +196,11 @@ def run_service(steps: int, repeats: int, burst: int, device: str | None, tmp: P
 
 
 SCENE_PROBE = """
-import os, sys, threading, time
+import sys, time
 from pathlib import Path
 from engine.checkpoint import load_model
 from engine.generate import GenerateRequest, generate
-
-def rss():  # resident now; ru_maxrss would carry the parent's peak across fork + exec
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+from engine.memory import peak_growth
 
 model = load_model(sys.argv[1], sys.argv[2])
 side, tile, overlap = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -211,23 +208,9 @@ steps = int(sys.argv[6])
 request = GenerateRequest(bbox=(920000.0, 6250000.0, 920000.0 + side, 6250000.0 + side),
     crs="EPSG:3857", prompt="farmland", level=17, seed=1, steps=steps, tile=tile,
     overlap=overlap, out=Path(sys.argv[7]), overwrite=True, scene_method="outpaint")
-loaded = peak = rss()
-done = threading.Event()
-
-def sample():
-    global peak
-    while not done.is_set():
-        peak = max(peak, rss())
-        done.wait(0.005)
-
-sampler = threading.Thread(target=sample)
-sampler.start()
 start = time.perf_counter()
-generate(request, model)
-seconds = time.perf_counter() - start
-done.set()
-sampler.join()
-print(seconds, peak // 1024, (peak - loaded) // 1024)
+peak, growth = peak_growth(lambda: generate(request, model))
+print(time.perf_counter() - start, peak // 1024, growth // 1024)
 """
 
 

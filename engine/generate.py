@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from affine import Affine
 
 from . import __version__
 from .checkpoint import LoadedModel
@@ -25,7 +24,7 @@ from .pipeline import (
 )
 from .regions import GEOJSON_CRS, parse_regions, window_prompts
 from .scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, plan_scene
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
 
 MAX_SEED = 2**32 - 1
 
@@ -209,9 +208,8 @@ def generate(
         else:
             prompts = None
             if request.regions:
-                col, row = windows.offset
                 prompts = window_prompts(
-                    windows, grid.transform * Affine.translation(-col, -row),
+                    windows, canvas_transform(windows, grid.transform),
                     parse_regions(request.regions, request.regions_crs, grid.crs), text)
             job = SceneJob(text, request.negative_prompt, grid.level, request.steps,
                            request.guidance, seed, Path(request.out), grid.crs, grid.transform,

@@ -32,7 +32,14 @@ from rasterio.windows import Window
 
 from .errors import GenerationCancelled
 from .geotiff import check_confined, copy_window, open_scratch, write_geotiff_blocks
-from .tiling import ScenePlan, joint_weights, outpaint_blend, outpaint_mask, tile_seed
+from .tiling import (
+    ScenePlan,
+    canvas_transform,
+    joint_weights,
+    outpaint_blend,
+    outpaint_mask,
+    tile_seed,
+)
 
 OUTPAINT, JOINT = "outpaint", "joint"
 SCENE_GDAL_CACHE_MB = 64
@@ -210,11 +217,9 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
     check_confined(job.out, job.allowed_dirs)  # the scratch can be GBs: same rules as output
     key = fingerprint(job, plan, method, weights_sha, scheduler)
     done = _load_state(state, key) if resume and scratch.is_file() else None
-    col, row = plan.offset
-    canvas_transform = job.transform * Affine.translation(-col, -row)
     job.out.parent.mkdir(parents=True, exist_ok=True)
-    open_scratch(scratch, plan.canvas_width, plan.canvas_height, job.crs, canvas_transform,
-                 reuse=done is not None).close()
+    open_scratch(scratch, plan.canvas_width, plan.canvas_height, job.crs,
+                 canvas_transform(plan, job.transform), reuse=done is not None).close()
     if done is None:
         done = set()
         _save_state(state, key, done, job.seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from affine import Affine
 
 from text2earth_qgis.core.tiles import (  # noqa: F401 - re-exported for the engine
     DEFAULT_OVERLAP,
@@ -13,6 +14,12 @@ from text2earth_qgis.core.tiles import (  # noqa: F401 - re-exported for the eng
     plan_scene,
     tile_seed,
 )
+
+
+def canvas_transform(plan: ScenePlan, output_transform: Affine) -> Affine:
+    """The scene canvas's transform: the output grid's, moved to the canvas's top-left."""
+    col, row = plan.offset
+    return output_transform * Affine.translation(-col, -row)
 
 
 def outpaint_mask(plan: ScenePlan, window: TileWindow) -> np.ndarray:

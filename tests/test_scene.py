@@ -204,35 +204,18 @@ def test_joint_denoising_with_the_text_to_image_model(tmp_path, t2i_model, inpai
 
 
 MEMORY_PROBE = """
-import os, sys, threading
+import sys
 from pathlib import Path
 from engine.checkpoint import load_model
 from engine.generate import GenerateRequest, generate
-
-def rss():  # resident now: ru_maxrss would carry the parent's peak across fork + exec
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+from engine.memory import peak_growth
 
 model = load_model(sys.argv[1], "cpu")
 side = float(sys.argv[2])
 x0, y0 = 447000.0, 5411000.0
-loaded = peak = rss()
-done = threading.Event()
-
-def sample():
-    global peak
-    while not done.is_set():
-        peak = max(peak, rss())
-        done.wait(0.005)
-
-thread = threading.Thread(target=sample)
-thread.start()
-generate(GenerateRequest(bbox=(x0, y0, x0 + side, y0 + side), crs="EPSG:32632", prompt="x",
-         out=Path(sys.argv[3]), level=17, seed=1, steps=1, guidance=1.0, tile=256, overlap=64),
-         model)
-done.set()
-thread.join()
-print(peak - loaded)
+request = GenerateRequest(bbox=(x0, y0, x0 + side, y0 + side), crs="EPSG:32632", prompt="x",
+    out=Path(sys.argv[3]), level=17, seed=1, steps=1, guidance=1.0, tile=256, overlap=64)
+print(peak_growth(lambda: generate(request, model))[1])
 """
 
 
