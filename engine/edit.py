@@ -12,6 +12,7 @@ import math
 import re
 import secrets
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from .errors import InputError, OutOfMemoryError
 from .generate import MAX_SEED, check_sampling
 from .geotiff import (
     COMPOSITE_SOURCE_TYPE,
+    DESCRIPTION,
+    DIGITAL_SOURCE_TYPE,
+    TAG_PREFIX,
     build_overviews,
     check_confined,
     check_output_path,
@@ -70,6 +74,7 @@ EDIT_DESCRIPTION = (
     "and do not show real observations (see the TEXT2EARTH_ tags)."
 )
 COPY_ROWS = 256
+MAX_EDGE_PX = 64  # dilate and feather: wider soft edges cost time for no visible gain
 
 
 @dataclass(kw_only=True)
@@ -245,8 +250,8 @@ def plan_edit(request: EditRequest, src) -> RasterPlan:
     _check_common(request)
     for name in ("dilate", "feather"):
         value = getattr(request, name)
-        if not isinstance(value, int) or not 0 <= value <= 256:
-            raise InputError(f"{name} must be 0..256 pixels, got {value!r}")
+        if not isinstance(value, int) or not 0 <= value <= MAX_EDGE_PX:
+            raise InputError(f"{name} must be 0..{MAX_EDGE_PX} pixels, got {value!r}")
     info = describe_source(src, request.bands)
     geoms, mask_crs = read_mask(request.mask, request.mask_crs, request.mask_layer, info.crs)
     try:
@@ -261,7 +266,7 @@ def plan_edit(request: EditRequest, src) -> RasterPlan:
     c0, r0, c1, r1 = pixel_bounds(geoms, info.transform)
     if not (math.isfinite(c0 + r0 + c1 + r1)):
         raise InputError("the mask's coordinates cannot be placed on the raster")
-    if c1 < 0 or r1 < 0 or c0 > info.width or r0 > info.height:
+    if c1 <= 0 or r1 <= 0 or c0 >= info.width or r0 >= info.height:
         left, bottom, right, top = src.bounds
         raise InputError(
             f"the mask lies outside the raster (the raster covers x {left:.6g}..{right:.6g}, "
@@ -329,9 +334,23 @@ def _union(rects: list[Rect], grid: Grid) -> Rect:
 
 
 def _regenerator(grid, model_scale, mapping, feather, info, alpha_opaque, store=None,
-                 origin=(0, 0)) -> Regenerator:
+                 origin=(0, 0), source_mask=None, written=None) -> Regenerator:
     return Regenerator(grid, model_scale, mapping, feather, store, origin, info.nodata,
-                       info.alpha_band, alpha_opaque)
+                       info.alpha_band, alpha_opaque, source_mask, written)
+
+
+def has_mask_band(src) -> bool:
+    """A mask band of its own (GDAL's internal or .msk mask), not nodata or alpha."""
+    return all(flags == [MaskFlags.per_dataset] for flags in src.mask_flag_enums)
+
+
+@contextmanager
+def _maybe_written(masked: bool, path: Path, profile: dict, width: int, height: int):
+    if not masked:
+        yield None
+        return
+    with open_store(path, profile, width, height, dtype="uint8", count=1, nodata=None) as ds:
+        yield ds
 
 
 DISTANCE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(m|km|px)?\s*$", re.IGNORECASE)
@@ -369,9 +388,6 @@ def plan_extend(request: ExtendRequest, src) -> RasterPlan:
         grow_px[s] = math.ceil(distance if unit == "px" else distance / along - 1e-9)
     width = info.width + grow_px["west"] + grow_px["east"]
     height = info.height + grow_px["north"] + grow_px["south"]
-    if width * height > request.max_pixels:
-        raise InputError(f"the extended raster would be {width} x {height} px, above the limit "
-                         f"of {request.max_pixels / 1e6:.0f} Mpx")
     grid = Grid(width, height)
     ox, oy = grow_px["west"], grow_px["north"]
     transform = info.transform * Affine.translation(-ox, -oy)
@@ -400,12 +416,13 @@ def plan_extend(request: ExtendRequest, src) -> RasterPlan:
     _check_size(passes, request, "extension")
     mapping = band_mapping(src, info)
     regen = _regenerator(grid, model_scale, mapping, 0, info, 0.0)
-    windows = regen.count(passes)
+    works = [w for p in passes for w in regen.windows(p)]
+    windows = len(works)
     fields = _fields(request, info, mapping, level, model_m, px_m, model_scale, notes)
     fields.update(edit=f"extended {request.side} by {distance:g} {unit}",
                   extended_px=",".join(f"{s}={grow_px[s]}" for s in SIDES), windows=windows)
     return RasterPlan(info, mapping, level, model_m, px_m, model_scale, grid, transform,
-                      (ox, oy), passes, windows, (0, 0, width, height), notes,
+                      (ox, oy), passes, windows, _union([w.inner for w in works], grid), notes,
                       _alpha_opaque(src, info), fields)
 
 
@@ -461,13 +478,18 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.edit-scratch.tif")
     c0, r0, c1, r1 = plan.store_rect
+    written_path = scratch.with_name(scratch.name.replace("edit-scratch", "edit-written"))
+    masked = has_mask_band(src)
     try:
         with rasterio.Env(GDAL_CACHEMAX=64), \
-                open_store(scratch, src.profile, c1 - c0, r1 - r0) as store:
+                open_store(scratch, src.profile, c1 - c0, r1 - r0) as store, \
+                _maybe_written(masked, written_path, src.profile, c1 - c0, r1 - r0) as written:
             _fill_store(src, plan, store)
             regen = _regenerator(plan.grid, plan.scale, plan.mapping,
                                  getattr(request, "feather", 0), plan.info, plan.alpha_opaque,
-                                 store, (c0, r0))
+                                 store, (c0, r0),
+                                 (lambda rect: _source_mask(src, plan, rect)) if masked else None,
+                                 written)
             generate = generate_window(request.prompt.strip(), request.negative_prompt,
                                        plan.level.level, request.steps, request.guidance,
                                        callback, plan.windows)
@@ -478,9 +500,10 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
                     f"out of memory on {model.device} for {request.tile} px windows: try "
                     "a smaller --tile"
                 ) from None
-            path = _write_output(request, src, plan, store, out, tags)
+            path = _write_output(request, src, plan, store, written, out, tags)
     finally:
         scratch.unlink(missing_ok=True)
+        written_path.unlink(missing_ok=True)
     return RasterResult(path, plan.grid.width, plan.grid.height, plan.info.crs,
                         plan.transform, plan.level.level, request.seed, tags, plan.notes)
 
@@ -500,6 +523,19 @@ def _source_rows(src, plan: RasterPlan, rect: Rect) -> np.ndarray:
         data[:, q0 - r0 : q1 - r0, k0 - c0 : k1 - c0] = src.read(
             window=Window(k0 - ox, q0 - oy, k1 - k0, q1 - q0))
     return data
+
+
+def _source_mask(src, plan: RasterPlan, rect: Rect) -> np.ndarray:
+    """The source's mask band over a grid rect (0 beyond the source)."""
+    c0, r0, c1, r1 = rect
+    ox, oy = plan.offset
+    mask = np.zeros((r1 - r0, c1 - c0), np.uint8)
+    k0, q0 = max(c0, ox), max(r0, oy)
+    k1, q1 = min(c1, ox + src.width), min(r1, oy + src.height)
+    if k0 < k1 and q0 < q1:
+        mask[q0 - r0 : q1 - r0, k0 - c0 : k1 - c0] = src.dataset_mask(
+            window=Window(k0 - ox, q0 - oy, k1 - k0, q1 - q0))
+    return mask
 
 
 def _fill_store(src, plan: RasterPlan, store) -> None:
@@ -528,15 +564,20 @@ def _output_profile(src, plan: RasterPlan) -> tuple[dict, str | None]:
     return profile, why
 
 
-def _write_output(request: RasterJob, src, plan: RasterPlan, store, out: Path,
+def kept_source_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The source's own metadata; an earlier Text2Earth run's keys would describe another
+    job, so they are dropped (the new ones replace them)."""
+    return {k: v for k, v in tags.items()
+            if not k.startswith(TAG_PREFIX) and k != "DIGITAL_SOURCE_TYPE"}
+
+
+def _write_output(request: RasterJob, src, plan: RasterPlan, store, written, out: Path,
                   tags: dict[str, str]) -> Path:
     profile, why = _output_profile(src, plan)
     if why:
         plan.notes.append(why)
         tags["TEXT2EARTH_NOTES"] = " | ".join(plan.notes)
     s0, t0, s1, t1 = plan.store_rect
-    per_dataset_mask = (src.mask_flag_enums[0] == [MaskFlags.per_dataset]
-                        and plan.offset == (0, 0))
 
     def write(dst) -> None:
         width, height = plan.grid.width, plan.grid.height
@@ -548,9 +589,12 @@ def _write_output(request: RasterJob, src, plan: RasterPlan, store, out: Path,
                 block[:, q0 - r : q1 - r, s0:s1] = store.read(
                     window=Window(0, q0 - t0, s1 - s0, q1 - q0))
             dst.write(block, window=Window(0, r, width, n))
-            if per_dataset_mask:
-                dst.write_mask(src.dataset_mask(window=Window(0, r, width, n)),
-                               window=Window(0, r, width, n))
+            if written is not None:  # the source's mask, opened where pixels were made
+                mask = _source_mask(src, plan, (0, r, width, r + n))
+                if q0 < q1:
+                    new = written.read(1, window=Window(0, q0 - t0, s1 - s0, q1 - q0)) > 0
+                    mask[q0 - r : q1 - r, s0:s1][new] = 255
+                dst.write_mask(mask, window=Window(0, r, width, n))
         dst.colorinterp = src.colorinterp
         for b in range(1, src.count + 1):
             if src.descriptions[b - 1]:
@@ -559,9 +603,13 @@ def _write_output(request: RasterJob, src, plan: RasterPlan, store, out: Path,
                 dst.set_band_unit(b, src.units[b - 1])
             dst.update_tags(b, **src.tags(b))
         dst.scales, dst.offsets = src.scales, src.offsets
-        dst.update_tags(**src.tags())
-        label_synthetic(dst, tags, f"Text2Earth engine {__version__}", EDIT_DESCRIPTION,
-                        COMPOSITE_SOURCE_TYPE)
+        dst.update_tags(**kept_source_tags(src.tags()))
+        synthetic = src.tags().get("TEXT2EARTH_SYNTHETIC") == "yes"
+        if synthetic:  # editing a generated image leaves it wholly synthetic
+            tags.update(TEXT2EARTH_SYNTHETIC="yes", DIGITAL_SOURCE_TYPE=DIGITAL_SOURCE_TYPE)
+        label_synthetic(dst, tags, f"Text2Earth engine {__version__}",
+                        DESCRIPTION if synthetic else EDIT_DESCRIPTION,
+                        DIGITAL_SOURCE_TYPE if synthetic else COMPOSITE_SOURCE_TYPE)
         factors = src.overviews(1)
         if factors:
             build_overviews(dst, factors)
