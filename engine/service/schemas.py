@@ -47,6 +47,8 @@ class GenerateJob(BaseModel):
     scene_method: Literal["auto", "outpaint", "joint"] = "auto"
     inpaint_model: str | None = Field(None, max_length=4096,
                                       description="inpainting model for outpainted scenes")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] | None = Field(
+        None, description="arithmetic; default: the service's --precision")
     regions: list[PromptRegionBody] | None = Field(
         None, max_length=1000, description="prompt regions (GeoJSON polygons in lon/lat)")
 

@@ -27,7 +27,7 @@ def serve(args) -> int:
         if not os.access(folder, os.W_OK):
             raise InputError(f"output folder {folder} is not writable")
     config = ServiceConfig(args.model, args.device, output_dirs, args.max_pixels,
-                           args.demo_fallback)
+                           args.demo_fallback, args.precision, args.compile)
     models = ModelManager(config)
     queue = JobQueue(lambda job: run_generate(job, models))
     sock = bind(args.host, args.port)
