@@ -24,13 +24,15 @@ from text2earth_qgis.core.scale import mercator_resolution
 from .checkpoint import Checkpoint, LoadedModel, select_device
 from .generate import GenerateRequest, generate
 from .pipeline import Text2EarthPipeline, make_scheduler
+from .precision import part_dtypes
 
 SIZE = 256
 LEVEL = 17
 GUIDANCE = 4.0
 
 
-def build_model(full_size: bool, device: str | None) -> LoadedModel:
+def build_model(full_size: bool, device: str | None, precision: str = "fp32") -> LoadedModel:
+    """Random weights (seed 0: the same for every precision) of the real architecture."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -42,7 +44,8 @@ def build_model(full_size: bool, device: str | None) -> LoadedModel:
         write_clip_tokenizer,
     )
 
-    torch_device, dtype = select_device(device)
+    torch_device, _ = select_device(device)
+    dtypes = part_dtypes(precision)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**unet_config(4, full_size=full_size))
     vae = AutoencoderKL(**vae_config(full_size))
@@ -51,15 +54,18 @@ def build_model(full_size: bool, device: str | None) -> LoadedModel:
         tokenizer = write_clip_tokenizer(Path(folder))
     pipe = Text2EarthPipeline(vae, text_encoder, tokenizer, unet,
                               make_scheduler("euler", SCHEDULER_CONFIG))
-    pipe.to(torch_device, dtype)
+    for part in ("unet", "vae", "text_encoder"):
+        getattr(pipe, part).to(torch_device, dtypes[part])
     name = "full-size" if full_size else "tiny"
     return LoadedModel(pipe, Checkpoint(Path("."), f"random {name}", "memory"), "n/a",
-                       torch_device, dtype)
+                       torch_device, dtypes["unet"], precision=precision)
 
 
 @torch.no_grad()
-def bare_loop(pipe: Text2EarthPipeline, prompt: str, steps: int, seed: int) -> np.ndarray:
-    """What a user would write with diffusers' parts and nothing else."""
+def bare_loop(pipe: Text2EarthPipeline, prompt: str, steps: int, seed: int,
+              step_times: list | None = None) -> np.ndarray:
+    """What a user would write with diffusers' parts and nothing else (the reference
+    arithmetic, in whatever dtype the modules are: fp16 modules give the fp16 eager run)."""
     device = pipe.device
     tok = pipe.tokenizer
     ids = tok([prompt, ""], padding="max_length", max_length=77, truncation=True,
@@ -78,6 +84,10 @@ def bare_loop(pipe: Text2EarthPipeline, prompt: str, steps: int, seed: int) -> n
         noise = pipe.unet(x, t, encoder_hidden_states=embeds, class_labels=labels).sample
         u, c = noise.chunk(2)
         latents = scheduler.step(u + GUIDANCE * (c - u), t, latents).prev_sample
+        if step_times is not None:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            step_times.append(time.perf_counter())
     image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     image = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
     return (image * 255).round().astype("uint8")[0]
@@ -244,6 +254,33 @@ def run_scenes(steps: int, device: str | None, tmp: Path) -> list[dict]:
     return rows
 
 
+def speed_figures(args, tmp: Path) -> dict:
+    """Precisions side by side, scenes per megapixel, big-scene memory (or the GPU set)."""
+    from . import bench_speed
+
+    if args.gpu:
+        return {"gpu": bench_speed.gpu(args.device, tmp)}
+    out: dict = {"precisions": []}
+    for full_size in (False, True) if not args.skip_full_size else (False,):
+        result = bench_speed.precisions(full_size, args.steps,
+                                        max(2, args.repeats // (2 if full_size else 1)),
+                                        args.device, tmp)
+        bench_speed.print_precisions(result)
+        out["precisions"].append(result)
+    out["preview"] = bench_speed.preview_cost(out["precisions"][-1])
+    if not args.skip_full_size:
+        scene = bench_speed.scene_per_megapixel(args.steps, args.device, tmp)
+        out["scene_per_mp"] = scene
+        print(f"  scene {scene['scene_px']} px ({scene['windows']} windows of {scene['tile']} px,"
+              f" overlap {scene['overlap']}, {scene['precision']}, batched): "
+              f"{scene['scene_s_per_mp']:.1f} s/MP vs one fp32 tile {scene['single_s_per_mp']:.1f}"
+              f" s/MP: ratio {scene['ratio']:.3f} (goal <= 0.75), {scene['steps']} steps",
+              flush=True)
+    sides = tuple(int(s) for s in args.big_sides.split(",") if s)
+    out["big_scenes"] = bench_speed.big_scene_memory(sides, tmp) if sides else []
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__)
     parser.add_argument("--device", default="auto")
@@ -252,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-full-size", action="store_true")
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument("--skip-scenes", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true",
+                        help="skip the precision, scene-per-megapixel and big-scene figures")
+    parser.add_argument("--big-sides", default="2048,4096,8192",
+                        help="sides in px of the big-scene memory runs (20000 is the goal)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="only the GPU figures (fp16 eager reference vs compiled engine)")
     parser.add_argument("--json", default="output/bench.json")
     args = parser.parse_args(argv)
 
@@ -262,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     tlog.set_verbosity_error()
     results = []
     with tempfile.TemporaryDirectory(prefix="t2e-bench-") as tmp:
-        configs = [(False, args.repeats)]
-        if not args.skip_full_size:
+        if args.gpu or not args.skip_speed:
+            results.append(speed_figures(args, Path(tmp)))
+        configs = [] if args.gpu else [(False, args.repeats)]
+        if not args.skip_full_size and not args.gpu:
             configs.append((True, max(2, args.repeats // 2)))
         for full_size, repeats in configs:
             result = run(full_size, args.steps, repeats, args.device, Path(tmp))
@@ -277,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result['repeats']}",
                 flush=True,
             )
-        if not args.skip_service:
+        if not args.skip_service and not args.gpu:
             svc = run_service(args.steps, args.repeats, 20, args.device, Path(tmp))
             results.append({"service": svc})
             print(
@@ -288,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{svc['in_process_jobs_per_s']:.2f} jobs/s in-process",
                 flush=True,
             )
-        if not args.skip_scenes:
+        if not args.skip_scenes and not args.gpu:
             rows = run_scenes(2, args.device, Path(tmp))
             results.append({"scenes": rows})
             by = {(r["windows"], r["overlap"]): r for r in rows}

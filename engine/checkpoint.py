@@ -181,8 +181,10 @@ class LoadedModel:
     checkpoint: Checkpoint
     weights_sha256: str
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # the UNet's
     pipeline_check: bool = False  # the built-in demo weights: output is a plumbing test
+    precision: str = "fp32"  # engine.precision: fp32 | bf16 | fp16
+    speed: dict | None = None  # engine.accelerate's report: compiled, memory savers, ...
 
     @property
     def inpainting(self) -> bool:
@@ -205,22 +207,33 @@ def load_model(
     offline: bool | None = None,
     cache_dir: str | Path | None = None,
     checkpoint: Checkpoint | None = None,
+    precision: str | None = None,
+    compile: bool | None = None,
 ) -> LoadedModel:
     """Resolve (unless ``checkpoint`` is given), validate and load a checkpoint onto a
-    device as a Text2EarthPipeline (or Text2EarthInpaintPipeline for 9-channel UNets)."""
+    device as a Text2EarthPipeline (or Text2EarthInpaintPipeline for 9-channel UNets), each
+    part in its dtype for ``precision`` (None: auto; see engine.precision), then made fast
+    for the device (engine.accelerate; ``compile`` None: on CUDA only)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.schedulers import DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from .pipeline import DEFAULT_SCHEDULER, Text2EarthPipeline, make_scheduler
+    from .precision import device_facts, part_dtypes, resolve_precision
 
+    torch_device, _ = select_device(device)
+    precision = resolve_precision(precision, device_facts(torch_device))  # before any loading
     checkpoint = checkpoint or resolve_checkpoint(model, offline, cache_dir)
-    torch_device, dtype = select_device(device)
+    dtypes = part_dtypes(precision)
     path = checkpoint.path
-    weights = dict(use_safetensors=True, torch_dtype=dtype)
-    unet = _load_part("unet", UNet2DConditionModel.from_pretrained, path, **weights)
-    vae = _load_part("vae", AutoencoderKL.from_pretrained, path, **weights)
-    text_encoder = _load_part("text_encoder", CLIPTextModel.from_pretrained, path, **weights)
+
+    def weights(part: str) -> dict:
+        return dict(use_safetensors=True, torch_dtype=dtypes[part])
+
+    unet = _load_part("unet", UNet2DConditionModel.from_pretrained, path, **weights("unet"))
+    vae = _load_part("vae", AutoencoderKL.from_pretrained, path, **weights("vae"))
+    text_encoder = _load_part("text_encoder", CLIPTextModel.from_pretrained, path,
+                              **weights("text_encoder"))
     tokenizer = _load_part("tokenizer", CLIPTokenizer.from_pretrained, path)
     scheduler_config = _load_part("scheduler", DDIMScheduler.load_config, path)
     if unet.config.in_channels not in (4, 9):
@@ -244,4 +257,8 @@ def load_model(
         scheduler=make_scheduler(DEFAULT_SCHEDULER, scheduler_config),
     )
     pipeline.to(torch_device)
-    return LoadedModel(pipeline, checkpoint, weights_sha256(path), torch_device, dtype)
+    from .accelerate import accelerate
+
+    speed = accelerate(pipeline, torch_device, compile)
+    return LoadedModel(pipeline, checkpoint, weights_sha256(path), torch_device, dtypes["unet"],
+                       precision=precision, speed=speed.as_dict())

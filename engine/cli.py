@@ -54,6 +54,14 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"text2earth: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="arithmetic: auto picks fp16 on CUDA, bf16 on CPUs with native "
+                             "bf16, else fp32 (the exact mode, reproducing reference pixels)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the UNet (default: on CUDA only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="text2earth",
@@ -83,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hub id or local folder "
                           "(default: $TEXT2EARTH_MODEL, else lcybuaa/Text2Earth)")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    _add_speed_options(gen)
     gen.add_argument("--max-pixels", type=int, default=None, help="refuse larger outputs")
     gen.add_argument("--tile", type=int, default=512,
                      help="window size in px for scenes larger than one window (default 512)")
@@ -105,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port-file", default=None, help="write the port number here")
     srv.add_argument("--model", default=None, help="hub id or local folder (see generate)")
     srv.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    _add_speed_options(srv)
     srv.add_argument("--output-dir", action="append", default=None,
                      help="folder jobs may write to (repeatable; the first takes bare names)")
     srv.add_argument("--token-file", default=None,
@@ -272,6 +282,7 @@ def cmd_generate(args) -> int:
     from .generate import GenerateRequest, generate, plan, scene_plan
     from .grid import DEFAULT_MAX_PIXELS
     from .model_choice import choose_checkpoint, wants_inpainting
+    from .precision import check_precision
 
     request = GenerateRequest(
         bbox=args.bbox, crs=args.crs, prompt=args.prompt, out=args.out,
@@ -287,6 +298,7 @@ def cmd_generate(args) -> int:
 
         request.regions, request.regions_crs = read_regions_file(args.regions)
     grid = plan(request)  # bad input fails here, before minutes of model loading
+    check_precision(args.precision, args.device)
     if not args.quiet:
         print(
             f"{grid.width} x {grid.height} px in {grid.crs.name}, {grid.level_choice.message}, "
@@ -309,7 +321,8 @@ def cmd_generate(args) -> int:
             f"pipeline and its georeferencing, it is not imagery. Output: {request.out}"
         )
         plan(request)  # the renamed output must be free too, before the work
-    model = load_model(device=args.device, checkpoint=checkpoint)
+    model = load_model(device=args.device, checkpoint=checkpoint, precision=args.precision,
+                       compile=args.compile)
     model.pipeline_check = demo
     if wants_inpainting(request, grid) and not model.inpainting and not args.quiet:
         _say("No inpainting model on this machine: building the scene by joint denoising "
@@ -347,7 +360,9 @@ def cmd_edit_raster(args) -> int:
     )
     from .grid import DEFAULT_MAX_PIXELS
     from .model_choice import choose_inpainting_checkpoint
+    from .precision import check_precision
 
+    check_precision(args.precision, args.device)
     common = dict(
         raster=args.raster, prompt=args.prompt, out=args.out,
         negative_prompt=args.negative_prompt, level=args.level, seed=args.seed,
@@ -381,7 +396,8 @@ def cmd_edit_raster(args) -> int:
              f"result checks the pipeline and the grid, it is not imagery. Output: {request.out}")
         with open_source(request.raster) as src:
             planner(request, src)
-    model = load_model(device=args.device, checkpoint=checkpoint)
+    model = load_model(device=args.device, checkpoint=checkpoint, precision=args.precision,
+                       compile=args.compile)
     with progress_bar(request.steps * plan.windows, f"{plan.windows} windows",
                       args.quiet) as callback:
         result = runner(request, model, callback)

@@ -465,7 +465,7 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
     check_confined(out, request.allowed_dirs)
     fields = dict(plan.fields, seed=request.seed, model_id=model.checkpoint.model_id,
                   model_sha256=model.weights_sha256, device=str(model.device),
-                  dtype=str(model.dtype).removeprefix("torch."))
+                  dtype=str(model.dtype).removeprefix("torch."), precision=model.precision)
     if plan.notes:
         fields["notes"] = " | ".join(plan.notes)
     if request.pipeline_check:

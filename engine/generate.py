@@ -55,6 +55,7 @@ class GenerateRequest:
     regions: list[dict] | None = None  # [{"geometry": GeoJSON polygon, "prompt": "..."}]
     regions_crs: str = GEOJSON_CRS  # the regions' CRS (GeoJSON: lon/lat)
     allowed_dirs: tuple[Path, ...] | None = None  # the service confines writes to these
+    window_batch: int | None = None  # scene windows per UNet call; None: fit to free memory
     extra_tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -176,6 +177,7 @@ def generate(
         "model_sha256": model.weights_sha256,
         "device": str(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
+        "precision": model.precision,
         "engine_version": __version__,
     }
     if windows is None:
@@ -187,6 +189,8 @@ def generate(
                       canvas=f"{windows.canvas_width}x{windows.canvas_height}")
     if request.regions:
         fields["prompt_regions"] = json.dumps([r.get("prompt") for r in request.regions])
+    if model.speed and model.speed.get("memory_savers"):
+        fields["memory_savers"] = ",".join(model.speed["memory_savers"])
     if request.pipeline_check:
         fields["pipeline_check"] = "yes: random demo weights, not imagery"
     tags = synthetic_tags(fields) | request.extra_tags
@@ -218,7 +222,8 @@ def generate(
                     parse_regions(request.regions, request.regions_crs, grid.crs), text)
             job = SceneJob(text, request.negative_prompt, grid.level, request.steps,
                            request.guidance, seed, Path(request.out), grid.crs, grid.transform,
-                           request.overwrite, request.allowed_dirs, prompts)
+                           request.overwrite, request.allowed_dirs, prompts,
+                           window_batch=request.window_batch)
             path = run_scene(pipe, job, windows, method, model.weights_sha256,
                              request.scheduler, tags, software, callback_on_step_end,
                              request.resume)

@@ -14,7 +14,13 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .errors import InputError
-from .pipeline import StepCallback, Text2EarthOutput, Text2EarthPipeline, resolve_prompt_level
+from .pipeline import (
+    LATENT_DTYPE,
+    StepCallback,
+    Text2EarthOutput,
+    Text2EarthPipeline,
+    resolve_prompt_level,
+)
 
 DEFAULT_INPAINT_GUIDANCE = 3.5
 
@@ -51,24 +57,53 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
     ) -> Text2EarthOutput:
         """``image`` (h, w, 3) uint8, ``mask`` (h, w) in [0, 1] with 1 = regenerate."""
         level, text = resolve_prompt_level(prompt, level)
-        self.check_image_and_mask(image, mask)
-        height, width = mask.shape
-        self.check_inputs(text, height, width, num_inference_steps, guidance_scale)
+        return self.inpaint_batch([text], [image], [mask], level, negative_prompt,
+                                  num_inference_steps, guidance_scale, [generator], eta,
+                                  callback_on_step_end)
+
+    @torch.no_grad()
+    def inpaint_batch(
+        self,
+        texts: list[str],
+        images: list[np.ndarray],
+        masks: list[np.ndarray],
+        level: int,
+        negative_prompt: str | None,
+        num_inference_steps: int,
+        guidance_scale: float,
+        generators: list[torch.Generator | None],
+        eta: float = 0.0,
+        callback_on_step_end: StepCallback | None = None,
+    ) -> Text2EarthOutput:
+        """Several same-sized inpaintings in one UNet batch (scene windows). Each item draws
+        from its own generator in the order of a single run (noise, then the VAE's sample),
+        so item k equals a run of item k alone up to the floating-point effect of batching.
+        The step callback gets the whole batch's latents."""
+        for image, mask in zip(images, masks, strict=True):
+            self.check_image_and_mask(image, mask)
+        height, width = masks[0].shape
+        for text in texts:
+            self.check_inputs(text, height, width, num_inference_steps, guidance_scale)
         self._interrupt = False
         device = self._execution_device
         do_cfg = guidance_scale > 1.0
-        prompt_embeds, class_labels = self.condition(text, negative_prompt, level, guidance_scale)
-        dtype = prompt_embeds.dtype
+        prompt_embeds, class_labels = self.condition_batch(texts, negative_prompt, level,
+                                                           guidance_scale)
+        dtype = LATENT_DTYPE
+        generator = generators if len(generators) > 1 else generators[0]
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        shape = (1, self.vae.config.latent_channels, height // self.vae_scale_factor,
+        shape = (len(texts), self.vae.config.latent_channels, height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
         latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         latents = latents * self.scheduler.init_noise_sigma
 
-        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
-        binary = (torch.from_numpy(np.asarray(mask, dtype=np.float32)) >= 0.5).float()[None, None]
-        masked = (pixels * (binary < 0.5)).to(device=device, dtype=dtype)
+        # Contiguous NCHW whatever the arrays' strides: the layout picks the conv kernels,
+        # and with them the last bits of the result.
+        pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        pixels = pixels.float() / 255.0 * 2.0 - 1.0
+        binary = (torch.from_numpy(np.stack(masks).astype(np.float32)) >= 0.5).float()[:, None]
+        masked = (pixels * (binary < 0.5)).to(device=device, dtype=self.vae.dtype)
         mask_latent = torch.nn.functional.interpolate(binary, size=shape[2:]).to(device, dtype)
         masked_latents = self.encode_image(masked, generator).to(device=device, dtype=dtype)
         if do_cfg:
@@ -81,4 +116,4 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         )
         images = self.decode(latents, generator)
         self.maybe_free_model_hooks()
-        return Text2EarthOutput(images=images, level=level, prompt=text)
+        return Text2EarthOutput(images=images, level=level, prompt=texts[0])

@@ -42,8 +42,20 @@ SCHEDULERS = {
     "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
 }
 DEFAULT_SCHEDULER = "euler"  # the authors' choice in their examples
+LATENT_DTYPE = torch.float32  # in every precision: see Text2EarthPipeline.denoise
 
 StepCallback = Callable[["Text2EarthPipeline", int, Any, dict], dict]
+
+
+def stack_conditions(rows: list[torch.Tensor], labels: torch.Tensor | None, do_cfg: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-item conditions ([uncond, cond] rows each, and labels [0, L]) as one batch laid out
+    the way denoise() splits it: the N unconditional rows, then the N conditional ones."""
+    if labels is not None:
+        labels = labels.repeat_interleave(len(rows))
+    if not do_cfg:
+        return torch.cat(rows), labels
+    return torch.cat([r[:1] for r in rows] + [r[1:] for r in rows]), labels
 
 
 class PromptTruncatedWarning(UserWarning):
@@ -180,7 +192,20 @@ class Text2EarthPipeline(DiffusionPipeline):
         embeds, negative = self.encode_prompt(text, negative_prompt, device, do_cfg)
         if do_cfg:
             embeds = torch.cat([negative, embeds])
-        return embeds, self.level_labels(level, do_cfg, device)
+        # The text encoder may run in another precision than the UNet (engine.precision).
+        return embeds.to(self.unet.dtype), self.level_labels(level, do_cfg, device)
+
+    def condition_batch(self, texts: list[str], negative_prompt: str | None, level: int,
+                        guidance_scale: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """condition() for a batch of windows, laid out as denoise() splits it: the N
+        unconditional rows, then the N conditional ones. Each distinct text is encoded once."""
+        by_text: dict[str, torch.Tensor] = {}
+        for text in texts:
+            if text not in by_text:
+                by_text[text] = self.condition(text, negative_prompt, level, guidance_scale)[0]
+        do_cfg = guidance_scale > 1.0
+        labels = self.level_labels(level, do_cfg, self._execution_device)
+        return stack_conditions([by_text[text] for text in texts], labels, do_cfg)
 
     def prepare_latents(self, height, width, dtype, device, generator, latents=None):
         shape = (1, self.unet.config.in_channels, height // self.vae_scale_factor,
@@ -218,21 +243,26 @@ class Text2EarthPipeline(DiffusionPipeline):
         conditioning: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The loop over the scheduler's timesteps; ``conditioning`` (the inpainting model's
-        mask and masked-image latents) is appended to the UNet's input channels."""
+        mask and masked-image latents) is appended to the UNet's input channels.
+
+        Latents and the scheduler's arithmetic stay in the latents' dtype (fp32): only the
+        UNet runs in the model's precision, so bf16/fp16 rounding does not pile up over the
+        steps. In fp32 every cast here is a no-op."""
         do_cfg = guidance_scale > 1.0
         timesteps = self.scheduler.timesteps
+        unet_dtype = self.unet.dtype
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
+            model_input = self.scheduler.scale_model_input(model_input, t).to(unet_dtype)
             if conditioning is not None:
-                model_input = torch.cat([model_input, conditioning], dim=1)
+                model_input = torch.cat([model_input, conditioning.to(unet_dtype)], dim=1)
             noise_pred = self.unet(
                 model_input,
                 t,
                 encoder_hidden_states=prompt_embeds,
                 class_labels=class_labels,
                 return_dict=False,
-            )[0]
+            )[0].to(latents.dtype)
             if do_cfg:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)
@@ -247,9 +277,8 @@ class Text2EarthPipeline(DiffusionPipeline):
         return latents
 
     def decode(self, latents: torch.Tensor, generator=None) -> np.ndarray:
-        image = self.vae.decode(
-            latents / self.vae.config.scaling_factor, return_dict=False, generator=generator
-        )[0]
+        latents = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
+        image = self.vae.decode(latents, return_dict=False, generator=generator)[0]
         image = self.image_processor.postprocess(image, output_type="np")
         # The same rounding as diffusers' numpy_to_pil, so pixels match PIL outputs exactly.
         return (image * 255).round().astype("uint8")
@@ -275,8 +304,7 @@ class Text2EarthPipeline(DiffusionPipeline):
         device = self._execution_device
         prompt_embeds, class_labels = self.condition(text, negative_prompt, level, guidance_scale)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = self.prepare_latents(height, width, prompt_embeds.dtype, device, generator,
-                                       latents)
+        latents = self.prepare_latents(height, width, LATENT_DTYPE, device, generator, latents)
         latents = self.denoise(
             latents, prompt_embeds, class_labels, guidance_scale,
             self.prepare_extra_step_kwargs(generator, eta), callback_on_step_end,

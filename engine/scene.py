@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from .errors import GenerationCancelled
 from .geotiff import check_confined, copy_window, open_scratch, write_geotiff_blocks
+from .pipeline import LATENT_DTYPE, resolve_prompt_level
 from .tiling import (
     ScenePlan,
     canvas_transform,
@@ -40,6 +41,7 @@ from .tiling import (
     outpaint_mask,
     tile_seed,
 )
+from .window_batch import batch_size_for, chunks, joint_noise, wavefronts
 
 OUTPAINT, JOINT = "outpaint", "joint"
 SCENE_GDAL_CACHE_MB = 64
@@ -62,6 +64,7 @@ class SceneJob:
     overwrite: bool
     allowed_dirs: tuple | None
     prompts: dict | None = None  # window key -> prompt, from prompt regions
+    window_batch: int | None = None  # windows per UNet call; None: as many as memory allows
 
 
 def scratch_paths(out: Path) -> tuple[Path, Path]:
@@ -115,31 +118,36 @@ def _write(scratch: Path, array: np.ndarray, col: int, row: int) -> None:
 
 def run_outpaint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path, state: Path, key: str,
                  done: set[str], callback: SceneCallback | None) -> None:
+    """Windows by wavefront, several per UNet call: the same result as row order (see
+    engine.window_batch for why), each window seeded from its position."""
     windows = plan.windows()
-    for window in windows:
-        if window.key in done:
-            continue
-        existing = _read(scratch, window.col, window.row, plan.tile)
+    size = batch_size_for(pipe, plan.tile, job.guidance > 1.0, job.window_batch)
+    for front in wavefronts(plan):
+        for group in chunks([w for w in front if w.key not in done], size):
+            existing = [_read(scratch, w.col, w.row, plan.tile) for w in group]
 
-        def on_step(p, i, t, tensors, window=window):
-            if callback is not None:
-                callback(p, i, t, {**tensors, "tile": window.index + 1, "tiles": len(windows)})
-            return tensors
+            def on_step(p, i, t, tensors, group=group):
+                if callback is not None:  # per window, as if they had run one by one
+                    for k, w in enumerate(group):
+                        callback(p, i, t, {**tensors, "latents": tensors["latents"][k : k + 1],
+                                           "tile": w.index + 1, "tiles": len(windows)})
+                return tensors
 
-        output = pipe(
-            (job.prompts or {}).get(window.key, job.prompt), existing,
-            outpaint_mask(plan, window), level=job.level,
-            negative_prompt=job.negative_prompt, num_inference_steps=job.steps,
-            guidance_scale=job.guidance,
-            generator=torch.Generator("cpu").manual_seed(tile_seed(job.seed, window.ix,
-                                                                   window.iy)),
-            callback_on_step_end=on_step,
-        )
-        weight = outpaint_blend(plan, window)[..., None]
-        blended = weight * output.images[0] + (1.0 - weight) * existing
-        _write(scratch, np.rint(blended).astype(np.uint8), window.col, window.row)
-        done.add(window.key)
-        _save_state(state, key, done, job.seed)
+            output = pipe.inpaint_batch(
+                [resolve_prompt_level((job.prompts or {}).get(w.key, job.prompt), job.level)[1]
+                 for w in group],
+                existing, [outpaint_mask(plan, w) for w in group], job.level,
+                job.negative_prompt, job.steps, job.guidance,
+                [torch.Generator("cpu").manual_seed(tile_seed(job.seed, w.ix, w.iy))
+                 for w in group],
+                callback_on_step_end=on_step,
+            )
+            for w, image, before in zip(group, output.images, existing, strict=True):
+                weight = outpaint_blend(plan, w)[..., None]
+                blended = weight * image + (1.0 - weight) * before
+                _write(scratch, np.rint(blended).astype(np.uint8), w.col, w.row)
+                done.add(w.key)
+            _save_state(state, key, done, job.seed)
 
 
 @torch.no_grad()
@@ -156,7 +164,6 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
                                                job.guidance)[0]
         return by_prompt[prompt]
 
-    embeds = embeds_for(job.prompt)
     labels = pipe.level_labels(job.level, do_cfg, device)
     f = pipe.vae_scale_factor
     lt, ls = plan.tile // f, plan.stride // f
@@ -170,27 +177,28 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
         c1 = latents.shape[3] if w.ix == plan.nx - 1 else c0 + ls
         gen = torch.Generator("cpu").manual_seed(tile_seed(job.seed, w.ix, w.iy))
         latents[:, :, r0:r1, c0:c1] = torch.randn((1, 4, r1 - r0, c1 - c0), generator=gen)
-    latents = latents.to(device, embeds.dtype)
+    latents = latents.to(device, LATENT_DTYPE)
     pipe.scheduler.set_timesteps(job.steps, device=device)
     latents = latents * pipe.scheduler.init_noise_sigma
-    weight = torch.from_numpy(joint_weights(lt, plan.overlap // f)).to(device, embeds.dtype)
+    weight = torch.from_numpy(joint_weights(lt, plan.overlap // f)).to(device, LATENT_DTYPE)
+    groups = chunks(windows, batch_size_for(pipe, plan.tile, do_cfg, job.window_batch))
+
+    def offsets(w) -> tuple[int, int]:
+        return w.iy * ls, w.ix * ls
+
+    def window_embeds(w) -> torch.Tensor:
+        return embeds_for((job.prompts or {}).get(w.key, job.prompt))
 
     for i, t in enumerate(pipe.scheduler.timesteps):
         total = torch.zeros_like(latents)
         weights = torch.zeros_like(latents[:, :1])
-        for w in windows:
-            r, c = w.iy * ls, w.ix * ls
-            lat = latents[:, :, r : r + lt, c : c + lt]
-            model_input = pipe.scheduler.scale_model_input(
-                torch.cat([lat] * 2) if do_cfg else lat, t)
-            window_embeds = embeds_for((job.prompts or {}).get(w.key, job.prompt))
-            noise = pipe.unet(model_input, t, encoder_hidden_states=window_embeds,
-                              class_labels=labels, return_dict=False)[0]
-            if do_cfg:
-                uncond, cond = noise.chunk(2)
-                noise = uncond + job.guidance * (cond - uncond)
-            total[:, :, r : r + lt, c : c + lt] += noise * weight
-            weights[:, :, r : r + lt, c : c + lt] += weight
+        for group in groups:  # several windows per UNet call; sums in window order as before
+            noises = joint_noise(pipe, latents, group, offsets, lt, t, window_embeds, labels,
+                                 job.guidance)
+            for w, noise in zip(group, noises, strict=True):
+                r, c = offsets(w)
+                total[:, :, r : r + lt, c : c + lt] += noise * weight
+                weights[:, :, r : r + lt, c : c + lt] += weight
         latents = pipe.scheduler.step(total / weights, t, latents, return_dict=False)[0]
         if callback is not None:
             # All windows advance together: one pass over the canvas, reported as one tile.

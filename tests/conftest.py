@@ -46,4 +46,4 @@ def tiny_sd2(tmp_path_factory) -> Path:
 def t2i_model(tiny_t2i):
     from engine.checkpoint import load_model
 
-    return load_model(str(tiny_t2i), "cpu")
+    return load_model(str(tiny_t2i), "cpu", precision="fp32")  # the exact mode

@@ -408,6 +408,11 @@ def reuse(section):
     section["auto_canvas_centre"] = [canvas.extent().center().x(), canvas.extent().center().y()]
     section["auto_job"] = auto_job
     section["auto_rebuilt"] = dock.build_job()[0]
+    section["precisions"] = [dock.precision_combo.itemText(i)
+                             for i in range(dock.precision_combo.count())]
+    dock.precision_combo.setCurrentText("bf16")
+    section["bf16_job_precision"] = dock.build_job()[0].get("precision")
+    dock.precision_combo.setCurrentText("auto")
     dock.pattern_edit.setText("{date}_{prompt}_s{seed}.tif")
 
 

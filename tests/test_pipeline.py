@@ -186,7 +186,7 @@ def test_long_prompt_is_truncated_with_a_warning(t2i_model):
 def test_plain_sd2_checkpoint_runs_without_class_labels(tiny_sd2):
     from engine.checkpoint import load_model
 
-    model = load_model(str(tiny_sd2), "cpu")
+    model = load_model(str(tiny_sd2), "cpu", precision="fp32")
     pipe = model.pipeline
     assert not pipe.has_level_embedding
     seen = []
@@ -241,7 +241,7 @@ def test_inpainting_matches_reference_inpaint_pipeline_within_2_dn(tiny_inpaint)
 
     from engine.checkpoint import load_model
 
-    pipe = load_model(str(tiny_inpaint), "cpu").pipeline
+    pipe = load_model(str(tiny_inpaint), "cpu", precision="fp32").pipeline
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     mask = np.zeros((256, 256), np.float32)
     mask[:, 128:] = 1

@@ -324,6 +324,9 @@ def job_level(job, lat):
 def test_auto_mode_job_round_trips_to_the_same_level(probe):
     reuse = section(probe, "reuse")
     original, rebuilt = reuse["auto_job"], reuse["auto_rebuilt"]
+    # The engine-settings precision goes with each job (auto, the engine's default, is left out).
+    assert reuse["precisions"] == ["auto", "fp32", "bf16", "fp16"]
+    assert reuse["bf16_job_precision"] == "bf16" and "precision" not in original
     bbox = original["bbox"]
     lat = latitude((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2, original["crs"])
     assert job_level(original, lat) == 17  # 1 m screen pixels at 48.8 N

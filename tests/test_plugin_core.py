@@ -42,6 +42,8 @@ def test_jobs_from_the_form():
     assert job["negative_prompt"] is None and job["seed"] == 7 and job["steps"] == 20
     auto = build_job(EXTENT, "x", Resolution(AUTO, metres_per_pixel=0.6))
     assert auto["resolution"] == 0.6 and "level" not in auto
+    assert "precision" not in auto  # auto: the engine decides, and older engines need no field
+    assert build_job(EXTENT, "x", Resolution(), precision="bf16")["precision"] == "bf16"
     with pytest.raises(ValueError, match="extent"):
         build_job(Extent(1, 1, 1, 2, "EPSG:4326"), "x", Resolution())
     with pytest.raises(ValueError, match="prompt"):

@@ -428,6 +428,8 @@ INVALID = [
     ({"colour": "green"}, ["colour"]),
     ({"type": "inpaint"}, ["type"]),
     ({"scheduler": "magic"}, ["scheduler"]),
+    ({"precision": "fp8"}, ["precision"]),
+    ({"precision": "fp16"}, ["fp16 runs on GPUs only"]),  # the service runs on the CPU
     ({"steps": 0}, ["steps"]),
     ({"steps": 1001}, ["steps"]),
     ({"seed": -1}, ["seed"]),

@@ -184,7 +184,7 @@ def test_out_of_memory_on_gpu_retries_once_with_memory_saving(monkeypatch, tmp_p
     class FakeManager:
         config = type("Config", (), {"model": None, "demo_fallback": False})()
 
-        def load(self, checkpoint, demo=False):
+        def load(self, checkpoint, demo=False, precision=None):
             return FakeModel()
 
     def fake_generate(request, model, callback):

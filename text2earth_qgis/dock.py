@@ -148,12 +148,20 @@ class Text2EarthDock(QgsDockWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cuda", "cpu", "mps"])
         self.device_combo.setCurrentText(self.manager.settings.device or "auto")
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(["auto", "fp32", "bf16", "fp16"])
+        self.precision_combo.setCurrentText(
+            settings.value(SETTINGS + "precision", "auto", type=str))
+        self.precision_combo.setToolTip(
+            "auto: fp16 on NVIDIA GPUs, bf16 on CPUs that run it natively, else fp32 (exact, "
+            "slowest)")
         apply_button = QPushButton("Apply and reconnect")
         apply_button.clicked.connect(self.apply_engine_settings)
         engine_form.addRow("Engine Python", self.python_widget)
         engine_form.addRow("Engine URL", self.url_edit)
         engine_form.addRow("Token file", self.token_widget)
         engine_form.addRow("Device", self.device_combo)
+        engine_form.addRow("Precision", self.precision_combo)
         engine_form.addRow(apply_button)
         layout.addWidget(engine_box)
 
@@ -438,6 +446,7 @@ class Text2EarthDock(QgsDockWidget):
             guidance=self.guidance_spin.value(),
             scheduler=self.scheduler_combo.currentText(),
             model=self.model_edit.text().strip() or None,
+            precision=self.precision_combo.currentText(),
         )
         name = output_name(self.pattern_edit.text() or DEFAULT_PATTERN, prompt,
                            self.seed_spin.value(), getattr(self, "current_level", None))
@@ -525,6 +534,7 @@ class Text2EarthDock(QgsDockWidget):
         settings.setValue(SETTINGS + "output_folder", self.folder_widget.filePath())
         settings.setValue(SETTINGS + "pattern", self.pattern_edit.text())
         settings.setValue(SETTINGS + "model", self.model_edit.text())
+        settings.setValue(SETTINGS + "precision", self.precision_combo.currentText())
 
     def use_example(self, index: int) -> None:
         if index > 0:

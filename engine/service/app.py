@@ -18,6 +18,7 @@ from .. import __version__
 from ..checkpoint import check_folder, is_local_path
 from ..errors import Text2EarthError
 from ..generate import MAX_SEED, GenerateRequest, plan, scene_plan
+from ..precision import check_precision
 from .edit_jobs import raster_request
 from .jobs import CANCELLED, DONE, FAILED, Job, JobQueue
 from .outputs import resolve_output
@@ -133,13 +134,14 @@ def create_app(
         if body.type != "generate":
             try:
                 out = resolve_output(body.out, config.output_dirs, job_id)
+                check_precision(body.precision or config.precision, config.device)
                 request, windows = raster_request(body, out, config)
                 if body.model and is_local_path(body.model):
                     check_folder(Path(body.model).expanduser())
             except Text2EarthError as exc:
                 return error(422, str(exc))
             job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
-                      model=body.model, id=job_id)
+                      model=body.model, id=job_id, precision=body.precision)
             job.tiles = windows
             queue.submit(job)
             return queue.status(job)
@@ -160,13 +162,15 @@ def create_app(
                 resume=False,  # service jobs are not resumed: a failed job's scratch goes
             )
             grid = plan(request)  # all that needs no model fails now, not in the queue
+            check_precision(body.precision or config.precision, config.device)
             for spec in (body.model, body.inpaint_model):
                 if spec and is_local_path(spec):
                     check_folder(Path(spec).expanduser())  # a missing folder is a 422 now
         except Text2EarthError as exc:  # bad input, or a model folder that is not one
             return error(422, str(exc))
         job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
-                  model=body.model, inpaint_model=body.inpaint_model, id=job_id)
+                  model=body.model, inpaint_model=body.inpaint_model, id=job_id,
+                  precision=body.precision)
         windows = scene_plan(request, grid)
         if windows is not None and body.scene_method != "joint":
             job.tiles = windows.nx * windows.ny  # outpainted window by window: known now

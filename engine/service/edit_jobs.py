@@ -54,7 +54,7 @@ def run_raster_job(job: Job, models: ModelManager) -> dict:
     checkpoint, demo = choose_inpainting_checkpoint(
         job.model or None, None, models.config.demo_fallback,
         lambda inpainting: str(demo_checkpoint_dir(inpainting)))
-    model = models.load(checkpoint, demo)
+    model = models.load(checkpoint, demo, job.precision)
     if model.pipeline_check and not request.pipeline_check:
         request.out = pipeline_check_path(str(request.out))
         request.pipeline_check = True

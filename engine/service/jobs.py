@@ -32,6 +32,7 @@ class Job:
     out: str | None = None
     model: str | None = None  # None: the service's default model
     inpaint_model: str | None = None  # for scenes; None: lcybuaa/Text2Earth-inpainting
+    precision: str | None = None  # None: the service's
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     state: str = QUEUED

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..accelerate import warm_up
 from ..checkpoint import Checkpoint, LoadedModel, load_model, resolve_checkpoint
 from ..cli import demo_checkpoint_dir, pipeline_check_path
 from ..errors import GenerationCancelled, ModelNotFoundError, OutOfMemoryError, Text2EarthError
@@ -28,6 +29,8 @@ class ServiceConfig:
     output_dirs: list[Path]
     max_pixels: int
     demo_fallback: bool = False
+    precision: str | None = None  # jobs' default (None: auto); engine.precision
+    compile: bool | None = None  # torch.compile the UNet (None: on CUDA only)
 
 
 class ModelManager:
@@ -52,18 +55,26 @@ class ModelManager:
             checkpoint, demo = resolve_checkpoint(str(demo_checkpoint_dir(False))), True
         return self.load(checkpoint, demo)
 
-    def load(self, checkpoint: Checkpoint, demo: bool = False) -> LoadedModel:
-        key = (str(checkpoint.path), self.config.device)
+    def load(self, checkpoint: Checkpoint, demo: bool = False,
+             precision: str | None = None) -> LoadedModel:
+        # The same weights in another precision are another model.
+        precision = precision or self.config.precision
+        key = (str(checkpoint.path), self.config.device, precision or "auto")
         with self._lock:
             if self._loaded is not None and self._key == key:
                 return self._loaded
             self._unload()
             try:
-                loaded = load_model(device=self.config.device, checkpoint=checkpoint)
+                loaded = load_model(device=self.config.device, checkpoint=checkpoint,
+                                    precision=precision, compile=self.config.compile)
             except Text2EarthError as exc:
                 self.error = str(exc)
                 raise
             loaded.pipeline_check = demo
+            if loaded.speed and loaded.speed.get("compiled"):
+                # Compile the usual tile shapes now (under the lock: no job runs meanwhile),
+                # so the first job is not the slow one.
+                warm_up(loaded.pipeline)
             self._loaded, self._key, self.error = loaded, key, None
             return loaded
 
@@ -85,6 +96,8 @@ class ModelManager:
             "weights_sha256": model.weights_sha256,
             "device": str(model.device),
             "dtype": str(model.dtype).removeprefix("torch."),
+            "precision": model.precision,
+            "speed": model.speed,
             "pipeline_check": model.pipeline_check,
         }]
 
@@ -136,7 +149,7 @@ def run_generate(job: Job, models: ModelManager) -> dict:
         request, plan(request), job.model or models.config.model, job.inpaint_model, None,
         models.config.demo_fallback, lambda inpainting: str(demo_checkpoint_dir(inpainting)),
     )
-    model = models.load(checkpoint, demo)
+    model = models.load(checkpoint, demo, job.precision)
     if model.pipeline_check and not request.pipeline_check:
         request.out = pipeline_check_path(str(request.out))
         request.pipeline_check = True

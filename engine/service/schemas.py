@@ -55,6 +55,8 @@ class GenerateJob(BaseModel):
     scene_method: Literal["auto", "outpaint", "joint"] = "auto"
     inpaint_model: str | None = Field(None, max_length=4096,
                                       description="inpainting model for outpainted scenes")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] | None = Field(
+        None, description="arithmetic; default: the service's --precision")
     regions: list[PromptRegionBody] | None = Field(
         None, max_length=1000, description="prompt regions (GeoJSON polygons in lon/lat)")
 
@@ -99,6 +101,8 @@ class RasterJobBody(BaseModel):
                               description="inpainting model; default lcybuaa/Text2Earth-inpainting")
     tile: int = Field(512, ge=64, le=2048)
     overlap: int = Field(128, ge=0, le=1024)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] | None = Field(
+        None, description="arithmetic; default: the service's --precision")
 
 
 class EditJob(RasterJobBody):

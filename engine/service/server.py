@@ -28,7 +28,7 @@ def serve(args) -> int:
         if not os.access(folder, os.W_OK):
             raise InputError(f"output folder {folder} is not writable")
     config = ServiceConfig(args.model, args.device, output_dirs, args.max_pixels,
-                           args.demo_fallback)
+                           args.demo_fallback, args.precision, args.compile)
     models = ModelManager(config)
     runners = {"generate": run_generate, "edit": run_raster_job, "extend": run_raster_job}
     queue = JobQueue(lambda job: runners[job.type](job, models))

@@ -123,6 +123,7 @@ def build_job(
     scheduler: str = "euler",
     model: str | None = None,
     out: str | None = None,
+    precision: str = "auto",
 ) -> dict:
     """The JSON body of POST /jobs; raises ValueError with a message for the user."""
     if extent.is_empty():
@@ -144,6 +145,8 @@ def build_job(
     job.update(resolution.job_fields())
     if model:
         job["model"] = model
+    if precision != "auto":  # auto is the engine's default: older engines need no field
+        job["precision"] = precision
     return job
 
 
