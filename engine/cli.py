@@ -174,6 +174,7 @@ def _raster_job_arguments(p: argparse.ArgumentParser) -> None:
                    help="inpainting model, hub id or local folder "
                         "(default: lcybuaa/Text2Earth-inpainting)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    _add_speed_options(p)
     p.add_argument("--tile", type=int, default=512, help="model window size in px")
     p.add_argument("--overlap", type=int, default=128, help="window overlap in px")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger work")
