@@ -42,6 +42,7 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -62,7 +63,8 @@ from .core.job_spec import (
     output_size,
     window_count,
 )
-from .core.run_job import progress_percent
+from .core.run_job import progress_percent, status_text
+from .edit_panel import EDIT_TYPES, EditPanel
 from .layers import add_result_layer
 from .qgis_compat import crs_for_engine, polygon_geometry_type
 from .tasks import EngineTask, GenerateTask
@@ -295,7 +297,12 @@ class Text2EarthDock(QgsDockWidget):
         history_layout.addLayout(history_buttons)
         layout.addWidget(history_box)
         layout.addStretch(1)
-        self.setWidget(body)
+        self.edit_panel = EditPanel(self)
+        self.edit_panel.layer_added.connect(self.layer_added)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(body, "Generate")
+        self.tabs.addTab(self.edit_panel, "Edit raster")
+        self.setWidget(self.tabs)
 
     # ----- extent ---------------------------------------------------------------------------
 
@@ -473,16 +480,7 @@ class Text2EarthDock(QgsDockWidget):
             self.task.cancel()
 
     def show_progress(self, status: dict) -> None:
-        steps, step = status.get("steps") or 0, status.get("step") or 0
-        state = status.get("state", "")
-        text = f"{state}: step {step} of {steps}"
-        if (status.get("tiles") or 1) > 1:
-            text += f", tile {status.get('tile')} of {status.get('tiles')}"
-        if status.get("queue_position"):
-            text = f"queued (position {status['queue_position']})"
-        if status.get("eta_s") is not None:
-            text += f", about {status['eta_s']:.0f} s left"
-        self.status_label.setText(text)
+        self.status_label.setText(status_text(status))
         self.progress.setValue(int(progress_percent(status)))
 
     def show_preview(self, png: bytes) -> None:
@@ -532,6 +530,10 @@ class Text2EarthDock(QgsDockWidget):
 
     def load_job(self, job: dict) -> None:
         """Fill the form from a job (history 'reuse', or a layer's 'regenerate')."""
+        if job.get("type") in EDIT_TYPES:
+            self.tabs.setCurrentWidget(self.edit_panel)
+            self.edit_panel.load_job(job)
+            return
         self.prompt_edit.setPlainText(job.get("prompt", ""))
         self.negative_edit.setText(job.get("negative_prompt") or "")
         if job.get("seed") is not None:
@@ -558,8 +560,9 @@ class Text2EarthDock(QgsDockWidget):
             if target.isValid():
                 self.set_extent(QgsRectangle(*bbox), target)
 
-    def add_history(self, job: dict, result: dict) -> None:
-        thumb = base64.b64encode(self.last_preview).decode() if self.last_preview else ""
+    def add_history(self, job: dict, result: dict, preview: bytes | None = None) -> None:
+        preview = self.last_preview if preview is None else preview
+        thumb = base64.b64encode(preview).decode() if preview else ""
         self.history.append(history_store.new_entry(job, result, thumb))
         QgsProject.instance().writeEntry(HISTORY_SCOPE, HISTORY_KEY,
                                          history_store.dumps(self.history))
@@ -654,6 +657,7 @@ class Text2EarthDock(QgsDockWidget):
         """Called by the plugin on unload: disconnect from project and canvas."""
         if self.task is not None:
             self.task.cancel()
+        self.edit_panel.cleanup()
         for signal, slot in ((self.canvas.scaleChanged, self.update_info),
                              (self.canvas.destinationCrsChanged, self.update_info),
                              (QgsProject.instance().readProject, self.load_history),

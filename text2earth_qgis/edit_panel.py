@@ -1,0 +1,383 @@
+"""The dock's "Edit raster" tab: regenerate what is inside polygons of a raster layer, or
+extend it beyond an edge. Collects input and shows state; the jobs are built by
+core/edit_spec.py and run by the same task as generations."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsGeometry,
+    QgsProject,
+)
+from qgis.gui import QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtGui import QPixmap
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .core import scale
+from .core.edit_spec import (
+    DEFAULT_DILATE,
+    DEFAULT_FEATHER,
+    EDIT_GUIDANCE,
+    SIDES,
+    build_edit_job,
+    build_extend_job,
+    edit_output_name,
+    extend_output_name,
+    raster_file,
+    unused_name,
+)
+from .core.run_job import progress_percent, status_text
+from .layers import add_edited_layer
+from .qgis_compat import crs_for_engine, layer_filter
+from .sketch_tool import PolygonSketchTool
+from .tasks import GenerateTask
+
+MAX_SEED = 2**31 - 1
+EDIT_TYPES = ("edit", "extend")
+AUTO_LEVEL = scale.MIN_LEVEL - 1  # the level spin box's "auto" (its special value)
+
+
+class EditPanel(QWidget):
+    """Raster layer + mask (drawn polygons or selected features) + prompt -> edited layer."""
+
+    layer_added = pyqtSignal(object)
+
+    def __init__(self, dock) -> None:
+        super().__init__()
+        self.dock = dock
+        self.canvas = dock.canvas
+        self.task: GenerateTask | None = None
+        self.source_layer = None
+        self.last_preview = b""
+        self.sketch = PolygonSketchTool(self.canvas)
+        self.sketch.changed.connect(self._show_mask_count)
+        self.sketch.deactivated.connect(self._sketch_deactivated)
+        self._build_ui()
+        self._show_mask_count()
+
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+
+        source_box = QGroupBox("Raster to edit")
+        source_form = QFormLayout(source_box)
+        self.raster_combo = QgsMapLayerComboBox()
+        self.raster_combo.setFilters(layer_filter("RasterLayer"))
+        self.raster_combo.setToolTip("a local raster file (GeoTIFF...); the file is never "
+                                     "written: the result is a new layer above it")
+        source_form.addRow("Layer", self.raster_combo)
+        layout.addWidget(source_box)
+
+        mask_box = QGroupBox("Area to regenerate")
+        mask_layout = QVBoxLayout(mask_box)
+        row = QHBoxLayout()
+        self.draw_button = QPushButton("Draw polygons")
+        self.draw_button.setCheckable(True)
+        self.draw_button.setToolTip("left click: add a vertex; right click or double click: "
+                                    "close the polygon; Backspace: undo a vertex; Esc: drop")
+        self.draw_button.toggled.connect(self.toggle_sketch)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self.sketch.clear)
+        self.mask_label = QLabel()
+        row.addWidget(self.draw_button)
+        row.addWidget(self.clear_button)
+        row.addWidget(self.mask_label, 1)
+        mask_layout.addLayout(row)
+        row = QHBoxLayout()
+        self.use_selected_check = QCheckBox("Use the selected features of")
+        self.mask_layer_combo = QgsMapLayerComboBox()
+        self.mask_layer_combo.setFilters(layer_filter("PolygonLayer"))
+        row.addWidget(self.use_selected_check)
+        row.addWidget(self.mask_layer_combo, 1)
+        mask_layout.addLayout(row)
+        form = QFormLayout()
+        self.dilate_spin = self._spin(0, 256, DEFAULT_DILATE, " px")
+        self.dilate_spin.setToolTip("source pixels the mask grows by")
+        self.feather_spin = self._spin(0, 256, DEFAULT_FEATHER, " px")
+        self.feather_spin.setToolTip("width of the soft edge, inside the grown mask")
+        self.fill_nodata_check = QCheckBox("also generate into nodata / transparent pixels")
+        form.addRow("Grow by", self.dilate_spin)
+        form.addRow("Feather", self.feather_spin)
+        form.addRow(self.fill_nodata_check)
+        mask_layout.addLayout(form)
+        layout.addWidget(mask_box)
+
+        prompt_box = QGroupBox("Prompt")
+        prompt_form = QFormLayout(prompt_box)
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("e.g. a park with trees and paths")
+        self.prompt_edit.setFixedHeight(50)
+        self.negative_edit = QLineEdit()
+        self.negative_edit.setPlaceholderText("what to avoid")
+        self.seed_spin = self._spin(0, MAX_SEED, random.randint(0, MAX_SEED))
+        dice = QPushButton("Random")
+        dice.clicked.connect(lambda: self.seed_spin.setValue(random.randint(0, MAX_SEED)))
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed_spin, 1)
+        seed_row.addWidget(dice)
+        self.steps_spin = self._spin(1, 1000, 50)
+        self.level_spin = self._spin(AUTO_LEVEL, scale.MAX_LEVEL, AUTO_LEVEL)
+        self.level_spin.setSpecialValueText("auto (from the raster's resolution)")
+        self.guidance_spin = QDoubleSpinBox()
+        self.guidance_spin.setRange(0.0, 50.0)
+        self.guidance_spin.setSingleStep(0.5)
+        self.guidance_spin.setValue(EDIT_GUIDANCE)
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText("default (lcybuaa/Text2Earth-inpainting)")
+        prompt_form.addRow(self.prompt_edit)
+        prompt_form.addRow("Negative", self.negative_edit)
+        prompt_form.addRow("Seed", seed_row)
+        prompt_form.addRow("Steps", self.steps_spin)
+        prompt_form.addRow("Level", self.level_spin)
+        prompt_form.addRow("Guidance", self.guidance_spin)
+        prompt_form.addRow("Inpainting model", self.model_edit)
+        layout.addWidget(prompt_box)
+
+        run_row = QHBoxLayout()
+        self.run_button = QPushButton("Edit raster")
+        self.run_button.clicked.connect(self.run_edit)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        run_row.addWidget(self.run_button)
+        run_row.addWidget(self.cancel_button)
+        layout.addLayout(run_row)
+
+        extend_box = QGroupBox("Extend beyond an edge")
+        extend_layout = QHBoxLayout(extend_box)
+        self.distance_spin = QDoubleSpinBox()
+        self.distance_spin.setRange(0.0, 100000.0)
+        self.distance_spin.setDecimals(1)
+        self.distance_spin.setValue(500.0)
+        self.distance_spin.setSuffix(" m")
+        extend_layout.addWidget(self.distance_spin)
+        self.extend_buttons: dict[str, QPushButton] = {}
+        for side in SIDES:
+            button = QPushButton(side.capitalize())
+            button.setToolTip(f"extend the raster by the distance to the {side}"
+                              if side != "all" else "extend the raster on every side")
+            button.clicked.connect(lambda _=False, s=side: self.run_extend(s))
+            extend_layout.addWidget(button)
+            self.extend_buttons[side] = button
+        layout.addWidget(extend_box)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.preview_label = QLabel()
+        self.preview_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview_label.setMinimumHeight(128)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.preview_label)
+        layout.addStretch(1)
+
+    @staticmethod
+    def _spin(low: int, high: int, value: int, suffix: str = "") -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(low, high)
+        spin.setValue(value)
+        spin.setSuffix(suffix)
+        return spin
+
+    # ----- the mask ------------------------------------------------------------------------
+
+    def toggle_sketch(self, on: bool) -> None:
+        if on:
+            self.canvas.setMapTool(self.sketch)
+        elif self.canvas.mapTool() is self.sketch:
+            self.canvas.unsetMapTool(self.sketch)
+
+    def _sketch_deactivated(self) -> None:
+        # Another map tool took over: show it, without unsetting the tool a second time.
+        self.draw_button.blockSignals(True)
+        self.draw_button.setChecked(False)
+        self.draw_button.blockSignals(False)
+
+    def _show_mask_count(self) -> None:
+        count = len(self.sketch.polygons)
+        self.mask_label.setText(f"{count} polygon{'s' if count != 1 else ''} drawn")
+
+    def mask_geometries(self, crs: QgsCoordinateReferenceSystem) -> list[dict]:
+        """The mask polygons as GeoJSON geometries in ``crs`` (the raster's)."""
+        if self.use_selected_check.isChecked():
+            layer = self.mask_layer_combo.currentLayer()
+            if layer is None:
+                raise ValueError("choose the polygon layer whose selected features to use")
+            features = layer.selectedFeatures()
+            if not features:
+                raise ValueError(f"no features of {layer.name()!r} are selected: select the "
+                                 "polygons to regenerate, or draw them")
+            pairs = [(QgsGeometry(f.geometry()), layer.crs()) for f in features]
+        else:
+            pairs = self.sketch.geometries()
+        geometries = []
+        for geometry, source_crs in pairs:
+            if geometry.isNull():
+                continue
+            if source_crs != crs:
+                geometry.transform(QgsCoordinateTransform(source_crs, crs,
+                                                          QgsProject.instance()))
+            geometries.append(json.loads(geometry.asJson()))
+        return geometries
+
+    # ----- the jobs ------------------------------------------------------------------------
+
+    def _source(self):
+        layer = self.raster_combo.currentLayer()
+        path = raster_file(layer.providerType() if layer else None,
+                           layer.source() if layer else None)
+        return layer, path
+
+    def _options(self) -> dict:
+        level = self.level_spin.value()
+        return {
+            "prompt": self.prompt_edit.toPlainText(),
+            "negative_prompt": self.negative_edit.text(),
+            "level": None if level == AUTO_LEVEL else level,
+            "seed": self.seed_spin.value(),
+            "steps": self.steps_spin.value(),
+            "guidance": self.guidance_spin.value(),
+            "model": self.model_edit.text().strip() or None,
+        }
+
+    def _destination(self, name: str) -> Path:
+        folder = self.dock.output_folder()
+        return folder / unused_name(name, lambda n: (folder / n).exists())
+
+    def build_edit(self) -> tuple[dict, Path]:
+        """(job, destination); ValueError with the user's message for a bad input."""
+        layer, path = self._source()
+        job = build_edit_job(
+            path, self.mask_geometries(layer.crs()), crs_for_engine(layer.crs()),
+            dilate=self.dilate_spin.value(), feather=self.feather_spin.value(),
+            fill_nodata=self.fill_nodata_check.isChecked(), **self._options())
+        return job, self._destination(edit_output_name(path, job["prompt"], job["seed"]))
+
+    def build_extend(self, side: str) -> tuple[dict, Path]:
+        _, path = self._source()
+        by = self.distance_spin.value()
+        job = build_extend_job(path, by, side, **self._options())
+        return job, self._destination(
+            extend_output_name(path, side, by, job["prompt"], job["seed"]))
+
+    def run_edit(self) -> None:
+        self._start(self.build_edit)
+
+    def run_extend(self, side: str) -> None:
+        self._start(lambda: self.build_extend(side))
+
+    def _start(self, build) -> None:
+        if self.task is not None:
+            return
+        try:
+            job, destination = build()
+        except ValueError as exc:
+            self.dock.show_message(str(exc), warning=True)
+            return
+        self.source_layer = self.raster_combo.currentLayer()
+        self.task = GenerateTask(self.dock.manager, job, str(destination))
+        self.task.progressed.connect(self.show_progress)
+        self.task.previewed.connect(self.show_preview)
+        self.task.completed.connect(self.finished)
+        self._set_running(True)
+        self.progress.setValue(0)
+        self.status_label.setText("sending the job to the engine…")
+        self.last_preview = b""
+        QgsApplication.taskManager().addTask(self.task)
+
+    def _set_running(self, running: bool) -> None:
+        for button in (self.run_button, *self.extend_buttons.values()):
+            button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.status_label.setText("cancelling…")
+            self.task.cancel()
+
+    def show_progress(self, status: dict) -> None:
+        self.status_label.setText(status_text(status))
+        self.progress.setValue(int(progress_percent(status)))
+
+    def show_preview(self, png: bytes) -> None:
+        self.last_preview = bytes(png)
+        pixmap = QPixmap()
+        if pixmap.loadFromData(self.last_preview, "PNG"):
+            self.preview_label.setPixmap(pixmap.scaledToWidth(
+                min(256, max(128, self.preview_label.width())),
+                Qt.TransformationMode.SmoothTransformation))
+
+    def finished(self, ok: bool) -> None:
+        task, self.task = self.task, None
+        self._set_running(False)
+        if task is None:
+            return
+        if ok and task.result and task.path:
+            layer = add_edited_layer(task.path, self.source_layer, task.job, task.result)
+            if layer is None:
+                self.dock.show_message(f"the engine wrote {task.path}, but QGIS cannot open "
+                                       "it", warning=True)
+                return
+            self.progress.setValue(100)
+            self.status_label.setText(f"done: {task.path}")
+            self.dock.add_history(task.job, {**task.result, "path": task.path},
+                                  self.last_preview)
+            self.layer_added.emit(layer)
+            return
+        self.progress.setValue(0)
+        if task.was_cancelled:
+            self.status_label.setText("cancelled: nothing was written")
+            return
+        self.status_label.setText(f"failed: {task.error}")
+        self.dock.show_message(task.error or "the edit failed", warning=True)
+
+    # ----- reuse ---------------------------------------------------------------------------
+
+    def load_job(self, job: dict) -> None:
+        """Fill the tab from an edit or extend job (history, or the layer's action)."""
+        self.prompt_edit.setPlainText(job.get("prompt", ""))
+        self.negative_edit.setText(job.get("negative_prompt") or "")
+        if job.get("seed") is not None:
+            self.seed_spin.setValue(int(job["seed"]) % (MAX_SEED + 1))
+        self.steps_spin.setValue(int(job.get("steps", 50)))
+        self.guidance_spin.setValue(float(job.get("guidance", EDIT_GUIDANCE)))
+        self.level_spin.setValue(AUTO_LEVEL if job.get("level") is None else int(job["level"]))
+        self.model_edit.setText(job.get("model") or "")
+        self.dilate_spin.setValue(int(job.get("dilate", DEFAULT_DILATE)))
+        self.feather_spin.setValue(int(job.get("feather", DEFAULT_FEATHER)))
+        self.fill_nodata_check.setChecked(bool(job.get("fill_nodata", False)))
+        if job.get("by") is not None:
+            self.distance_spin.setValue(float(job["by"]))
+        for layer in QgsProject.instance().mapLayers().values():
+            if layer.source().split("|")[0] == job.get("raster"):
+                self.raster_combo.setLayer(layer)
+                break
+
+    def cleanup(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.canvas.mapTool() is self.sketch:
+            self.canvas.unsetMapTool(self.sketch)
+        self.sketch.cleanup()
