@@ -15,21 +15,10 @@ import os
 import shutil
 import sys
 import time
-import traceback
 from pathlib import Path
 from unittest import mock
 
-sys.modules.setdefault("mock", mock)  # qgis.testing.mocked imports the old 'mock' package
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from qgis.testing import start_app  # noqa: E402
-from qgis.testing.mocked import get_iface  # noqa: E402
-
-app = start_app()
-iface = get_iface()
-
-from qgis.core import (  # noqa: E402
+from qgis.core import (
     QgsContrastEnhancement,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
@@ -37,63 +26,32 @@ from qgis.core import (  # noqa: E402
     QgsGeometry,
     QgsMultiBandColorRenderer,
     QgsPointXY,
+    QgsProcessingFeatureSourceDefinition,
+    QgsProcessingFeedback,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.gui import QgsMessageBar  # noqa: E402
-from qgis.PyQt.QtCore import QPoint, Qt  # noqa: E402
-from qgis.PyQt.QtTest import QTest  # noqa: E402
+from qgis.PyQt.QtCore import QPoint, Qt
+from qgis.PyQt.QtTest import QTest
+from qgis_harness import (
+    app,
+    iface,
+    phase,
+    pump,
+    report,
+    show_main_window,
+    slot_errors,
+    use_local_engine,
+)
 
-import text2earth_qgis  # noqa: E402
+import text2earth_qgis
 
 RASTER = os.environ["T2E_RASTER"]
 WORK = Path(os.environ["T2E_WORK"])
 PHASES = os.environ.get("T2E_PHASES", "ui").split(",")
 OUT = WORK / "out"
 MERCATOR = QgsCoordinateReferenceSystem("EPSG:3857")
-WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
-
-report: dict = {}
-slot_errors: list[str] = []
-
-
-def excepthook(kind, value, tb):  # exceptions raised inside Qt slots land here
-    slot_errors.append("".join(traceback.format_exception(kind, value, tb)))
-
-
-sys.excepthook = excepthook
-
-
-def phase(name):
-    def wrap(fn):
-        def run(*args, **kwargs):
-            section = report.setdefault(name, {})
-            try:
-                fn(section, *args, **kwargs)
-            except Exception:  # noqa: BLE001 - reported to the test, which fails on it
-                section["error"] = traceback.format_exc()
-        return run
-    return wrap
-
-
-def pump(seconds=0.0):
-    end = time.monotonic() + seconds
-    while True:
-        app.processEvents()
-        if time.monotonic() >= end:
-            return
-        time.sleep(0.01)
-
-
-def wait_for(condition, timeout=90.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        app.processEvents()
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def messages():
@@ -109,24 +67,9 @@ def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-window = iface.mainWindow()
-canvas = iface.mapCanvas()
-window.setCentralWidget(canvas)
-canvas.setFixedSize(800, 600)
-iface.addDockWidget.side_effect = window.addDockWidget
-iface.removeDockWidget.side_effect = window.removeDockWidget
-iface.messageBar.return_value = QgsMessageBar()
-window.show()
-pump(0.2)
-
+window, canvas = show_main_window()
 plugin = text2earth_qgis.classFactory(iface)
-settings = plugin.manager.settings
-settings.python = sys.executable
-settings.model = os.environ.get("T2E_MODEL")
-settings.device = "cpu"
-settings.token_file = str(WORK / "token")
-settings.staging_dir = str(WORK / "staging")
-settings.url = None
+use_local_engine(plugin.manager.settings, WORK, os.environ.get("T2E_MODEL"))
 plugin.initGui()
 dock = plugin.ensure_dock()
 panel = dock.edit_panel
@@ -213,6 +156,44 @@ def rings(job):
     return job["mask"]["coordinates"] if job else None
 
 
+LONLAT_RINGS = [
+    [(-77.8, 24.2), (-77.6, 24.2), (-77.6, 24.35), (-77.8, 24.35)],
+    [(-77.5, 24.5), (-77.4, 24.5), (-77.45, 24.6)],
+]
+
+
+def lonlat_polygons(name, rings=LONLAT_RINGS):
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326", name, "memory")
+    features = []
+    for ring in rings:
+        feature = QgsFeature()
+        feature.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(*p) for p in ring]]))
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    project.addMapLayer(layer)
+    return layer
+
+
+class ErrorFeedback(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.errors = []
+
+    def reportError(self, error, fatalError=False):  # noqa: N802, N803 - QGIS's names
+        self.errors.append(error)
+
+
+def run_edit_algorithm(params):
+    """(result or None, the errors the algorithm reported)."""
+    import processing
+
+    feedback = ErrorFeedback()
+    try:
+        return processing.run("text2earth:editraster", params, feedback=feedback), []
+    except Exception as exc:  # noqa: BLE001 - Processing's 'there were errors', or ours
+        return None, [*feedback.errors, str(exc)]
+
+
 class FakeTask:
     """What GenerateTask holds after a successful job, for the layer part without an engine."""
 
@@ -263,18 +244,7 @@ def ui(section):
     section["band_polygons"] = panel.sketch.done_band.size()
 
     # Selected features of a polygon layer in another CRS (lon/lat) instead of the drawing.
-    polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "fields", "memory")
-    rings_ll = [
-        [(-77.8, 24.2), (-77.6, 24.2), (-77.6, 24.35), (-77.8, 24.35)],
-        [(-77.5, 24.5), (-77.4, 24.5), (-77.45, 24.6)],
-    ]
-    features = []
-    for ring in rings_ll:
-        feature = QgsFeature()
-        feature.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(*p) for p in ring]]))
-        features.append(feature)
-    polygons.dataProvider().addFeatures(features)
-    project.addMapLayer(polygons)
+    polygons = lonlat_polygons("fields")
     panel.use_selected_check.setChecked(True)
     panel.mask_layer_combo.setLayer(polygons)
     before = clear_messages()
@@ -282,7 +252,7 @@ def ui(section):
     section["no_selection_messages"] = messages()[before:]
     polygons.selectByIds([f.id() for f in polygons.getFeatures()][:1])
     section["selected_job"] = panel.build_edit()[0]
-    section["selected_lonlat"] = [list(p) for p in rings_ll[0]]
+    section["selected_lonlat"] = [list(p) for p in LONLAT_RINGS[0]]
     panel.use_selected_check.setChecked(False)
 
     # Extend: the body, the buttons' wiring, and a distance of 0.
@@ -357,6 +327,45 @@ def ui(section):
     dock.draw_button.setChecked(False)
 
 
+@phase("processing")
+def processing_phase(section):
+    """The 'Edit raster' algorithm builds the same job (the engine call is recorded)."""
+    from processing.core.Processing import Processing
+
+    from text2earth_qgis.processing import edit_algorithm
+
+    Processing.initialize()
+    source = QgsRasterLayer(RASTER, "processing source", "gdal")
+    project.addMapLayer(source)
+    mask = lonlat_polygons("mask for processing")
+    mask.selectByIds([f.id() for f in mask.getFeatures()][1:])
+    sent = []
+
+    def record(manager, job, destination, feedback):
+        sent.append({"job": job, "destination": destination})
+        return destination
+
+    out = str(WORK / "processing.tif")
+    params = {"INPUT": source, "PROMPT": "a lake", "SEED": 3, "STEPS": 2, "DILATE": 4,
+              "LEVEL": 3, "OUTPUT": out,
+              "MASK": QgsProcessingFeatureSourceDefinition(mask.id(), True)}
+    with mock.patch.object(edit_algorithm, "run_on_engine", record):
+        result, _ = run_edit_algorithm(params)
+        section["result"] = result
+        section["sent"] = sent
+        section["selected_lonlat"] = [list(p) for p in LONLAT_RINGS[1]]
+        xyz = QgsRasterLayer("type=xyz&url=http://127.0.0.1:9/%7Bz%7D/%7Bx%7D/%7By%7D.png",
+                             "tiles for processing", "wms")
+        project.addMapLayer(xyz)
+        section["xyz_errors"] = run_edit_algorithm({**params, "INPUT": xyz})[1]
+        empty = QgsVectorLayer("Polygon?crs=EPSG:4326", "empty", "memory")
+        project.addMapLayer(empty)
+        section["empty_errors"] = run_edit_algorithm({**params, "MASK": empty})[1]
+        section["png_errors"] = run_edit_algorithm(
+            {**params, "OUTPUT": str(WORK / "x.png")})[1]
+    section["sent_count"] = len(sent)
+
+
 @phase("e2e")
 def e2e(section):
     source = styled_source("ortho to edit")
@@ -407,7 +416,7 @@ def run_and_observe(source, button, timeout=240.0):
 
 
 for name in PHASES:
-    {"ui": ui, "e2e": e2e}[name]()
+    {"ui": ui, "processing": processing_phase, "e2e": e2e}[name]()
 plugin.unload()
 report["slot_errors"] = slot_errors
 report["heavy"] = sorted(m for m in ("rasterio", "torch", "pyproj") if m in sys.modules)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from text2earth_qgis.core.edit_spec import (
+    EditOptions,
     build_edit_job,
     build_extend_job,
     edit_output_name,
@@ -17,6 +18,7 @@ from text2earth_qgis.core.edit_spec import (
 )
 
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
+PARK = EditOptions("a park")
 TRIANGLE = {"type": "Polygon", "coordinates": [[[20, 0], [30, 0], [25, 5], [20, 0]]]}
 # Every field of the engine's EditJob/ExtendJob; the plugin sends nothing else (extra="forbid").
 EDIT_FIELDS = {"type", "raster", "mask", "mask_crs", "prompt", "negative_prompt", "level",
@@ -35,9 +37,9 @@ def tif(tmp_path):
 
 
 def test_edit_job_body_matches_the_contract(tif):
-    job = build_edit_job(tif, [SQUARE, TRIANGLE], "EPSG:32632", "  a park with trees ",
-                         negative_prompt="", level=None, seed=7, steps=20, dilate=3,
-                         feather=0, fill_nodata=True, model="/m/inpaint")
+    job = build_edit_job(tif, [SQUARE, TRIANGLE], "EPSG:32632", EditOptions(
+        "  a park with trees ", negative_prompt="", level=None, seed=7, steps=20,
+        model="/m/inpaint"), dilate=3, feather=0, fill_nodata=True)
     assert job == {
         "type": "edit", "raster": tif, "prompt": "a park with trees", "negative_prompt": None,
         "level": None, "seed": 7, "steps": 20, "guidance": 3.5, "scheduler": "euler",
@@ -53,7 +55,7 @@ def test_edit_job_body_matches_the_contract(tif):
 
 
 def test_edit_defaults_are_the_engines(tif):
-    job = build_edit_job(tif, [SQUARE], "EPSG:3857", "a lake", level=16)
+    job = build_edit_job(tif, [SQUARE], "EPSG:3857", EditOptions("a lake", level=16))
     assert (job["dilate"], job["feather"], job["fill_nodata"]) == (2, 6, False)
     assert job["guidance"] == 3.5 and job["level"] == 16 and "model" not in job
 
@@ -66,7 +68,8 @@ def test_multipolygons_are_merged_into_one_mask():
 
 
 def test_extend_job_body_matches_the_contract(tif):
-    job = build_extend_job(tif, 500, "east", "farmland", seed=3, steps=4, level=17)
+    job = build_extend_job(tif, 500, "east", EditOptions("farmland", seed=3, steps=4,
+                                                         level=17))
     assert job == {
         "type": "extend", "raster": tif, "by": 500.0, "side": "east", "prompt": "farmland",
         "negative_prompt": None, "level": 17, "seed": 3, "steps": 4, "guidance": 3.5,
@@ -77,19 +80,19 @@ def test_extend_job_body_matches_the_contract(tif):
 
 @pytest.mark.parametrize("side", ["north", "south", "east", "west", "all"])
 def test_every_side_is_accepted(tif, side):
-    assert build_extend_job(tif, 1.5, side, "sea")["side"] == side
+    assert build_extend_job(tif, 1.5, side, EditOptions("sea"))["side"] == side
 
 
 @pytest.mark.parametrize("by", [0, -10.0, float("nan")])
 def test_distance_must_be_positive(tif, by):
     with pytest.raises(ValueError, match="more than 0 m"):
-        build_extend_job(tif, by, "east", "sea")
+        build_extend_job(tif, by, "east", EditOptions("sea"))
 
 
 @pytest.mark.parametrize("side", ["up", "East", "", "northeast"])
 def test_side_must_be_one_of_five(tif, side):
     with pytest.raises(ValueError, match="not one of north, south, east, west, all"):
-        build_extend_job(tif, 100, side, "sea")
+        build_extend_job(tif, 100, side, EditOptions("sea"))
 
 
 def test_no_raster_layer():
@@ -122,27 +125,27 @@ def test_a_local_file_is_its_path_without_options(tif):
 def test_no_polygons_drawn_and_no_selected_features(tif):
     with pytest.raises(ValueError, match="no mask: draw polygons on the map, or select "
                        "features of a polygon layer"):
-        build_edit_job(tif, [], "EPSG:32632", "a park")
+        build_edit_job(tif, [], "EPSG:32632", PARK)
     degenerate = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0]]]}
     with pytest.raises(ValueError, match="no mask"):
-        build_edit_job(tif, [degenerate], "EPSG:32632", "a park")
+        build_edit_job(tif, [degenerate], "EPSG:32632", PARK)
 
 
 def test_lines_and_points_are_not_a_mask(tif):
     line = {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}
     with pytest.raises(ValueError, match="must be polygons, not LineString"):
-        build_edit_job(tif, [SQUARE, line], "EPSG:32632", "a park")
+        build_edit_job(tif, [SQUARE, line], "EPSG:32632", PARK)
 
 
 def test_empty_prompt_and_unknown_crs_and_negative_pixels(tif):
     with pytest.raises(ValueError, match="type a prompt"):
-        build_edit_job(tif, [SQUARE], "EPSG:32632", "   ")
+        build_edit_job(tif, [SQUARE], "EPSG:32632", EditOptions("   "))
     with pytest.raises(ValueError, match="type a prompt"):
-        build_extend_job(tif, 10, "all", "")
+        build_extend_job(tif, 10, "all", EditOptions(""))
     with pytest.raises(ValueError, match="CRS is unknown"):
-        build_edit_job(tif, [SQUARE], "", "a park")
+        build_edit_job(tif, [SQUARE], "", PARK)
     with pytest.raises(ValueError, match="0 or more"):
-        build_edit_job(tif, [SQUARE], "EPSG:32632", "a park", dilate=-1)
+        build_edit_job(tif, [SQUARE], "EPSG:32632", PARK, dilate=-1)
 
 
 def test_output_names():

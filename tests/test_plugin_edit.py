@@ -42,10 +42,20 @@ def run_probe(work: Path, phases: str, **env) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    report = run_probe(tmp_path_factory.mktemp("edit-ui"), "ui")
-    assert "error" not in report["ui"], report["ui"]["error"]
-    return report["ui"]
+def ui_report(tmp_path_factory):
+    return run_probe(tmp_path_factory.mktemp("edit-ui"), "ui,processing")
+
+
+@pytest.fixture
+def ui(ui_report):
+    assert "error" not in ui_report["ui"], ui_report["ui"]["error"]
+    return ui_report["ui"]
+
+
+@pytest.fixture
+def proc(ui_report):
+    assert "error" not in ui_report["processing"], ui_report["processing"]["error"]
+    return ui_report["processing"]
 
 
 def to_raster_crs(points, source="EPSG:3857"):
@@ -164,6 +174,27 @@ def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
             for dx in range(3):
                 out |= padded[dy:dy + mask.shape[0], dx:dx + mask.shape[1]]
     return out
+
+
+# ----- the Processing algorithm -------------------------------------------------------------
+
+def test_processing_algorithm_sends_the_selected_features_in_the_rasters_crs(proc):
+    (sent,) = [s for s in proc["sent"] if s["destination"].endswith("processing.tif")]
+    assert proc["result"] == {"OUTPUT": sent["destination"]}
+    job = sent["job"]
+    assert job["type"] == "edit" and job["raster"] == str(RASTER)
+    assert job["mask_crs"] == "EPSG:32618" and job["level"] == 12  # choice 3: auto, 10, 11, 12
+    assert (job["prompt"], job["seed"], job["steps"], job["dilate"]) == ("a lake", 3, 2, 4)
+    assert (job["feather"], job["fill_nodata"], job["guidance"]) == (6, False, 3.5)
+    (polygon,) = job["mask"]["coordinates"]  # the selected one only
+    assert_ring(polygon[0], to_raster_crs(proc["selected_lonlat"], "EPSG:4326"), 0.01)
+
+
+def test_processing_algorithm_refuses_bad_inputs_before_the_engine(proc):
+    assert proc["sent_count"] == 1
+    assert any("export it to GeoTIFF first" in e for e in proc["xyz_errors"]), proc["xyz_errors"]
+    assert any(e.startswith("no mask: ") for e in proc["empty_errors"]), proc["empty_errors"]
+    assert any("must be a GeoTIFF" in e for e in proc["png_errors"]), proc["png_errors"]
 
 
 # ----- end to end through the local service ----------------------------------------------

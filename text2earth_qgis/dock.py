@@ -25,7 +25,7 @@ from qgis.gui import (
     QgsMapToolExtent,
     QgsRubberBand,
 )
-from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
+from qgis.PyQt.QtCore import QSize, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -39,7 +39,6 @@ from qgis.PyQt.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QTabWidget,
@@ -63,10 +62,10 @@ from .core.job_spec import (
     output_size,
     window_count,
 )
-from .core.run_job import progress_percent, status_text
 from .edit_panel import EDIT_TYPES, EditPanel
 from .layers import add_result_layer
 from .qgis_compat import crs_for_engine, polygon_geometry_type
+from .run_view import RunView
 from .tasks import EngineTask, GenerateTask
 
 SETTINGS = "text2earth/"
@@ -103,7 +102,6 @@ class Text2EarthDock(QgsDockWidget):
         self.task: GenerateTask | None = None
         self.engine_task: EngineTask | None = None
         self.history: list[history_store.HistoryEntry] = []
-        self.last_preview = b""
         self.tool = QgsMapToolExtent(self.canvas)
         self.tool.extentChanged.connect(self.set_extent_from_tool)
         self.band = QgsRubberBand(self.canvas, polygon_geometry_type())
@@ -271,16 +269,10 @@ class Text2EarthDock(QgsDockWidget):
         run_row.addWidget(self.generate_button)
         run_row.addWidget(self.cancel_button)
         layout.addLayout(run_row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        self.preview_label = QLabel()
-        self.preview_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview_label.setMinimumHeight(128)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.preview_label)
+        self.run_view = RunView()
+        self.progress = self.run_view.progress
+        self.status_label = self.run_view.status_label
+        layout.addWidget(self.run_view)
 
         history_box = QGroupBox("History (this project)")
         history_layout = QVBoxLayout(history_box)
@@ -464,32 +456,16 @@ class Text2EarthDock(QgsDockWidget):
             return
         self._remember_settings()
         self.task = GenerateTask(self.manager, job, str(destination))
-        self.task.progressed.connect(self.show_progress)
-        self.task.previewed.connect(self.show_preview)
+        self.run_view.follow(self.task)
         self.task.completed.connect(self.generation_finished)
         self.generate_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.progress.setValue(0)
-        self.status_label.setText("sending the job to the engine…")
-        self.last_preview = b""
         QgsApplication.taskManager().addTask(self.task)
 
     def cancel(self) -> None:
         if self.task is not None:
-            self.status_label.setText("cancelling…")
+            self.run_view.cancelling()
             self.task.cancel()
-
-    def show_progress(self, status: dict) -> None:
-        self.status_label.setText(status_text(status))
-        self.progress.setValue(int(progress_percent(status)))
-
-    def show_preview(self, png: bytes) -> None:
-        self.last_preview = bytes(png)
-        pixmap = QPixmap()
-        if pixmap.loadFromData(self.last_preview, "PNG"):
-            self.preview_label.setPixmap(pixmap.scaledToWidth(
-                min(256, max(128, self.preview_label.width())),
-                Qt.TransformationMode.SmoothTransformation))
 
     def generation_finished(self, ok: bool) -> None:
         task, self.task = self.task, None
@@ -498,23 +474,12 @@ class Text2EarthDock(QgsDockWidget):
         self.show_engine_state()
         if task is None:
             return
-        if ok and task.result and task.path:
-            layer = add_result_layer(task.path, task.job, task.result)
-            if layer is None:
-                self.show_message(f"the engine wrote {task.path}, but QGIS cannot open it",
-                                  warning=True)
-                return
-            self.progress.setValue(100)
-            self.status_label.setText(f"done: {task.path}")
+        layer = self.run_view.ended(
+            task, ok, lambda t: add_result_layer(t.path, t.job, t.result),
+            lambda text: self.show_message(text, warning=True), "the generation failed")
+        if layer is not None:
             self.add_history(task.job, {**task.result, "path": task.path})
             self.layer_added.emit(layer)
-            return
-        self.progress.setValue(0)
-        if task.was_cancelled:
-            self.status_label.setText("cancelled: nothing was written")
-            return
-        self.status_label.setText(f"failed: {task.error}")
-        self.show_message(task.error or "the generation failed", warning=True)
 
     # ----- settings, reuse, history ------------------------------------------------------
 
@@ -561,7 +526,7 @@ class Text2EarthDock(QgsDockWidget):
                 self.set_extent(QgsRectangle(*bbox), target)
 
     def add_history(self, job: dict, result: dict, preview: bytes | None = None) -> None:
-        preview = self.last_preview if preview is None else preview
+        preview = self.run_view.last_preview if preview is None else preview
         thumb = base64.b64encode(preview).decode() if preview else ""
         self.history.append(history_store.new_entry(job, result, thumb))
         QgsProject.instance().writeEntry(HISTORY_SCOPE, HISTORY_KEY,

@@ -16,8 +16,7 @@ from qgis.core import (
     QgsProject,
 )
 from qgis.gui import QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtGui import QPixmap
+from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -27,7 +26,6 @@ from qgis.PyQt.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -40,6 +38,7 @@ from .core.edit_spec import (
     DEFAULT_FEATHER,
     EDIT_GUIDANCE,
     SIDES,
+    EditOptions,
     build_edit_job,
     build_extend_job,
     edit_output_name,
@@ -47,9 +46,9 @@ from .core.edit_spec import (
     raster_file,
     unused_name,
 )
-from .core.run_job import progress_percent, status_text
 from .layers import add_edited_layer
 from .qgis_compat import crs_for_engine, layer_filter
+from .run_view import RunView
 from .sketch_tool import PolygonSketchTool
 from .tasks import GenerateTask
 
@@ -69,7 +68,6 @@ class EditPanel(QWidget):
         self.canvas = dock.canvas
         self.task: GenerateTask | None = None
         self.source_layer = None
-        self.last_preview = b""
         self.sketch = PolygonSketchTool(self.canvas)
         self.sketch.changed.connect(self._show_mask_count)
         self.sketch.deactivated.connect(self._sketch_deactivated)
@@ -181,16 +179,9 @@ class EditPanel(QWidget):
             self.extend_buttons[side] = button
         layout.addWidget(extend_box)
 
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        self.preview_label = QLabel()
-        self.preview_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview_label.setMinimumHeight(128)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.preview_label)
+        self.run_view = RunView()
+        self.status_label = self.run_view.status_label
+        layout.addWidget(self.run_view)
         layout.addStretch(1)
 
     @staticmethod
@@ -250,17 +241,17 @@ class EditPanel(QWidget):
                            layer.source() if layer else None)
         return layer, path
 
-    def _options(self) -> dict:
+    def _options(self) -> EditOptions:
         level = self.level_spin.value()
-        return {
-            "prompt": self.prompt_edit.toPlainText(),
-            "negative_prompt": self.negative_edit.text(),
-            "level": None if level == AUTO_LEVEL else level,
-            "seed": self.seed_spin.value(),
-            "steps": self.steps_spin.value(),
-            "guidance": self.guidance_spin.value(),
-            "model": self.model_edit.text().strip() or None,
-        }
+        return EditOptions(
+            prompt=self.prompt_edit.toPlainText(),
+            negative_prompt=self.negative_edit.text(),
+            level=None if level == AUTO_LEVEL else level,
+            seed=self.seed_spin.value(),
+            steps=self.steps_spin.value(),
+            guidance=self.guidance_spin.value(),
+            model=self.model_edit.text().strip() or None,
+        )
 
     def _destination(self, name: str) -> Path:
         folder = self.dock.output_folder()
@@ -271,14 +262,14 @@ class EditPanel(QWidget):
         layer, path = self._source()
         job = build_edit_job(
             path, self.mask_geometries(layer.crs()), crs_for_engine(layer.crs()),
-            dilate=self.dilate_spin.value(), feather=self.feather_spin.value(),
-            fill_nodata=self.fill_nodata_check.isChecked(), **self._options())
+            self._options(), dilate=self.dilate_spin.value(),
+            feather=self.feather_spin.value(), fill_nodata=self.fill_nodata_check.isChecked())
         return job, self._destination(edit_output_name(path, job["prompt"], job["seed"]))
 
     def build_extend(self, side: str) -> tuple[dict, Path]:
         _, path = self._source()
         by = self.distance_spin.value()
-        job = build_extend_job(path, by, side, **self._options())
+        job = build_extend_job(path, by, side, self._options())
         return job, self._destination(
             extend_output_name(path, side, by, job["prompt"], job["seed"]))
 
@@ -298,13 +289,9 @@ class EditPanel(QWidget):
             return
         self.source_layer = self.raster_combo.currentLayer()
         self.task = GenerateTask(self.dock.manager, job, str(destination))
-        self.task.progressed.connect(self.show_progress)
-        self.task.previewed.connect(self.show_preview)
+        self.run_view.follow(self.task)
         self.task.completed.connect(self.finished)
         self._set_running(True)
-        self.progress.setValue(0)
-        self.status_label.setText("sending the job to the engine…")
-        self.last_preview = b""
         QgsApplication.taskManager().addTask(self.task)
 
     def _set_running(self, running: bool) -> None:
@@ -314,44 +301,21 @@ class EditPanel(QWidget):
 
     def cancel(self) -> None:
         if self.task is not None:
-            self.status_label.setText("cancelling…")
+            self.run_view.cancelling()
             self.task.cancel()
-
-    def show_progress(self, status: dict) -> None:
-        self.status_label.setText(status_text(status))
-        self.progress.setValue(int(progress_percent(status)))
-
-    def show_preview(self, png: bytes) -> None:
-        self.last_preview = bytes(png)
-        pixmap = QPixmap()
-        if pixmap.loadFromData(self.last_preview, "PNG"):
-            self.preview_label.setPixmap(pixmap.scaledToWidth(
-                min(256, max(128, self.preview_label.width())),
-                Qt.TransformationMode.SmoothTransformation))
 
     def finished(self, ok: bool) -> None:
         task, self.task = self.task, None
         self._set_running(False)
         if task is None:
             return
-        if ok and task.result and task.path:
-            layer = add_edited_layer(task.path, self.source_layer, task.job, task.result)
-            if layer is None:
-                self.dock.show_message(f"the engine wrote {task.path}, but QGIS cannot open "
-                                       "it", warning=True)
-                return
-            self.progress.setValue(100)
-            self.status_label.setText(f"done: {task.path}")
+        layer = self.run_view.ended(
+            task, ok, lambda t: add_edited_layer(t.path, self.source_layer, t.job, t.result),
+            lambda text: self.dock.show_message(text, warning=True), "the edit failed")
+        if layer is not None:
             self.dock.add_history(task.job, {**task.result, "path": task.path},
-                                  self.last_preview)
+                                  self.run_view.last_preview)
             self.layer_added.emit(layer)
-            return
-        self.progress.setValue(0)
-        if task.was_cancelled:
-            self.status_label.setText("cancelled: nothing was written")
-            return
-        self.status_label.setText(f"failed: {task.error}")
-        self.dock.show_message(task.error or "the edit failed", warning=True)
 
     # ----- reuse ---------------------------------------------------------------------------
 

@@ -30,6 +30,12 @@ def layer_filter(kind: str):
                        lambda: getattr(qgis_core.QgsMapLayerProxyModel.Filter, kind))
 
 
+def polygon_source_type():
+    """QgsProcessingParameterFeatureSource's 'polygon layers only'."""
+    return _new_or_old("ProcessingSourceType", "VectorPolygon",
+                       lambda: qgis_core.QgsProcessing.SourceType.TypeVectorPolygon)
+
+
 def number_type(kind: str):
     """'Double' or 'Integer' for QgsProcessingParameterNumber."""
     return _new_or_old("ProcessingNumberParameterType", kind,

@@ -85,18 +85,16 @@ class PolygonSketchTool(QgsMapTool):
         if event.key() == Qt.Key.Key_Escape:
             if self.ring:
                 self.ring.clear()
-                self._last_click = None
-                self._redraw()
-                self.changed.emit()
             else:
-                self.clear()
+                self.polygons.clear()
         elif event.key() in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete) and self.ring:
             self.ring.pop()
-            self._last_click = None
-            self._redraw()
-            self.changed.emit()
         else:
             event.ignore()
+            return
+        self._last_click = None
+        self._redraw()
+        self.changed.emit()
 
     def _close(self) -> None:
         if len(self.ring) >= 3:

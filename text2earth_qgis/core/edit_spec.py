@@ -8,6 +8,7 @@ first, with a sentence the user can act on, before anything is sent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .job_spec import LAYER_PREFIX, layer_name, slug
@@ -55,80 +56,59 @@ def mask_geometry(geometries: list[dict]) -> dict:
     return {"type": "MultiPolygon", "coordinates": polygons}
 
 
-def _common(raster: str, prompt: str, negative_prompt: str, level: int | None,
-            seed: int | None, steps: int, guidance: float, scheduler: str,
-            model: str | None, out: str | None) -> dict:
-    if not prompt.strip():
-        raise ValueError("type a prompt: what should the new pixels show?")
-    job = {
-        "raster": raster,
-        "prompt": prompt.strip(),
-        "negative_prompt": negative_prompt.strip() or None,
-        "level": None if level is None else int(level),
-        "seed": seed,
-        "steps": int(steps),
-        "guidance": float(guidance),
-        "scheduler": scheduler,
-        "out": out,
-    }
-    if model:
-        job["model"] = model
-    return job
+@dataclass(frozen=True)
+class EditOptions:
+    """What edits and extensions share: the prompt and how the model samples."""
+
+    prompt: str
+    negative_prompt: str = ""
+    level: int | None = None  # None: auto, from the raster's ground resolution
+    seed: int | None = None
+    steps: int = 50
+    guidance: float = EDIT_GUIDANCE
+    scheduler: str = "euler"
+    model: str | None = None  # the inpainting model; None: the engine's default
+
+    def job_fields(self) -> dict:
+        if not self.prompt.strip():
+            raise ValueError("type a prompt: what should the new pixels show?")
+        fields = {
+            "prompt": self.prompt.strip(),
+            "negative_prompt": self.negative_prompt.strip() or None,
+            "level": None if self.level is None else int(self.level),
+            "seed": self.seed,
+            "steps": int(self.steps),
+            "guidance": float(self.guidance),
+            "scheduler": self.scheduler,
+        }
+        if self.model:
+            fields["model"] = self.model
+        return fields
 
 
-def build_edit_job(
-    raster: str,
-    geometries: list[dict],
-    mask_crs: str,
-    prompt: str,
-    negative_prompt: str = "",
-    level: int | None = None,
-    seed: int | None = None,
-    steps: int = 50,
-    guidance: float = EDIT_GUIDANCE,
-    scheduler: str = "euler",
-    model: str | None = None,
-    dilate: int = DEFAULT_DILATE,
-    feather: int = DEFAULT_FEATHER,
-    fill_nodata: bool = False,
-    out: str | None = None,
-) -> dict:
+def build_edit_job(raster: str, geometries: list[dict], mask_crs: str, options: EditOptions,
+                   dilate: int = DEFAULT_DILATE, feather: int = DEFAULT_FEATHER,
+                   fill_nodata: bool = False, out: str | None = None) -> dict:
     """The JSON body of an edit job: geometries are GeoJSON in ``mask_crs`` (the raster's)."""
     if not mask_crs:
         raise ValueError("the mask's CRS is unknown: set the layer's CRS first")
     if dilate < 0 or feather < 0:
         raise ValueError("dilation and feathering are pixel counts: 0 or more")
     mask = mask_geometry(geometries)
-    job = {"type": "edit", **_common(raster, prompt, negative_prompt, level, seed, steps,
-                                      guidance, scheduler, model, out)}
-    job.update(mask=mask, mask_crs=mask_crs, dilate=int(dilate), feather=int(feather),
-               fill_nodata=bool(fill_nodata))
-    return job
+    return {"type": "edit", "raster": raster, **options.job_fields(), "out": out,
+            "mask": mask, "mask_crs": mask_crs, "dilate": int(dilate),
+            "feather": int(feather), "fill_nodata": bool(fill_nodata)}
 
 
-def build_extend_job(
-    raster: str,
-    by_m: float,
-    side: str,
-    prompt: str,
-    negative_prompt: str = "",
-    level: int | None = None,
-    seed: int | None = None,
-    steps: int = 50,
-    guidance: float = EDIT_GUIDANCE,
-    scheduler: str = "euler",
-    model: str | None = None,
-    out: str | None = None,
-) -> dict:
+def build_extend_job(raster: str, by_m: float, side: str, options: EditOptions,
+                     out: str | None = None) -> dict:
     """The JSON body of an extend job: ``by_m`` ground metres beyond ``side``."""
     if side not in SIDES:
         raise ValueError(f"extend to which side? {side!r} is not one of {', '.join(SIDES)}")
     if not by_m > 0:
         raise ValueError(f"the distance to extend by must be more than 0 m (got {by_m:g} m)")
-    job = {"type": "extend", **_common(raster, prompt, negative_prompt, level, seed, steps,
-                                        guidance, scheduler, model, out)}
-    job.update(by=float(by_m), side=side)
-    return job
+    return {"type": "extend", "raster": raster, **options.job_fields(), "out": out,
+            "by": float(by_m), "side": side}
 
 
 def edit_output_name(raster: str, prompt: str, seed: int | None) -> str:
