@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -43,9 +44,11 @@ from qgis_harness import (
     show_main_window,
     slot_errors,
     use_local_engine,
+    wait_for,
 )
 
 import text2earth_qgis
+from text2earth_qgis.core.client import EngineError
 
 RASTER = os.environ["T2E_RASTER"]
 WORK = Path(os.environ["T2E_WORK"])
@@ -70,8 +73,14 @@ def sha256(path):
 window, canvas = show_main_window()
 plugin = text2earth_qgis.classFactory(iface)
 use_local_engine(plugin.manager.settings, WORK, os.environ.get("T2E_MODEL"))
+if "e2e" not in PHASES:
+    # No engine for the UI checks: the dock's own connect (on opening) fails at once, and
+    # so would any job this probe started by mistake.
+    plugin.manager.ensure_running = mock.Mock(side_effect=EngineError("no engine here"))
 plugin.initGui()
-dock = plugin.ensure_dock()
+plugin.toggle_action.setChecked(True)  # opens the dock, which connects to the engine
+dock = plugin.dock
+connected = wait_for(lambda: dock.engine_task is None, 180)
 panel = dock.edit_panel
 dock.folder_widget.setFilePath(str(OUT))
 dock.tabs.setCurrentWidget(panel)
@@ -282,6 +291,14 @@ def ui(section):
     panel.run_button.click()
     section["xyz_valid"] = xyz.isValid()
     section["xyz_messages"] = messages()[before:]
+    # A raster without a CRS (as QGIS shows a file that has none).
+    no_crs = QgsRasterLayer(RASTER, "no crs", "gdal")
+    no_crs.setCrs(QgsCoordinateReferenceSystem())
+    project.addMapLayer(no_crs)
+    panel.raster_combo.setLayer(no_crs)
+    clear_messages()
+    panel.run_button.click()
+    section["no_crs_messages"] = messages()
     panel.raster_combo.setLayer(source)
 
     # The result part with a FAKE result (a copy of the source): placement and style.
@@ -385,8 +402,31 @@ def e2e(section):
     section["edit"] = run_and_observe(source, panel.run_button)
     panel.distance_spin.setValue(3000.0)
     section["extend"] = run_and_observe(source, panel.extend_buttons["east"])
+    if not section["edit"]["error"]:  # an engine without edit jobs: nothing to cancel
+        section["cancel"] = cancel_mid_run(source)
     section["source_sha256_after"] = sha256(RASTER)
     section["source_style_after"] = style_of(source)
+
+
+def cancel_mid_run(source):
+    """A long edit, cancelled once the engine runs its steps: no layer, no file."""
+    panel.steps_spin.setValue(400)
+    files_before = sorted(p.name for p in OUT.iterdir())
+    layers_before = set(project.mapLayers())
+    clear_messages()
+    panel.run_button.click()
+    running = wait_for(lambda: re.search(r"running: step [1-9]", panel.status_label.text()), 90)
+    observed = {"label_at_cancel": panel.status_label.text(), "saw_running": bool(running),
+                "cancel_enabled": panel.cancel_button.isEnabled()}
+    panel.cancel_button.click()
+    observed["finished"] = wait_for(lambda: panel.task is None, 60)
+    pump(1.0)  # anything the engine might still write
+    observed.update(status=panel.status_label.text(), messages=messages(),
+                    new_layers=sorted(set(project.mapLayers()) - layers_before),
+                    files_added=sorted(set(p.name for p in OUT.iterdir()) - set(files_before)),
+                    run_enabled=panel.run_button.isEnabled())
+    panel.steps_spin.setValue(2)
+    return observed
 
 
 def run_and_observe(source, button, timeout=240.0):
@@ -415,9 +455,12 @@ def run_and_observe(source, button, timeout=240.0):
     return observed
 
 
+report["engine"] = {"connect_ended": connected, "state": plugin.manager.state}
 for name in PHASES:
     {"ui": ui, "processing": processing_phase, "e2e": e2e}[name]()
+service = plugin.manager._service
 plugin.unload()
+report["engine"]["service_ended"] = service is None or service.process.poll() is not None
 report["slot_errors"] = slot_errors
 report["heavy"] = sorted(m for m in ("rasterio", "torch", "pyproj") if m in sys.modules)
 print(json.dumps(report), flush=True)

@@ -142,7 +142,7 @@ def test_empty_prompt_and_unknown_crs_and_negative_pixels(tif):
         build_edit_job(tif, [SQUARE], "EPSG:32632", EditOptions("   "))
     with pytest.raises(ValueError, match="type a prompt"):
         build_extend_job(tif, 10, "all", EditOptions(""))
-    with pytest.raises(ValueError, match="CRS is unknown"):
+    with pytest.raises(ValueError, match="the raster layer has no CRS"):
         build_edit_job(tif, [SQUARE], "", PARK)
     with pytest.raises(ValueError, match="0 or more"):
         build_edit_job(tif, [SQUARE], "EPSG:32632", PARK, dilate=-1)

@@ -38,6 +38,8 @@ def run_probe(work: Path, phases: str, **env) -> dict:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["slot_errors"] == []
     assert report["heavy"] == []
+    # The probe ends by os._exit: no engine may outlive it (the plugin's unload stops it).
+    assert report["engine"]["connect_ended"] and report["engine"]["service_ended"]
     return report
 
 
@@ -132,6 +134,8 @@ def test_bad_inputs_give_their_message_and_start_nothing(ui):
     assert ui["zero_distance_messages"] == [
         "the distance to extend by must be more than 0 m (got 0 m)"]
     assert ui["zero_distance_task"] is False
+    assert ui["no_crs_messages"] == [
+        "the raster layer has no CRS: set it (Layer Properties > Source) first"]
     assert ui["xyz_valid"] is True
     assert len(ui["xyz_messages"]) == 1
     assert "'wms' provider, not a local file: export it to GeoTIFF first" in (
@@ -209,6 +213,7 @@ def rejects_edit_jobs(error: str | None) -> bool:
 def e2e(tmp_path_factory, tiny_t2i, tiny_inpaint):
     report = run_probe(tmp_path_factory.mktemp("edit-e2e"), "e2e", T2E_MODEL=str(tiny_t2i),
                        T2E_INPAINT_MODEL=str(tiny_inpaint))
+    assert report["engine"]["state"] == "connected"
     section = report["e2e"]
     assert "error" not in section, section["error"]
     if rejects_edit_jobs(section["edit"]["error"]):
@@ -261,3 +266,14 @@ def test_extending_a_layer_east_end_to_end(e2e):
         assert out.bounds.right - src.bounds.right >= 3000 - src.res[0]
         overlap = out.read(window=((0, src.height), (0, src.width)))
         assert np.array_equal(overlap, src.read())
+
+
+def test_cancelling_an_edit_leaves_no_layer_and_no_file(e2e):
+    cancel = e2e["cancel"]
+    assert cancel["saw_running"] is True, cancel["label_at_cancel"]
+    assert re.match(r"running: step \d+ of 400", cancel["label_at_cancel"])
+    assert cancel["cancel_enabled"] is True and cancel["finished"] is True
+    assert cancel["status"] == "cancelled: nothing was written"
+    assert cancel["new_layers"] == [] and cancel["files_added"] == []
+    assert cancel["messages"] == []  # a cancel is not an error
+    assert cancel["run_enabled"] is True

@@ -12,6 +12,7 @@ from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsCsException,
     QgsGeometry,
     QgsProject,
 )
@@ -44,6 +45,7 @@ from .core.edit_spec import (
     edit_output_name,
     extend_output_name,
     raster_file,
+    require_crs,
     unused_name,
 )
 from .layers import add_edited_layer
@@ -228,8 +230,14 @@ class EditPanel(QWidget):
             if geometry.isNull():
                 continue
             if source_crs != crs:
-                geometry.transform(QgsCoordinateTransform(source_crs, crs,
-                                                          QgsProject.instance()))
+                try:
+                    geometry.transform(QgsCoordinateTransform(source_crs, crs,
+                                                              QgsProject.instance()))
+                except QgsCsException:
+                    raise ValueError(
+                        f"the polygons cannot be brought into the raster's CRS "
+                        f"({crs.authid() or crs.description()}): are they far outside it?"
+                    ) from None
             geometries.append(json.loads(geometry.asJson()))
         return geometries
 
@@ -260,10 +268,11 @@ class EditPanel(QWidget):
     def build_edit(self) -> tuple[dict, Path]:
         """(job, destination); ValueError with the user's message for a bad input."""
         layer, path = self._source()
+        mask_crs = require_crs(crs_for_engine(layer.crs()))
         job = build_edit_job(
-            path, self.mask_geometries(layer.crs()), crs_for_engine(layer.crs()),
-            self._options(), dilate=self.dilate_spin.value(),
-            feather=self.feather_spin.value(), fill_nodata=self.fill_nodata_check.isChecked())
+            path, self.mask_geometries(layer.crs()), mask_crs, self._options(),
+            dilate=self.dilate_spin.value(), feather=self.feather_spin.value(),
+            fill_nodata=self.fill_nodata_check.isChecked())
         return job, self._destination(edit_output_name(path, job["prompt"], job["seed"]))
 
     def build_extend(self, side: str) -> tuple[dict, Path]:

@@ -39,6 +39,14 @@ def raster_file(provider: str | None, source: str | None) -> str:
     return path
 
 
+def require_crs(crs: str) -> str:
+    """The raster's CRS as sent to the engine; ValueError when the layer has none."""
+    if not crs:
+        raise ValueError("the raster layer has no CRS: set it (Layer Properties > Source) "
+                         "first")
+    return crs
+
+
 def mask_geometry(geometries: list[dict]) -> dict:
     """One GeoJSON MultiPolygon of every (Multi)Polygon given; ValueError if none or others."""
     polygons: list = []
@@ -90,8 +98,7 @@ def build_edit_job(raster: str, geometries: list[dict], mask_crs: str, options: 
                    dilate: int = DEFAULT_DILATE, feather: int = DEFAULT_FEATHER,
                    fill_nodata: bool = False, out: str | None = None) -> dict:
     """The JSON body of an edit job: geometries are GeoJSON in ``mask_crs`` (the raster's)."""
-    if not mask_crs:
-        raise ValueError("the mask's CRS is unknown: set the layer's CRS first")
+    require_crs(mask_crs)
     if dilate < 0 or feather < 0:
         raise ValueError("dilation and feathering are pixel counts: 0 or more")
     mask = mask_geometry(geometries)

@@ -26,6 +26,7 @@ from ..core.edit_spec import (
     EditOptions,
     build_edit_job,
     raster_file,
+    require_crs,
 )
 from ..core.engine_manager import EngineManager
 from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
@@ -102,6 +103,7 @@ class EditRasterAlgorithm(QgsProcessingAlgorithm):
         try:
             path = raster_file(layer.providerType() if layer else None,
                                layer.source() if layer else None)
+            mask_crs = require_crs(crs_for_engine(layer.crs()))
             to_raster = QgsCoordinateTransform(source.sourceCrs(), layer.crs(),
                                                context.transformContext())
             geometries = []
@@ -119,7 +121,7 @@ class EditRasterAlgorithm(QgsProcessingAlgorithm):
                 **sampling_values(self, parameters, context),
             )
             job = build_edit_job(
-                path, geometries, crs_for_engine(layer.crs()), options,
+                path, geometries, mask_crs, options,
                 dilate=self.parameterAsInt(parameters, self.DILATE, context),
                 feather=self.parameterAsInt(parameters, self.FEATHER, context),
                 fill_nodata=self.parameterAsBoolean(parameters, self.FILL_NODATA, context),
