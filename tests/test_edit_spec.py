@@ -3,6 +3,8 @@ bad inputs. Plain pytest: core/edit_spec.py is stdlib only."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from text2earth_qgis.core.edit_spec import (
@@ -56,7 +58,7 @@ def test_edit_job_body_matches_the_contract(tif):
 
 def test_edit_defaults_are_the_engines(tif):
     job = build_edit_job(tif, [SQUARE], "EPSG:3857", EditOptions("a lake", level=16))
-    assert (job["dilate"], job["feather"], job["fill_nodata"]) == (2, 6, False)
+    assert (job["dilate"], job["feather"], job["fill_nodata"]) == (4, 4, False)
     assert job["guidance"] == 3.5 and job["level"] == 16 and "model" not in job
 
 
@@ -117,9 +119,11 @@ def test_a_gdal_layer_that_is_not_a_file_must_be_exported_first(tmp_path):
         raster_file("gdal", str(tmp_path))  # a folder
 
 
-def test_a_local_file_is_its_path_without_options(tif):
+def test_a_local_file_is_its_absolute_path_without_options(tif, monkeypatch):
     assert raster_file("gdal", tif) == tif
     assert raster_file("gdal", tif + "|option:value") == tif
+    monkeypatch.chdir(Path(tif).parent)
+    assert raster_file("gdal", "ortho.tif") == tif  # the service wants absolute paths
 
 
 def test_no_polygons_drawn_and_no_selected_features(tif):

@@ -96,7 +96,7 @@ def test_drawn_polygons_are_sent_in_the_rasters_crs(ui):
             assert bounds.left < x < bounds.right and bounds.bottom < y < bounds.top
     assert job["prompt"] == "a park with trees" and job["seed"] == 11 and job["steps"] == 3
     assert job["level"] is None  # auto: from the raster's resolution
-    assert (job["dilate"], job["feather"], job["fill_nodata"]) == (2, 6, False)
+    assert (job["dilate"], job["feather"], job["fill_nodata"]) == (4, 4, False)
     assert Path(ui["destination"]).name == "RGB.byte_edited_a-park-with-trees_s11.tif"
     assert ui["band_polygons"] == 2  # both outlines stay on the map
 
@@ -189,7 +189,7 @@ def test_processing_algorithm_sends_the_selected_features_in_the_rasters_crs(pro
     assert job["type"] == "edit" and job["raster"] == str(RASTER)
     assert job["mask_crs"] == "EPSG:32618" and job["level"] == 12  # choice 3: auto, 10, 11, 12
     assert (job["prompt"], job["seed"], job["steps"], job["dilate"]) == ("a lake", 3, 2, 4)
-    assert (job["feather"], job["fill_nodata"], job["guidance"]) == (6, False, 3.5)
+    assert (job["feather"], job["fill_nodata"], job["guidance"]) == (4, False, 3.5)
     (polygon,) = job["mask"]["coordinates"]  # the selected one only
     assert_ring(polygon[0], to_raster_crs(proc["selected_lonlat"], "EPSG:4326"), 0.01)
 

@@ -16,7 +16,7 @@ from .job_spec import LAYER_PREFIX, layer_name, slug
 SIDES = ("north", "south", "east", "west", "all")
 POLYGON_TYPES = ("Polygon", "MultiPolygon")
 EDIT_GUIDANCE = 3.5  # the inpainting model's default, as the engine's
-DEFAULT_DILATE, DEFAULT_FEATHER = 2, 6
+DEFAULT_DILATE, DEFAULT_FEATHER = 4, 4  # the engine's defaults
 EDIT_LAYER_PREFIX = LAYER_PREFIX.replace("synthetic", "synthetic edit")
 EXTEND_LAYER_PREFIX = LAYER_PREFIX.replace("synthetic", "synthetic extension")
 LOCAL_PROVIDER = "gdal"
@@ -36,7 +36,7 @@ def raster_file(provider: str | None, source: str | None) -> str:
     if not path or not Path(path).is_file():
         raise ValueError(f"the layer's source {path or source!r} is not a local file: "
                          f"{EXPORT_HINT}")
-    return path
+    return str(Path(path).absolute())  # the service wants absolute paths
 
 
 def require_crs(crs: str) -> str:
