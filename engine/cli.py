@@ -122,9 +122,69 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--demo-fallback", action="store_true",
                      help="without real weights, serve the built-in tiny demo checkpoint")
 
+    ed = sub.add_parser(
+        "edit", help="regenerate what lies inside polygons of an existing raster (new file)")
+    ed.add_argument("--mask", required=True,
+                    help="polygons: a GeoJSON/GeoPackage/Shapefile path, GeoJSON text, or WKT")
+    ed.add_argument("--mask-crs", default=None,
+                    help="CRS of the mask (default: the file's; GeoJSON lon/lat; WKT the "
+                         "raster's)")
+    ed.add_argument("--mask-layer", default=None, help="layer of a multi-layer vector file")
+    ed.add_argument("--dilate", type=int, default=4, help="grow the polygons by N pixels")
+    ed.add_argument("--feather", type=int, default=4,
+                    help="fade new pixels in over N pixels at the grown mask's edge")
+    ed.add_argument("--fill-nodata", action="store_true",
+                    help="also generate into nodata/transparent pixels under the mask")
+    _raster_job_arguments(ed)
+
+    ex = sub.add_parser("extend", help="outpaint past a raster's edge on the same grid")
+    ex.add_argument("--by", required=True, help="how far: 500m, 1.5km or 200px")
+    ex.add_argument("--side", required=True, choices=["east", "west", "north", "south", "all"])
+    _raster_job_arguments(ex)
+
     lv = sub.add_parser("levels", help="print the level table")
     lv.add_argument("--lat", type=float, default=0.0, help="latitude for ground m/px")
     return parser
+
+
+def _bands(text: str) -> list[int]:
+    try:
+        bands = [int(p) for p in text.replace(" ", "").split(",") if p]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected band numbers such as 3,2,1, got {text!r}") \
+            from None
+    if len(bands) not in (1, 3):
+        raise argparse.ArgumentTypeError("give three bands (R,G,B) or one (gray)")
+    return bands
+
+
+def _raster_job_arguments(p: argparse.ArgumentParser) -> None:
+    """What edit and extend share."""
+    p.add_argument("--raster", required=True, help="the source raster (never modified)")
+    p.add_argument("--prompt", required=True, help="what the new pixels show")
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--level", type=int, default=None,
+                   help="zoom level 10..18 (default: from the raster's ground resolution)")
+    p.add_argument("--bands", type=_bands, default=None,
+                   help="1-based R,G,B bands (default: from the colour interpretation)")
+    p.add_argument("--seed", type=int, default=None, help="random if not given (recorded)")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=3.5)
+    p.add_argument("--scheduler", default="euler", choices=["euler", "ddim", "dpm++"])
+    p.add_argument("--model", default=None,
+                   help="inpainting model, hub id or local folder "
+                        "(default: lcybuaa/Text2Earth-inpainting)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--tile", type=int, default=512, help="model window size in px")
+    p.add_argument("--overlap", type=int, default=128, help="window overlap in px")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger work")
+    p.add_argument("--out", required=True, help="output GeoTIFF path (a new file)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--offline", action="store_true", help="never try to download weights")
+    p.add_argument("--demo-fallback", action="store_true",
+                   help="without real weights, use built-in tiny random weights (output "
+                        "named and tagged as a pipeline check)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def demo_checkpoint_dir(inpainting: bool = False) -> Path:
@@ -267,6 +327,78 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_edit_raster(args) -> int:
+    """`edit` and `extend`: plan (fails fast), load the inpainting model, run, report."""
+    from .checkpoint import INPAINTING_MODEL, load_model, missing_model_advice
+    from .edit import (
+        EditRequest,
+        ExtendRequest,
+        edit_raster,
+        extend_raster,
+        open_source,
+        plan_edit,
+        plan_extend,
+    )
+    from .grid import DEFAULT_MAX_PIXELS
+    from .model_choice import choose_inpainting_checkpoint
+
+    common = dict(
+        raster=args.raster, prompt=args.prompt, out=args.out,
+        negative_prompt=args.negative_prompt, level=args.level, seed=args.seed,
+        steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, bands=args.bands,
+        tile=args.tile, overlap=args.overlap, overwrite=args.overwrite,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+    )
+    if args.command == "edit":
+        request = EditRequest(mask=args.mask, mask_crs=args.mask_crs, mask_layer=args.mask_layer,
+                              dilate=args.dilate, feather=args.feather,
+                              fill_nodata=args.fill_nodata, **common)
+        planner, runner = plan_edit, edit_raster
+    else:
+        request = ExtendRequest(by=args.by, side=args.side, **common)
+        planner, runner = plan_extend, extend_raster
+    with open_source(request.raster) as src:
+        plan = planner(request, src)  # bad input fails here, before the model loads
+    if not args.quiet:
+        print(f"{plan.grid.width} x {plan.grid.height} px, {plan.level.message}, "
+              f"{plan.windows} window(s) to regenerate", file=sys.stderr)
+        for note in plan.notes:
+            _say(f"note: {note}")
+    _quiet_libraries()
+    checkpoint, demo = choose_inpainting_checkpoint(
+        args.model, args.offline or None, args.demo_fallback, demo_checkpoint_dir)
+    if demo:
+        _say(missing_model_advice(args.model or INPAINTING_MODEL))
+        request.out = pipeline_check_path(args.out)
+        request.pipeline_check = True
+        _say("Running the same job now on the built-in tiny demo inpainting checkpoint: the "
+             f"result checks the pipeline and the grid, it is not imagery. Output: {request.out}")
+        with open_source(request.raster) as src:
+            planner(request, src)
+    model = load_model(device=args.device, checkpoint=checkpoint)
+    bar = callback = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=request.steps * plan.windows, desc=f"{plan.windows} windows",
+                   unit="step", file=sys.stderr)
+
+        def callback(pipe, step, timestep, tensors):
+            bar.update(1)
+            return tensors
+
+    try:
+        result = runner(request, model, callback)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(result.path)
+    if not args.quiet:
+        print(f"wrote {result.path}: {result.width} x {result.height} px, level "
+              f"{result.level}, seed {result.seed}", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .service.network import check_host_and_token
 
@@ -288,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_levels(args)
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command in ("edit", "extend"):
+            return cmd_edit_raster(args)
         return cmd_generate(args)
     except Text2EarthError as exc:
         message = str(exc).replace("or allow overwriting", "or pass --overwrite")

@@ -39,6 +39,10 @@ XMP_VALUE = (
     '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
 )
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+# An edited raster: a real image with parts made by the model (IPTC's term for exactly that).
+COMPOSITE_SOURCE_TYPE = (
+    "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+)
 MIN_OVERVIEW_SIDE = 128
 BLOCK = 256
 
@@ -131,28 +135,35 @@ def write_geotiff_blocks(
     software: str = "Text2Earth engine",
     allowed_dirs=None,
 ) -> Path:
-    """The atomic, tagged GeoTIFF writer; ``fill(dst)`` writes the pixels (whole or windowed)."""
+    """The atomic, tagged RGB GeoTIFF writer; ``fill(dst)`` writes the pixels (whole or
+    windowed)."""
+    profile = rgb_profile(width, height, crs, transform)
+    profile.update(compress="deflate", predictor=2)
+
+    def write(dst) -> None:
+        fill(dst)
+        dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+        label_synthetic(dst, tags, software, DESCRIPTION, DIGITAL_SOURCE_TYPE)
+        build_overviews(dst, overview_factors(width, height))
+
+    return write_atomic(path, profile, write, overwrite, allowed_dirs)
+
+
+def write_atomic(path: str | Path, profile: dict, write: Callable, overwrite: bool = False,
+                 allowed_dirs=None) -> Path:
+    """Create ``profile`` in a temp file beside ``path``, let ``write(dst)`` fill it, then
+    rename it into place: a failure at any point leaves no partial output.
+
+    With ``allowed_dirs``, the target folder must still lie inside one of them, as it is on
+    disk at the moment of writing and of renaming.
+    """
     path = check_output_path(path, overwrite)
     check_confined(path, allowed_dirs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.tif")
-    profile = rgb_profile(width, height, crs, transform)
-    profile.update(compress="deflate", predictor=2)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
-            fill(dst)
-            dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
-            dst.update_tags(
-                TIFFTAG_IMAGEDESCRIPTION=DESCRIPTION,
-                TIFFTAG_SOFTWARE=software,
-                TIFFTAG_DATETIME=datetime.now(timezone.utc).strftime("%Y:%m:%d %H:%M:%S"),
-                **tags,
-            )
-            dst.update_tags(ns="xml:XMP", **{XMP_KEY: XMP_VALUE})
-            factors = overview_factors(width, height)
-            if factors:
-                dst.build_overviews(factors, Resampling.average)
-                dst.update_tags(ns="rio_overview", resampling="average")
+            write(dst)
         check_confined(path, allowed_dirs)
         try:
             place_file(tmp, path, overwrite)
@@ -163,6 +174,26 @@ def write_geotiff_blocks(
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def label_synthetic(dst, tags: dict[str, str], software: str, description: str,
+                    source_type: str) -> None:
+    """The labels every file we write carries: TIFF description, software, date, our tags
+    and the IPTC digital source type in XMP."""
+    dst.update_tags(
+        TIFFTAG_IMAGEDESCRIPTION=description,
+        TIFFTAG_SOFTWARE=software,
+        TIFFTAG_DATETIME=datetime.now(timezone.utc).strftime("%Y:%m:%d %H:%M:%S"),
+        **tags,
+    )
+    xmp = XMP_VALUE.replace(DIGITAL_SOURCE_TYPE, source_type)
+    dst.update_tags(ns="xml:XMP", **{XMP_KEY: xmp})
+
+
+def build_overviews(dst, factors: list[int], resampling: Resampling = Resampling.average):
+    if factors:
+        dst.build_overviews(factors, resampling)
+        dst.update_tags(ns="rio_overview", resampling=resampling.name)
 
 
 def rgb_profile(width: int, height: int, crs: CRS, transform: Affine) -> dict:

@@ -55,3 +55,21 @@ def choose_checkpoint(
         if not demo_fallback:
             raise
         return resolve_checkpoint(str(demo_dir(False))), True
+
+
+def choose_inpainting_checkpoint(
+    model: str | None,
+    offline: bool | None,
+    demo_fallback: bool,
+    demo_dir: Callable[[bool], str],
+) -> tuple[Checkpoint, bool]:
+    """The inpainting checkpoint for editing or extending a raster (no other model can)."""
+    try:
+        return resolve_checkpoint(model or INPAINTING_MODEL, offline), False
+    except ModelNotFoundError as exc:
+        if not demo_fallback:
+            raise ModelNotFoundError(
+                f"editing rasters needs the inpainting model: {exc}".replace(
+                    "--model /path/to/Text2Earth", "--model /path/to/Text2Earth-inpainting")
+            ) from None
+        return resolve_checkpoint(str(demo_dir(True))), True

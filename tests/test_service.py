@@ -844,3 +844,74 @@ def test_missing_local_model_is_422_at_submission(service, client, dirs, tmp_pat
     with pytest.raises(ServiceError) as info:
         client.submit(job("m.tif", model=str(tmp_path / "no-model-here")))
     assert info.value.status == 422 and "no-model-here" in info.value.message
+
+
+# ---------------------------------------------------------------------------------------------
+# edit and extend jobs
+
+RGB_BYTE = ROOT.parent / "shared" / "data" / "rasters" / "RGB.byte.tif"
+# 18 x 18 px of data near RGB.byte.tif's centre, in its CRS (UTM 18N)
+EDIT_MASK = {"type": "Polygon", "coordinates": [[
+    [220650.0, 2716350.0], [226050.0, 2716350.0], [226050.0, 2721750.0],
+    [220650.0, 2721750.0], [220650.0, 2716350.0]]]}
+
+
+def edit_job(out, model, **changes) -> dict:
+    body = {"type": "edit", "raster": str(RGB_BYTE), "mask": EDIT_MASK,
+            "mask_crs": "EPSG:32618", "prompt": "a lake", "steps": 1, "seed": 3, "tile": 64,
+            "overlap": 16, "model": str(model), "out": out}
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not DROP}
+
+
+def test_edit_job_keeps_the_source_grid_and_reports_windows(service, client, dirs,
+                                                            tiny_inpaint):
+    submitted = client.submit(edit_job("edited.tif", tiny_inpaint))
+    assert submitted["tiles"] >= 1
+    result = client.wait(submitted["id"], poll=0.05, timeout=WAIT)
+    final = client.status(submitted["id"])
+    assert final["state"] == "done" and final["tile"] == final["tiles"] == submitted["tiles"]
+    path = Path(result["path"])
+    assert path == dirs[0] / "edited.tif"
+    with rasterio.open(RGB_BYTE) as src, rasterio.open(path) as out:
+        assert out.crs == src.crs and out.transform == src.transform
+        assert (out.width, out.height, out.count, out.nodata) == (src.width, src.height,
+                                                                  src.count, src.nodata)
+        changed = (out.read() != src.read()).any(axis=0)
+        assert 0 < changed.sum() < 0.01 * changed.size
+    assert result["seed"] == 3 and result["level"] == 10 and result["notes"]
+    assert tuple(result["bounds"]) == pytest.approx(tuple(rasterio.open(RGB_BYTE).bounds))
+
+
+def test_extend_job_grows_the_raster(service, client, dirs, tiny_inpaint, tmp_path):
+    small = tmp_path / "small.tif"
+    with rasterio.open(RGB_BYTE) as src:
+        window = rasterio.windows.Window(300, 300, 40, 30)
+        profile = dict(src.profile, width=40, height=30, transform=src.window_transform(window))
+        with rasterio.open(small, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    body = edit_job("extended.tif", tiny_inpaint, type="extend", raster=str(small),
+                    by="6px", side="west", mask=DROP, mask_crs=DROP)
+    result = client.wait(client.submit(body)["id"], poll=0.05, timeout=WAIT)
+    with rasterio.open(small) as src, rasterio.open(result["path"]) as out:
+        assert (out.width, out.height) == (46, 30)
+        assert (out.read()[:, :, 6:] == src.read()).all()
+        assert out.transform * (6, 0) == pytest.approx(src.transform * (0, 0))
+
+
+@pytest.mark.parametrize("changes,words", [
+    (dict(raster="RGB.byte.tif"), "absolute path"),
+    (dict(raster=str(RGB_BYTE.with_name("rotated.tif"))), "no coordinate reference system"),
+    (dict(mask_crs="EPSG:4326"), "CRS right"),
+    (dict(mask="POLYGON ((0 0, 1 0, 1 1, 0 0))"), "outside the raster"),
+    (dict(type="extend", by="5px", side="up", mask=DROP, mask_crs=DROP), "side"),
+    (dict(type="extend", by="far", side="east", mask=DROP, mask_crs=DROP), "distance"),
+    (dict(dilate=-1), "dilate"),
+    (dict(type="paint"), "'generate', 'edit', 'extend'"),
+])
+def test_invalid_edit_jobs_are_422(service, client, dirs, tiny_inpaint, changes, words):
+    status, _, data = raw(service, "POST", "/jobs", edit_job("bad.tif", tiny_inpaint, **changes))
+    cancel_if_accepted(client, status, data)
+    assert status == 422, data
+    assert words in detail(data)
+    assert not (dirs[0] / "bad.tif").exists()

@@ -18,11 +18,12 @@ from .. import __version__
 from ..checkpoint import check_folder, is_local_path
 from ..errors import Text2EarthError
 from ..generate import MAX_SEED, GenerateRequest, plan, scene_plan
+from .edit_jobs import raster_request
 from .jobs import CANCELLED, DONE, FAILED, Job, JobQueue
 from .outputs import resolve_output
 from .preview import latents_to_png
 from .runner import ModelManager, ServiceConfig, device_info
-from .schemas import GenerateJob
+from .schemas import AnyJob
 
 API_VERSION = 1
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -127,8 +128,21 @@ def create_app(
         }
 
     @app.post("/jobs", status_code=202)
-    def submit(body: GenerateJob):
+    def submit(body: AnyJob):
         job_id = uuid.uuid4().hex
+        if body.type != "generate":
+            try:
+                out = resolve_output(body.out, config.output_dirs, job_id)
+                request, windows = raster_request(body, out, config)
+                if body.model and is_local_path(body.model):
+                    check_folder(Path(body.model).expanduser())
+            except Text2EarthError as exc:
+                return error(422, str(exc))
+            job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
+                      model=body.model, id=job_id)
+            job.tiles = windows
+            queue.submit(job)
+            return queue.status(job)
         try:
             out = resolve_output(body.out, config.output_dirs, job_id)
             request = GenerateRequest(

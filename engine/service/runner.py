@@ -114,6 +114,22 @@ def _save_memory(model: LoadedModel) -> None:
     model.pipeline.vae.enable_tiling()
 
 
+def step_reporter(job: Job):
+    """The step callback of a service job: progress, a preview, and cancel."""
+
+    def on_step(pipe, step, timestep, tensors):
+        latents = tensors["latents"][0].detach()
+        stride = max(1, max(latents.shape[-2:]) // PREVIEW_LATENT_SIDE)
+        job.report_step(step + 1, tensors.get("tile", 1),
+                        latents[:, ::stride, ::stride].float().cpu().numpy(),  # a preview only
+                        tensors.get("tiles", 1))
+        if job.cancel_requested.is_set():
+            pipe.cancel()
+        return tensors
+
+    return on_step
+
+
 def run_generate(job: Job, models: ModelManager) -> dict:
     request: GenerateRequest = job.request
     checkpoint, demo = choose_checkpoint(
@@ -129,16 +145,7 @@ def run_generate(job: Job, models: ModelManager) -> dict:
     if job.cancel_requested.is_set():  # cancelled while the model loaded
         raise JobCancelledError()
 
-    def on_step(pipe, step, timestep, tensors):
-        latents = tensors["latents"][0].detach()
-        stride = max(1, max(latents.shape[-2:]) // PREVIEW_LATENT_SIDE)
-        job.report_step(step + 1, tensors.get("tile", 1),
-                        latents[:, ::stride, ::stride].float().cpu().numpy(),  # a preview only
-                        tensors.get("tiles", 1))
-        if job.cancel_requested.is_set():
-            pipe.cancel()
-        return tensors
-
+    on_step = step_reporter(job)
     try:
         try:
             result = generate(request, model, on_step)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from text2earth_qgis.core.scale import DEFAULT_DPI, MAX_LEVEL, MIN_LEVEL, parse_scale
 
@@ -66,3 +74,62 @@ class GenerateJob(BaseModel):
         if len(given) > 1:
             raise ValueError(f"give only one of level, resolution or scale (got {given})")
         return self
+
+
+class RasterJobBody(BaseModel):
+    """What edit and extend jobs share: the source raster, the prompt, the sampling."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    raster: str = Field(min_length=1, max_length=4096,
+                        description="absolute path of the source raster (never modified)")
+    prompt: str = Field(min_length=1, max_length=4000)
+    negative_prompt: str | None = Field(None, max_length=4000)
+    level: int | None = Field(None, ge=MIN_LEVEL, le=MAX_LEVEL,
+                              description="default: from the raster's ground resolution")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    steps: int = Field(50, ge=1, le=1000)
+    guidance: float = Field(3.5, ge=0, le=50)
+    scheduler: Literal["euler", "ddim", "dpm++"] = "euler"
+    bands: list[int] | None = Field(None, min_length=1, max_length=3,
+                                    description="1-based R, G, B bands (or one gray band)")
+    out: str | None = Field(None, max_length=4096)
+    overwrite: bool = False
+    model: str | None = Field(None, max_length=4096,
+                              description="inpainting model; default lcybuaa/Text2Earth-inpainting")
+    tile: int = Field(512, ge=64, le=2048)
+    overlap: int = Field(128, ge=0, le=1024)
+
+
+class EditJob(RasterJobBody):
+    type: Literal["edit"]
+    mask: dict | str = Field(description="GeoJSON geometry/Feature/FeatureCollection of "
+                                         "polygons, or WKT")
+    mask_crs: str | None = Field(None, max_length=20000,
+                                 description="default: GeoJSON lon/lat, WKT the raster's CRS")
+    dilate: int = Field(4, ge=0, le=256, description="grow the mask by N raster pixels")
+    feather: int = Field(4, ge=0, le=256, description="soft edge in raster pixels")
+    fill_nodata: bool = False
+
+
+class ExtendJob(RasterJobBody):
+    type: Literal["extend"]
+    by: float | str = Field(description="metres on the ground, or '500m', '1.5km', '200px'")
+    side: Literal["north", "south", "east", "west", "all"]
+
+
+def _job_type(body) -> str | None:
+    """The tag; an unknown one is refused naming the known ones."""
+    if isinstance(body, dict):
+        kind = body.get("type", "generate")
+    else:  # a validated model, or something that is not a JSON object at all
+        kind = getattr(body, "type", "generate")
+    return kind if isinstance(kind, str) else None
+
+
+# A body without "type" is a generate job, as before edit and extend existed.
+AnyJob = Annotated[
+    Annotated[GenerateJob, Tag("generate")] | Annotated[EditJob, Tag("edit")]
+    | Annotated[ExtendJob, Tag("extend")],
+    Discriminator(_job_type),
+]

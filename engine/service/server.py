@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .app import create_app
+from .edit_jobs import run_raster_job
 from .jobs import JobQueue
 from .network import bind, check_host_and_token, write_port_file
 from .outputs import default_output_dir
@@ -29,7 +30,8 @@ def serve(args) -> int:
     config = ServiceConfig(args.model, args.device, output_dirs, args.max_pixels,
                            args.demo_fallback)
     models = ModelManager(config)
-    queue = JobQueue(lambda job: run_generate(job, models))
+    runners = {"generate": run_generate, "edit": run_raster_job, "extend": run_raster_job}
+    queue = JobQueue(lambda job: runners[job.type](job, models))
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
 
