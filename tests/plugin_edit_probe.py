@@ -87,9 +87,9 @@ dock.tabs.setCurrentWidget(panel)
 project = QgsProject.instance()
 
 
-def styled_source(name):
+def styled_source(name, path=RASTER):
     """The source raster in a group between two other layers, with a non-default style."""
-    layer = QgsRasterLayer(RASTER, name, "gdal")
+    layer = QgsRasterLayer(path, name, "gdal")
     renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 3, 2, 1)
     for band, setter, (low, high) in ((3, renderer.setRedContrastEnhancement, (10, 200)),
                                       (2, renderer.setGreenContrastEnhancement, (20, 180)),
@@ -400,12 +400,17 @@ def e2e(section):
     panel.draw_button.setChecked(False)
     section["source_style"] = style_of(source)
     section["edit"] = run_and_observe(source, panel.run_button)
-    panel.distance_spin.setValue(3000.0)
-    section["extend"] = run_and_observe(source, panel.extend_buttons["east"])
-    if not section["edit"]["error"]:  # an engine without edit jobs: nothing to cancel
-        section["cancel"] = cancel_mid_run(source)
+    if section["edit"]["error"]:  # an engine without edit jobs: nothing more to try
+        return
+    section["cancel"] = cancel_mid_run(source)
     section["source_sha256_after"] = sha256(RASTER)
     section["source_style_after"] = style_of(source)
+    # Extending: a small crop of the same raster (the whole one is four model windows tall).
+    small = styled_source("small ortho", os.environ["T2E_SMALL_RASTER"])
+    panel.raster_combo.setLayer(small)
+    panel.distance_spin.setValue(3000.0)
+    section["small_style"] = style_of(small)
+    section["extend"] = run_and_observe(small, panel.extend_buttons["east"])
 
 
 def cancel_mid_run(source):

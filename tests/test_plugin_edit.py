@@ -22,6 +22,7 @@ import pytest
 import rasterio
 from pyproj import Transformer
 from rasterio.features import rasterize
+from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).with_name("plugin_edit_probe.py")
@@ -211,13 +212,23 @@ def rejects_edit_jobs(error: str | None) -> bool:
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory, tiny_t2i, tiny_inpaint):
-    report = run_probe(tmp_path_factory.mktemp("edit-e2e"), "e2e", T2E_MODEL=str(tiny_t2i),
-                       T2E_INPAINT_MODEL=str(tiny_inpaint))
+    work = tmp_path_factory.mktemp("edit-e2e")
+    small = work / "rgb_small.tif"
+    with rasterio.open(RASTER) as src:
+        window = Window(330, 300, 64, 48)
+        profile = {**src.profile, "width": 64, "height": 48, "blockysize": 16,
+                   "transform": src.window_transform(window)}
+        with rasterio.open(small, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+            dst.colorinterp = src.colorinterp
+    report = run_probe(work, "e2e", T2E_MODEL=str(tiny_t2i),
+                       T2E_INPAINT_MODEL=str(tiny_inpaint), T2E_SMALL_RASTER=str(small))
     assert report["engine"]["state"] == "connected"
     section = report["e2e"]
     assert "error" not in section, section["error"]
     if rejects_edit_jobs(section["edit"]["error"]):
         pytest.skip("the engine has no edit jobs yet: " + section["edit"]["error"][:200])
+    section["small"] = str(small)
     return section
 
 
@@ -257,8 +268,11 @@ def test_extending_a_layer_east_end_to_end(e2e):
     run = e2e["extend"]
     assert run["finished"] and run["error"] == "", run["error"]
     assert run["new_layers"] == ["Text2Earth (synthetic extension): a green park with trees"]
-    assert run["style"] == e2e["source_style"]
-    with rasterio.open(RASTER) as src, rasterio.open(run["path"]) as out:
+    assert run["style"] == e2e["small_style"]
+    names = run["source_tree"]["names"]
+    assert names.index(run["new_layers"][0]) == names.index("small ortho") - 1
+    assert run["job"]["raster"] == e2e["small"]
+    with rasterio.open(e2e["small"]) as src, rasterio.open(run["path"]) as out:
         assert out.crs == src.crs and out.res == pytest.approx(src.res)
         assert out.bounds.left == pytest.approx(src.bounds.left)
         assert out.bounds.top == pytest.approx(src.bounds.top)
