@@ -260,16 +260,11 @@ class Text2EarthDock(QgsDockWidget):
         out_form.addRow("File name", self.pattern_edit)
         layout.addWidget(out_box)
 
-        run_row = QHBoxLayout()
-        self.generate_button = QPushButton("Generate")
+        self.run_view = RunView("Generate")
+        self.generate_button = self.run_view.run_button
         self.generate_button.clicked.connect(self.generate)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
+        self.cancel_button = self.run_view.cancel_button
         self.cancel_button.clicked.connect(self.cancel)
-        run_row.addWidget(self.generate_button)
-        run_row.addWidget(self.cancel_button)
-        layout.addLayout(run_row)
-        self.run_view = RunView()
         self.progress = self.run_view.progress
         self.status_label = self.run_view.status_label
         layout.addWidget(self.run_view)
@@ -458,8 +453,6 @@ class Text2EarthDock(QgsDockWidget):
         self.task = GenerateTask(self.manager, job, str(destination))
         self.run_view.follow(self.task)
         self.task.completed.connect(self.generation_finished)
-        self.generate_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
         QgsApplication.taskManager().addTask(self.task)
 
     def cancel(self) -> None:
@@ -469,10 +462,9 @@ class Text2EarthDock(QgsDockWidget):
 
     def generation_finished(self, ok: bool) -> None:
         task, self.task = self.task, None
-        self.generate_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
         self.show_engine_state()
         if task is None:
+            self.run_view.set_running(False)
             return
         layer = self.run_view.ended(
             task, ok, lambda t: add_result_layer(t.path, t.job, t.result),

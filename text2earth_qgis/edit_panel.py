@@ -153,16 +153,6 @@ class EditPanel(QWidget):
         prompt_form.addRow("Inpainting model", self.model_edit)
         layout.addWidget(prompt_box)
 
-        run_row = QHBoxLayout()
-        self.run_button = QPushButton("Edit raster")
-        self.run_button.clicked.connect(self.run_edit)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        run_row.addWidget(self.run_button)
-        run_row.addWidget(self.cancel_button)
-        layout.addLayout(run_row)
-
         extend_box = QGroupBox("Extend beyond an edge")
         extend_layout = QHBoxLayout(extend_box)
         self.distance_spin = QDoubleSpinBox()
@@ -181,7 +171,11 @@ class EditPanel(QWidget):
             self.extend_buttons[side] = button
         layout.addWidget(extend_box)
 
-        self.run_view = RunView()
+        self.run_view = RunView("Edit raster")
+        self.run_button = self.run_view.run_button
+        self.run_button.clicked.connect(self.run_edit)
+        self.cancel_button = self.run_view.cancel_button
+        self.cancel_button.clicked.connect(self.cancel)
         self.status_label = self.run_view.status_label
         layout.addWidget(self.run_view)
         layout.addStretch(1)
@@ -299,14 +293,13 @@ class EditPanel(QWidget):
         self.source_layer = self.raster_combo.currentLayer()
         self.task = GenerateTask(self.dock.manager, job, str(destination))
         self.run_view.follow(self.task)
-        self.task.completed.connect(self.finished)
         self._set_running(True)
+        self.task.completed.connect(self.finished)
         QgsApplication.taskManager().addTask(self.task)
 
     def _set_running(self, running: bool) -> None:
-        for button in (self.run_button, *self.extend_buttons.values()):
+        for button in self.extend_buttons.values():
             button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -317,6 +310,7 @@ class EditPanel(QWidget):
         task, self.task = self.task, None
         self._set_running(False)
         if task is None:
+            self.run_view.set_running(False)
             return
         layer = self.run_view.ended(
             task, ok, lambda t: add_edited_layer(t.path, self.source_layer, t.job, t.result),

@@ -7,17 +7,33 @@ from collections.abc import Callable
 
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QPixmap
-from qgis.PyQt.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
+from qgis.PyQt.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .core.run_job import progress_percent, status_text
 from .tasks import GenerateTask
 
 
 class RunView(QWidget):
-    def __init__(self, parent=None) -> None:
+    """[run] [Cancel], then the progress of the job under way; the caller connects both."""
+
+    def __init__(self, run_text: str, parent=None) -> None:
         super().__init__(parent)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.run_button = QPushButton(run_text)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.status_label = QLabel("")
@@ -31,12 +47,17 @@ class RunView(QWidget):
         self.last_preview = b""
 
     def follow(self, task: GenerateTask) -> None:
-        """Show this task's progress and previews from now on."""
+        """Show this task's progress and previews from now on; only Cancel until it ends."""
         task.progressed.connect(self.show_progress)
         task.previewed.connect(self.show_preview)
+        self.set_running(True)
         self.progress.setValue(0)
         self.status_label.setText("sending the job to the engine…")
         self.last_preview = b""
+
+    def set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
 
     def cancelling(self) -> None:
         self.status_label.setText("cancelling…")
@@ -56,6 +77,7 @@ class RunView(QWidget):
     def ended(self, task: GenerateTask, ok: bool, add_layer: Callable,
               warn: Callable[[str], None], failed: str):
         """The layer ``add_layer(task)`` made of the result, or None (and why, shown)."""
+        self.set_running(False)
         if ok and task.result and task.path:
             layer = add_layer(task)
             if layer is None:
