@@ -10,6 +10,7 @@ import sys
 import tempfile
 import textwrap
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from text2earth_qgis.core import scale
@@ -77,10 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dpi", type=float, default=scale.DEFAULT_DPI, help="screen dpi for --scale")
     gen.add_argument("--out-crs", default=None,
                      help="output CRS instead of the bbox's (EPSG:XXXX, WKT, or 'utm')")
-    gen.add_argument("--seed", type=int, default=None, help="random if not given (recorded)")
-    gen.add_argument("--steps", type=int, default=50)
-    gen.add_argument("--guidance", type=float, default=4.0)
-    gen.add_argument("--scheduler", default="euler", choices=["euler", "ddim", "dpm++"])
+    _sampling_arguments(gen, guidance=4.0)
     gen.add_argument("--model", default=None,
                      help="hub id or local folder "
                           "(default: $TEXT2EARTH_MODEL, else lcybuaa/Text2Earth)")
@@ -99,13 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "scene windows inside a polygon use its prompt")
     gen.add_argument("--no-resume", action="store_true",
                      help="start a scene afresh even if a stopped run of it left its windows")
-    gen.add_argument("--out", required=True, help="output GeoTIFF path")
-    gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    gen.add_argument("--offline", action="store_true", help="never try to download weights")
-    gen.add_argument("--demo-fallback", action="store_true",
-                     help="without real weights, run the same job on built-in tiny random weights "
-                          "(output named and tagged as a pipeline check)")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    _output_arguments(gen)
 
     srv = sub.add_parser("serve", help="run the local job service (HTTP + JSON)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
@@ -167,10 +159,7 @@ def _raster_job_arguments(p: argparse.ArgumentParser) -> None:
                    help="zoom level 10..18 (default: from the raster's ground resolution)")
     p.add_argument("--bands", type=_bands, default=None,
                    help="1-based R,G,B bands (default: from the colour interpretation)")
-    p.add_argument("--seed", type=int, default=None, help="random if not given (recorded)")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=3.5)
-    p.add_argument("--scheduler", default="euler", choices=["euler", "ddim", "dpm++"])
+    _sampling_arguments(p, guidance=3.5)
     p.add_argument("--model", default=None,
                    help="inpainting model, hub id or local folder "
                         "(default: lcybuaa/Text2Earth-inpainting)")
@@ -178,12 +167,23 @@ def _raster_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=512, help="model window size in px")
     p.add_argument("--overlap", type=int, default=128, help="window overlap in px")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger work")
+    _output_arguments(p)
+
+
+def _sampling_arguments(p: argparse.ArgumentParser, guidance: float) -> None:
+    p.add_argument("--seed", type=int, default=None, help="random if not given (recorded)")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=guidance)
+    p.add_argument("--scheduler", default="euler", choices=["euler", "ddim", "dpm++"])
+
+
+def _output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output GeoTIFF path (a new file)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--offline", action="store_true", help="never try to download weights")
     p.add_argument("--demo-fallback", action="store_true",
-                   help="without real weights, use built-in tiny random weights (output "
-                        "named and tagged as a pipeline check)")
+                   help="without real weights, run the same job on built-in tiny random weights "
+                        "(output named and tagged as a pipeline check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -228,6 +228,26 @@ def _quiet_libraries() -> None:
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
+@contextmanager
+def progress_bar(total: int, label: str, quiet: bool):
+    """A step callback drawing a progress bar on stderr (None when quiet)."""
+    if quiet:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="step", file=sys.stderr)
+
+    def callback(pipe, step, timestep, tensors):
+        bar.update(1)
+        return tensors
+
+    try:
+        yield callback
+    finally:
+        bar.close()
 
 
 def cmd_levels(args) -> int:
@@ -295,26 +315,12 @@ def cmd_generate(args) -> int:
         _say("No inpainting model on this machine: building the scene by joint denoising "
              "with the text-to-image model (--inpaint-model sets one).")
 
-    bar = None
-    callback = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        tiles = 1 if windows is None else windows.nx * windows.ny
-        joint = windows is not None and not model.inpainting
-        total = request.steps if windows is None or joint else request.steps * tiles
-        label = "denoising" if windows is None else f"{tiles} windows"
-        bar = tqdm(total=total, desc=label, unit="step", file=sys.stderr)
-
-        def callback(pipe, step, timestep, tensors):
-            bar.update(1)
-            return tensors
-
-    try:
+    tiles = 1 if windows is None else windows.nx * windows.ny
+    joint = windows is not None and not model.inpainting
+    total = request.steps if windows is None or joint else request.steps * tiles
+    label = "denoising" if windows is None else f"{tiles} windows"
+    with progress_bar(total, label, args.quiet) as callback:
         result = generate(request, model, callback)
-    finally:
-        if bar is not None:
-            bar.close()
     left, bottom, right, top = result.grid.bounds
     print(result.path)
     if not args.quiet:
@@ -376,22 +382,9 @@ def cmd_edit_raster(args) -> int:
         with open_source(request.raster) as src:
             planner(request, src)
     model = load_model(device=args.device, checkpoint=checkpoint)
-    bar = callback = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=request.steps * plan.windows, desc=f"{plan.windows} windows",
-                   unit="step", file=sys.stderr)
-
-        def callback(pipe, step, timestep, tensors):
-            bar.update(1)
-            return tensors
-
-    try:
+    with progress_bar(request.steps * plan.windows, f"{plan.windows} windows",
+                      args.quiet) as callback:
         result = runner(request, model, callback)
-    finally:
-        if bar is not None:
-            bar.close()
     print(result.path)
     if not args.quiet:
         print(f"wrote {result.path}: {result.width} x {result.height} px, level "

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import rasterio.crs
 from affine import Affine
-from PIL import Image, ImageFilter
 from pyproj import CRS
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
@@ -23,6 +22,9 @@ VECTOR_SUFFIXES = {".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite", ".gdb"}
 
 
 def _geometries_of(obj: dict) -> list[dict]:
+    if not isinstance(obj, dict):
+        raise InputError("the mask must be a GeoJSON object (geometry, Feature or "
+                         f"FeatureCollection), got a JSON {type(obj).__name__}")
     kind = obj.get("type")
     if kind == "FeatureCollection":
         return [g for f in obj.get("features") or [] for g in _geometries_of(f)]
@@ -31,8 +33,16 @@ def _geometries_of(obj: dict) -> list[dict]:
     if kind == "GeometryCollection":
         return [g for part in obj.get("geometries") or [] for g in _geometries_of(part)]
     if kind in POLYGONAL:
-        return [obj]
+        return [obj] if _has_points(obj.get("coordinates")) else []
     raise InputError(f"the mask must be polygons; it holds a {kind or 'shapeless object'}")
+
+
+def _has_points(coords) -> bool:
+    if not isinstance(coords, (list, tuple)) or not coords:
+        return False
+    if isinstance(coords[0], (int, float)):
+        return True
+    return any(_has_points(part) for part in coords)
 
 
 def _legacy_crs(obj: dict) -> str | None:
@@ -149,11 +159,21 @@ def burn(geoms: list[dict], transform: Affine, shape: tuple[int, int]) -> np.nda
                      all_touched=True, fill=0, dtype="uint8")
 
 
+def _box_count(mask: np.ndarray, radius: int) -> np.ndarray:
+    """How many pixels of the (2r+1)^2 square around each pixel are set (outside: unset);
+    from an integral image, so the cost does not grow with the radius."""
+    size = 2 * radius + 1
+    padded = np.pad(mask.astype(np.int64), radius)
+    integral = np.pad(padded.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    return (integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size]
+            + integral[:-size, :-size])
+
+
 def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """The mask grown by ``pixels`` in every direction (a square neighbourhood)."""
     if pixels <= 0:
         return mask
-    image = Image.fromarray(mask * np.uint8(255)).filter(ImageFilter.MaxFilter(2 * pixels + 1))
-    return (np.asarray(image) > 0).astype(np.uint8)
+    return (_box_count(mask, pixels) > 0).astype(np.uint8)
 
 
 def soft_edge(region: np.ndarray, feather: int) -> np.ndarray:
@@ -163,12 +183,10 @@ def soft_edge(region: np.ndarray, feather: int) -> np.ndarray:
     if feather <= 0:
         return region.astype(np.float32)
     depth = np.zeros(region.shape, np.float32)  # pixels to the outside, counted to feather
-    image = Image.fromarray(region * np.uint8(255))
-    for _ in range(feather):
-        image = image.filter(ImageFilter.MinFilter(3))
-        eroded = np.asarray(image) > 0
-        if not eroded.any():
+    for k in range(1, feather + 1):
+        inside = _box_count(region, k) == (2 * k + 1) ** 2
+        if not inside.any():
             break
-        depth += eroded
+        depth += inside
     weight = np.minimum(1.0, (depth + 1.0) / (feather + 1.0))
     return np.where(region > 0, weight, 0.0).astype(np.float32)

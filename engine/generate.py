@@ -84,10 +84,8 @@ def level_request(request: GenerateRequest) -> LevelRequest:
     return LevelRequest(level, request.resolution, request.scale_denominator, request.dpi)
 
 
-def plan(request: GenerateRequest) -> OutputGrid:
-    """Check everything that needs no model, so a bad request fails before any GPU work."""
-    if not request.prompt or not split_level_prefix(request.prompt)[1].strip():
-        raise InputError("the prompt is empty: describe the scene to generate")
+def check_sampling(request) -> None:
+    """Scheduler, steps, guidance, seed and windows: shared by every kind of job."""
     if request.scheduler not in SCHEDULERS:
         raise InputError(f"unknown scheduler {request.scheduler!r}: choose {', '.join(SCHEDULERS)}")
     if not isinstance(request.steps, int) or not 1 <= request.steps <= 1000:
@@ -96,13 +94,20 @@ def plan(request: GenerateRequest) -> OutputGrid:
         raise InputError(f"guidance must be in 0..50, got {request.guidance!r}")
     if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
         raise InputError(f"seed must be in 0..{MAX_SEED}, got {request.seed}")
-    check_output_path(request.out, request.overwrite)
-    if request.scene_method not in ("auto", OUTPAINT, JOINT):
-        raise InputError(f"scene method must be auto, {OUTPAINT} or {JOINT}")
     try:
         plan_scene(1, 1, request.tile, request.overlap)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def plan(request: GenerateRequest) -> OutputGrid:
+    """Check everything that needs no model, so a bad request fails before any GPU work."""
+    if not request.prompt or not split_level_prefix(request.prompt)[1].strip():
+        raise InputError("the prompt is empty: describe the scene to generate")
+    check_sampling(request)
+    check_output_path(request.out, request.overwrite)
+    if request.scene_method not in ("auto", OUTPAINT, JOINT):
+        raise InputError(f"scene method must be auto, {OUTPAINT} or {JOINT}")
     grid = build_grid(
         request.bbox, request.crs, level_request(request), request.out_crs, request.max_pixels
     )

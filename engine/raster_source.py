@@ -88,18 +88,18 @@ def open_source(path: str | Path):
 def describe_source(src, bands: list[int] | None = None) -> SourceInfo:
     """Check that the raster can be edited and say which bands are the colours."""
     name = Path(src.name).name
+    if src.transform == Affine.identity():
+        if src.gcps[0]:
+            raise InputError(
+                f"{name} is georeferenced by ground control points only: warp it to a grid "
+                "first (gdalwarp in.tif gridded.tif, or QGIS's Georeferencer)"
+            )
+        raise InputError(f"{name} has no geotransform: it is not georeferenced")
     if src.crs is None:
         raise InputError(
             f"{name} has no coordinate reference system, so neither the mask nor the model's "
             "scale can be placed on it: assign its CRS first (QGIS: Layer Properties > Source, "
             "or gdal_edit.py -a_srs EPSG:XXXX)"
-        )
-    if src.transform == Affine.identity() and not src.gcps[0]:
-        raise InputError(f"{name} has no geotransform: it is not georeferenced")
-    if src.gcps[0] and src.transform == Affine.identity():
-        raise InputError(
-            f"{name} is georeferenced by ground control points only: warp it to a grid first "
-            "(gdalwarp in.tif out.tif)"
         )
     interp = tuple(src.colorinterp)
     if ColorInterp.palette in interp:
@@ -113,7 +113,7 @@ def describe_source(src, bands: list[int] | None = None) -> SourceInfo:
             raise InputError(f"band {b} does not exist: {name} has {src.count} band(s)")
     if len(rgb) not in (1, 3):
         raise InputError(f"give three bands (R,G,B) or one (gray), got {list(rgb)}")
-    dtype = src.dtypes[rgb[0]-1]
+    dtype = src.dtypes[rgb[0] - 1]
     if dtype in ("complex64", "complex128", "complex_int16"):
         raise InputError(f"{name} holds complex numbers, not an image")
     return SourceInfo(Path(src.name), src.width, src.height, src.count, dtype,

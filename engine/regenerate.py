@@ -107,10 +107,15 @@ class Regenerator:
 
     def __init__(self, grid: Grid, scale: ModelScale, mapping: BandMapping, feather: int,
                  store, store_origin: tuple[int, int], nodata: float | None,
-                 alpha_band: int | None, alpha_opaque: float) -> None:
+                 alpha_band: int | None, alpha_opaque: float, source_mask=None,
+                 written=None) -> None:
+        """``source_mask(rect)``: the source's own mask band over a grid rect, for sources
+        that have one; ``written``: a one-band store beside ``store`` recording which pixels
+        got new values, so the output's mask can show them."""
         self.grid, self.scale, self.mapping, self.feather = grid, scale, mapping, feather
         self.store, self.store_origin = store, store_origin
         self.nodata, self.alpha_band, self.alpha_opaque = nodata, alpha_band, alpha_opaque
+        self.source_mask, self.written = source_mask, written
 
     # -- geometry, model-free ---------------------------------------------------------------
 
@@ -191,19 +196,30 @@ class Regenerator:
                    (tc1 - x0) * self.scale.sx, (tr1 - y0) * self.scale.sy)
             new = _resize(new, shape, box, Image.LANCZOS)
             blend = _resize(blend, shape, box, Image.BILINEAR)
-        self.write(work.target, self.blend(data[:, sl[0], sl[1]], new, work.weight[sl] * blend))
+        weight = work.weight[sl] * blend
+        masked_valid = None
+        if self.source_mask is not None:
+            masked_valid = ((self.source_mask(work.target) > 0)
+                            | (self._read_written(work.target) > 0))
+        self.write(work.target, self.blend(data[:, sl[0], sl[1]], new, weight, masked_valid))
+        if self.written is not None:
+            done = (self._read_written(work.target) > 0) | (weight > 0)
+            self._write_written(work.target, done.astype(np.uint8))
 
     def _box(self, inner: Rect, xy0: tuple[float, float], tile: int):
         return (xy0[0] - inner[0], xy0[1] - inner[1],
                 xy0[0] - inner[0] + tile / self.scale.sx, xy0[1] - inner[1] + tile / self.scale.sy)
 
-    def blend(self, old: np.ndarray, new_rgb: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    def blend(self, old: np.ndarray, new_rgb: np.ndarray, weight: np.ndarray,
+              masked_valid: np.ndarray | None = None) -> np.ndarray:
         """Source-typed bands with the new colours blended in where weight > 0."""
         out = old.copy()
         write = weight > 0
         if not write.any():
             return out
         valid = self._valid(old)
+        if masked_valid is not None:
+            valid &= masked_valid
         # Over nodata or transparent pixels there is nothing to fade into: all new.
         weight = np.where(write & ~valid, 1.0, weight)
         if len(self.mapping.bands) == 1:
@@ -230,10 +246,21 @@ class Regenerator:
             valid &= data[self.alpha_band - 1] > 0
         return valid
 
-    def write(self, rect: Rect, data: np.ndarray) -> None:
+    def _store_window(self, rect: Rect) -> Window:
         c0, r0, c1, r1 = rect
         ox, oy = self.store_origin
-        self.store.write(data, window=Window(c0 - ox, r0 - oy, c1 - c0, r1 - r0))
+        return Window(c0 - ox, r0 - oy, c1 - c0, r1 - r0)
+
+    def write(self, rect: Rect, data: np.ndarray) -> None:
+        self.store.write(data, window=self._store_window(rect))
+
+    def _read_written(self, rect: Rect) -> np.ndarray:
+        if self.written is None:
+            return np.zeros((rect[3] - rect[1], rect[2] - rect[0]), np.uint8)
+        return self.written.read(1, window=self._store_window(rect))
+
+    def _write_written(self, rect: Rect, done: np.ndarray) -> None:
+        self.written.write(done, 1, window=self._store_window(rect))
 
 
 def _resize(array: np.ndarray, shape: tuple[int, int], box, resample) -> np.ndarray:
@@ -279,10 +306,10 @@ def generate_window(prompt: str, negative_prompt: str | None, level: int, steps:
     return generate
 
 
-def open_store(path, profile: dict, width: int, height: int):
+def open_store(path, profile: dict, width: int, height: int, **changes):
     """An uncompressed, tiled read/write copy of (part of) the grid."""
     store_profile = {k: v for k, v in profile.items()
                      if k in ("dtype", "count", "nodata", "crs", "transform")}
     store_profile.update(driver="GTiff", width=width, height=height, tiled=True,
-                         blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER")
+                         blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER", **changes)
     return rasterio.open(path, "w+", **store_profile)

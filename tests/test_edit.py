@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from conftest import SHARED_RASTERS
 from pyproj import Geod, Transformer
 from rasterio.enums import ColorInterp
@@ -510,3 +511,69 @@ def test_soft_edge_is_zero_outside_and_one_deep_inside():
     tiny = np.zeros((9, 9), np.uint8)
     tiny[4, 4] = 1
     assert soft_edge(tiny, 4)[4, 4] > 0  # a one-pixel mask still changes
+
+
+def masked_raster(path: Path) -> np.ndarray:
+    """100 x 120 px RGB with GDAL's internal mask band (a 20 px hole), not nodata or alpha."""
+    with rasterio.open(SHARED_RASTERS / "RGB.byte.tif") as src:
+        data = src.read(window=rasterio.windows.Window(300, 300, 100, 120))
+    mask = np.full((120, 100), 255, np.uint8)
+    mask[40:60, 40:60] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(
+            path, "w", driver="GTiff", width=100, height=120, count=3, dtype="uint8",
+            crs="EPSG:32618", transform=Affine(30, 0, 500000, 0, -30, 4000000)) as dst:
+        dst.write(data)
+        dst.write_mask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("side", ["east", "north"])
+def test_extend_keeps_a_mask_band_and_shows_the_new_pixels(tmp_path, inpaint_model, side):
+    path = tmp_path / "masked.tif"
+    mask = masked_raster(path)
+    out = tmp_path / "out.tif"
+    extend_raster(ExtendRequest(raster=path, by="16px", side=side, prompt="x", out=out,
+                                **FAST), inpaint_model)
+    with rasterio.open(out) as ds:
+        got = ds.dataset_mask()
+    part = got[16:, :] if side == "north" else got[:, :100]
+    new = got[:16, :] if side == "north" else got[:, 100:]
+    assert (part == mask).all() and (new == 255).all()
+
+
+def test_filling_under_a_mask_band_makes_the_new_pixels_visible(tmp_path, inpaint_model):
+    path = tmp_path / "masked.tif"
+    mask = masked_raster(path)
+    with rasterio.open(path) as ds:
+        geom = pixel_polygon(ds, 46, 46, 8)
+    out = tmp_path / "out.tif"
+    edit_raster(EditRequest(raster=path, mask=geom, mask_crs=UTM18, prompt="x", out=out,
+                            fill_nodata=True, dilate=0, feather=0, **FAST), inpaint_model)
+    with rasterio.open(out) as ds:
+        got = ds.dataset_mask()
+    assert (got[47:53, 47:53] == 255).all()  # regenerated: shown
+    assert (got[mask == 255] == 255).all()
+    assert (got[40:44, 40:60] == 0).all()  # the rest of the hole stays hidden
+
+
+def test_malformed_masks_get_messages(tmp_path):
+    assert "no polygons" in raster_error(tmp_path, mask="POLYGON EMPTY")
+    assert "no polygons" in raster_error(tmp_path, mask={"type": "Polygon", "coordinates": []})
+    assert "GeoJSON object" in raster_error(tmp_path, mask="[1, 2]")
+
+
+def test_editing_a_generated_image_keeps_it_labelled_wholly_synthetic(tmp_path, inpaint_model,
+                                                                      small_raster):
+    path = tmp_path / "generated.tif"
+    shutil.copy(small_raster, path)
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(TEXT2EARTH_SYNTHETIC="yes", TEXT2EARTH_BBOX="1,2,3,4")
+        geom = pixel_polygon(ds, 30, 30, 10)
+    out = tmp_path / "out.tif"
+    edit_raster(EditRequest(raster=path, mask=geom, mask_crs=MERCATOR, prompt="x", out=out,
+                            fill_nodata=True, **FAST), inpaint_model)
+    with rasterio.open(out) as ds:
+        tags = ds.tags()
+    assert tags["TEXT2EARTH_SYNTHETIC"] == "yes"
+    assert tags["DIGITAL_SOURCE_TYPE"].endswith("/trainedAlgorithmicMedia")
+    assert "TEXT2EARTH_BBOX" not in tags  # an earlier job's keys do not describe this one

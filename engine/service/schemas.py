@@ -107,8 +107,8 @@ class EditJob(RasterJobBody):
                                          "polygons, or WKT")
     mask_crs: str | None = Field(None, max_length=20000,
                                  description="default: GeoJSON lon/lat, WKT the raster's CRS")
-    dilate: int = Field(4, ge=0, le=256, description="grow the mask by N raster pixels")
-    feather: int = Field(4, ge=0, le=256, description="soft edge in raster pixels")
+    dilate: int = Field(4, ge=0, le=64, description="grow the mask by N raster pixels")
+    feather: int = Field(4, ge=0, le=64, description="soft edge in raster pixels")
     fill_nodata: bool = False
 
 
