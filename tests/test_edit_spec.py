@@ -148,8 +148,11 @@ def test_empty_prompt_and_unknown_crs_and_negative_pixels(tif):
         build_extend_job(tif, 10, "all", EditOptions(""))
     with pytest.raises(ValueError, match="the raster layer has no CRS"):
         build_edit_job(tif, [SQUARE], "", PARK)
-    with pytest.raises(ValueError, match="0 or more"):
+    with pytest.raises(ValueError, match="pixel counts from 0 to 64"):
         build_edit_job(tif, [SQUARE], "EPSG:32632", PARK, dilate=-1)
+    with pytest.raises(ValueError, match="pixel counts from 0 to 64"):
+        build_edit_job(tif, [SQUARE], "EPSG:32632", PARK, feather=65)
+    assert build_edit_job(tif, [SQUARE], "EPSG:32632", PARK, dilate=64)["dilate"] == 64
 
 
 def test_output_names():

@@ -38,6 +38,7 @@ from .core.edit_spec import (
     DEFAULT_DILATE,
     DEFAULT_FEATHER,
     EDIT_GUIDANCE,
+    MAX_MASK_PX,
     SIDES,
     EditOptions,
     build_edit_job,
@@ -111,9 +112,9 @@ class EditPanel(QWidget):
         row.addWidget(self.mask_layer_combo, 1)
         mask_layout.addLayout(row)
         form = QFormLayout()
-        self.dilate_spin = self._spin(0, 256, DEFAULT_DILATE, " px")
+        self.dilate_spin = self._spin(0, MAX_MASK_PX, DEFAULT_DILATE, " px")
         self.dilate_spin.setToolTip("source pixels the mask grows by")
-        self.feather_spin = self._spin(0, 256, DEFAULT_FEATHER, " px")
+        self.feather_spin = self._spin(0, MAX_MASK_PX, DEFAULT_FEATHER, " px")
         self.feather_spin.setToolTip("width of the soft edge, inside the grown mask")
         self.fill_nodata_check = QCheckBox("also generate into nodata / transparent pixels")
         form.addRow("Grow by", self.dilate_spin)

@@ -17,6 +17,7 @@ SIDES = ("north", "south", "east", "west", "all")
 POLYGON_TYPES = ("Polygon", "MultiPolygon")
 EDIT_GUIDANCE = 3.5  # the inpainting model's default, as the engine's
 DEFAULT_DILATE, DEFAULT_FEATHER = 4, 4  # the engine's defaults
+MAX_MASK_PX = 64  # the engine's limit on both
 EDIT_LAYER_PREFIX = LAYER_PREFIX.replace("synthetic", "synthetic edit")
 EXTEND_LAYER_PREFIX = LAYER_PREFIX.replace("synthetic", "synthetic extension")
 LOCAL_PROVIDER = "gdal"
@@ -99,8 +100,8 @@ def build_edit_job(raster: str, geometries: list[dict], mask_crs: str, options: 
                    fill_nodata: bool = False, out: str | None = None) -> dict:
     """The JSON body of an edit job: geometries are GeoJSON in ``mask_crs`` (the raster's)."""
     require_crs(mask_crs)
-    if dilate < 0 or feather < 0:
-        raise ValueError("dilation and feathering are pixel counts: 0 or more")
+    if not (0 <= dilate <= MAX_MASK_PX and 0 <= feather <= MAX_MASK_PX):
+        raise ValueError(f"grow and feather are pixel counts from 0 to {MAX_MASK_PX}")
     mask = mask_geometry(geometries)
     return {"type": "edit", "raster": raster, **options.job_fields(), "out": out,
             "mask": mask, "mask_crs": mask_crs, "dilate": int(dilate),

@@ -23,6 +23,7 @@ from ..core.edit_spec import (
     DEFAULT_DILATE,
     DEFAULT_FEATHER,
     EDIT_GUIDANCE,
+    MAX_MASK_PX,
     EditOptions,
     build_edit_job,
     raster_file,
@@ -79,10 +80,10 @@ class EditRasterAlgorithm(QgsProcessingAlgorithm):
         add_sampling_parameters(self, guidance=EDIT_GUIDANCE)
         self.addParameter(QgsProcessingParameterNumber(
             self.DILATE, "Grow the polygons by (source pixels)", number_type("Integer"),
-            defaultValue=DEFAULT_DILATE, minValue=0, maxValue=256))
+            defaultValue=DEFAULT_DILATE, minValue=0, maxValue=MAX_MASK_PX))
         self.addParameter(QgsProcessingParameterNumber(
             self.FEATHER, "Feathered edge (source pixels)", number_type("Integer"),
-            defaultValue=DEFAULT_FEATHER, minValue=0, maxValue=256))
+            defaultValue=DEFAULT_FEATHER, minValue=0, maxValue=MAX_MASK_PX))
         self.addParameter(QgsProcessingParameterBoolean(
             self.FILL_NODATA, "Also generate into nodata / transparent pixels",
             defaultValue=False))
