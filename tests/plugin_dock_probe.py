@@ -15,35 +15,33 @@ import re
 import socket
 import sys
 import time
-import traceback
 from pathlib import Path
-from unittest import mock
 
-sys.modules.setdefault("mock", mock)  # qgis.testing.mocked imports the old 'mock' package
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, "/usr/share/qgis/python/plugins")  # the Processing framework
-
-from qgis.testing import start_app  # noqa: E402
-from qgis.testing.mocked import get_iface  # noqa: E402
-
-app = start_app()
-iface = get_iface()
-
-from qgis.core import (  # noqa: E402
+from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsProject,
     QgsRectangle,
 )
-from qgis.gui import QgsDockWidget, QgsMessageBar, QgsRubberBand  # noqa: E402
-from qgis.PyQt import sip  # noqa: E402
-from qgis.PyQt.QtCore import QCoreApplication, QEvent, QPoint, Qt  # noqa: E402
-from qgis.PyQt.QtTest import QTest  # noqa: E402
-from qgis.PyQt.QtWidgets import QPushButton  # noqa: E402
+from qgis.gui import QgsDockWidget, QgsRubberBand
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, QPoint, Qt
+from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QPushButton
+from qgis_harness import (
+    app,
+    iface,
+    phase,
+    pump,
+    report,
+    show_main_window,
+    slot_errors,
+    use_local_engine,
+    wait_for,
+)
 
-import text2earth_qgis  # noqa: E402
-from text2earth_qgis.core.job_spec import AUTO, LEVEL  # noqa: E402
+import text2earth_qgis
+from text2earth_qgis.core.job_spec import AUTO, LEVEL
 
 MODEL = os.environ["T2E_MODEL"]
 WORK = Path(os.environ["T2E_WORK"])
@@ -52,48 +50,6 @@ STAGING = WORK / "staging"
 UTM = QgsCoordinateReferenceSystem("EPSG:32632")
 WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 MERCATOR = QgsCoordinateReferenceSystem("EPSG:3857")
-
-report: dict = {}
-slot_errors: list[str] = []
-
-
-def excepthook(kind, value, tb):  # exceptions raised inside Qt slots land here
-    slot_errors.append("".join(traceback.format_exception(kind, value, tb)))
-
-
-sys.excepthook = excepthook
-
-
-def phase(name):
-    def wrap(fn):
-        def run(*args, **kwargs):
-            section = report.setdefault(name, {})
-            try:
-                fn(section, *args, **kwargs)
-            except Exception:  # noqa: BLE001 - reported to the test, which fails on it
-                section["error"] = traceback.format_exc()
-        return run
-    return wrap
-
-
-def pump(seconds=0.0):
-    end = time.monotonic() + seconds
-    while True:
-        app.processEvents()
-        if time.monotonic() >= end:
-            return
-        time.sleep(0.01)
-
-
-def wait_for(condition, timeout=90.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        app.processEvents()
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
 
 def rect(r):
     return [r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum()]
@@ -130,18 +86,7 @@ def files_in(folder: Path):
                   if p.is_file()) if folder.exists() else []
 
 
-# ----- the main window the mocked iface stands for: canvas in the middle, docks around -------
-
-window = iface.mainWindow()
-canvas = iface.mapCanvas()
-window.setCentralWidget(canvas)
-canvas.setFixedSize(800, 600)
-iface.addDockWidget.side_effect = window.addDockWidget
-iface.removeDockWidget.side_effect = window.removeDockWidget
-iface.messageBar.return_value = QgsMessageBar()
-window.show()
-pump(0.2)
-
+window, canvas = show_main_window()
 plugin = None
 
 
@@ -151,13 +96,7 @@ def load(section):
     registry = QgsApplication.processingRegistry()
     section["provider_before"] = registry.providerById("text2earth") is not None
     plugin = text2earth_qgis.classFactory(iface)
-    settings = plugin.manager.settings
-    settings.python = sys.executable
-    settings.model = MODEL
-    settings.device = "cpu"
-    settings.token_file = str(WORK / "token")
-    settings.staging_dir = str(STAGING)
-    settings.url = None
+    use_local_engine(plugin.manager.settings, WORK, MODEL)
     plugin.initGui()
     action = plugin.toggle_action
     section["actions"] = [a.text() for a in plugin.actions]

@@ -25,7 +25,7 @@ from qgis.gui import (
     QgsMapToolExtent,
     QgsRubberBand,
 )
-from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
+from qgis.PyQt.QtCore import QSize, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -39,9 +39,9 @@ from qgis.PyQt.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -62,9 +62,10 @@ from .core.job_spec import (
     output_size,
     window_count,
 )
-from .core.run_job import progress_percent
+from .edit_panel import EDIT_TYPES, EditPanel
 from .layers import add_result_layer
 from .qgis_compat import crs_for_engine, polygon_geometry_type
+from .run_view import RunView
 from .tasks import EngineTask, GenerateTask
 
 SETTINGS = "text2earth/"
@@ -101,7 +102,6 @@ class Text2EarthDock(QgsDockWidget):
         self.task: GenerateTask | None = None
         self.engine_task: EngineTask | None = None
         self.history: list[history_store.HistoryEntry] = []
-        self.last_preview = b""
         self.tool = QgsMapToolExtent(self.canvas)
         self.tool.extentChanged.connect(self.set_extent_from_tool)
         self.band = QgsRubberBand(self.canvas, polygon_geometry_type())
@@ -268,25 +268,14 @@ class Text2EarthDock(QgsDockWidget):
         out_form.addRow("File name", self.pattern_edit)
         layout.addWidget(out_box)
 
-        run_row = QHBoxLayout()
-        self.generate_button = QPushButton("Generate")
+        self.run_view = RunView("Generate")
+        self.generate_button = self.run_view.run_button
         self.generate_button.clicked.connect(self.generate)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
+        self.cancel_button = self.run_view.cancel_button
         self.cancel_button.clicked.connect(self.cancel)
-        run_row.addWidget(self.generate_button)
-        run_row.addWidget(self.cancel_button)
-        layout.addLayout(run_row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        self.preview_label = QLabel()
-        self.preview_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview_label.setMinimumHeight(128)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.preview_label)
+        self.progress = self.run_view.progress
+        self.status_label = self.run_view.status_label
+        layout.addWidget(self.run_view)
 
         history_box = QGroupBox("History (this project)")
         history_layout = QVBoxLayout(history_box)
@@ -303,7 +292,12 @@ class Text2EarthDock(QgsDockWidget):
         history_layout.addLayout(history_buttons)
         layout.addWidget(history_box)
         layout.addStretch(1)
-        self.setWidget(body)
+        self.edit_panel = EditPanel(self)
+        self.edit_panel.layer_added.connect(self.layer_added)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(body, "Generate")
+        self.tabs.addTab(self.edit_panel, "Edit raster")
+        self.setWidget(self.tabs)
 
     # ----- extent ---------------------------------------------------------------------------
 
@@ -466,66 +460,27 @@ class Text2EarthDock(QgsDockWidget):
             return
         self._remember_settings()
         self.task = GenerateTask(self.manager, job, str(destination))
-        self.task.progressed.connect(self.show_progress)
-        self.task.previewed.connect(self.show_preview)
+        self.run_view.follow(self.task)
         self.task.completed.connect(self.generation_finished)
-        self.generate_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setValue(0)
-        self.status_label.setText("sending the job to the engine…")
-        self.last_preview = b""
         QgsApplication.taskManager().addTask(self.task)
 
     def cancel(self) -> None:
         if self.task is not None:
-            self.status_label.setText("cancelling…")
+            self.run_view.cancelling()
             self.task.cancel()
-
-    def show_progress(self, status: dict) -> None:
-        steps, step = status.get("steps") or 0, status.get("step") or 0
-        state = status.get("state", "")
-        text = f"{state}: step {step} of {steps}"
-        if (status.get("tiles") or 1) > 1:
-            text += f", tile {status.get('tile')} of {status.get('tiles')}"
-        if status.get("queue_position"):
-            text = f"queued (position {status['queue_position']})"
-        if status.get("eta_s") is not None:
-            text += f", about {status['eta_s']:.0f} s left"
-        self.status_label.setText(text)
-        self.progress.setValue(int(progress_percent(status)))
-
-    def show_preview(self, png: bytes) -> None:
-        self.last_preview = bytes(png)
-        pixmap = QPixmap()
-        if pixmap.loadFromData(self.last_preview, "PNG"):
-            self.preview_label.setPixmap(pixmap.scaledToWidth(
-                min(256, max(128, self.preview_label.width())),
-                Qt.TransformationMode.SmoothTransformation))
 
     def generation_finished(self, ok: bool) -> None:
         task, self.task = self.task, None
-        self.generate_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
         self.show_engine_state()
         if task is None:
+            self.run_view.set_running(False)
             return
-        if ok and task.result and task.path:
-            layer = add_result_layer(task.path, task.job, task.result)
-            if layer is None:
-                self.show_message(f"the engine wrote {task.path}, but QGIS cannot open it",
-                                  warning=True)
-                return
-            self.progress.setValue(100)
-            self.status_label.setText(f"done: {task.path}")
+        layer = self.run_view.ended(
+            task, ok, lambda t: add_result_layer(t.path, t.job, t.result),
+            lambda text: self.show_message(text, warning=True), "the generation failed")
+        if layer is not None:
             self.add_history(task.job, {**task.result, "path": task.path})
             self.layer_added.emit(layer)
-            return
-        self.progress.setValue(0)
-        if task.was_cancelled:
-            self.status_label.setText("cancelled: nothing was written")
-            return
-        self.status_label.setText(f"failed: {task.error}")
-        self.show_message(task.error or "the generation failed", warning=True)
 
     # ----- settings, reuse, history ------------------------------------------------------
 
@@ -542,6 +497,10 @@ class Text2EarthDock(QgsDockWidget):
 
     def load_job(self, job: dict) -> None:
         """Fill the form from a job (history 'reuse', or a layer's 'regenerate')."""
+        if job.get("type") in EDIT_TYPES:
+            self.tabs.setCurrentWidget(self.edit_panel)
+            self.edit_panel.load_job(job)
+            return
         self.prompt_edit.setPlainText(job.get("prompt", ""))
         self.negative_edit.setText(job.get("negative_prompt") or "")
         if job.get("seed") is not None:
@@ -568,8 +527,9 @@ class Text2EarthDock(QgsDockWidget):
             if target.isValid():
                 self.set_extent(QgsRectangle(*bbox), target)
 
-    def add_history(self, job: dict, result: dict) -> None:
-        thumb = base64.b64encode(self.last_preview).decode() if self.last_preview else ""
+    def add_history(self, job: dict, result: dict, preview: bytes | None = None) -> None:
+        preview = self.run_view.last_preview if preview is None else preview
+        thumb = base64.b64encode(preview).decode() if preview else ""
         self.history.append(history_store.new_entry(job, result, thumb))
         QgsProject.instance().writeEntry(HISTORY_SCOPE, HISTORY_KEY,
                                          history_store.dumps(self.history))
@@ -664,6 +624,7 @@ class Text2EarthDock(QgsDockWidget):
         """Called by the plugin on unload: disconnect from project and canvas."""
         if self.task is not None:
             self.task.cancel()
+        self.edit_panel.cleanup()
         for signal, slot in ((self.canvas.scaleChanged, self.update_info),
                              (self.canvas.destinationCrsChanged, self.update_info),
                              (QgsProject.instance().readProject, self.load_history),

@@ -24,6 +24,18 @@ def polygon_geometry_type():
                        lambda: qgis_core.QgsWkbTypes.GeometryType.PolygonGeometry)
 
 
+def layer_filter(kind: str):
+    """'RasterLayer' or 'PolygonLayer' for QgsMapLayerComboBox.setFilters."""
+    return _new_or_old("LayerFilter", kind,
+                       lambda: getattr(qgis_core.QgsMapLayerProxyModel.Filter, kind))
+
+
+def polygon_source_type():
+    """QgsProcessingParameterFeatureSource's 'polygon layers only'."""
+    return _new_or_old("ProcessingSourceType", "VectorPolygon",
+                       lambda: qgis_core.QgsProcessing.SourceType.TypeVectorPolygon)
+
+
 def number_type(kind: str):
     """'Double' or 'Integer' for QgsProcessingParameterNumber."""
     return _new_or_old("ProcessingNumberParameterType", kind,

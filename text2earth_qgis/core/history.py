@@ -24,7 +24,9 @@ class HistoryEntry:
     @property
     def label(self) -> str:
         when = self.when.replace("T", " ")[:16]
-        return f"{self.prompt[:48]}\nseed {self.seed}, level {self.level}, {when}"
+        kind = self.job.get("type")
+        prefix = f"{kind}: " if kind in ("edit", "extend") else ""
+        return f"{prefix}{self.prompt[:48]}\nseed {self.seed}, level {self.level}, {when}"
 
 
 def new_entry(job: dict, result: dict, thumbnail_b64: str = "") -> HistoryEntry:

@@ -105,11 +105,11 @@ def output_name(pattern: str, prompt: str, seed: int | None, level: int | None,
     return name
 
 
-def layer_name(prompt: str, limit: int = 60) -> str:
+def layer_name(prompt: str, limit: int = 60, prefix: str = LAYER_PREFIX) -> str:
     text = " ".join(prompt.split())
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
-    return LAYER_PREFIX + text
+    return prefix + text
 
 
 def build_job(

@@ -20,6 +20,19 @@ def progress_percent(status: dict) -> float:
     return min(100.0, 100.0 * done / (steps * tiles))
 
 
+def status_text(status: dict) -> str:
+    """One line for the user: state, step, window of a scene or tile of an edit, time left."""
+    steps, step = status.get("steps") or 0, status.get("step") or 0
+    text = f"{status.get('state', '')}: step {step} of {steps}"
+    if (status.get("tiles") or 1) > 1:
+        text += f", tile {status.get('tile')} of {status.get('tiles')}"
+    if status.get("queue_position"):
+        text = f"queued (position {status['queue_position']})"
+    if status.get("eta_s") is not None:
+        text += f", about {status['eta_s']:.0f} s left"
+    return text
+
+
 def run_job(
     client: EngineClient,
     job: dict,

@@ -8,6 +8,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.engine_manager import EngineManager
+from .edit_algorithm import EditRasterAlgorithm
 from .generate_algorithm import GenerateSceneAlgorithm
 
 
@@ -27,3 +28,4 @@ class Text2EarthProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS's name
         self.addAlgorithm(GenerateSceneAlgorithm(self.manager))
+        self.addAlgorithm(EditRasterAlgorithm(self.manager))

@@ -1,0 +1,351 @@
+"""The dock's "Edit raster" tab: regenerate what is inside polygons of a raster layer, or
+extend it beyond an edge. Collects input and shows state; the jobs are built by
+core/edit_spec.py and run by the same task as generations."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsGeometry,
+    QgsProject,
+)
+from qgis.gui import QgsMapLayerComboBox
+from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .core import scale
+from .core.edit_spec import (
+    DEFAULT_DILATE,
+    DEFAULT_FEATHER,
+    EDIT_GUIDANCE,
+    MAX_MASK_PX,
+    SIDES,
+    EditOptions,
+    build_edit_job,
+    build_extend_job,
+    edit_output_name,
+    extend_output_name,
+    raster_file,
+    require_crs,
+    unused_name,
+)
+from .layers import add_edited_layer
+from .qgis_compat import crs_for_engine, layer_filter
+from .run_view import RunView
+from .sketch_tool import PolygonSketchTool
+from .tasks import GenerateTask
+
+MAX_SEED = 2**31 - 1
+EDIT_TYPES = ("edit", "extend")
+AUTO_LEVEL = scale.MIN_LEVEL - 1  # the level spin box's "auto" (its special value)
+
+
+class EditPanel(QWidget):
+    """Raster layer + mask (drawn polygons or selected features) + prompt -> edited layer."""
+
+    layer_added = pyqtSignal(object)
+
+    def __init__(self, dock) -> None:
+        super().__init__()
+        self.dock = dock
+        self.canvas = dock.canvas
+        self.task: GenerateTask | None = None
+        self.source_layer = None
+        self.sketch = PolygonSketchTool(self.canvas)
+        self.sketch.changed.connect(self._show_mask_count)
+        self.sketch.deactivated.connect(self._sketch_deactivated)
+        self._build_ui()
+        self._show_mask_count()
+
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+
+        source_box = QGroupBox("Raster to edit")
+        source_form = QFormLayout(source_box)
+        self.raster_combo = QgsMapLayerComboBox()
+        self.raster_combo.setFilters(layer_filter("RasterLayer"))
+        self.raster_combo.setToolTip("a local raster file (GeoTIFF...); the file is never "
+                                     "written: the result is a new layer above it")
+        source_form.addRow("Layer", self.raster_combo)
+        layout.addWidget(source_box)
+
+        mask_box = QGroupBox("Area to regenerate")
+        mask_layout = QVBoxLayout(mask_box)
+        row = QHBoxLayout()
+        self.draw_button = QPushButton("Draw polygons")
+        self.draw_button.setCheckable(True)
+        self.draw_button.setToolTip("left click: add a vertex; right click or double click: "
+                                    "close the polygon; Backspace: undo a vertex; Esc: drop")
+        self.draw_button.toggled.connect(self.toggle_sketch)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self.sketch.clear)
+        self.mask_label = QLabel()
+        row.addWidget(self.draw_button)
+        row.addWidget(self.clear_button)
+        row.addWidget(self.mask_label, 1)
+        mask_layout.addLayout(row)
+        row = QHBoxLayout()
+        self.use_selected_check = QCheckBox("Use the selected features of")
+        self.mask_layer_combo = QgsMapLayerComboBox()
+        self.mask_layer_combo.setFilters(layer_filter("PolygonLayer"))
+        row.addWidget(self.use_selected_check)
+        row.addWidget(self.mask_layer_combo, 1)
+        mask_layout.addLayout(row)
+        form = QFormLayout()
+        self.dilate_spin = self._spin(0, MAX_MASK_PX, DEFAULT_DILATE, " px")
+        self.dilate_spin.setToolTip("source pixels the mask grows by")
+        self.feather_spin = self._spin(0, MAX_MASK_PX, DEFAULT_FEATHER, " px")
+        self.feather_spin.setToolTip("width of the soft edge, inside the grown mask")
+        self.fill_nodata_check = QCheckBox("also generate into nodata / transparent pixels")
+        form.addRow("Grow by", self.dilate_spin)
+        form.addRow("Feather", self.feather_spin)
+        form.addRow(self.fill_nodata_check)
+        mask_layout.addLayout(form)
+        layout.addWidget(mask_box)
+
+        prompt_box = QGroupBox("Prompt")
+        prompt_form = QFormLayout(prompt_box)
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("e.g. a park with trees and paths")
+        self.prompt_edit.setFixedHeight(50)
+        self.negative_edit = QLineEdit()
+        self.negative_edit.setPlaceholderText("what to avoid")
+        self.seed_spin = self._spin(0, MAX_SEED, random.randint(0, MAX_SEED))
+        dice = QPushButton("Random")
+        dice.clicked.connect(lambda: self.seed_spin.setValue(random.randint(0, MAX_SEED)))
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed_spin, 1)
+        seed_row.addWidget(dice)
+        self.steps_spin = self._spin(1, 1000, 50)
+        self.level_spin = self._spin(AUTO_LEVEL, scale.MAX_LEVEL, AUTO_LEVEL)
+        self.level_spin.setSpecialValueText("auto (from the raster's resolution)")
+        self.guidance_spin = QDoubleSpinBox()
+        self.guidance_spin.setRange(0.0, 50.0)
+        self.guidance_spin.setSingleStep(0.5)
+        self.guidance_spin.setValue(EDIT_GUIDANCE)
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText("default (lcybuaa/Text2Earth-inpainting)")
+        prompt_form.addRow(self.prompt_edit)
+        prompt_form.addRow("Negative", self.negative_edit)
+        prompt_form.addRow("Seed", seed_row)
+        prompt_form.addRow("Steps", self.steps_spin)
+        prompt_form.addRow("Level", self.level_spin)
+        prompt_form.addRow("Guidance", self.guidance_spin)
+        prompt_form.addRow("Inpainting model", self.model_edit)
+        layout.addWidget(prompt_box)
+
+        extend_box = QGroupBox("Extend beyond an edge")
+        extend_layout = QHBoxLayout(extend_box)
+        self.distance_spin = QDoubleSpinBox()
+        self.distance_spin.setRange(0.0, 100000.0)
+        self.distance_spin.setDecimals(1)
+        self.distance_spin.setValue(500.0)
+        self.distance_spin.setSuffix(" m")
+        extend_layout.addWidget(self.distance_spin)
+        self.extend_buttons: dict[str, QPushButton] = {}
+        for side in SIDES:
+            button = QPushButton(side.capitalize())
+            button.setToolTip(f"extend the raster by the distance to the {side}"
+                              if side != "all" else "extend the raster on every side")
+            button.clicked.connect(lambda _=False, s=side: self.run_extend(s))
+            extend_layout.addWidget(button)
+            self.extend_buttons[side] = button
+        layout.addWidget(extend_box)
+
+        self.run_view = RunView("Edit raster")
+        self.run_button = self.run_view.run_button
+        self.run_button.clicked.connect(self.run_edit)
+        self.cancel_button = self.run_view.cancel_button
+        self.cancel_button.clicked.connect(self.cancel)
+        self.status_label = self.run_view.status_label
+        layout.addWidget(self.run_view)
+        layout.addStretch(1)
+
+    @staticmethod
+    def _spin(low: int, high: int, value: int, suffix: str = "") -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(low, high)
+        spin.setValue(value)
+        spin.setSuffix(suffix)
+        return spin
+
+    # ----- the mask ------------------------------------------------------------------------
+
+    def toggle_sketch(self, on: bool) -> None:
+        if on:
+            self.canvas.setMapTool(self.sketch)
+        elif self.canvas.mapTool() is self.sketch:
+            self.canvas.unsetMapTool(self.sketch)
+
+    def _sketch_deactivated(self) -> None:
+        # Another map tool took over: show it, without unsetting the tool a second time.
+        self.draw_button.blockSignals(True)
+        self.draw_button.setChecked(False)
+        self.draw_button.blockSignals(False)
+
+    def _show_mask_count(self) -> None:
+        count = len(self.sketch.polygons)
+        self.mask_label.setText(f"{count} polygon{'s' if count != 1 else ''} drawn")
+
+    def mask_geometries(self, crs: QgsCoordinateReferenceSystem) -> list[dict]:
+        """The mask polygons as GeoJSON geometries in ``crs`` (the raster's)."""
+        if self.use_selected_check.isChecked():
+            layer = self.mask_layer_combo.currentLayer()
+            if layer is None:
+                raise ValueError("choose the polygon layer whose selected features to use")
+            features = layer.selectedFeatures()
+            if not features:
+                raise ValueError(f"no features of {layer.name()!r} are selected: select the "
+                                 "polygons to regenerate, or draw them")
+            pairs = [(QgsGeometry(f.geometry()), layer.crs()) for f in features]
+        else:
+            pairs = self.sketch.geometries()
+        geometries = []
+        for geometry, source_crs in pairs:
+            if geometry.isNull():
+                continue
+            if source_crs != crs:
+                try:
+                    geometry.transform(QgsCoordinateTransform(source_crs, crs,
+                                                              QgsProject.instance()))
+                except QgsCsException:
+                    raise ValueError(
+                        f"the polygons cannot be brought into the raster's CRS "
+                        f"({crs.authid() or crs.description()}): are they far outside it?"
+                    ) from None
+            geometries.append(json.loads(geometry.asJson()))
+        return geometries
+
+    # ----- the jobs ------------------------------------------------------------------------
+
+    def _source(self):
+        layer = self.raster_combo.currentLayer()
+        path = raster_file(layer.providerType() if layer else None,
+                           layer.source() if layer else None)
+        return layer, path
+
+    def _options(self) -> EditOptions:
+        level = self.level_spin.value()
+        return EditOptions(
+            prompt=self.prompt_edit.toPlainText(),
+            negative_prompt=self.negative_edit.text(),
+            level=None if level == AUTO_LEVEL else level,
+            seed=self.seed_spin.value(),
+            steps=self.steps_spin.value(),
+            guidance=self.guidance_spin.value(),
+            model=self.model_edit.text().strip() or None,
+        )
+
+    def _destination(self, name: str) -> Path:
+        folder = self.dock.output_folder()
+        return folder / unused_name(name, lambda n: (folder / n).exists())
+
+    def build_edit(self) -> tuple[dict, Path]:
+        """(job, destination); ValueError with the user's message for a bad input."""
+        layer, path = self._source()
+        mask_crs = require_crs(crs_for_engine(layer.crs()))
+        job = build_edit_job(
+            path, self.mask_geometries(layer.crs()), mask_crs, self._options(),
+            dilate=self.dilate_spin.value(), feather=self.feather_spin.value(),
+            fill_nodata=self.fill_nodata_check.isChecked())
+        return job, self._destination(edit_output_name(path, job["prompt"], job["seed"]))
+
+    def build_extend(self, side: str) -> tuple[dict, Path]:
+        _, path = self._source()
+        by = self.distance_spin.value()
+        job = build_extend_job(path, by, side, self._options())
+        return job, self._destination(
+            extend_output_name(path, side, by, job["prompt"], job["seed"]))
+
+    def run_edit(self) -> None:
+        self._start(self.build_edit)
+
+    def run_extend(self, side: str) -> None:
+        self._start(lambda: self.build_extend(side))
+
+    def _start(self, build) -> None:
+        if self.task is not None:
+            return
+        try:
+            job, destination = build()
+        except ValueError as exc:
+            self.dock.show_message(str(exc), warning=True)
+            return
+        self.source_layer = self.raster_combo.currentLayer()
+        self.task = GenerateTask(self.dock.manager, job, str(destination))
+        self.run_view.follow(self.task)
+        self._set_running(True)
+        self.task.completed.connect(self.finished)
+        QgsApplication.taskManager().addTask(self.task)
+
+    def _set_running(self, running: bool) -> None:
+        for button in self.extend_buttons.values():
+            button.setEnabled(not running)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.run_view.cancelling()
+            self.task.cancel()
+
+    def finished(self, ok: bool) -> None:
+        task, self.task = self.task, None
+        self._set_running(False)
+        if task is None:
+            self.run_view.set_running(False)
+            return
+        layer = self.run_view.ended(
+            task, ok, lambda t: add_edited_layer(t.path, self.source_layer, t.job, t.result),
+            lambda text: self.dock.show_message(text, warning=True), "the edit failed")
+        if layer is not None:
+            self.dock.add_history(task.job, {**task.result, "path": task.path},
+                                  self.run_view.last_preview)
+            self.layer_added.emit(layer)
+
+    # ----- reuse ---------------------------------------------------------------------------
+
+    def load_job(self, job: dict) -> None:
+        """Fill the tab from an edit or extend job (history, or the layer's action)."""
+        self.prompt_edit.setPlainText(job.get("prompt", ""))
+        self.negative_edit.setText(job.get("negative_prompt") or "")
+        if job.get("seed") is not None:
+            self.seed_spin.setValue(int(job["seed"]) % (MAX_SEED + 1))
+        self.steps_spin.setValue(int(job.get("steps", 50)))
+        self.guidance_spin.setValue(float(job.get("guidance", EDIT_GUIDANCE)))
+        self.level_spin.setValue(AUTO_LEVEL if job.get("level") is None else int(job["level"]))
+        self.model_edit.setText(job.get("model") or "")
+        self.dilate_spin.setValue(int(job.get("dilate", DEFAULT_DILATE)))
+        self.feather_spin.setValue(int(job.get("feather", DEFAULT_FEATHER)))
+        self.fill_nodata_check.setChecked(bool(job.get("fill_nodata", False)))
+        if job.get("by") is not None:
+            self.distance_spin.setValue(float(job["by"]))
+        for layer in QgsProject.instance().mapLayers().values():
+            if layer.source().split("|")[0] == job.get("raster"):
+                self.raster_combo.setLayer(layer)
+                break
+
+    def cleanup(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.canvas.mapTool() is self.sketch:
+            self.canvas.unsetMapTool(self.sketch)
+        self.sketch.cleanup()

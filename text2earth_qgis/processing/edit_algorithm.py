@@ -1,0 +1,132 @@
+"""Processing algorithm "Edit raster": raster + polygons + prompt -> a new GeoTIFF on the
+raster's grid, regenerated inside the polygons only."""
+
+from __future__ import annotations
+
+import json
+
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+
+from ..core import scale
+from ..core.edit_spec import (
+    DEFAULT_DILATE,
+    DEFAULT_FEATHER,
+    EDIT_GUIDANCE,
+    MAX_MASK_PX,
+    EditOptions,
+    build_edit_job,
+    raster_file,
+    require_crs,
+)
+from ..core.engine_manager import EngineManager
+from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
+from .engine_run import geotiff_destination, run_on_engine
+from .generate_algorithm import LEVEL_CHOICES
+from .sampling import add_sampling_parameters, sampling_values
+
+AUTO_CHOICE = "auto (from the raster's resolution)"
+
+
+class EditRasterAlgorithm(QgsProcessingAlgorithm):
+    INPUT, MASK, PROMPT, NEGATIVE, LEVEL_PARAM = (
+        "INPUT", "MASK", "PROMPT", "NEGATIVE_PROMPT", "LEVEL")
+    DILATE, FEATHER, FILL_NODATA, MODEL, OUTPUT = (
+        "DILATE", "FEATHER", "FILL_NODATA", "MODEL", "OUTPUT")
+
+    def __init__(self, manager: EngineManager) -> None:
+        super().__init__()
+        self.manager = manager
+
+    def createInstance(self):  # noqa: N802 - QGIS's name
+        return EditRasterAlgorithm(self.manager)
+
+    def name(self) -> str:
+        return "editraster"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Edit raster"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Regenerates the pixels of a raster inside polygons from a prompt, with the "
+            "Text2Earth inpainting model: the output is a new GeoTIFF with the raster's CRS, "
+            "grid, bands, data type and nodata, in which every pixel outside the (grown) "
+            "polygons is the source's, unchanged. The new pixels are SYNTHETIC. The source "
+            "file is never written. Use 'Selected features only' on the mask to edit a few "
+            "polygons of a layer."
+        )
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster to edit"))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.MASK, "Polygons to regenerate", [polygon_source_type()]))
+        self.addParameter(QgsProcessingParameterString(self.PROMPT, "Prompt", multiLine=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.NEGATIVE, "Negative prompt", optional=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.LEVEL_PARAM, "Google level", options=[AUTO_CHOICE, *LEVEL_CHOICES],
+            defaultValue=0))
+        add_sampling_parameters(self, guidance=EDIT_GUIDANCE)
+        self.addParameter(QgsProcessingParameterNumber(
+            self.DILATE, "Grow the polygons by (source pixels)", number_type("Integer"),
+            defaultValue=DEFAULT_DILATE, minValue=0, maxValue=MAX_MASK_PX))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.FEATHER, "Feathered edge (source pixels)", number_type("Integer"),
+            defaultValue=DEFAULT_FEATHER, minValue=0, maxValue=MAX_MASK_PX))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.FILL_NODATA, "Also generate into nodata / transparent pixels",
+            defaultValue=False))
+        self.addParameter(QgsProcessingParameterString(
+            self.MODEL, "Inpainting model (hub id or folder; empty: the default)",
+            optional=True))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT, "Edited raster (partly synthetic)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        source = self.parameterAsSource(parameters, self.MASK, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.MASK))
+        destination = geotiff_destination(
+            self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
+        choice = self.parameterAsEnum(parameters, self.LEVEL_PARAM, context)
+        try:
+            path = raster_file(layer.providerType() if layer else None,
+                               layer.source() if layer else None)
+            mask_crs = require_crs(crs_for_engine(layer.crs()))
+            to_raster = QgsCoordinateTransform(source.sourceCrs(), layer.crs(),
+                                               context.transformContext())
+            geometries = []
+            for feature in source.getFeatures():
+                geometry = feature.geometry()
+                if geometry.isNull() or geometry.isEmpty():
+                    continue
+                geometry.transform(to_raster)
+                geometries.append(json.loads(geometry.asJson()))
+            options = EditOptions(
+                prompt=self.parameterAsString(parameters, self.PROMPT, context),
+                negative_prompt=self.parameterAsString(parameters, self.NEGATIVE, context),
+                level=None if choice == 0 else scale.LEVELS[choice - 1],
+                model=self.parameterAsString(parameters, self.MODEL, context).strip() or None,
+                **sampling_values(self, parameters, context),
+            )
+            job = build_edit_job(
+                path, geometries, mask_crs, options,
+                dilate=self.parameterAsInt(parameters, self.DILATE, context),
+                feather=self.parameterAsInt(parameters, self.FEATHER, context),
+                fill_nodata=self.parameterAsBoolean(parameters, self.FILL_NODATA, context),
+            )
+        except ValueError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        return {self.OUTPUT: run_on_engine(self.manager, job, destination, feedback)}
