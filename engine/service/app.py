@@ -18,6 +18,7 @@ from .. import __version__
 from ..checkpoint import check_folder, is_local_path
 from ..errors import Text2EarthError
 from ..generate import MAX_SEED, GenerateRequest, plan, scene_plan
+from .device_report import device_report
 from .jobs import CANCELLED, DONE, FAILED, Job, JobQueue
 from .outputs import resolve_output
 from .preview import latents_to_png
@@ -120,6 +121,8 @@ def create_app(
             "version": __version__,
             "api_version": API_VERSION,
             "device": device_info(config.device),
+            "device_report": device_report(config.device, models.last_oom),
+            "pid": os.getpid(),  # lets a later plugin session recognise its leftover service
             "models": models.describe(),
             "model_error": models.error,
             "queue_length": queue.queue_length,

@@ -249,12 +249,14 @@ def start_local_service(
     extra_args: list[str] | None = None,
     timeout: float = 120.0,
     env: dict | None = None,
+    port: int = 0,
 ) -> LocalService:
-    """Start `python -m engine.cli serve` on a free loopback port and wait for /health."""
+    """Start `python -m engine.cli serve` on a loopback port (0: any free one) and wait for
+    /health."""
     workdir = Path(tempfile.mkdtemp(prefix="text2earth-service-"))
     port_file = workdir / "port"
     log_path = workdir / "service.log"
-    args = [python, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+    args = [python, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--port-file", str(port_file)]
     for folder in output_dirs or []:
         args += ["--output-dir", str(folder)]
