@@ -28,6 +28,7 @@ from qgis.gui import (
 from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -48,7 +49,7 @@ from qgis.PyQt.QtWidgets import (
 
 from .core import history as history_store
 from .core import scale
-from .core.engine_manager import CONNECTED, EngineManager
+from .core.engine_manager import CONNECTED, CRASHED, EngineManager
 from .core.job_spec import (
     AUTO,
     DEFAULT_PATTERN,
@@ -63,6 +64,7 @@ from .core.job_spec import (
     window_count,
 )
 from .core.run_job import progress_percent
+from .engine_tools import diagnostics_for, engine_tools_row
 from .layers import add_result_layer
 from .qgis_compat import crs_for_engine, polygon_geometry_type
 from .tasks import EngineTask, GenerateTask
@@ -89,6 +91,8 @@ class Text2EarthDock(QgsDockWidget):
     """Prompt + extent + resolution in, a georeferenced synthetic layer out."""
 
     layer_added = pyqtSignal(object)
+    setup_requested = pyqtSignal()  # the plugin opens the set-up / model dialogs
+    models_requested = pyqtSignal()
 
     def __init__(self, iface, manager: EngineManager, parent=None) -> None:
         super().__init__("Text2Earth", parent or iface.mainWindow())
@@ -155,6 +159,7 @@ class Text2EarthDock(QgsDockWidget):
         engine_form.addRow("Token file", self.token_widget)
         engine_form.addRow("Device", self.device_combo)
         engine_form.addRow(apply_button)
+        engine_form.addRow(engine_tools_row(self))
         layout.addWidget(engine_box)
 
         prompt_box = QGroupBox("Prompt")
@@ -639,6 +644,13 @@ class Text2EarthDock(QgsDockWidget):
         state = self.manager.state
         self.engine_label.setText(f"Engine: {self.manager.message or state}")
         self.connect_button.setEnabled(state != CONNECTED)
+        self.connect_button.setText("Restart" if state == CRASHED else "Connect")
+
+    def copy_diagnostics(self) -> str:
+        text = diagnostics_for(self.manager)
+        QApplication.clipboard().setText(text)
+        self.show_message("Diagnostics copied to the clipboard (the token is left out).")
+        return text
 
     def show_message(self, text: str, warning: bool = False) -> None:
         from qgis.core import Qgis

@@ -93,5 +93,17 @@ def engine_facts(manager) -> dict:
         "model": settings.model,
         "model_cache": settings.model_cache,
         "setup_stamps": stamps,
+        "setup_log": setup_log_of(python),
         "log_tail": manager.log_tail(),
     }
+
+
+def setup_log_of(python: str | None) -> str | None:
+    """The set-up log next to the venv the engine's Python belongs to, if there is one."""
+    from pathlib import Path
+
+    if not python:
+        return None
+    venv = Path(python).parent.parent
+    log = venv.with_name(venv.name + "-setup.log")
+    return str(log) if log.is_file() else None

@@ -498,3 +498,38 @@ def run_setup(
     report("done", 1.0, "the engine is set up")
     return SetupResult(plan.venv_python, ran, skipped, verify, log_path,
                        time.monotonic() - started)
+
+
+def checkout_root() -> Path | None:
+    """The source checkout the plugin runs from (engine + requirements.txt), if any."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "engine").is_dir():
+        return root
+    return None
+
+
+def default_venv(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "engine-venv"
+
+
+def make_plan(venv: str | Path, python: str | None = None, torch: str = "auto",
+              requirements_file: str | Path | None = None, engine_source: str | None = None,
+              index_url: str | None = None, wheels: str | None = None) -> SetupPlan:
+    """The set-up for this machine: a Python found or checked, torch chosen for the driver,
+    requirements and engine from the checkout unless given."""
+    import platform
+
+    root = checkout_root()
+    requirements_file = requirements_file or (root / "requirements.txt" if root else None)
+    if not requirements_file or not Path(requirements_file).is_file():
+        raise SetupError("requirements", "no requirements file: choose the engine's "
+                         "requirements.txt (it comes with the engine's source)")
+    engine_source = engine_source or (str(root) if root else None)
+    if not engine_source:
+        raise SetupError("engine", "the engine's source is not next to the plugin: give its "
+                         "folder, wheel or download URL")
+    found = find_python(python)
+    build = choose_torch_build(sys.platform, platform.machine(), detect_nvidia_driver(), torch)
+    return SetupPlan(Path(venv), found.path, read_requirements(Path(requirements_file)), build,
+                     engine_source=engine_source, index_url=index_url or None,
+                     find_links=[wheels] if wheels else [], no_index=bool(wheels))
