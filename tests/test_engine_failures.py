@@ -19,11 +19,11 @@ from text2earth_qgis.core import service_record
 from text2earth_qgis.core.client import EngineClient, read_token
 from text2earth_qgis.core.diagnostics import REDACTED, diagnostics_text, engine_facts
 from text2earth_qgis.core.engine_manager import CONNECTED, CRASHED, EngineManager, EngineSettings
-from text2earth_qgis.core.failure_advice import JOB, SERVICE, explain
+from text2earth_qgis.core.failure_advice import JOB, SERVICE, explain, job_message
 
 
 def settings(tmp_path, **kw) -> EngineSettings:
-    values = dict(python=sys.executable, model="lcybuaa/Text2Earth", device="cpu",
+    values = dict(python=sys.executable, model="lcybuaa/Text2Earth", device=None,
                   token_file=str(tmp_path / "token"), staging_dir=str(tmp_path / "staging"),
                   demo_fallback=False, record_file=str(tmp_path / "service.json"),
                   model_cache=str(tmp_path / "empty-cache"), start_timeout=120)
@@ -50,11 +50,13 @@ def test_port_leftover_crash_restart_driver_and_missing_model(tmp_path):
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert f"HF_HUB_CACHE={tmp_path / 'empty-cache'}".encode() in environ
 
-        # No GPU driver on this machine: /health says the GPU is not used, and why.
+        # No GPU driver on this machine: /health says the GPU is not used, and why, and
+        # so does the status line the dock shows.
         report = client.health()["device_report"]
-        assert report["gpu_used"] is False
+        assert report["gpu_used"] is torch.cuda.is_available()
         if shutil.which("nvidia-smi") is None:
-            assert report["reason"].startswith("device set to cpu")
+            assert report["reason"].startswith("no NVIDIA driver found")
+            assert "GPU not used: no NVIDIA driver found" in first.message
         auto = service_record.read_record(tmp_path / "service.json")  # unchanged
         assert auto == record
 
@@ -134,6 +136,10 @@ def test_out_of_memory_is_reported_by_health_and_explained(tiny_t2i, tmp_path, m
     with pytest.raises(Exception) as failed:
         run_generate(job, models)
     assert explain(str(failed.value), JOB).kind == "out_of_memory"
+    assert job_message(str(failed.value)).startswith("The GPU ran out of memory. Choose a "
+                                                     "smaller extent")
+    assert job_message("the engine at http://x is not answering") == \
+        "the engine at http://x is not answering"  # unknown causes are left as they are
     assert models.last_oom == str(failed.value) and not (tmp_path / "x.tif").exists()
     report = device_report("cpu", models.last_oom)
     assert report["last_oom"] == str(failed.value)

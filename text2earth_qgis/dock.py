@@ -158,6 +158,11 @@ class Text2EarthDock(QgsDockWidget):
         engine_form.addRow("Engine URL", self.url_edit)
         engine_form.addRow("Token file", self.token_widget)
         engine_form.addRow("Device", self.device_combo)
+        self.port_spin = QSpinBox()
+        self.port_spin.setRange(0, 65535)
+        self.port_spin.setSpecialValueText("any free port")
+        self.port_spin.setValue(self.manager.settings.port)
+        engine_form.addRow("Port", self.port_spin)
         engine_form.addRow(apply_button)
         engine_form.addRow(engine_tools_row(self))
         layout.addWidget(engine_box)
@@ -617,8 +622,10 @@ class Text2EarthDock(QgsDockWidget):
         }
         for key, value in values.items():
             settings.setValue(SETTINGS + key, value)
+        settings.setValue(SETTINGS + "port", self.port_spin.value())
         self.manager.stop()
         engine = self.manager.settings
+        engine.port = self.port_spin.value()
         engine.python = values["engine_python"] or None
         engine.url = values["engine_url"] or None
         engine.token_file = values["token_file"] or engine.token_file

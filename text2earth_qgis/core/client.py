@@ -225,10 +225,15 @@ class LocalService:
         shutil.rmtree(self.log_path.parent, ignore_errors=True)  # port file and log
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return read_tail(self.log_path, lines)
+
+
+def read_tail(path: str | Path, lines: int = 15) -> str:
+    """A log's last lines ('' when it cannot be read)."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def read_token(token_file: str | Path | None) -> str | None:
@@ -286,9 +291,7 @@ def start_local_service(
     def tail() -> str:
         """The log's last lines, then the start's temp folder is removed."""
         try:
-            return "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-        except OSError:
-            return ""
+            return read_tail(log_path, 15)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import service_record
-from .client import EngineClient, EngineError, LocalService, read_token, start_local_service
+from .client import (
+    EngineClient,
+    EngineError,
+    LocalService,
+    read_tail,
+    read_token,
+    start_local_service,
+)
 from .failure_advice import SERVICE, explain
 
 PYTHON_ENV = "TEXT2EARTH_ENGINE_PYTHON"
@@ -79,9 +86,9 @@ class EngineManager:
                 try:
                     self._note_health(self._client.health())
                     return self._client
-                except EngineError as exc:
+                except EngineError:
                     self._client = None
-                    self._forget_service(exc)  # raises when it crashed: restart is offered
+                    self._forget_service()  # raises when it crashed: restart is offered
             if self.settings.url:
                 client = EngineClient(self.settings.url, read_token(self.settings.token_file))
                 self._note_health(client.health())
@@ -139,14 +146,14 @@ class EngineManager:
                 self.message += f" ({port_note})"
             return service.client
 
-    def _forget_service(self, error: EngineError) -> None:
+    def _forget_service(self) -> None:
         """The engine stopped answering: if our process died, say why and offer a restart."""
         service, self._service = self._service, None
         adopted, self._adopted = self._adopted, None
         if service is None:
             if adopted is not None and not service_record.pid_alive(adopted.pid):
                 service_record.clear_record(self.settings.record_file)
-                self._crashed(None, _tail(adopted.log_path))
+                self._crashed(None, read_tail(adopted.log_path))
             return
         code = service.process.poll()
         tail = service.log_tail(15)
@@ -156,7 +163,7 @@ class EngineManager:
             self._crashed(code, tail)
 
     def _crashed(self, code: int | None, tail: str) -> None:
-        advice = explain("", SERVICE, returncode=-1 if code is None else code, log_tail=tail)
+        advice = explain("", SERVICE, returncode=code, log_tail=tail, exited=True)
         self.state, self.last_log = CRASHED, tail
         self.message = advice.message(with_log=False)
         raise EngineError(advice.message())
@@ -174,6 +181,8 @@ class EngineManager:
         self.message = f"connected, {self.device_name}{gpu}" + (
             " (demo weights: a pipeline check, not imagery)" if check else ""
         )
+        if info.get("model_error"):
+            self.message += f"; {explain(info['model_error'], SERVICE).message(False)}"
 
     def stop(self) -> None:
         """Stop the service if this plugin started it; a user's own engine is left alone.
@@ -200,12 +209,7 @@ class EngineManager:
         if self._service is not None:
             return self._service.log_tail()
         if self._adopted is not None:
-            return _tail(self._adopted.log_path)
+            return read_tail(self._adopted.log_path)
         return self.last_log
 
 
-def _tail(path: str, lines: int = 15) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""

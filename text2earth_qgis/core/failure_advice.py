@@ -105,8 +105,10 @@ RULES = [
 
 
 def explain(text: str, context: str = SERVICE, returncode: int | None = None,
-            log_path: str | None = None, log_tail: str = "", step: str = "") -> Advice:
-    """One message for a failure seen in ``context`` (setup, service or job)."""
+            log_path: str | None = None, log_tail: str = "", step: str = "",
+            exited: bool = False) -> Advice:
+    """One message for a failure seen in ``context`` (setup, service or job); ``exited``:
+    the service process ended (with ``returncode`` when it is known)."""
     extra = {"log_path": str(log_path) if log_path else None, "log_tail": log_tail}
     haystack = f"{text}\n{log_tail}"
     for rule in RULES:
@@ -116,14 +118,24 @@ def explain(text: str, context: str = SERVICE, returncode: int | None = None,
         return Advice("setup_failed", f"The set-up failed at the {step or 'unknown'} step.",
                       "The log says why; Copy diagnostics puts it on the clipboard for a bug "
                       "report. " + RERUN, **extra)
-    if context == SERVICE and returncode is not None:
+    if context == SERVICE and (exited or returncode is not None):
         if returncode in (-9, 137):
             return Advice("killed", "The engine was killed (often: the system ran out of "
                           "memory).", "Close other programs or choose a smaller extent, then "
                           "Restart the engine.", **extra)
-        return Advice("crashed", f"The engine stopped unexpectedly (exit code {returncode}).",
+        code = f" (exit code {returncode})" if returncode is not None else ""
+        return Advice("crashed", f"The engine stopped unexpectedly{code}.",
                       "Restart it with the Restart button; its last log lines are below.",
                       **extra)
     return Advice("failed", text.strip().splitlines()[0] if text.strip() else "It failed.",
                   "Copy diagnostics puts the details on the clipboard for a bug report.",
                   **extra)
+
+
+def job_message(text: str) -> str:
+    """A failed job's message with advice when its cause is one we know, else as it was."""
+    advice = explain(text, JOB)
+    if advice.kind in ("out_of_memory", "no_gpu_driver", "model_missing", "dll",
+                       "env_incomplete"):
+        return f"{advice.problem} {advice.action}\n({text})"
+    return text
