@@ -153,8 +153,35 @@ def test_torch_build_follows_the_driver():
     assert parse_nvidia_smi("NVIDIA-SMI has failed because it couldn't communicate") is None
 
 
-def test_torch_is_installed_apart_from_the_rest():
-    torch, rest = split_torch(["torch==2.14.1", "torchvision==0.29.1", "diffusers==0.42.1",
-                               "open_clip_torch==3.3.0"])
-    assert torch == ["torch==2.14.1", "torchvision==0.29.1"]
-    assert rest == ["diffusers==0.42.1", "open_clip_torch==3.3.0"]
+def test_torch_comes_alone_from_its_index_and_the_rest_from_the_usual_one(tmp_path):
+    requirements = ["torch==2.14.1", "torchvision==0.29.1", "diffusers==0.42.1",
+                    "open_clip_torch==3.3.0"]
+    assert split_torch(requirements)[0] == ["torch==2.14.1", "torchvision==0.29.1"]
+    plan = SetupPlan(tmp_path / "v", sys.executable, requirements, CPU, engine_source="/src")
+    commands = plan.commands()
+    torch = commands["torch"]
+    assert torch[torch.index("--index-url") + 1] == TORCH_INDEX + "cpu"
+    assert torch[-3:] == ["--no-deps", "torch==2.14.1", "torchvision==0.29.1"]
+    rest = commands["requirements"]
+    assert "--index-url" not in rest and rest[-4:] == requirements  # pip's own index
+    assert commands["engine"][-2:] == ["--no-deps", "/src"]
+    assert commands["venv"] == [sys.executable, "-m", "venv", str(tmp_path / "v")]
+
+
+@pytest.mark.parametrize("output, kind", [
+    ("OSError: [Errno 28] No space left on device", "no_space"),
+    ("SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED]", "certificate"),
+    ("ERROR: No matching distribution found for torch==2.14.1", "no_build"),
+    ("ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.",
+     "download_corrupt"),
+    ("Error: ensurepip is not available", "no_venv_module"),
+    ("ImportError: DLL load failed while importing _C", "dll"),
+    ("error: Microsoft Visual C++ 14.0 or greater is required", "must_compile"),
+])
+def test_set_up_failures_that_cannot_be_provoked_here_still_get_their_advice(output, kind):
+    """pip's and Python's own wording, as they print it."""
+    advice = explain("requirements step failed (exit code 1)", SETUP, log_path="/x/setup.log",
+                     log_tail=output, step="requirements")
+    assert advice.kind == kind
+    assert advice.message(with_log=False).count("\n") == 0  # one message, then the log
+    assert "Log: /x/setup.log" in advice.message()

@@ -28,41 +28,36 @@ def _line(label: str, value) -> str:
     return f"{label}: {value}"
 
 
+# (label, key) rows, in the order a reader of a bug report wants them.
+QGIS_FACTS = [("plugin", "plugin_version"), ("QGIS", "qgis_version"),
+              ("QGIS Python", "qgis_python"), ("system", "platform")]
+ENGINE_FACTS = [("engine state", "engine_state"), ("engine message", "engine_message"),
+                ("engine Python", "engine_python"), ("engine URL", "engine_url")]
+DEVICE_FACTS = [("GPU used", "gpu_used"), ("GPU note", "reason"),
+                ("torch CUDA", "torch_cuda"), ("NVIDIA driver", "nvidia_driver")]
+SETUP_FACTS = [("model setting", "model"), ("model cache", "model_cache"),
+               ("set-up log", "setup_log"), ("set-up stamps", "setup_stamps")]
+
+
 def diagnostics_text(facts: dict, secrets: list[str] | None = None) -> str:
     """One plain-text block; unknown facts are shown as '-', never dropped silently."""
     health = facts.get("health") or {}
     device = health.get("device") or {}
     report = health.get("device_report") or {}
-    models = health.get("models") or []
-    lines = [
-        "Text2Earth diagnostics",
-        _line("plugin", facts.get("plugin_version")),
-        _line("QGIS", facts.get("qgis_version")),
-        _line("QGIS Python", facts.get("qgis_python")),
-        _line("system", facts.get("platform")),
-        "",
-        _line("engine state", facts.get("engine_state")),
-        _line("engine message", facts.get("engine_message")),
-        _line("engine Python", facts.get("engine_python")),
-        _line("engine URL", facts.get("engine_url")),
-        _line("engine version", health.get("version")),
-        _line("device", f"{device.get('type', '-')} {device.get('name', '')}".strip()),
-        _line("GPU used", report.get("gpu_used")),
-        _line("GPU note", report.get("reason")),
-        _line("torch CUDA", report.get("torch_cuda")),
-        _line("NVIDIA driver", report.get("nvidia_driver")),
-        _line("models", [{k: m.get(k) for k in ("model_id", "device", "dtype", "pipeline_check")}
-                         for m in models]),
-        _line("model error", health.get("model_error")),
-        "",
-        _line("model setting", facts.get("model")),
-        _line("model cache", facts.get("model_cache")),
-        _line("set-up log", facts.get("setup_log")),
-        _line("set-up stamps", facts.get("setup_stamps")),
-        "",
-        "last engine log lines:",
-        (facts.get("log_tail") or "-").rstrip(),
-    ]
+    models = [{k: m.get(k) for k in ("model_id", "device", "dtype", "pipeline_check")}
+              for m in health.get("models") or []]
+
+    def rows(table, source):
+        return [_line(label, source.get(key)) for label, key in table]
+
+    lines = (
+        ["Text2Earth diagnostics", *rows(QGIS_FACTS, facts), "", *rows(ENGINE_FACTS, facts),
+         _line("engine version", health.get("version")),
+         _line("device", f"{device.get('type', '-')} {device.get('name', '')}".strip()),
+         *rows(DEVICE_FACTS, report), _line("models", models),
+         _line("model error", health.get("model_error")), "", *rows(SETUP_FACTS, facts), "",
+         "last engine log lines:", (facts.get("log_tail") or "-").rstrip()]
+    )
     return redact("\n".join(lines) + "\n", list(secrets or []))
 
 

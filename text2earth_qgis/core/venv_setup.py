@@ -7,10 +7,12 @@ step, works behind an offline mirror) and it honours the pip.conf / PIP_* settin
 certificates an organisation has already configured; with exact pins its resolver has
 nothing to search, and the time goes into downloads either way.
 
-Torch is installed in its own step from its own index (CUDA or CPU build) with no other
-index beside it, so the resolver can never mix builds; the rest then comes from the normal
-index with torch already satisfied. Each finished step leaves a stamp in the venv, so a
-re-run after a failure resumes where it stopped instead of starting over.
+Torch (and torchvision) are installed first, alone and without dependencies, from the torch
+index of the chosen build (CUDA or CPU) with no other index beside it, so the resolver can
+never mix builds. Then every pin, torch's included, comes from the normal index: the torch
+just installed satisfies its pin (2.14.1+cpu is 2.14.1), and its own dependencies come from
+there. Each finished step leaves a stamp in the venv, so a re-run after a failure resumes
+where it stopped instead of starting over.
 """
 
 from __future__ import annotations
@@ -294,12 +296,13 @@ class SetupPlan:
 
     def commands(self) -> dict[str, list[str]]:
         """Each install step's command line (also its fingerprint)."""
-        torch, rest = split_torch(self.requirements)
+        torch, _ = split_torch(self.requirements)
         torch_index = self.torch.index_url if self.index_url is None else self.index_url
         commands = {
             "venv": [self.python, "-m", "venv", str(self.venv)],
-            "torch": self.pip_args(torch, torch_index) if torch else [],
-            "requirements": self.pip_args(rest, self.index_url) if rest else [],
+            "torch": self.pip_args(["--no-deps", *torch], torch_index) if torch else [],
+            "requirements": (self.pip_args(self.requirements, self.index_url)
+                             if self.requirements else []),
             "engine": (self.pip_args(["--no-deps", self.engine_source], self.index_url)
                        if self.engine_source else []),
         }
