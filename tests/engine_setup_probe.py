@@ -27,6 +27,7 @@ from qgis.testing.mocked import get_iface  # noqa: E402
 app = start_app()
 iface = get_iface()
 
+from probe_support import wait_for  # noqa: E402
 from qgis.core import QgsSettings  # noqa: E402
 from qgis.gui import QgsMessageBar  # noqa: E402
 from qgis.PyQt.QtWidgets import QApplication, QPushButton  # noqa: E402
@@ -47,16 +48,6 @@ def phase(fn):
         fn(section)
     except Exception:  # noqa: BLE001 - reported to the test, which fails on it
         section["error"] = traceback.format_exc()
-
-
-def wait_for(condition, timeout=120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        app.processEvents()
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def button(widget, text):

@@ -30,6 +30,7 @@ from qgis.testing.mocked import get_iface  # noqa: E402
 app = start_app()
 iface = get_iface()
 
+from probe_support import wait_for  # noqa: E402
 from qgis.core import (  # noqa: E402
     QgsApplication,
     QgsCoordinateReferenceSystem,
@@ -83,16 +84,6 @@ def pump(seconds=0.0):
         if time.monotonic() >= end:
             return
         time.sleep(0.01)
-
-
-def wait_for(condition, timeout=90.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        app.processEvents()
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def rect(r):
