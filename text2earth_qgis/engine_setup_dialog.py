@@ -93,8 +93,8 @@ class EngineSetupDialog(QDialog):
         form = QFormLayout()
         self.python_widget = QgsFileWidget()
         self.python_widget.setFilePath(settings.value(PREFIX + "setup_python", "", type=str))
-        self.python_widget.setToolTip("a Python 3.10+ to build the engine's environment from; "
-                                      "empty: one is looked for")
+        self.python_widget.lineEdit().setPlaceholderText(
+            "empty: a Python 3.10+ on this machine is looked for")
         self.folder_widget = QgsFileWidget()
         self.folder_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.folder_widget.setFilePath(settings.value(
