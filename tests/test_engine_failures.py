@@ -168,3 +168,14 @@ def test_diagnostics_carry_the_facts_but_never_the_token(tmp_path):
                      f"QGIS Python: {sys.version.split()[0]}"):
         assert expected in text, expected
     assert read_token(tmp_path / "token") is None and EngineClient  # nothing was started
+
+
+def test_an_engine_python_missing_packages_is_sent_to_set_up(tmp_path):
+    bare = shutil.which("python3", path="/usr/bin") or sys.base_prefix + "/bin/python3"
+    manager = EngineManager(settings(tmp_path, python=bare, start_timeout=60))
+    with pytest.raises(Exception) as failed:
+        manager.ensure_running()
+    assert manager.state == "failed"
+    assert manager.message.startswith("The engine's environment is incomplete. Run Set up "
+                                      "engine…")
+    assert "No module named" in str(failed.value)  # the log's own line comes along

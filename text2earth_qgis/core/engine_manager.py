@@ -129,8 +129,10 @@ class EngineManager:
                 )
             except EngineError as exc:
                 advice = explain(str(exc), SERVICE)
-                self.last_log = str(exc)
-                self.state, self.message = FAILED, advice.message(with_log=False)
+                self.state, self.last_log, self.message = FAILED, str(exc), str(exc)
+                if advice.kind == "failed":  # no known cause: the error says it best
+                    raise
+                self.message = advice.message(with_log=False)
                 raise EngineError(f"{self.message}\n{exc}") from None
             if self._stop_requested:  # QGIS closed, or the plugin unloaded, meanwhile
                 self._stop_requested = False
