@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -30,6 +29,7 @@ from qgis.testing.mocked import get_iface  # noqa: E402
 app = start_app()
 iface = get_iface()
 
+from probe_support import wait_for  # noqa: E402
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle  # noqa: E402
 from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsMessageBar  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
@@ -44,13 +44,7 @@ BBOX = (456800.0, 5427400.0, 457400.0, 5427850.0)  # 600 x 450 m near Karlsruhe
 
 
 def pump(condition=lambda: True, timeout=120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        app.processEvents()
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
+    return wait_for(condition, timeout)
 
 
 window = iface.mainWindow()

@@ -24,6 +24,7 @@ from qgis.testing.mocked import get_iface  # noqa: E402
 app = start_app()
 iface = get_iface()
 
+from probe_support import wait_for  # noqa: E402,F401 - the probes' one wait
 from qgis.gui import QgsMessageBar  # noqa: E402
 
 report: dict = {}
@@ -56,16 +57,6 @@ def pump(seconds=0.0):
         if time.monotonic() >= end:
             return
         time.sleep(0.01)
-
-
-def wait_for(condition, timeout=90.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        app.processEvents()
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def show_main_window():

@@ -28,6 +28,7 @@ from qgis.gui import (
 from qgis.PyQt.QtCore import QSize, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -48,7 +49,7 @@ from qgis.PyQt.QtWidgets import (
 
 from .core import history as history_store
 from .core import scale
-from .core.engine_manager import CONNECTED, EngineManager
+from .core.engine_manager import CONNECTED, CRASHED, EngineManager
 from .core.job_spec import (
     AUTO,
     DEFAULT_PATTERN,
@@ -63,6 +64,7 @@ from .core.job_spec import (
     window_count,
 )
 from .edit_panel import EDIT_TYPES, EditPanel
+from .engine_tools import diagnostics_for, engine_tools_row
 from .layers import add_result_layer
 from .qgis_compat import crs_for_engine, polygon_geometry_type
 from .run_view import RunView
@@ -90,6 +92,8 @@ class Text2EarthDock(QgsDockWidget):
     """Prompt + extent + resolution in, a georeferenced synthetic layer out."""
 
     layer_added = pyqtSignal(object)
+    setup_requested = pyqtSignal()  # the plugin opens the set-up / model dialogs
+    models_requested = pyqtSignal()
 
     def __init__(self, iface, manager: EngineManager, parent=None) -> None:
         super().__init__("Text2Earth", parent or iface.mainWindow())
@@ -162,7 +166,13 @@ class Text2EarthDock(QgsDockWidget):
         engine_form.addRow("Token file", self.token_widget)
         engine_form.addRow("Device", self.device_combo)
         engine_form.addRow("Precision", self.precision_combo)
+        self.port_spin = QSpinBox()
+        self.port_spin.setRange(0, 65535)
+        self.port_spin.setSpecialValueText("any free port")
+        self.port_spin.setValue(self.manager.settings.port)
+        engine_form.addRow("Port", self.port_spin)
         engine_form.addRow(apply_button)
+        engine_form.addRow(engine_tools_row(self))
         layout.addWidget(engine_box)
 
         prompt_box = QGroupBox("Prompt")
@@ -582,8 +592,10 @@ class Text2EarthDock(QgsDockWidget):
         }
         for key, value in values.items():
             settings.setValue(SETTINGS + key, value)
+        settings.setValue(SETTINGS + "port", self.port_spin.value())
         self.manager.stop()
         engine = self.manager.settings
+        engine.port = self.port_spin.value()
         engine.python = values["engine_python"] or None
         engine.url = values["engine_url"] or None
         engine.token_file = values["token_file"] or engine.token_file
@@ -609,6 +621,13 @@ class Text2EarthDock(QgsDockWidget):
         state = self.manager.state
         self.engine_label.setText(f"Engine: {self.manager.message or state}")
         self.connect_button.setEnabled(state != CONNECTED)
+        self.connect_button.setText("Restart" if state == CRASHED else "Connect")
+
+    def copy_diagnostics(self) -> str:
+        text = diagnostics_for(self.manager)
+        QApplication.clipboard().setText(text)
+        self.show_message("Diagnostics copied to the clipboard (the token is left out).")
+        return text
 
     def show_message(self, text: str, warning: bool = False) -> None:
         from qgis.core import Qgis

@@ -26,6 +26,8 @@ class Text2EarthPlugin:
         self.dock = None
         self.provider = None
         self.regenerate_action: QAction | None = None
+        self.menu_actions: list[QAction] = []  # set-up and model: the menu only
+        self.dialogs: dict = {}
         self.manager = EngineManager(engine_settings())
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS's name
@@ -43,6 +45,13 @@ class Text2EarthPlugin:
         self.iface.addToolBarIcon(self.toggle_action)
         self.iface.addPluginToRasterMenu(MENU, self.toggle_action)
         self.actions.append(self.toggle_action)
+
+        for text, slot in (("Set up engine…", self.open_engine_setup),
+                           ("Download model…", self.open_model_dialog)):
+            action = QAction(text, self.iface.mainWindow())
+            action.triggered.connect(slot)
+            self.iface.addPluginToRasterMenu(MENU, action)
+            self.menu_actions.append(action)
 
         self.regenerate_action = QAction("Regenerate with these settings (Text2Earth)",
                                          self.iface.mainWindow())
@@ -63,6 +72,8 @@ class Text2EarthPlugin:
             self.dock = Text2EarthDock(self.iface, self.manager)
             self.dock.layer_added.connect(self._offer_regenerate)
             self.dock.visibilityChanged.connect(self.toggle_action.setChecked)
+            self.dock.setup_requested.connect(self.open_engine_setup)
+            self.dock.models_requested.connect(self.open_model_dialog)
             self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         return self.dock
 
@@ -93,11 +104,53 @@ class Text2EarthPlugin:
         self.toggle_action.setChecked(True)
         self.ensure_dock().load_job(job)
 
+    # ----- engine set-up and model weights (dialogs in their own modules) --------------------
+
+    def _show(self, name: str, make):
+        dialog = self.dialogs.get(name) or self.dialogs.setdefault(name, make())
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
+    def open_engine_setup(self):
+        from .engine_setup_dialog import EngineSetupDialog
+
+        return self._show("setup", lambda: EngineSetupDialog(self.iface.mainWindow(),
+                                                             self.use_engine_python))
+
+    def open_model_dialog(self):
+        from .model_dialog import ModelDialog
+
+        return self._show("model", lambda: ModelDialog(self.iface.mainWindow(), self.use_model))
+
+    def use_engine_python(self, python: str) -> None:
+        self.manager.stop()
+        self.manager.settings.python = python
+        if self.dock is not None:
+            self.dock.python_widget.setFilePath(python)
+            self.dock.connect_engine()
+
+    def use_model(self, model: str, cache: str) -> None:
+        self.manager.stop()  # the engine reads the model and its cache when it starts
+        self.manager.settings.model_cache = cache
+        if model:
+            self.manager.settings.model = model
+            if self.dock is not None:
+                self.dock.model_edit.setText(model)
+        if self.dock is not None:
+            self.dock.connect_engine()
+
     def unload(self) -> None:
-        for action in self.actions:
+        for action in self.actions + self.menu_actions:
             self.iface.removePluginRasterMenu(MENU, action)
+        for action in self.actions:
             self.iface.removeToolBarIcon(action)
         self.actions.clear()
+        self.menu_actions.clear()
+        for dialog in self.dialogs.values():
+            dialog.close()
+            dialog.deleteLater()
+        self.dialogs.clear()
         if self.regenerate_action is not None:
             self.iface.removeCustomActionForLayerType(self.regenerate_action)
             self.regenerate_action = None

@@ -28,4 +28,7 @@ def engine_settings() -> EngineSettings:
         device=s.value(PREFIX + "device", "", type=str) or None,
         staging_dir=str(data / "staging"),
         demo_fallback=s.value(PREFIX + "demo_fallback", True, type=bool),
+        port=s.value(PREFIX + "port", 0, type=int),
+        record_file=str(data / "service.json"),
+        model_cache=s.value(PREFIX + "model_cache", "", type=str),
     )

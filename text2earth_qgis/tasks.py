@@ -7,6 +7,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from .core.client import EngineError, JobCancelled
 from .core.engine_manager import EngineManager
+from .core.failure_advice import job_message
 from .core.run_job import progress_percent, run_job
 
 
@@ -67,7 +68,7 @@ class GenerateTask(QgsTask):
             self.was_cancelled = True
             return False
         except EngineError as exc:
-            self.error = str(exc)
+            self.error = job_message(str(exc))
             return False
 
     def finished(self, ok: bool) -> None:

@@ -19,6 +19,7 @@ from ..checkpoint import check_folder, is_local_path
 from ..errors import Text2EarthError
 from ..generate import MAX_SEED, GenerateRequest, plan, scene_plan
 from ..precision import check_precision
+from .device_report import device_report
 from .edit_jobs import raster_request
 from .jobs import CANCELLED, DONE, FAILED, Job, JobQueue
 from .outputs import resolve_output
@@ -122,6 +123,8 @@ def create_app(
             "version": __version__,
             "api_version": API_VERSION,
             "device": device_info(config.device),
+            "device_report": device_report(config.device, models.last_oom),
+            "pid": os.getpid(),  # lets a later plugin session recognise its leftover service
             "models": models.describe(),
             "model_error": models.error,
             "queue_length": queue.queue_length,

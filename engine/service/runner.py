@@ -43,6 +43,7 @@ class ModelManager:
         self._loaded: LoadedModel | None = None
         self._key: tuple | None = None
         self.error: str | None = None
+        self.last_oom: str | None = None  # reported by /health's device_report
 
     def get(self, model: str | None = None) -> LoadedModel:
         """The text-to-image model ``model`` (default: the service's), or the demo stand-in."""
@@ -162,7 +163,8 @@ def run_generate(job: Job, models: ModelManager) -> dict:
     try:
         try:
             result = generate(request, model, on_step)
-        except OutOfMemoryError:
+        except OutOfMemoryError as exc:
+            models.last_oom = str(exc)
             if model.device.type != "cuda":
                 raise
             # Once more with attention slicing and VAE tiling before giving up.

@@ -225,10 +225,15 @@ class LocalService:
         shutil.rmtree(self.log_path.parent, ignore_errors=True)  # port file and log
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return read_tail(self.log_path, lines)
+
+
+def read_tail(path: str | Path, lines: int = 15) -> str:
+    """A log's last lines ('' when it cannot be read)."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def read_token(token_file: str | Path | None) -> str | None:
@@ -249,12 +254,14 @@ def start_local_service(
     extra_args: list[str] | None = None,
     timeout: float = 120.0,
     env: dict | None = None,
+    port: int = 0,
 ) -> LocalService:
-    """Start `python -m engine.cli serve` on a free loopback port and wait for /health."""
+    """Start `python -m engine.cli serve` on a loopback port (0: any free one) and wait for
+    /health."""
     workdir = Path(tempfile.mkdtemp(prefix="text2earth-service-"))
     port_file = workdir / "port"
     log_path = workdir / "service.log"
-    args = [python, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+    args = [python, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--port-file", str(port_file)]
     for folder in output_dirs or []:
         args += ["--output-dir", str(folder)]
@@ -284,9 +291,7 @@ def start_local_service(
     def tail() -> str:
         """The log's last lines, then the start's temp folder is removed."""
         try:
-            return "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-        except OSError:
-            return ""
+            return read_tail(log_path, 15)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

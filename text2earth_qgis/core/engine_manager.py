@@ -10,14 +10,24 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .client import EngineClient, EngineError, LocalService, read_token, start_local_service
+from . import service_record
+from .client import (
+    EngineClient,
+    EngineError,
+    LocalService,
+    read_tail,
+    read_token,
+    start_local_service,
+)
+from .failure_advice import SERVICE, explain
 
 PYTHON_ENV = "TEXT2EARTH_ENGINE_PYTHON"
-NOT_FOUND, STOPPED, STARTING, CONNECTED, FAILED = (
-    "not found", "stopped", "starting", "connected", "failed"
+NOT_FOUND, STOPPED, STARTING, CONNECTED, FAILED, CRASHED = (
+    "not found", "stopped", "starting", "connected", "failed", "crashed"
 )
 
 
@@ -46,6 +56,9 @@ class EngineSettings:
     staging_dir: str = ""  # where a started service writes; results are moved from there
     demo_fallback: bool = True  # without real weights, serve the tiny demo checkpoint
     start_timeout: float = 180.0
+    port: int = 0  # a fixed port for scripts to find; 0: any free one
+    record_file: str = ""  # remembers our service for the next session; "" = don't
+    model_cache: str = ""  # Hugging Face cache the engine reads; "" = its default
 
 
 @dataclass
@@ -54,10 +67,13 @@ class EngineManager:
     state: str = STOPPED
     message: str = ""
     device_name: str = ""
+    health: dict = field(default_factory=dict)  # the last /health answer, for diagnostics
     _service: LocalService | None = None
     _client: EngineClient | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop_requested: bool = False
+    _adopted: service_record.ServiceRecord | None = None
+    last_log: str = ""  # the log's last lines when the service failed or crashed
 
     @property
     def client(self) -> EngineClient | None:
@@ -72,14 +88,19 @@ class EngineManager:
                     return self._client
                 except EngineError:
                     self._client = None
-                    if self._service is not None:
-                        self._service.stop()
-                        self._service = None
+                    self._forget_service()  # raises when it crashed: restart is offered
             if self.settings.url:
                 client = EngineClient(self.settings.url, read_token(self.settings.token_file))
                 self._note_health(client.health())
                 self._client = client
                 return client
+            leftover, note = service_record.find_leftover(
+                self.settings.record_file, read_token(self.settings.token_file))
+            if leftover is not None:
+                self._adopted = service_record.read_record(self.settings.record_file)
+                self._note_health(leftover.health())
+                self._client, self.message = leftover, f"{self.message} ({note})"
+                return leftover
             python = find_engine_python(self.settings.python)
             if python is None:
                 self.state = NOT_FOUND
@@ -91,9 +112,14 @@ class EngineManager:
             self.state, self.message = STARTING, f"starting the engine with {python}"
             self._stop_requested = False
             extra = ["--demo-fallback"] if self.settings.demo_fallback else []
+            port, port_note = service_record.choose_port(self.settings.port)
+            env = {"HF_HUB_CACHE": self.settings.model_cache} if self.settings.model_cache \
+                else None
             try:
                 service = start_local_service(
                     python,
+                    port=port,
+                    env=env,
                     output_dirs=[self.settings.staging_dir] if self.settings.staging_dir else None,
                     model=self.settings.model,
                     device=self.settings.device,
@@ -102,26 +128,63 @@ class EngineManager:
                     timeout=self.settings.start_timeout,
                 )
             except EngineError as exc:
-                self.state, self.message = FAILED, str(exc)
-                raise
+                advice = explain(str(exc), SERVICE)
+                self.state, self.last_log, self.message = FAILED, str(exc), str(exc)
+                if advice.kind == "failed":  # no known cause: the error says it best
+                    raise
+                self.message = advice.message(with_log=False)
+                raise EngineError(f"{self.message}\n{exc}") from None
             if self._stop_requested:  # QGIS closed, or the plugin unloaded, meanwhile
                 self._stop_requested = False
                 service.stop()
                 self.state, self.message = STOPPED, "stopped"
                 raise EngineError("the engine was stopped while it was starting")
             self._service, self._client = service, service.client
+            if self.settings.record_file:
+                service_record.write_record(self.settings.record_file, service_record.ServiceRecord(
+                    service.process.pid, service.url, python, str(service.log_path), time.time()))
             self._note_health(service.client.health())
+            if port_note:
+                self.message += f" ({port_note})"
             return service.client
+
+    def _forget_service(self) -> None:
+        """The engine stopped answering: if our process died, say why and offer a restart."""
+        service, self._service = self._service, None
+        adopted, self._adopted = self._adopted, None
+        if service is None:
+            if adopted is not None and not service_record.pid_alive(adopted.pid):
+                service_record.clear_record(self.settings.record_file)
+                self._crashed(None, read_tail(adopted.log_path))
+            return
+        code = service.process.poll()
+        tail = service.log_tail(15)
+        service.stop()
+        service_record.clear_record(self.settings.record_file)
+        if code is not None:
+            self._crashed(code, tail)
+
+    def _crashed(self, code: int | None, tail: str) -> None:
+        advice = explain("", SERVICE, returncode=code, log_tail=tail, exited=True)
+        self.state, self.last_log = CRASHED, tail
+        self.message = advice.message(with_log=False)
+        raise EngineError(advice.message())
 
     def _note_health(self, info: dict) -> None:
         device = info.get("device") or {}
         self.state = CONNECTED
         self.device_name = device.get("name") or device.get("type") or "?"
+        self.health = info
         models = info.get("models") or []
         check = any(m.get("pipeline_check") for m in models)
-        self.message = f"connected, {self.device_name}" + (
+        report = info.get("device_report") or {}
+        gpu = "" if report.get("gpu_used") or not report else \
+            f"; GPU not used: {report.get('reason')}"
+        self.message = f"connected, {self.device_name}{gpu}" + (
             " (demo weights: a pipeline check, not imagery)" if check else ""
         )
+        if info.get("model_error"):
+            self.message += f"; {explain(info['model_error'], SERVICE).message(False)}"
 
     def stop(self) -> None:
         """Stop the service if this plugin started it; a user's own engine is left alone.
@@ -135,10 +198,20 @@ class EngineManager:
         try:
             if self._service is not None:
                 self._service.stop()
-            self._service = self._client = None
+            elif self._adopted is not None:  # an earlier session's: ours to stop as well
+                service_record.stop_pid(self._adopted.pid)
+            if self._service is not None or self._adopted is not None:
+                service_record.clear_record(self.settings.record_file)
+            self._service = self._client = self._adopted = None
             self.state, self.message = STOPPED, "stopped"
         finally:
             self._lock.release()
 
     def log_tail(self) -> str:
-        return self._service.log_tail() if self._service is not None else ""
+        if self._service is not None:
+            return self._service.log_tail()
+        if self._adopted is not None:
+            return read_tail(self._adopted.log_path)
+        return self.last_log
+
+

@@ -1,0 +1,141 @@
+"""Turn what went wrong (a set-up step's output, a service log, a job error) into one message:
+what happened and what to do. Pure functions, stdlib only; the first matching rule wins, so
+the specific causes come before the generic ones."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SETUP, SERVICE, JOB = "setup", "service", "job"
+
+
+@dataclass(frozen=True)
+class Advice:
+    kind: str  # a stable key ("index_unreachable", "port_in_use", ...) for tests and the UI
+    problem: str  # what happened
+    action: str  # what to do
+    log_path: str | None = None
+    log_tail: str = ""
+
+    def message(self, with_log: bool = True) -> str:
+        text = f"{self.problem} {self.action}"
+        if with_log and self.log_path:
+            text += f"\nLog: {self.log_path}"
+        if with_log and self.log_tail:
+            text += "\nLast log lines:\n" + self.log_tail
+        return text
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    pattern: str
+    problem: str
+    action: str
+    contexts: tuple[str, ...] = (SETUP, SERVICE, JOB)
+
+
+RERUN = "Run Set up engine again afterwards: the steps already done are kept."
+RULES = [
+    Rule("no_space", r"No space left on device|Errno 28|ENOSPC|not enough space on the disk",
+         "The disk is full.",
+         "Free some space (the engine with torch needs about 3 GB, with CUDA about 6 GB) or "
+         "choose an engine folder on another disk. " + RERUN),
+    Rule("certificate", r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|SSLError",
+         "The secure connection to the package index was refused (certificate check).",
+         "A company proxy often re-signs HTTPS: ask IT for its certificate and name it in "
+         "pip.conf ('cert = ...') or the PIP_CERT variable. " + RERUN, (SETUP,)),
+    Rule("index_unreachable",
+         r"Failed to establish a new connection|Connection refused|Name or service not known|"
+         r"Temporary failure in name resolution|getaddrinfo failed|Network is unreachable|"
+         r"No route to host|ProxyError|Read timed out|ConnectTimeoutError|"
+         r"Max retries exceeded|connection broken",
+         "The package index could not be reached.",
+         "Check the internet connection and proxy (pip reads HTTPS_PROXY and pip.conf), or "
+         "run the set-up on a connected network. " + RERUN, (SETUP,)),
+    Rule("download_corrupt", r"DO NOT MATCH THE HASHES|hash mismatch|BadZipFile",
+         "A package download arrived corrupted.", RERUN, (SETUP,)),
+    Rule("no_build", r"No matching distribution found|Could not find a version that satisfies",
+         "A pinned package has no ready-made build for this Python or system.",
+         "Choose a 64-bit Python 3.10, 3.11 or 3.12 in the set-up dialog. " + RERUN, (SETUP,)),
+    Rule("must_compile", r"Microsoft Visual C\+\+ 14|command 'gcc' failed|Failed building wheel|"
+         r"subprocess-exited-with-error",
+         "A package had to be compiled from source, which failed.",
+         "There is no ready-made build of it for this Python: choose Python 3.11 or 3.12. "
+         + RERUN, (SETUP,)),
+    Rule("no_venv_module", r"ensurepip is not available|No module named '?(venv|ensurepip)",
+         "This Python cannot create virtual environments.",
+         "Install python3-venv (Debian/Ubuntu: sudo apt install python3-venv) or choose "
+         "another Python in the set-up dialog.", (SETUP,)),
+    Rule("permission", r"Permission denied|Errno 13|Access is denied",
+         "There is no permission to write where the engine goes.",
+         "Choose an engine folder in your own user space. " + RERUN, (SETUP,)),
+    Rule("broken_python", r"cannot run .*python|does not run|not a Python interpreter|"
+         r"cannot be used|no Python 3\.10",
+         "The Python for the engine does not work.",
+         "Choose another Python 3.10 or newer (the python executable itself), or leave the "
+         "field empty to let the set-up look for one.", (SETUP,)),
+    Rule("dll", r"DLL load failed|WinError 126|WinError 1114|error loading .*\.dll",
+         "torch cannot load its libraries.",
+         "Install the Microsoft Visual C++ Redistributable (x64), restart QGIS, and run Set up "
+         "engine again."),
+    Rule("port_in_use", r"already in use|Address already in use|EADDRINUSE|WinError 10048",
+         "The engine's port is taken by another program.",
+         "Set the engine port to 0 (any free port) or another number, then Connect again.",
+         (SERVICE,)),
+    Rule("out_of_memory", r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED",
+         "The GPU ran out of memory.",
+         "Choose a smaller extent or a coarser level, close other programs using the GPU, or "
+         "set the device to cpu (slower but not limited by GPU memory).", (SERVICE, JOB)),
+    Rule("no_gpu_driver", r"no CUDA GPU|Found no NVIDIA driver|CUDA driver version is "
+         r"insufficient|NVIDIA driver on your system is too old|no NVIDIA driver",
+         "No usable NVIDIA GPU driver.",
+         "Install or update the NVIDIA driver and run Set up engine again, or set the device "
+         "to cpu (slower).", (SERVICE, JOB)),
+    Rule("model_missing", r"are not on this machine|model folder .* does not exist|"
+         r"ModelNotFoundError|has no \.safetensors weights",
+         "The Text2Earth model weights are missing.",
+         "Use Download model… (or copy the weights from another machine and choose their "
+         "folder there).", (SERVICE, JOB)),
+    Rule("env_incomplete", r"No module named|ModuleNotFoundError|ImportError",
+         "The engine's environment is incomplete.",
+         "Run Set up engine…: it repairs the environment without starting over."),
+]
+
+
+def explain(text: str, context: str = SERVICE, returncode: int | None = None,
+            log_path: str | None = None, log_tail: str = "", step: str = "",
+            exited: bool = False) -> Advice:
+    """One message for a failure seen in ``context`` (setup, service or job); ``exited``:
+    the service process ended (with ``returncode`` when it is known)."""
+    extra = {"log_path": str(log_path) if log_path else None, "log_tail": log_tail}
+    haystack = f"{text}\n{log_tail}"
+    for rule in RULES:
+        if context in rule.contexts and re.search(rule.pattern, haystack, re.IGNORECASE):
+            return Advice(rule.kind, rule.problem, rule.action, **extra)
+    if context == SETUP:
+        return Advice("setup_failed", f"The set-up failed at the {step or 'unknown'} step.",
+                      "The log says why; Copy diagnostics puts it on the clipboard for a bug "
+                      "report. " + RERUN, **extra)
+    if context == SERVICE and (exited or returncode is not None):
+        if returncode in (-9, 137):
+            return Advice("killed", "The engine was killed (often: the system ran out of "
+                          "memory).", "Close other programs or choose a smaller extent, then "
+                          "Restart the engine.", **extra)
+        code = f" (exit code {returncode})" if returncode is not None else ""
+        return Advice("crashed", f"The engine stopped unexpectedly{code}.",
+                      "Restart it with the Restart button; its last log lines are below.",
+                      **extra)
+    return Advice("failed", text.strip().splitlines()[0] if text.strip() else "It failed.",
+                  "Copy diagnostics puts the details on the clipboard for a bug report.",
+                  **extra)
+
+
+def job_message(text: str) -> str:
+    """A failed job's message with advice when its cause is one we know, else as it was."""
+    advice = explain(text, JOB)
+    if advice.kind in ("out_of_memory", "no_gpu_driver", "model_missing", "dll",
+                       "env_incomplete"):
+        return f"{advice.problem} {advice.action}\n({text})"
+    return text
