@@ -217,7 +217,8 @@ side = float(sys.argv[2])
 x0, y0 = 447000.0, 5411000.0
 request = GenerateRequest(bbox=(x0, y0, x0 + side, y0 + side), crs="EPSG:32632", prompt="x",
     out=Path(sys.argv[3]), level=17, seed=1, steps=1, guidance=1.0, tile=256, overlap=64,
-    window_batch=2)  # batches of the same size: memory per batch is window_batch_size's
+    window_batch=1)  # one window per call in both: a 2x2 scene's wavefronts hold one window
+# each, a big scene's several, so any larger cap would compare different batch sizes
 print(peak_growth(lambda: generate(request, model))[1])
 """
 
