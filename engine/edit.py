@@ -12,7 +12,7 @@ import math
 import re
 import secrets
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from text2earth_qgis.core import scale as scales
 
 from . import __version__
 from .checkpoint import LoadedModel
-from .edit_mask import burn, grow, pixel_bounds, read_mask, to_raster_crs
+from .edit_mask import burn, grow, pixel_bounds, polygon_parts, read_mask, to_raster_crs
 from .errors import InputError, OutOfMemoryError
 from .generate import MAX_SEED, check_sampling
 from .geotiff import (
@@ -63,6 +63,7 @@ from .regenerate import (
     Rect,
     Regenerator,
     generate_window,
+    merge_boxes,
     open_store,
     plan_pass,
 )
@@ -129,9 +130,8 @@ class RasterPlan:
     grid: Grid  # the output's size
     transform: Affine  # the output's
     offset: tuple[int, int]  # the source's top-left pixel in the output grid
-    passes: list[Pass]
+    groups: list[tuple[Rect, list[Pass]]]  # passes sharing one scratch area (its rect)
     windows: int
-    store_rect: Rect
     notes: list[str]
     alpha_opaque: float
     fields: dict[str, object]
@@ -277,10 +277,17 @@ def plan_edit(request: EditRequest, src) -> RasterPlan:
     centre = (min(max((c0 + c1) / 2, 0), info.width), min(max((r0 + r1) / 2, 0), info.height))
     level, model_m, px_m, model_scale = _scale_at(request, info, *centre, notes)
     margin = request.dilate + request.feather + 1
-    context_x = request.overlap / model_scale.sx
-    context_y = request.overlap / model_scale.sy
-    area = grid.clip((math.floor(c0 - margin - context_x), math.floor(r0 - margin - context_y),
-                      math.ceil(c1 + margin + context_x), math.ceil(r1 + margin + context_y)))
+    context_x = request.overlap / model_scale.sx + margin
+    context_y = request.overlap / model_scale.sy + margin
+    boxes = []
+    for part in (p for g in geoms for p in polygon_parts(g)):
+        k0, q0, k1, q1 = pixel_bounds([part], info.transform)
+        box = grid.clip((math.floor(k0 - context_x), math.floor(q0 - context_y),
+                         math.ceil(k1 + context_x), math.ceil(q1 + context_y)))
+        if box[0] < box[2] and box[1] < box[3]:
+            boxes.append(box)
+    gap = math.ceil(request.tile / min(model_scale.sx, model_scale.sy)) + 2
+    areas = merge_boxes(boxes, gap)
     mapping = band_mapping(src, info)
 
     def region(rect: Rect) -> np.ndarray:
@@ -292,23 +299,29 @@ def plan_edit(request: EditRequest, src) -> RasterPlan:
 
     seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
     request.seed = seed
-    passes = [plan_pass(area, model_scale, request.tile, request.overlap, region, seed)]
+    # The first area keeps the job's seed: a single polygon's result does not depend on this.
+    passes = [plan_pass(area, model_scale, request.tile, request.overlap, region,
+                        seed if k == 0 else tile_seed(seed, k, -2))
+              for k, area in enumerate(areas)]
     _check_size(passes, request, "masked area")
     regen = _regenerator(grid, model_scale, mapping, request.feather, info, 0.0)
-    works = [w for p in passes for w in regen.windows(p)]
-    if not works:
+    groups, count = [], 0
+    for p in passes:  # far-apart areas: windows never overlap, each its own scratch area
+        works = list(regen.windows(p))
+        if works:
+            groups.append((_union([w.inner for w in works], grid), [p]))
+            count += len(works)
+    if not count:
         raise InputError(
             "the mask covers only nodata or transparent pixels of the raster: nothing to "
             "regenerate (allow filling nodata to generate into them)"
         )
-    store = _union([w.inner for w in works], grid)
     fields = _fields(request, info, mapping, level, model_m, px_m, model_scale, notes)
     fields.update(edit="regenerated inside polygons", mask_dilate_px=request.dilate,
                   mask_feather_px=request.feather, fill_nodata=request.fill_nodata,
-                  windows=len(works))
+                  windows=count, areas=len(groups))
     return RasterPlan(info, mapping, level, model_m, px_m, model_scale, grid, info.transform,
-                      (0, 0), passes, len(works), store, notes, _alpha_opaque(src, info),
-                      fields)
+                      (0, 0), groups, count, notes, _alpha_opaque(src, info), fields)
 
 
 def _usable(src, info: SourceInfo, grid: Grid, rect: Rect, fill_nodata: bool) -> np.ndarray:
@@ -421,9 +434,10 @@ def plan_extend(request: ExtendRequest, src) -> RasterPlan:
     fields = _fields(request, info, mapping, level, model_m, px_m, model_scale, notes)
     fields.update(edit=f"extended {request.side} by {distance:g} {unit}",
                   extended_px=",".join(f"{s}={grow_px[s]}" for s in SIDES), windows=windows)
+    # The sides share corners: one scratch area for all of them.
     return RasterPlan(info, mapping, level, model_m, px_m, model_scale, grid, transform,
-                      (ox, oy), passes, windows, _union([w.inner for w in works], grid), notes,
-                      _alpha_opaque(src, info), fields)
+                      (ox, oy), [(_union([w.inner for w in works], grid), passes)], windows,
+                      notes, _alpha_opaque(src, info), fields)
 
 
 def _rect_region(strip: Rect):
@@ -476,34 +490,39 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
     pipe = model.pipeline
     pipe.use_scheduler(request.scheduler)
     out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.edit-scratch.tif")
-    c0, r0, c1, r1 = plan.store_rect
-    written_path = scratch.with_name(scratch.name.replace("edit-scratch", "edit-written"))
+    stem = f".{out.name}.{uuid.uuid4().hex[:8]}"
     masked = has_mask_band(src)
+    generate = generate_window(request.prompt.strip(), request.negative_prompt,
+                               plan.level.level, request.steps, request.guidance, callback,
+                               plan.windows)
     try:
-        with rasterio.Env(GDAL_CACHEMAX=64), \
-                open_store(scratch, src.profile, c1 - c0, r1 - r0) as store, \
-                _maybe_written(masked, written_path, src.profile, c1 - c0, r1 - r0) as written:
-            _fill_store(src, plan, store)
-            regen = _regenerator(plan.grid, plan.scale, plan.mapping,
-                                 getattr(request, "feather", 0), plan.info, plan.alpha_opaque,
-                                 store, (c0, r0),
-                                 (lambda rect: _source_mask(src, plan, rect)) if masked else None,
-                                 written)
-            generate = generate_window(request.prompt.strip(), request.negative_prompt,
-                                       plan.level.level, request.steps, request.guidance,
-                                       callback, plan.windows)
-            try:
-                regen.run(pipe, plan.passes, generate)
-            except torch.OutOfMemoryError:
-                raise OutOfMemoryError(
-                    f"out of memory on {model.device} for {request.tile} px windows: try "
-                    "a smaller --tile"
-                ) from None
-            path = _write_output(request, src, plan, store, written, out, tags)
+        with rasterio.Env(GDAL_CACHEMAX=64), ExitStack() as stack:
+            areas, done = [], 0
+            for k, (rect, passes) in enumerate(plan.groups):
+                c0, r0, c1, r1 = rect
+                store = stack.enter_context(open_store(
+                    out.with_name(f"{stem}.edit-scratch-{k}.tif"), src.profile, c1 - c0,
+                    r1 - r0))
+                written = stack.enter_context(_maybe_written(
+                    masked, out.with_name(f"{stem}.edit-written-{k}.tif"), src.profile,
+                    c1 - c0, r1 - r0))
+                _fill_store(src, plan, store, rect)
+                regen = _regenerator(
+                    plan.grid, plan.scale, plan.mapping, getattr(request, "feather", 0),
+                    plan.info, plan.alpha_opaque, store, (c0, r0),
+                    (lambda r: _source_mask(src, plan, r)) if masked else None, written)
+                try:
+                    done = regen.run(pipe, passes, generate, done)
+                except torch.OutOfMemoryError:
+                    raise OutOfMemoryError(
+                        f"out of memory on {model.device} for {request.tile} px windows: try "
+                        "a smaller --tile"
+                    ) from None
+                areas.append((rect, store, written))
+            path = _write_output(request, src, plan, areas, out, tags)
     finally:
-        scratch.unlink(missing_ok=True)
-        written_path.unlink(missing_ok=True)
+        for leftover in out.parent.glob(f"{stem}.edit-*.tif"):
+            leftover.unlink(missing_ok=True)
     return RasterResult(path, plan.grid.width, plan.grid.height, plan.info.crs,
                         plan.transform, plan.level.level, request.seed, tags, plan.notes)
 
@@ -538,8 +557,8 @@ def _source_mask(src, plan: RasterPlan, rect: Rect) -> np.ndarray:
     return mask
 
 
-def _fill_store(src, plan: RasterPlan, store) -> None:
-    c0, r0, c1, r1 = plan.store_rect
+def _fill_store(src, plan: RasterPlan, store, rect: Rect) -> None:
+    c0, r0, c1, r1 = rect
     for r in range(r0, r1, COPY_ROWS):
         n = min(COPY_ROWS, r1 - r)
         store.write(_source_rows(src, plan, (c0, r, c1, r + n)),
@@ -571,29 +590,32 @@ def kept_source_tags(tags: dict[str, str]) -> dict[str, str]:
             if not k.startswith(TAG_PREFIX) and k != "DIGITAL_SOURCE_TYPE"}
 
 
-def _write_output(request: RasterJob, src, plan: RasterPlan, store, written, out: Path,
+def _write_output(request: RasterJob, src, plan: RasterPlan, areas: list, out: Path,
                   tags: dict[str, str]) -> Path:
+    """``areas``: (rect, store, written) of each regenerated scratch area."""
     profile, why = _output_profile(src, plan)
     if why:
         plan.notes.append(why)
         tags["TEXT2EARTH_NOTES"] = " | ".join(plan.notes)
-    s0, t0, s1, t1 = plan.store_rect
+    masked = has_mask_band(src)
 
     def write(dst) -> None:
         width, height = plan.grid.width, plan.grid.height
         for r in range(0, height, COPY_ROWS):
             n = min(COPY_ROWS, height - r)
             block = _source_rows(src, plan, (0, r, width, r + n))
-            q0, q1 = max(r, t0), min(r + n, t1)
-            if q0 < q1:  # the regenerated part, from the scratch copy
-                block[:, q0 - r : q1 - r, s0:s1] = store.read(
-                    window=Window(0, q0 - t0, s1 - s0, q1 - q0))
+            # the source's mask, opened where pixels were made
+            mask = _source_mask(src, plan, (0, r, width, r + n)) if masked else None
+            for (s0, t0, s1, t1), store, written in areas:
+                q0, q1 = max(r, t0), min(r + n, t1)
+                if q0 >= q1:
+                    continue
+                rows = Window(0, q0 - t0, s1 - s0, q1 - q0)
+                block[:, q0 - r : q1 - r, s0:s1] = store.read(window=rows)
+                if mask is not None:
+                    mask[q0 - r : q1 - r, s0:s1][written.read(1, window=rows) > 0] = 255
             dst.write(block, window=Window(0, r, width, n))
-            if written is not None:  # the source's mask, opened where pixels were made
-                mask = _source_mask(src, plan, (0, r, width, r + n))
-                if q0 < q1:
-                    new = written.read(1, window=Window(0, q0 - t0, s1 - s0, q1 - q0)) > 0
-                    mask[q0 - r : q1 - r, s0:s1][new] = 255
+            if mask is not None:
                 dst.write_mask(mask, window=Window(0, r, width, n))
         dst.colorinterp = src.colorinterp
         for b in range(1, src.count + 1):

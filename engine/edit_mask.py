@@ -134,6 +134,14 @@ def to_raster_crs(geoms: list[dict], crs: CRS, raster_crs: CRS) -> list[dict]:
     return [transform_geom(src, dst, g) for g in geoms]
 
 
+def polygon_parts(geom: dict) -> list[dict]:
+    """A MultiPolygon's polygons, each on its own (a Polygon: itself)."""
+    if geom["type"] == "MultiPolygon":
+        return [{"type": "Polygon", "coordinates": rings} for rings in geom["coordinates"]
+                if _has_points(rings)]
+    return [geom]
+
+
 def pixel_bounds(geoms: list[dict], transform: Affine) -> tuple[float, float, float, float]:
     """(col0, row0, col1, row1) of the polygons in the grid's pixel space."""
     inverse = ~transform

@@ -79,6 +79,28 @@ def plan_pass(area: Rect, scale: ModelScale, tile: int, overlap: int, region: Re
     return Pass(area, plan, region, seed, origin)
 
 
+def merge_boxes(boxes: list[Rect], gap: int) -> list[Rect]:
+    """Boxes closer than ``gap`` merged into their bounding box, until none are: areas far
+    apart become separate passes, so two small polygons at opposite corners of a huge raster
+    cost two small scratch areas, not one the size of the raster."""
+    boxes = list(boxes)
+    merged = True
+    while merged:
+        merged, out = False, []
+        for b in boxes:
+            for i, o in enumerate(out):
+                if (b[0] < o[2] + gap and o[0] < b[2] + gap
+                        and b[1] < o[3] + gap and o[1] < b[3] + gap):
+                    out[i] = (min(b[0], o[0]), min(b[1], o[1]), max(b[2], o[2]),
+                              max(b[3], o[3]))
+                    merged = True
+                    break
+            else:
+                out.append(b)
+        boxes = out
+    return sorted(boxes, key=lambda b: (b[1], b[0]))
+
+
 @dataclass
 class Grid:
     width: int
@@ -167,13 +189,14 @@ class Regenerator:
     def count(self, passes: list[Pass]) -> int:
         return sum(1 for p in passes for _ in self.windows(p))
 
-    def run(self, pipe, passes: list[Pass], generate: Callable) -> None:
-        """``generate(pipe, image, mask, seed, tile_no)`` -> tile x tile x 3 uint8."""
-        done = 0
+    def run(self, pipe, passes: list[Pass], generate: Callable, done: int = 0) -> int:
+        """``generate(pipe, image, mask, seed, tile_no)`` -> tile x tile x 3 uint8; returns
+        the windows done so far (``done`` counts earlier runs' windows)."""
         for p in passes:
             for work in self.windows(p):
                 done += 1
                 self._window(pipe, p, work, generate, done)
+        return done
 
     def _window(self, pipe, p: Pass, work: WindowWork, generate: Callable, tile_no: int):
         w, inner = work.window, work.inner

@@ -577,3 +577,34 @@ def test_editing_a_generated_image_keeps_it_labelled_wholly_synthetic(tmp_path, 
     assert tags["TEXT2EARTH_SYNTHETIC"] == "yes"
     assert tags["DIGITAL_SOURCE_TYPE"].endswith("/trainedAlgorithmicMedia")
     assert "TEXT2EARTH_BBOX" not in tags  # an earlier job's keys do not describe this one
+
+
+def test_far_apart_polygons_are_separate_areas(tmp_path, inpaint_model):
+    """Two small squares at opposite corners: two scratch areas of a few windows each, not
+    one spanning the raster; pixels between them stay as they were."""
+    src_path = SHARED_RASTERS / "shade.tif"
+    with rasterio.open(src_path) as ds:
+        a, b = pixel_polygon(ds, 60, 60, 10), pixel_polygon(ds, 940, 900, 10)
+        src = ds.read()
+        allowed = grown_reference(a, ds, 4) | grown_reference(b, ds, 4)
+    both = {"type": "MultiPolygon", "coordinates": [a["coordinates"], b["coordinates"]]}
+    out = tmp_path / "two.tif"
+    edit_raster(EditRequest(raster=src_path, mask=both, mask_crs=MERCATOR, prompt="x", out=out,
+                            fill_nodata=True, **FAST), inpaint_model)
+    with rasterio.open(out) as ds:
+        tags, edited = ds.tags(), ds.read()
+    assert tags["TEXT2EARTH_AREAS"] == "2" and int(tags["TEXT2EARTH_WINDOWS"]) <= 8
+    changed = np.any(edited != src, axis=0)
+    assert not changed[~allowed].any()
+    assert changed[60:70, 60:70].all() and changed[900:910, 940:950].all()
+
+
+def test_merge_boxes_joins_only_near_boxes():
+    from engine.regenerate import merge_boxes
+
+    assert merge_boxes([(0, 0, 10, 10), (15, 0, 20, 10)], gap=6) == [(0, 0, 20, 10)]
+    assert merge_boxes([(0, 0, 10, 10), (17, 0, 20, 10)], gap=6) == [(0, 0, 10, 10),
+                                                                    (17, 0, 20, 10)]
+    # a chain: the third joins once the first two have merged
+    assert merge_boxes([(0, 0, 10, 10), (30, 0, 40, 10), (12, 0, 28, 10)], gap=3) == [
+        (0, 0, 40, 10)]
