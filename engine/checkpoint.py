@@ -39,7 +39,7 @@ def missing_model_advice(model_id: str) -> str:
     return (
         f"The Text2Earth weights ({model_id}) are not on this machine and could not be "
         "downloaded (offline, or the hub is unreachable). To use the real model, download it "
-        f"once where there is internet, e.g. `huggingface-cli download {model_id} "
+        f"once where there is internet, e.g. `hf download {model_id} "
         "--include '*.json' '*.txt' '*.safetensors'`, which fills the Hugging Face cache "
         "(~/.cache/huggingface/hub; copy that folder here), or copy the model folder anywhere "
         f"and pass it with `--model /path/to/Text2Earth` or the environment variable {MODEL_ENV}."

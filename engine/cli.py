@@ -349,7 +349,7 @@ def cmd_generate(args) -> int:
 
 def cmd_edit_raster(args) -> int:
     """`edit` and `extend`: plan (fails fast), load the inpainting model, run, report."""
-    from .checkpoint import INPAINTING_MODEL, load_model, missing_model_advice
+    from .checkpoint import INPAINTING_MODEL, MODEL_ENV, load_model, missing_model_advice
     from .edit import (
         EditRequest,
         ExtendRequest,
@@ -382,7 +382,7 @@ def cmd_edit_raster(args) -> int:
     with open_source(request.raster) as src:
         plan = planner(request, src)  # bad input fails here, before the model loads
     if not args.quiet:
-        print(f"{plan.grid.width} x {plan.grid.height} px, {plan.level.message}, "
+        print(f"{plan.grid.width} x {plan.grid.height} px, level {plan.level.level}, "
               f"{plan.windows} window(s) to regenerate", file=sys.stderr)
         for note in plan.notes:
             _say(f"note: {note}")
@@ -390,7 +390,9 @@ def cmd_edit_raster(args) -> int:
     checkpoint, demo = choose_inpainting_checkpoint(
         args.model, args.offline or None, args.demo_fallback, demo_checkpoint_dir)
     if demo:
-        _say(missing_model_advice(args.model or INPAINTING_MODEL))
+        _say(missing_model_advice(args.model or INPAINTING_MODEL).replace(
+            f"`--model /path/to/Text2Earth` or the environment variable {MODEL_ENV}",
+            "`--model /path/to/Text2Earth-inpainting`"))
         request.out = pipeline_check_path(args.out)
         request.pipeline_check = True
         _say("Running the same job now on the built-in tiny demo inpainting checkpoint: the "

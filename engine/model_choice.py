@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .checkpoint import INPAINTING_MODEL, Checkpoint, resolve_checkpoint
+from .checkpoint import INPAINTING_MODEL, MODEL_ENV, Checkpoint, resolve_checkpoint
 from .errors import ModelNotFoundError
 from .generate import GenerateRequest, scene_plan
 from .grid import OutputGrid
@@ -70,6 +70,7 @@ def choose_inpainting_checkpoint(
         if not demo_fallback:
             raise ModelNotFoundError(
                 f"editing rasters needs the inpainting model: {exc}".replace(
-                    "--model /path/to/Text2Earth", "--model /path/to/Text2Earth-inpainting")
+                    f"`--model /path/to/Text2Earth` or the environment variable {MODEL_ENV}",
+                    "`--model /path/to/Text2Earth-inpainting`")
             ) from None
         return resolve_checkpoint(str(demo_dir(True))), True
