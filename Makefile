@@ -49,10 +49,16 @@ lint: install
 clean:
 	rm -rf $(VENV) output .pytest_cache
 
-# The QGIS plugin zip: the plugin package plus its metadata, nothing of the engine.
+# The QGIS plugin zip: the plugin package plus its metadata, and the engine's source with its
+# pinned requirements in engine_source/, which "Set up engine..." installs into the engine's
+# own venv (QGIS never imports it).
+ENGINE_SOURCE := build/plugin/text2earth_qgis/engine_source
 package:
 	rm -rf build/plugin && mkdir -p build/plugin dist
 	cp -rL text2earth_qgis build/plugin/
+	mkdir -p $(ENGINE_SOURCE)/text2earth_qgis
+	cp -r engine pyproject.toml requirements.txt README.md $(ENGINE_SOURCE)/
+	cp -r text2earth_qgis/__init__.py text2earth_qgis/core $(ENGINE_SOURCE)/text2earth_qgis/
 	find build/plugin -name __pycache__ -prune -exec rm -rf {} +
 	cd build/plugin && /usr/bin/python3 -m zipfile -c ../../dist/text2earth_qgis.zip text2earth_qgis
 	@echo dist/text2earth_qgis.zip

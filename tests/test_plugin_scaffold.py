@@ -72,3 +72,33 @@ def test_plugin_loads_in_qgis_without_heavy_imports():
     assert report["actions"] == ["Text2Earth"]
     assert report["after_unload"] == 0
     assert report["heavy"] == []
+
+
+def test_plugin_zip_carries_an_installable_engine_source(tmp_path):
+    """A user of the zip has no checkout: Set up engine finds the engine's source and pinned
+    requirements inside the plugin, and pip can build the engine from them."""
+    import zipfile
+
+    from text2earth_qgis.core.venv_setup import checkout_root, read_requirements
+
+    built = subprocess.run(["make", "package"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert built.returncode == 0, built.stderr
+    with zipfile.ZipFile(ROOT / "dist" / "text2earth_qgis.zip") as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path)
+    assert "text2earth_qgis/engine_source/engine/cli.py" in names
+    plugin = tmp_path / "text2earth_qgis"
+    root = checkout_root(plugin)
+    assert root == plugin / "engine_source"
+    pins = read_requirements(root / "requirements.txt")
+    assert any(p.startswith("torch==") for p in pins)
+    wheel = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "wheels"), str(root)],
+        capture_output=True, text=True, timeout=300)
+    assert wheel.returncode == 0, wheel.stderr
+    with zipfile.ZipFile(next((tmp_path / "wheels").glob("text2earth_engine-*.whl"))) as whl:
+        members = whl.namelist()
+    assert "engine/cli.py" in members and "text2earth_qgis/core/scale.py" in members
+    assert not any(m.startswith("text2earth_qgis/dock") for m in members)  # no plugin UI

@@ -503,11 +503,16 @@ def run_setup(
                        time.monotonic() - started)
 
 
-def checkout_root() -> Path | None:
-    """The source checkout the plugin runs from (engine + requirements.txt), if any."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / "pyproject.toml").is_file() and (root / "engine").is_dir():
-        return root
+ENGINE_SOURCE_DIR = "engine_source"  # inside the plugin zip (make package puts it there)
+
+
+def checkout_root(plugin_dir: Path | None = None) -> Path | None:
+    """Where the engine's source and requirements.txt are: the checkout the plugin runs
+    from, or the copy that `make package` ships inside the plugin zip."""
+    plugin_dir = plugin_dir or Path(__file__).resolve().parents[1]
+    for root in (plugin_dir.parent, plugin_dir / ENGINE_SOURCE_DIR):
+        if (root / "pyproject.toml").is_file() and (root / "engine").is_dir():
+            return root
     return None
 
 
