@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import random
 import tempfile
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from . import sampling_widgets
 from .core import history as history_store
 from .core import scale
 from .core.engine_manager import CONNECTED, CRASHED, EngineManager
@@ -68,11 +68,11 @@ from .engine_tools import diagnostics_for, engine_tools_row
 from .layers import add_result_layer
 from .qgis_compat import crs_for_engine, polygon_geometry_type
 from .run_view import RunView
+from .sampling_widgets import MAX_SEED
 from .tasks import EngineTask, GenerateTask
 
 SETTINGS = "text2earth/"
 HISTORY_SCOPE, HISTORY_KEY = "text2earth", "history"
-MAX_SEED = 2**31 - 1  # QSpinBox holds int32; the engine accepts up to 2**32 - 1
 WGS84 = "EPSG:4326"
 
 
@@ -239,23 +239,9 @@ class Text2EarthDock(QgsDockWidget):
 
         gen_box = QGroupBox("Generation")
         gen_form = QFormLayout(gen_box)
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, MAX_SEED)
-        self.seed_spin.setValue(random.randint(0, MAX_SEED))
-        self.dice_button = QPushButton("Random")
-        self.dice_button.setToolTip("new random seed")
-        self.dice_button.clicked.connect(
-            lambda: self.seed_spin.setValue(random.randint(0, MAX_SEED)))
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed_spin, 1)
-        seed_row.addWidget(self.dice_button)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 1000)
-        self.steps_spin.setValue(50)
-        self.guidance_spin = QDoubleSpinBox()
-        self.guidance_spin.setRange(0.0, 50.0)
-        self.guidance_spin.setSingleStep(0.5)
-        self.guidance_spin.setValue(4.0)
+        self.seed_spin, self.dice_button, seed_row = sampling_widgets.seed_row()
+        self.steps_spin = sampling_widgets.steps_spin()
+        self.guidance_spin = sampling_widgets.guidance_spin(4.0)
         self.scheduler_combo = QComboBox()
         self.scheduler_combo.addItems(["euler", "ddim", "dpm++"])
         self.model_edit = QLineEdit(settings.value(SETTINGS + "model", "", type=str))

@@ -5,7 +5,6 @@ core/edit_spec.py and run by the same task as generations."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 from qgis.core import (
@@ -33,6 +32,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from . import sampling_widgets
 from .core import scale
 from .core.edit_spec import (
     DEFAULT_DILATE,
@@ -52,10 +52,10 @@ from .core.edit_spec import (
 from .layers import add_edited_layer
 from .qgis_compat import crs_for_engine, layer_filter
 from .run_view import RunView
+from .sampling_widgets import MAX_SEED
 from .sketch_tool import PolygonSketchTool
 from .tasks import GenerateTask
 
-MAX_SEED = 2**31 - 1
 EDIT_TYPES = ("edit", "extend")
 AUTO_LEVEL = scale.MIN_LEVEL - 1  # the level spin box's "auto" (its special value)
 
@@ -130,19 +130,11 @@ class EditPanel(QWidget):
         self.prompt_edit.setFixedHeight(50)
         self.negative_edit = QLineEdit()
         self.negative_edit.setPlaceholderText("what to avoid")
-        self.seed_spin = self._spin(0, MAX_SEED, random.randint(0, MAX_SEED))
-        dice = QPushButton("Random")
-        dice.clicked.connect(lambda: self.seed_spin.setValue(random.randint(0, MAX_SEED)))
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed_spin, 1)
-        seed_row.addWidget(dice)
-        self.steps_spin = self._spin(1, 1000, 50)
+        self.seed_spin, _, seed_row = sampling_widgets.seed_row()
+        self.steps_spin = sampling_widgets.steps_spin()
         self.level_spin = self._spin(AUTO_LEVEL, scale.MAX_LEVEL, AUTO_LEVEL)
         self.level_spin.setSpecialValueText("auto (from the raster's resolution)")
-        self.guidance_spin = QDoubleSpinBox()
-        self.guidance_spin.setRange(0.0, 50.0)
-        self.guidance_spin.setSingleStep(0.5)
-        self.guidance_spin.setValue(EDIT_GUIDANCE)
+        self.guidance_spin = sampling_widgets.guidance_spin(EDIT_GUIDANCE)
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("default (lcybuaa/Text2Earth-inpainting)")
         prompt_form.addRow(self.prompt_edit)
