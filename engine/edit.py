@@ -206,8 +206,7 @@ def _scale_at(request: RasterJob, info: SourceInfo, col: float, row: float,
 def _alpha_opaque(src, info: SourceInfo) -> float:
     if info.alpha_band is None:
         return 0.0
-    dtype = np.dtype(info.dtype if src.dtypes[info.alpha_band - 1] == info.dtype
-                     else src.dtypes[info.alpha_band - 1])
+    dtype = np.dtype(src.dtypes[info.alpha_band - 1])
     sample = src.read(info.alpha_band, out_shape=(min(src.height, 256), min(src.width, 256)))
     top = float(sample.max())
     return top if top > 0 else float(np.iinfo(dtype).max if dtype.kind in "ui" else 1.0)
@@ -328,17 +327,14 @@ def _usable(src, info: SourceInfo, grid: Grid, rect: Rect, fill_nodata: bool) ->
     """1 where a pixel may be regenerated: inside the grid, and holding data unless nodata is
     to be filled too."""
     c0, r0, c1, r1 = rect
-    k0, q0, k1, q1 = grid.clip(rect)
-    out = np.zeros((r1 - r0, c1 - c0), np.uint8)
-    if k0 >= k1 or q0 >= q1:
-        return out
-    if fill_nodata:
-        inside = np.ones((q1 - q0, k1 - k0), np.uint8)
-    else:
-        inside = valid_pixels(src, Window(k0, q0, k1 - k0, q1 - q0), info.rgb_bands,
-                              boundless=False).astype(np.uint8)
-    out[q0 - r0 : q1 - r0, k0 - c0 : k1 - c0] = inside
-    return out
+
+    def read(window: Window) -> np.ndarray | int:
+        if fill_nodata:
+            return 1  # every pixel inside the grid
+        return valid_pixels(src, window, info.rgb_bands, boundless=False)
+
+    return _paste_inside(np.zeros((r1 - r0, c1 - c0), np.uint8), rect, (0, 0),
+                         (grid.width, grid.height), read)
 
 
 def _union(rects: list[Rect], grid: Grid) -> Rect:
@@ -527,34 +523,38 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
                         plan.transform, plan.level.level, request.seed, tags, plan.notes)
 
 
+def _paste_inside(out: np.ndarray, rect: Rect, offset: tuple[int, int],
+                  size: tuple[int, int], read) -> np.ndarray:
+    """``out`` covers grid ``rect``; where a raster of ``size`` (width, height) placed at
+    ``offset`` in the grid overlaps it, ``read(window in that raster)`` is pasted in."""
+    c0, r0, c1, r1 = rect
+    ox, oy = offset
+    k0, q0 = max(c0, ox), max(r0, oy)
+    k1, q1 = min(c1, ox + size[0]), min(r1, oy + size[1])
+    if k0 < k1 and q0 < q1:
+        out[..., q0 - r0 : q1 - r0, k0 - c0 : k1 - c0] = read(
+            Window(k0 - ox, q0 - oy, k1 - k0, q1 - q0))
+    return out
+
+
 def _source_rows(src, plan: RasterPlan, rect: Rect) -> np.ndarray:
     """The output grid's pixels in ``rect`` before any edit: the source where it lies, the
     fill value (nodata, else 0; transparent) beyond it."""
     c0, r0, c1, r1 = rect
-    ox, oy = plan.offset
     fill = plan.info.nodata if plan.info.nodata is not None else 0
     data = np.full((src.count, r1 - r0, c1 - c0), fill, dtype=plan.info.dtype)
     if plan.info.alpha_band is not None:
         data[plan.info.alpha_band - 1] = 0
-    k0, q0 = max(c0, ox), max(r0, oy)
-    k1, q1 = min(c1, ox + src.width), min(r1, oy + src.height)
-    if k0 < k1 and q0 < q1:
-        data[:, q0 - r0 : q1 - r0, k0 - c0 : k1 - c0] = src.read(
-            window=Window(k0 - ox, q0 - oy, k1 - k0, q1 - q0))
-    return data
+    return _paste_inside(data, rect, plan.offset, (src.width, src.height),
+                         lambda window: src.read(window=window))
 
 
 def _source_mask(src, plan: RasterPlan, rect: Rect) -> np.ndarray:
     """The source's mask band over a grid rect (0 beyond the source)."""
     c0, r0, c1, r1 = rect
-    ox, oy = plan.offset
-    mask = np.zeros((r1 - r0, c1 - c0), np.uint8)
-    k0, q0 = max(c0, ox), max(r0, oy)
-    k1, q1 = min(c1, ox + src.width), min(r1, oy + src.height)
-    if k0 < k1 and q0 < q1:
-        mask[q0 - r0 : q1 - r0, k0 - c0 : k1 - c0] = src.dataset_mask(
-            window=Window(k0 - ox, q0 - oy, k1 - k0, q1 - q0))
-    return mask
+    return _paste_inside(np.zeros((r1 - r0, c1 - c0), np.uint8), rect, plan.offset,
+                         (src.width, src.height),
+                         lambda window: src.dataset_mask(window=window))
 
 
 def _fill_store(src, plan: RasterPlan, store, rect: Rect) -> None:

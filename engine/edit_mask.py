@@ -51,6 +51,12 @@ def _legacy_crs(obj: dict) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def _from_geojson(obj) -> tuple[list[dict], str]:
+    """(polygons, CRS): the object's legacy 'crs' member, else lon/lat as RFC 7946 says."""
+    geoms = _geometries_of(obj)  # refuses anything that is not a GeoJSON object first
+    return geoms, _legacy_crs(obj) or GEOJSON_CRS
+
+
 def read_mask(mask: str | dict, mask_crs: str | None, layer: str | None = None,
               default_crs: CRS | None = None) -> tuple[list[dict], CRS]:
     """(polygon geometries as GeoJSON dicts, their CRS) from a GeoJSON object, a WKT string,
@@ -61,13 +67,13 @@ def read_mask(mask: str | dict, mask_crs: str | None, layer: str | None = None,
     """
     own_crs: str | CRS | None = None
     if isinstance(mask, dict):
-        geoms, own_crs = _geometries_of(mask), _legacy_crs(mask) or GEOJSON_CRS
+        geoms, own_crs = _from_geojson(mask)
     elif isinstance(mask, str) and mask.lstrip()[:1] in ("{", "["):
         try:
             obj = json.loads(mask)
         except ValueError as exc:
             raise InputError(f"the mask is not valid GeoJSON: {exc}") from None
-        geoms, own_crs = _geometries_of(obj), _legacy_crs(obj) or GEOJSON_CRS
+        geoms, own_crs = _from_geojson(obj)
     elif isinstance(mask, str) and _looks_like_wkt(mask):
         geoms, own_crs = _from_wkt(mask), default_crs
     else:
@@ -111,7 +117,7 @@ def _read_file(path: Path, layer: str | None) -> tuple[list[dict], str | CRS | N
             obj = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read {path.name} as GeoJSON: {exc}") from None
-        return _geometries_of(obj), _legacy_crs(obj) or GEOJSON_CRS
+        return _from_geojson(obj)
     import pyogrio
     import shapely
     from shapely.geometry import mapping
