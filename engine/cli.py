@@ -5,20 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import textwrap
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 
+from engine import __version__
+from engine.errors import InputError, Text2EarthError
+from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
 from text2earth_qgis.core import scale
-
-from . import __version__
-from .errors import InputError, Text2EarthError
-
-DEMO_VERSION = 1
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
@@ -198,34 +193,6 @@ def _output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def demo_checkpoint_dir(inpainting: bool = False) -> Path:
-    """The built-in tiny checkpoint (text-to-image or inpainting), written once into the
-    user's cache."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    kind = "demo-inpainting-checkpoint" if inpainting else "demo-checkpoint"
-    folder = cache / "text2earth" / f"{kind}-v{DEMO_VERSION}"
-    if not (folder / "model_index.json").is_file():
-        from .tiny_checkpoint import write_checkpoint
-
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".demo-"))
-        try:
-            write_checkpoint(tmp, inpainting=inpainting, seed=1 if inpainting else 0)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process won the race; theirs is as good
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def pipeline_check_path(out: str) -> Path:
-    path = Path(out)
-    return path.with_name(f"{path.stem}.pipeline-check{path.suffix}")
-
-
 def _say(text: str) -> None:
     print(textwrap.fill(text, width=100), file=sys.stderr)
 
@@ -274,16 +241,16 @@ def cmd_levels(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .checkpoint import (
+    from engine.geo.grid import DEFAULT_MAX_PIXELS
+    from engine.jobs.generate import GenerateRequest, generate, plan, scene_plan
+    from engine.jobs.model_choice import choose_checkpoint, wants_inpainting
+    from engine.model.checkpoint import (
         DEFAULT_MODEL,
         MODEL_ENV,
         load_model,
         missing_model_advice,
     )
-    from .generate import GenerateRequest, generate, plan, scene_plan
-    from .grid import DEFAULT_MAX_PIXELS
-    from .model_choice import choose_checkpoint, wants_inpainting
-    from .precision import check_precision
+    from engine.model.precision import check_precision
 
     request = GenerateRequest(
         bbox=args.bbox, crs=args.crs, prompt=args.prompt, out=args.out,
@@ -295,7 +262,7 @@ def cmd_generate(args) -> int:
         resume=not args.no_resume,
     )
     if args.regions:
-        from .regions import read_regions_file
+        from engine.geo.regions import read_regions_file
 
         request.regions, request.regions_crs = read_regions_file(args.regions)
     grid = plan(request)  # bad input fails here, before minutes of model loading
@@ -349,8 +316,8 @@ def cmd_generate(args) -> int:
 
 def cmd_edit_raster(args) -> int:
     """`edit` and `extend`: plan (fails fast), load the inpainting model, run, report."""
-    from .checkpoint import INPAINTING_MODEL, MODEL_ENV, load_model, missing_model_advice
-    from .edit import (
+    from engine.geo.grid import DEFAULT_MAX_PIXELS
+    from engine.jobs.edit import (
         EditRequest,
         ExtendRequest,
         edit_raster,
@@ -359,9 +326,14 @@ def cmd_edit_raster(args) -> int:
         plan_edit,
         plan_extend,
     )
-    from .grid import DEFAULT_MAX_PIXELS
-    from .model_choice import choose_inpainting_checkpoint
-    from .precision import check_precision
+    from engine.jobs.model_choice import choose_inpainting_checkpoint
+    from engine.model.checkpoint import (
+        INPAINTING_MODEL,
+        MODEL_ENV,
+        load_model,
+        missing_model_advice,
+    )
+    from engine.model.precision import check_precision
 
     check_precision(args.precision, args.device)
     common = dict(
@@ -412,11 +384,11 @@ def cmd_edit_raster(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .service.network import check_host_and_token
+    from engine.service.network import check_host_and_token
 
     check_host_and_token(args.host, args.token_file)  # before seconds of importing torch
-    from .grid import DEFAULT_MAX_PIXELS
-    from .service.server import serve
+    from engine.geo.grid import DEFAULT_MAX_PIXELS
+    from engine.service.server import serve
 
     _quiet_libraries()
     args.max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS

@@ -18,14 +18,14 @@ sys.path.insert(0, str(ROOT))
 
 @pytest.fixture(scope="session")
 def tiny_t2i(tmp_path_factory) -> Path:
-    from engine.tiny_checkpoint import write_checkpoint
+    from engine.model.tiny_checkpoint import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "text2earth-tiny", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_inpaint(tmp_path_factory) -> Path:
-    from engine.tiny_checkpoint import write_checkpoint
+    from engine.model.tiny_checkpoint import write_checkpoint
 
     return write_checkpoint(
         tmp_path_factory.mktemp("ckpt") / "text2earth-inpainting-tiny", inpainting=True, seed=1
@@ -35,7 +35,7 @@ def tiny_inpaint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sd2(tmp_path_factory) -> Path:
     """A plain SD2-style checkpoint: no class embedding, so no level input."""
-    from engine.tiny_checkpoint import write_checkpoint
+    from engine.model.tiny_checkpoint import write_checkpoint
 
     return write_checkpoint(
         tmp_path_factory.mktemp("ckpt") / "sd2-tiny", level_embedding=False, seed=2
@@ -44,6 +44,6 @@ def tiny_sd2(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def t2i_model(tiny_t2i):
-    from engine.checkpoint import load_model
+    from engine.model.checkpoint import load_model
 
     return load_model(str(tiny_t2i), "cpu", precision="fp32")  # the exact mode

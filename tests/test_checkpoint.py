@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import (
+from engine.errors import CheckpointError, InputError, ModelNotFoundError
+from engine.model.checkpoint import (
     MODEL_ENV,
     load_model,
     resolve_checkpoint,
     select_device,
     weights_sha256,
 )
-from engine.errors import CheckpointError, InputError, ModelNotFoundError
 
 
 def copy_checkpoint(src: Path, dst: Path) -> Path:

@@ -24,8 +24,8 @@ from pyproj import Geod, Transformer
 from rasterio.enums import ColorInterp
 from rasterio.features import rasterize
 
-from engine.edit import EditRequest, ExtendRequest, edit_raster, extend_raster
 from engine.errors import GenerationCancelled, InputError
+from engine.jobs.edit import EditRequest, ExtendRequest, edit_raster, extend_raster
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(steps=1, tile=64, overlap=16, seed=7)
@@ -34,7 +34,7 @@ UTM18, MERCATOR = "EPSG:32618", "EPSG:3857"
 
 @pytest.fixture(scope="module")
 def inpaint_model(tiny_inpaint):
-    from engine.checkpoint import load_model
+    from engine.model.checkpoint import load_model
 
     return load_model(str(tiny_inpaint), "cpu")
 
@@ -379,7 +379,7 @@ def raster_error(tmp_path, **changes) -> str:
     fields = dict(raster=SHARED_RASTERS / "RGB.byte.tif", mask=box(0, 0, 1, 1),
                   mask_crs="EPSG:32618", prompt="x", out=tmp_path / "e.tif", **FAST)
     fields.update(changes)
-    from engine.edit import open_source, plan_edit
+    from engine.jobs.edit import open_source, plan_edit
 
     with pytest.raises(InputError) as info:
         with open_source(fields["raster"]) as src:
@@ -416,7 +416,7 @@ def test_bad_inputs_get_their_messages(tmp_path):
 
 
 def test_extend_bad_inputs(tmp_path):
-    from engine.edit import open_source, plan_extend
+    from engine.jobs.edit import open_source, plan_extend
 
     def error(**changes):
         fields = dict(raster=SHARED_RASTERS / "shade.tif", by="100m", side="east",
@@ -481,7 +481,7 @@ def test_cli_edit_and_extend(tmp_path, tiny_inpaint, small_raster):
 
 
 def test_colour_bands_follow_the_colour_interpretation():
-    from engine.raster_source import colour_bands
+    from engine.geo.raster_source import colour_bands
 
     ci = ColorInterp
     assert colour_bands((ci.blue, ci.green, ci.red, ci.alpha)) == (3, 2, 1)
@@ -492,7 +492,7 @@ def test_colour_bands_follow_the_colour_interpretation():
 
 
 def test_model_scale_snaps_near_the_level_and_resamples_otherwise():
-    from engine.regenerate import ModelScale
+    from engine.jobs.regenerate import ModelScale
 
     assert ModelScale.between((1.0, 1.0), 1.05).identity
     scale = ModelScale.between((2.0, 1.0), 1.0)
@@ -500,7 +500,7 @@ def test_model_scale_snaps_near_the_level_and_resamples_otherwise():
 
 
 def test_soft_edge_is_zero_outside_and_one_deep_inside():
-    from engine.edit_mask import soft_edge
+    from engine.geo.edit_mask import soft_edge
 
     region = np.zeros((40, 40), np.uint8)
     region[10:30, 10:30] = 1
@@ -600,7 +600,7 @@ def test_far_apart_polygons_are_separate_areas(tmp_path, inpaint_model):
 
 
 def test_merge_boxes_joins_only_near_boxes():
-    from engine.regenerate import merge_boxes
+    from engine.jobs.regenerate import merge_boxes
 
     assert merge_boxes([(0, 0, 10, 10), (15, 0, 20, 10)], gap=6) == [(0, 0, 20, 10)]
     assert merge_boxes([(0, 0, 10, 10), (17, 0, 20, 10)], gap=6) == [(0, 0, 10, 10),

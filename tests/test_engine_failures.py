@@ -117,9 +117,9 @@ def test_a_fixed_free_port_is_used_and_a_busy_one_in_the_log_is_explained(tmp_pa
 
 
 def test_out_of_memory_is_reported_by_health_and_explained(tiny_t2i, tmp_path, monkeypatch):
-    from engine.generate import GenerateRequest
+    from engine.jobs.generate import GenerateRequest
     from engine.service.device_report import device_report, gpu_report
-    from engine.service.jobs import Job
+    from engine.service.job_queue import Job
     from engine.service.runner import ModelManager, ServiceConfig, run_generate
 
     config = ServiceConfig(str(tiny_t2i), "cpu", [tmp_path], 10**8)

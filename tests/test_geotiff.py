@@ -10,9 +10,9 @@ from PIL import Image
 from pyproj import CRS
 from rasterio.enums import ColorInterp
 
-from engine import geotiff
 from engine.errors import InputError
-from engine.geotiff import synthetic_tags, write_geotiff
+from engine.geo import geotiff
+from engine.geo.geotiff import synthetic_tags, write_geotiff
 
 UTM = CRS.from_epsg(32632)
 

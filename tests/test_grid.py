@@ -15,7 +15,7 @@ from affine import Affine
 from pyproj import CRS, Geod, Transformer
 
 from engine.errors import InputError
-from engine.grid import LevelRequest, build_grid, is_web_mercator, parse_crs, utm_crs_for
+from engine.geo.grid import LevelRequest, build_grid, is_web_mercator, parse_crs, utm_crs_for
 
 SPHERE = Geod(a=6378137.0, b=6378137.0)
 WGS84 = Geod(ellps="WGS84")

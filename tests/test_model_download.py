@@ -43,7 +43,7 @@ def fetched(hub):
 
 
 def test_download_resumes_a_cut_connection_and_the_engine_loads_the_cache(files, tmp_path):
-    from engine.checkpoint import load_model, resolve_checkpoint
+    from engine.model.checkpoint import load_model, resolve_checkpoint
 
     cache = tmp_path / "hub"
     seen = []
@@ -134,7 +134,7 @@ def test_offline_or_silent_hub_gives_the_command_fast(tmp_path):
 
 
 def test_patterns_are_the_engines_and_local_folders_are_checked(tiny_t2i, tmp_path):
-    from engine.checkpoint import HUB_PATTERNS
+    from engine.model.checkpoint import HUB_PATTERNS
 
     assert PATTERNS == HUB_PATTERNS
     assert check_model_folder(tiny_t2i) == []

@@ -3,7 +3,7 @@
 The authors' pipeline_text2earth_diffusion.py is diffusers' StableDiffusionPipeline plus one
 thing: class_labels = [0 for the unconditional half, L for the conditional half] on every UNet
 call. The reference below is exactly that: diffusers' pipeline, untouched, with a forward
-pre-hook on the UNet adding those labels. Nothing of engine.pipeline is used to build it.
+pre-hook on the UNet adding those labels. Nothing of engine.model.pipeline is used to build it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from diffusers import (
 )
 
 from engine.errors import GenerationCancelled, InputError
-from engine.pipeline import PromptTruncatedWarning
+from engine.model.pipeline import PromptTruncatedWarning
 
 STEPS = 4
 REFERENCE_SCHEDULERS = {
@@ -184,7 +184,7 @@ def test_long_prompt_is_truncated_with_a_warning(t2i_model):
 
 
 def test_plain_sd2_checkpoint_runs_without_class_labels(tiny_sd2):
-    from engine.checkpoint import load_model
+    from engine.model.checkpoint import load_model
 
     model = load_model(str(tiny_sd2), "cpu", precision="fp32")
     pipe = model.pipeline
@@ -239,7 +239,7 @@ def test_inpainting_matches_reference_inpaint_pipeline_within_2_dn(tiny_inpaint)
     from diffusers import StableDiffusionInpaintPipeline
     from PIL import Image
 
-    from engine.checkpoint import load_model
+    from engine.model.checkpoint import load_model
 
     pipe = load_model(str(tiny_inpaint), "cpu", precision="fp32").pipeline
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)

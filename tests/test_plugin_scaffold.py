@@ -44,10 +44,10 @@ def test_core_is_stdlib_only_without_qgis():
 
 
 def test_engine_uses_the_plugin_scale_module():
-    import engine.grid
+    import engine.geo.grid
     import text2earth_qgis.core.scale as shared
 
-    assert engine.grid.scale is shared  # one implementation, not two copies that drift
+    assert engine.geo.grid.scale is shared  # one implementation, not two copies that drift
 
 
 def test_metadata_has_what_the_plugin_manager_needs():

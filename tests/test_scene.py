@@ -12,10 +12,10 @@ import rasterio
 import torch
 
 from engine.errors import GenerationCancelled, InputError
-from engine.generate import GenerateRequest, generate, scene_plan
-from engine.grid import build_grid
-from engine.scene import scratch_paths
-from engine.tiling import outpaint_blend, outpaint_mask, plan_scene, tile_seed
+from engine.geo.grid import LevelRequest, build_grid
+from engine.geo.tiling import outpaint_blend, outpaint_mask, plan_scene, tile_seed
+from engine.jobs.generate import GenerateRequest, generate, scene_plan
+from engine.jobs.scene import scratch_paths
 
 UTM = "EPSG:32632"
 # 400 x 300 m at level 17 (~0.786 m/px): 509 x 382 px, 3 x 2 windows of 256 px with 64 overlap
@@ -24,7 +24,7 @@ BBOX = (447000.0, 5411000.0, 447400.0, 5411300.0)
 
 @pytest.fixture(scope="module")
 def inpaint_model(tiny_inpaint):
-    from engine.checkpoint import load_model
+    from engine.model.checkpoint import load_model
 
     return load_model(str(tiny_inpaint), "cpu")
 
@@ -96,7 +96,7 @@ def test_masks_and_blend_weights():
 def test_outpainted_scene_lands_on_the_grid_and_starts_with_a_plain_window(
         tmp_path, inpaint_model):
     req = request(tmp_path, "scene.tif")
-    grid = build_grid(BBOX, UTM, __import__("engine.grid").grid.LevelRequest(level=17))
+    grid = build_grid(BBOX, UTM, LevelRequest(level=17))
     plan = scene_plan(req, grid)
     assert (plan.nx, plan.ny) == (3, 2)
     result = generate(req, inpaint_model)
@@ -148,7 +148,7 @@ def test_resumed_scene_equals_uninterrupted(tmp_path, inpaint_model):
     scratch, state = scratch_paths(out)
     assert scratch.exists() and not out.exists()
     # Windows 3 (2,0) and 4 (0,1) do not touch: they form one wavefront, run in one batch,
-    # and stop together (engine.window_batch).
+    # and stop together (engine.jobs.window_batch).
     assert json.loads(state.read_text())["done"] == ["0,0", "1,0"]
 
     resumed_tiles = []
@@ -208,9 +208,9 @@ def test_joint_denoising_with_the_text_to_image_model(tmp_path, t2i_model, inpai
 MEMORY_PROBE = """
 import sys
 from pathlib import Path
-from engine.checkpoint import load_model
-from engine.generate import GenerateRequest, generate
-from engine.memory import peak_growth
+from engine.model.checkpoint import load_model
+from engine.jobs.generate import GenerateRequest, generate
+from engine.bench.memory import peak_growth
 
 model = load_model(sys.argv[1], "cpu")
 side = float(sys.argv[2])
@@ -244,7 +244,7 @@ def test_peak_memory_stays_flat_for_a_16x_larger_scene(tmp_path, tiny_inpaint):
 
 
 def test_seam_metric_sees_a_seam_and_not_a_smooth_image():
-    from engine.seam_metric import seam_ratio
+    from engine.bench.seam_metric import seam_ratio
 
     height, width, tile, overlap = 600, 800, 256, 64
     yy, xx = np.mgrid[0:height, 0:width]
@@ -298,7 +298,7 @@ def test_prompt_regions_choose_each_windows_prompt(tmp_path, inpaint_model):
 def test_regions_in_geojson_lon_lat_and_bad_regions(tmp_path):
     from pyproj import CRS
 
-    from engine.regions import parse_regions, read_regions_file
+    from engine.geo.regions import parse_regions, read_regions_file
 
     path = tmp_path / "regions.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [

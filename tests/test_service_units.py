@@ -14,7 +14,7 @@ from PIL import Image
 
 from engine.errors import InputError
 from engine.service.app import host_name
-from engine.service.jobs import CANCELLED, DONE, FAILED, Job, JobCancelledError, JobQueue
+from engine.service.job_queue import CANCELLED, DONE, FAILED, Job, JobCancelledError, JobQueue
 from engine.service.network import is_loopback
 from engine.service.outputs import resolve_output
 from engine.service.preview import latents_to_png

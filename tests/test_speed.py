@@ -11,7 +11,11 @@ import pytest
 import rasterio
 import torch
 
-from engine.accelerate import (
+from engine.errors import InputError
+from engine.geo.tiling import plan_scene
+from engine.jobs.generate import GenerateRequest, generate
+from engine.jobs.window_batch import wavefronts, window_batch_size
+from engine.model.accelerate import (
     ATTENTION_SLICING,
     SEQUENTIAL_OFFLOAD,
     VAE_TILING,
@@ -19,17 +23,13 @@ from engine.accelerate import (
     compile_unet,
     should_compile,
 )
-from engine.errors import InputError
-from engine.generate import GenerateRequest, generate
-from engine.precision import (
+from engine.model.precision import (
     DeviceFacts,
     auto_precision,
     device_facts,
     part_dtypes,
     resolve_precision,
 )
-from engine.tiling import plan_scene
-from engine.window_batch import wavefronts, window_batch_size
 
 GIB = 2**30
 UTM = "EPSG:32632"
@@ -87,7 +87,7 @@ def test_this_machines_cpu_flags_and_the_override(monkeypatch):
 
 @pytest.fixture(scope="module")
 def bf16_model(tiny_t2i):
-    from engine.checkpoint import load_model
+    from engine.model.checkpoint import load_model
 
     return load_model(str(tiny_t2i), "cpu", precision="bf16")
 
@@ -124,7 +124,7 @@ def test_fp16_on_cpu_is_refused_before_loading(tmp_path, capsys):
 
 
 def test_model_cache_keys_on_precision(tiny_t2i):
-    from engine.checkpoint import resolve_checkpoint
+    from engine.model.checkpoint import resolve_checkpoint
     from engine.service.runner import ModelManager, ServiceConfig
 
     models = ModelManager(ServiceConfig(None, "cpu", [], 10**8, precision="fp32"))
@@ -186,7 +186,7 @@ def test_batched_joint_denoising_equals_one_window_at_a_time(tmp_path, t2i_model
 
 
 def test_batched_outpainting_equals_row_order(tmp_path, tiny_inpaint):
-    from engine.checkpoint import load_model
+    from engine.model.checkpoint import load_model
 
     model = load_model(str(tiny_inpaint), "cpu", precision="fp32")
     steps = []
@@ -200,7 +200,7 @@ def test_batched_outpainting_equals_row_order(tmp_path, tiny_inpaint):
 
 
 def test_compile_switch_and_compiled_unet_gives_the_same_image(tiny_t2i):
-    from engine.checkpoint import load_model
+    from engine.model.checkpoint import load_model
 
     assert should_compile(None, "cuda") and not should_compile(None, "cpu")
     assert should_compile(True, "cpu") and not should_compile(False, "cuda")

@@ -11,6 +11,7 @@ import pytest
 from setup_wheels import REQUIREMENTS, isolated_pip_env, write_requirement_set
 
 from text2earth_qgis.core.failure_advice import SETUP, explain
+from text2earth_qgis.core.gpu_driver import parse_nvidia_smi
 from text2earth_qgis.core.venv_setup import (
     TORCH_INDEX,
     PythonInfo,
@@ -20,7 +21,6 @@ from text2earth_qgis.core.venv_setup import (
     choose_python,
     choose_torch_build,
     find_python,
-    parse_nvidia_smi,
     read_stamps,
     run_setup,
     split_torch,

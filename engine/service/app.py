@@ -14,18 +14,18 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from .. import __version__
-from ..checkpoint import check_folder, is_local_path
-from ..errors import Text2EarthError
-from ..generate import MAX_SEED, GenerateRequest, plan, scene_plan
-from ..precision import check_precision
-from .device_report import device_report
-from .edit_jobs import raster_request
-from .jobs import CANCELLED, DONE, FAILED, Job, JobQueue
-from .outputs import resolve_output
-from .preview import latents_to_png
-from .runner import ModelManager, ServiceConfig, device_info
-from .schemas import AnyJob
+from engine import __version__
+from engine.errors import Text2EarthError
+from engine.jobs.generate import MAX_SEED, GenerateRequest, plan, scene_plan
+from engine.model.checkpoint import check_folder, is_local_path
+from engine.model.precision import check_precision
+from engine.service.device_report import device_report
+from engine.service.edit_jobs import raster_request
+from engine.service.job_queue import CANCELLED, DONE, FAILED, Job, JobQueue
+from engine.service.outputs import resolve_output
+from engine.service.preview import latents_to_png
+from engine.service.runner import ModelManager, ServiceConfig, device_info
+from engine.service.schemas import AnyJob
 
 API_VERSION = 1
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}

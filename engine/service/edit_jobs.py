@@ -5,9 +5,9 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from ..cli import demo_checkpoint_dir, pipeline_check_path
-from ..edit import (
-    MAX_SEED,
+from engine.errors import GenerationCancelled, InputError
+from engine.geo.geotiff import check_output_path
+from engine.jobs.edit import (
     EditRequest,
     ExtendRequest,
     RasterResult,
@@ -17,12 +17,12 @@ from ..edit import (
     plan_edit,
     plan_extend,
 )
-from ..errors import GenerationCancelled, InputError
-from ..geotiff import check_output_path
-from ..model_choice import choose_inpainting_checkpoint
-from .jobs import Job, JobCancelledError
-from .runner import ModelManager, ServiceConfig, step_reporter
-from .schemas import EditJob, ExtendJob
+from engine.jobs.generate import MAX_SEED
+from engine.jobs.model_choice import choose_inpainting_checkpoint
+from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
+from engine.service.job_queue import Job, JobCancelledError
+from engine.service.runner import ModelManager, ServiceConfig, step_reporter
+from engine.service.schemas import EditJob, ExtendJob
 
 
 def raster_request(body: EditJob | ExtendJob, out: Path, config: ServiceConfig):

@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from ..errors import InputError
+from engine.errors import InputError
 
 
 def is_loopback(host: str) -> bool:

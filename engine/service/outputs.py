@@ -6,7 +6,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import InputError
+from engine.errors import InputError
 
 
 def default_output_dir() -> Path:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from ..accelerate import warm_up
-from ..checkpoint import Checkpoint, LoadedModel, load_model, resolve_checkpoint
-from ..cli import demo_checkpoint_dir, pipeline_check_path
-from ..errors import GenerationCancelled, ModelNotFoundError, OutOfMemoryError, Text2EarthError
-from ..generate import GenerateRequest, GenerateResult, generate, plan
-from ..geotiff import check_output_path
-from ..model_choice import choose_checkpoint
-from .jobs import Job, JobCancelledError
+from engine.errors import GenerationCancelled, ModelNotFoundError, OutOfMemoryError, Text2EarthError
+from engine.geo.geotiff import check_output_path
+from engine.jobs.generate import GenerateRequest, GenerateResult, generate, plan
+from engine.jobs.model_choice import choose_checkpoint
+from engine.model.accelerate import warm_up
+from engine.model.checkpoint import Checkpoint, LoadedModel, load_model, resolve_checkpoint
+from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
+from engine.service.job_queue import Job, JobCancelledError
 
 PREVIEW_LATENT_SIDE = 128  # previews of huge scenes are subsampled on the device first
 
@@ -29,7 +29,7 @@ class ServiceConfig:
     output_dirs: list[Path]
     max_pixels: int
     demo_fallback: bool = False
-    precision: str | None = None  # jobs' default (None: auto); engine.precision
+    precision: str | None = None  # jobs' default (None: auto); engine.model.precision
     compile: bool | None = None  # torch.compile the UNet (None: on CUDA only)
 
 

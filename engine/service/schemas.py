@@ -14,9 +14,8 @@ from pydantic import (
     model_validator,
 )
 
+from engine.jobs.generate import MAX_SEED
 from text2earth_qgis.core.scale import DEFAULT_DPI, MAX_LEVEL, MIN_LEVEL, parse_scale
-
-from ..generate import MAX_SEED
 
 
 class PromptRegionBody(BaseModel):

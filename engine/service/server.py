@@ -7,14 +7,14 @@ import sys
 import threading
 from pathlib import Path
 
-from ..errors import InputError
-from .app import create_app
-from .edit_jobs import run_raster_job
-from .jobs import JobQueue
-from .network import bind, check_host_and_token, write_port_file
-from .outputs import default_output_dir
-from .runner import ModelManager, ServiceConfig, run_generate
-from .token import load_or_create_token
+from engine.errors import InputError
+from engine.service.app import create_app
+from engine.service.edit_jobs import run_raster_job
+from engine.service.job_queue import JobQueue
+from engine.service.network import bind, check_host_and_token, write_port_file
+from engine.service.outputs import default_output_dir
+from engine.service.runner import ModelManager, ServiceConfig, run_generate
+from engine.service.token import load_or_create_token
 
 
 def serve(args) -> int:

@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from ..errors import InputError
+from engine.errors import InputError
 
 
 def load_or_create_token(path: str | Path) -> str:

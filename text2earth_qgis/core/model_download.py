@@ -28,7 +28,7 @@ from pathlib import Path
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MODELS = ("lcybuaa/Text2Earth", "lcybuaa/Text2Earth-inpainting")
-# The engine's engine.checkpoint.HUB_PATTERNS (a test keeps the two equal).
+# The engine's engine.model.checkpoint.HUB_PATTERNS (a test keeps the two equal).
 PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .engine_manager import venv_python
+from .gpu_driver import NO_WINDOW, detect_nvidia_driver
 
 MIN_PYTHON = (3, 10)
 # Newest first among those torch has long had wheels for; newer ones only if nothing else.
@@ -49,7 +50,7 @@ VERIFY_SCRIPT = (
     "print('T2E-VERIFY ' + json.dumps({'torch': torch.__version__, "
     "'cuda': torch.version.cuda, 'cuda_available': torch.cuda.is_available()}))"
 )
-NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+
 
 
 class SetupError(Exception):
@@ -174,32 +175,6 @@ class TorchBuild:
     kind: str  # "cuda", "cpu", "mps"
     index_url: str | None  # None: the normal package index
     reason: str
-
-
-def parse_nvidia_smi(output: str) -> str | None:
-    """The driver version from `nvidia-smi --query-gpu=driver_version --format=csv,noheader`."""
-    for line in output.splitlines():
-        match = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?\s*$", line)
-        if match:
-            return line.strip()
-    return None
-
-
-def detect_nvidia_driver(timeout: float = 10.0) -> str | None:
-    """The NVIDIA driver version, or None when there is no working driver."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None and sys.platform == "win32":
-        candidate = Path(os.environ.get("SystemRoot", "C:/Windows")) / "System32/nvidia-smi.exe"
-        smi = str(candidate) if candidate.is_file() else None
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=timeout,
-                             creationflags=NO_WINDOW)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return parse_nvidia_smi(out.stdout) if out.returncode == 0 else None
 
 
 def choose_torch_build(platform: str, machine: str, driver: str | None,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .checkpoint import INPAINTING_MODEL, MODEL_ENV, Checkpoint, resolve_checkpoint
-from .errors import ModelNotFoundError
-from .generate import GenerateRequest, scene_plan
-from .grid import OutputGrid
-from .scene import JOINT, OUTPAINT
+from engine.errors import ModelNotFoundError
+from engine.geo.grid import OutputGrid
+from engine.jobs.generate import GenerateRequest, scene_plan
+from engine.jobs.scene import JOINT, OUTPAINT
+from engine.model.checkpoint import INPAINTING_MODEL, MODEL_ENV, Checkpoint, resolve_checkpoint
 
 
 def wants_inpainting(request: GenerateRequest, grid: OutputGrid) -> bool:

@@ -1,6 +1,6 @@
 """Seam metric for a generated scene: are the window borders visible?
 
-    python -m engine.seam_metric scene.tif
+    python -m engine.bench.seam_metric scene.tif
 
 Mean gradient magnitude across the lines where windows start and where their shared strips
 end, divided by the same mean over every other line. 1.0 means the borders are as smooth as
@@ -56,7 +56,7 @@ def seam_ratio(image: np.ndarray, tile: int, overlap: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.seam_metric", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m engine.bench.seam_metric", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scene", help="a GeoTIFF written by text2earth generate")
     parser.add_argument("--tile", type=int, help="override the file's TEXT2EARTH_TILE")

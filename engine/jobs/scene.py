@@ -30,10 +30,9 @@ import torch
 from affine import Affine
 from rasterio.windows import Window
 
-from .errors import GenerationCancelled
-from .geotiff import check_confined, copy_window, open_scratch, write_geotiff_blocks
-from .pipeline import LATENT_DTYPE, resolve_prompt_level
-from .tiling import (
+from engine.errors import GenerationCancelled
+from engine.geo.geotiff import check_confined, copy_window, open_scratch, write_geotiff_blocks
+from engine.geo.tiling import (
     ScenePlan,
     canvas_transform,
     joint_weights,
@@ -41,7 +40,8 @@ from .tiling import (
     outpaint_mask,
     tile_seed,
 )
-from .window_batch import batch_size_for, chunks, joint_noise, wavefronts
+from engine.jobs.window_batch import batch_size_for, chunks, joint_noise, wavefronts
+from engine.model.pipeline import LATENT_DTYPE, resolve_prompt_level
 
 OUTPAINT, JOINT = "outpaint", "joint"
 SCENE_GDAL_CACHE_MB = 64
@@ -119,7 +119,7 @@ def _write(scratch: Path, array: np.ndarray, col: int, row: int) -> None:
 def run_outpaint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path, state: Path, key: str,
                  done: set[str], callback: SceneCallback | None) -> None:
     """Windows by wavefront, several per UNet call: the same result as row order (see
-    engine.window_batch for why), each window seeded from its position."""
+    engine.jobs.window_batch for why), each window seeded from its position."""
     windows = plan.windows()
     size = batch_size_for(pipe, plan.tile, job.guidance > 1.0, job.window_batch)
     for front in wavefronts(plan):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .window_batch import UNET_ACTIVATION_BYTES_PER_LATENT_PX, free_memory
+from engine.model.device import UNET_ACTIVATION_BYTES_PER_LATENT_PX, free_memory
 
 ATTENTION_SLICING, VAE_TILING, SEQUENTIAL_OFFLOAD = (
     "attention_slicing", "vae_tiling", "sequential_offload")

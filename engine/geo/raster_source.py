@@ -17,7 +17,7 @@ from affine import Affine
 from pyproj import CRS, Geod, Transformer
 from rasterio.enums import ColorInterp
 
-from .errors import InputError
+from engine.errors import InputError
 
 STATS_SIDE = 1024  # the stretch is measured on a decimated read: the same for every window
 STRETCH_PERCENTILES = (0.5, 99.5)

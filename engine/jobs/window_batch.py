@@ -22,20 +22,16 @@ finished windows, so a stopped batched run resumes like a sequential one.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 
 import torch
 
-from .pipeline import stack_conditions
-from .tiling import ScenePlan, TileWindow
+from engine.geo.tiling import ScenePlan, TileWindow
+from engine.model.device import UNET_ACTIVATION_BYTES_PER_LATENT_PX, free_memory
+from engine.model.pipeline import stack_conditions
 
 MAX_WINDOW_BATCH = 16  # beyond this a GPU gains nothing and previews/cancel get coarse
 MEMORY_HEADROOM = 0.6  # of the free memory, for activations: the rest is for everything else
-# Peak activation bytes of one UNet pass per latent pixel per batch row, in fp32, measured on
-# the full-size Text2Earth UNet with PyTorch SDPA attention (no attention matrix held); half
-# that in bf16/fp16. Conservative: the VAE decode of a window peaks lower per batch row.
-UNET_ACTIVATION_BYTES_PER_LATENT_PX = 60_000
 
 
 def overlap_reach(plan: ScenePlan) -> int:
@@ -65,25 +61,6 @@ def window_batch_size(free_bytes: int | None, tile: int, dtype_bytes: int, cfg: 
     per_window = UNET_ACTIVATION_BYTES_PER_LATENT_PX * latent_px * dtype_bytes / 4
     per_window *= 2 if cfg else 1
     return max(1, min(limit, int(free_bytes * MEMORY_HEADROOM // per_window)))
-
-
-def free_memory(device: torch.device) -> int | None:
-    """Bytes the device can still give: CUDA's free memory, MemAvailable on a CPU."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device.index or 0)[0]
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as fh:
-                for line in fh:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return None
-    return None  # MPS shares memory with the system and reports nothing useful
 
 
 def batch_size_for(pipe, tile: int, cfg: bool, requested: int | None = None) -> int:

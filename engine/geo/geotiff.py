@@ -17,9 +17,8 @@ from pyproj import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
+from engine.errors import InputError
 from text2earth_qgis.core.files import place_file
-
-from .errors import InputError
 
 TAG_PREFIX = "TEXT2EARTH_"
 DESCRIPTION = (

@@ -29,9 +29,8 @@ from diffusers.schedulers import (
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from engine.errors import GenerationCancelled, InputError
 from text2earth_qgis.core.scale import LEVELS, UNKNOWN_LEVEL
-
-from .errors import GenerationCancelled, InputError
 
 LEVEL_PREFIX = re.compile(r"^\s*(\d+)_GOOGLE_LEVEL_")
 DEFAULT_GUIDANCE = 4.0
@@ -192,7 +191,7 @@ class Text2EarthPipeline(DiffusionPipeline):
         embeds, negative = self.encode_prompt(text, negative_prompt, device, do_cfg)
         if do_cfg:
             embeds = torch.cat([negative, embeds])
-        # The text encoder may run in another precision than the UNet (engine.precision).
+        # The text encoder may run in another precision than the UNet (engine.model.precision).
         return embeds.to(self.unet.dtype), self.level_labels(level, do_cfg, device)
 
     def condition_batch(self, texts: list[str], negative_prompt: str | None, level: int,

@@ -14,7 +14,7 @@ from pyproj import CRS
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
-from .errors import InputError
+from engine.errors import InputError
 
 GEOJSON_CRS = "OGC:CRS84"  # RFC 7946: GeoJSON is lon/lat unless said otherwise
 POLYGONAL = {"Polygon", "MultiPolygon"}

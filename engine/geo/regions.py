@@ -17,8 +17,8 @@ from pyproj import CRS
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
-from .errors import InputError
-from .tiling import ScenePlan
+from engine.errors import InputError
+from engine.geo.tiling import ScenePlan
 
 GEOJSON_CRS = "EPSG:4326"  # RFC 7946: GeoJSON is longitude, latitude on WGS 84
 CELLS = 32  # each window is judged on a 32 x 32 grid of cells

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .errors import InputError
-from .pipeline import (
+from engine.errors import InputError
+from engine.model.pipeline import (
     LATENT_DTYPE,
     StepCallback,
     Text2EarthOutput,

@@ -2,7 +2,7 @@
 
 Safetensors only, and no code that came with a checkpoint is ever run: the hub repos carry
 the authors' custom pipeline files, which we neither download nor import; the pipeline is
-our own (engine.pipeline) and only the weights are read.
+our own (engine.model.pipeline) and only the weights are read.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, InputError, ModelNotFoundError
+from engine.errors import CheckpointError, InputError, ModelNotFoundError
+from engine.model.device import select_device
 
 DEFAULT_MODEL = "lcybuaa/Text2Earth"
 INPAINTING_MODEL = "lcybuaa/Text2Earth-inpainting"
@@ -144,37 +145,6 @@ def weights_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def select_device(name: str | None = None) -> tuple[torch.device, torch.dtype]:
-    """auto: CUDA in fp16, else Apple MPS in fp16, else CPU in fp32 (the exact mode)."""
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda"), torch.float16
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps"), torch.float16
-        return torch.device("cpu"), torch.float32
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(
-                "device cuda was asked for, but torch sees no CUDA GPU (no NVIDIA driver, or a "
-                "CPU-only torch build): use --device cpu"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"no GPU {device.index}: this machine has {torch.cuda.device_count()}")
-        return device, torch.float16
-    if device.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise InputError("device mps was asked for, but Apple's MPS is not available here")
-        return device, torch.float16
-    if device.type == "cpu":
-        return device, torch.float32
-    raise InputError(f"unsupported device {name!r}: use auto, cpu, cuda, cuda:N or mps")
-
-
 @dataclass
 class LoadedModel:
     pipeline: object  # Text2EarthPipeline (typed loosely: importing it pulls in diffusers)
@@ -183,8 +153,8 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype  # the UNet's
     pipeline_check: bool = False  # the built-in demo weights: output is a plumbing test
-    precision: str = "fp32"  # engine.precision: fp32 | bf16 | fp16
-    speed: dict | None = None  # engine.accelerate's report: compiled, memory savers, ...
+    precision: str = "fp32"  # engine.model.precision: fp32 | bf16 | fp16
+    speed: dict | None = None  # engine.model.accelerate's report: compiled, memory savers, ...
 
     @property
     def inpainting(self) -> bool:
@@ -212,14 +182,14 @@ def load_model(
 ) -> LoadedModel:
     """Resolve (unless ``checkpoint`` is given), validate and load a checkpoint onto a
     device as a Text2EarthPipeline (or Text2EarthInpaintPipeline for 9-channel UNets), each
-    part in its dtype for ``precision`` (None: auto; see engine.precision), then made fast
-    for the device (engine.accelerate; ``compile`` None: on CUDA only)."""
+    part in its dtype for ``precision`` (None: auto; see engine.model.precision), then made fast
+    for the device (engine.model.accelerate; ``compile`` None: on CUDA only)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.schedulers import DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from .pipeline import DEFAULT_SCHEDULER, Text2EarthPipeline, make_scheduler
-    from .precision import device_facts, part_dtypes, resolve_precision
+    from engine.model.pipeline import DEFAULT_SCHEDULER, Text2EarthPipeline, make_scheduler
+    from engine.model.precision import device_facts, part_dtypes, resolve_precision
 
     torch_device, _ = select_device(device)
     precision = resolve_precision(precision, device_facts(torch_device))  # before any loading
@@ -246,7 +216,7 @@ def load_model(
             f"{path}: the UNet expects {unet.config.cross_attention_dim}-wide text features but "
             f"the text encoder gives {text_encoder.config.hidden_size}"
         )
-    from .inpaint import Text2EarthInpaintPipeline
+    from engine.model.inpaint import Text2EarthInpaintPipeline
 
     inpainting = unet.config.in_channels == 9
     pipeline = (Text2EarthInpaintPipeline if inpainting else Text2EarthPipeline)(
@@ -257,7 +227,7 @@ def load_model(
         scheduler=make_scheduler(DEFAULT_SCHEDULER, scheduler_config),
     )
     pipeline.to(torch_device)
-    from .accelerate import accelerate
+    from engine.model.accelerate import accelerate
 
     speed = accelerate(pipeline, torch_device, compile)
     return LoadedModel(pipeline, checkpoint, weights_sha256(path), torch_device, dtypes["unet"],

@@ -21,9 +21,16 @@ import torch
 from PIL import Image
 from rasterio.windows import Window
 
-from .edit_mask import soft_edge
-from .raster_source import BandMapping
-from .tiling import ScenePlan, TileWindow, outpaint_blend, outpaint_mask, plan_scene, tile_seed
+from engine.geo.edit_mask import soft_edge
+from engine.geo.raster_source import BandMapping
+from engine.geo.tiling import (
+    ScenePlan,
+    TileWindow,
+    outpaint_blend,
+    outpaint_mask,
+    plan_scene,
+    tile_seed,
+)
 
 SNAP_LOG2 = 0.1  # within 7 % of the model's pixel size the raster is used as it is
 Rect = tuple[int, int, int, int]  # col0, row0, col1, row1 in grid pixels (end exclusive)

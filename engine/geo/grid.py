@@ -15,10 +15,9 @@ from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
 from pyproj.exceptions import CRSError, ProjError
 
+from engine.errors import InputError
 from text2earth_qgis.core import scale
 from text2earth_qgis.core.scale import LevelChoice
-
-from .errors import InputError
 
 MODEL_TILE = 256  # the training size: smaller canvases come out smeared
 VAE_FACTOR = 8

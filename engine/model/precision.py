@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import InputError
+from engine.errors import InputError
 
 AUTO, FP32, BF16, FP16 = "auto", "fp32", "bf16", "fp16"
 PRECISIONS = (AUTO, FP32, BF16, FP16)
@@ -134,6 +134,6 @@ def device_facts(device: torch.device) -> DeviceFacts:
 def check_precision(precision: str | None, device: str | None) -> str:
     """The precision a job on ``device`` (a --device value) would run in; bad ones raise
     InputError before any model is loaded."""
-    from .checkpoint import select_device
+    from engine.model.device import select_device
 
     return resolve_precision(precision, device_facts(select_device(device)[0]))

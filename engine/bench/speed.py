@@ -1,5 +1,5 @@
 """Speed benchmarks (issue "Speed"): precisions side by side, scenes per megapixel, big-scene
-memory, and the GPU figures. Called from engine.bench (``make bench``, ``--gpu``).
+memory, and the GPU figures. Called from engine.bench.figures (``make bench``, ``--gpu``).
 
 Every ratio compares runs of one process, interleaved so machine noise hits all sides alike.
 """
@@ -14,13 +14,12 @@ from pathlib import Path
 
 import torch
 
+from engine.bench.baseline import GUIDANCE, LEVEL, SIZE, bare_loop, build_model
+from engine.jobs.generate import GenerateRequest, generate
+from engine.model.accelerate import accelerate
+from engine.model.device import select_device
+from engine.model.precision import check_precision
 from text2earth_qgis.core.scale import mercator_resolution
-
-from .accelerate import accelerate
-from .bench import GUIDANCE, LEVEL, SIZE, bare_loop, build_model
-from .checkpoint import select_device
-from .generate import GenerateRequest, generate
-from .precision import check_precision
 
 
 def _sync(device: torch.device) -> None:
@@ -138,9 +137,9 @@ def scene_per_megapixel(steps: int, device: str | None, tmp: Path, tile: int = 2
 BIG_SCENE_PROBE = """
 import sys, time
 from pathlib import Path
-from engine.checkpoint import load_model
-from engine.generate import GenerateRequest, generate
-from engine.memory import peak_growth, resident_bytes
+from engine.model.checkpoint import load_model
+from engine.jobs.generate import GenerateRequest, generate
+from engine.bench.memory import peak_growth, resident_bytes
 
 model = load_model(sys.argv[1], "cpu")
 side_px = int(sys.argv[2]); pixel = float(sys.argv[3])
@@ -157,7 +156,7 @@ print(time.perf_counter() - start, peak, growth)
 def big_scene_memory(sides: tuple[int, ...], tmp: Path) -> list[dict]:
     """Peak resident memory of joint-denoised scenes (tiny checkpoint with the real latent
     layout, default 512 px windows, 1 step), each in a fresh process."""
-    from .tiny_checkpoint import write_checkpoint
+    from engine.model.tiny_checkpoint import write_checkpoint
 
     checkpoint = write_checkpoint(tmp / "tiny-t2i-big")
     rows = []
@@ -180,7 +179,7 @@ def big_scene_memory(sides: tuple[int, ...], tmp: Path) -> list[dict]:
 
 
 def gpu(device: str | None, tmp: Path, steps: int = 50, repeats: int = 5) -> dict:
-    """The H100 figures in one command (`python -m engine.bench --gpu`): 256 px, 50 steps,
+    """The H100 figures in one command (`python -m engine.bench.figures --gpu`): 256 px, 50 steps,
     reference fp16 eager (bare diffusers loop) vs the engine in fp16 eager and compiled, and
     the 1 km^2 level-18 scene."""
     torch_device, _ = select_device(device)
@@ -230,7 +229,7 @@ def gpu(device: str | None, tmp: Path, steps: int = 50, repeats: int = 5) -> dic
 def preview_cost(full: dict, repeats: int = 20) -> dict:
     """A live preview's cost against a denoising step: the per-step latents copy the service
     keeps, and the PNG render of the linear latent-to-RGB projection (on /preview only)."""
-    from .service.preview import latents_to_png
+    from engine.service.preview import latents_to_png
 
     latents = torch.randn(1, 4, SIZE // 8, SIZE // 8)
     copies, renders = [], []

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .checkpoint import LoadedModel
-from .errors import InputError, OutOfMemoryError
-from .geotiff import check_output_path, synthetic_tags, write_geotiff
-from .grid import DEFAULT_MAX_PIXELS, LevelRequest, OutputGrid, build_grid
-from .pipeline import (
+from engine import __version__
+from engine.errors import InputError, OutOfMemoryError
+from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
+from engine.geo.grid import DEFAULT_MAX_PIXELS, LevelRequest, OutputGrid, build_grid
+from engine.geo.regions import GEOJSON_CRS, parse_regions, window_prompts
+from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
+from engine.jobs.scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
+from engine.model.checkpoint import LoadedModel
+from engine.model.pipeline import (
     DEFAULT_GUIDANCE,
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
@@ -22,9 +25,6 @@ from .pipeline import (
     StepCallback,
     split_level_prefix,
 )
-from .regions import GEOJSON_CRS, parse_regions, window_prompts
-from .scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
 
 MAX_SEED = 2**32 - 1
 

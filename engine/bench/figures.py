@@ -16,81 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from engine.bench.baseline import GUIDANCE, LEVEL, SIZE, bare_loop, build_model
+from engine.jobs.generate import GenerateRequest, generate
 from text2earth_qgis.core.scale import mercator_resolution
-
-from .checkpoint import Checkpoint, LoadedModel, select_device
-from .generate import GenerateRequest, generate
-from .pipeline import Text2EarthPipeline, make_scheduler
-from .precision import part_dtypes
-
-SIZE = 256
-LEVEL = 17
-GUIDANCE = 4.0
-
-
-def build_model(full_size: bool, device: str | None, precision: str = "fp32") -> LoadedModel:
-    """Random weights (seed 0: the same for every precision) of the real architecture."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    from .tiny_checkpoint import (
-        SCHEDULER_CONFIG,
-        text_encoder_config,
-        unet_config,
-        vae_config,
-        write_clip_tokenizer,
-    )
-
-    torch_device, _ = select_device(device)
-    dtypes = part_dtypes(precision)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**unet_config(4, full_size=full_size))
-    vae = AutoencoderKL(**vae_config(full_size))
-    text_encoder = CLIPTextModel(text_encoder_config(full_size))
-    with tempfile.TemporaryDirectory(prefix="t2e-bench-tok-") as folder:
-        tokenizer = write_clip_tokenizer(Path(folder))
-    pipe = Text2EarthPipeline(vae, text_encoder, tokenizer, unet,
-                              make_scheduler("euler", SCHEDULER_CONFIG))
-    for part in ("unet", "vae", "text_encoder"):
-        getattr(pipe, part).to(torch_device, dtypes[part])
-    name = "full-size" if full_size else "tiny"
-    return LoadedModel(pipe, Checkpoint(Path("."), f"random {name}", "memory"), "n/a",
-                       torch_device, dtypes["unet"], precision=precision)
-
-
-@torch.no_grad()
-def bare_loop(pipe: Text2EarthPipeline, prompt: str, steps: int, seed: int,
-              step_times: list | None = None) -> np.ndarray:
-    """What a user would write with diffusers' parts and nothing else (the reference
-    arithmetic, in whatever dtype the modules are: fp16 modules give the fp16 eager run)."""
-    device = pipe.device
-    tok = pipe.tokenizer
-    ids = tok([prompt, ""], padding="max_length", max_length=77, truncation=True,
-              return_tensors="pt").input_ids.to(device)
-    cond, uncond = pipe.text_encoder(ids)[0].chunk(2)
-    embeds = torch.cat([uncond, cond])
-    labels = torch.tensor([0.0, float(LEVEL)], device=device)
-    scheduler = pipe.scheduler
-    scheduler.set_timesteps(steps, device=device)
-    generator = torch.Generator("cpu").manual_seed(seed)
-    shape = (1, 4, SIZE // 8, SIZE // 8)
-    latents = torch.randn(shape, generator=generator).to(device, embeds.dtype)
-    latents = latents * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        x = scheduler.scale_model_input(torch.cat([latents] * 2), t)
-        noise = pipe.unet(x, t, encoder_hidden_states=embeds, class_labels=labels).sample
-        u, c = noise.chunk(2)
-        latents = scheduler.step(u + GUIDANCE * (c - u), t, latents).prev_sample
-        if step_times is not None:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            step_times.append(time.perf_counter())
-    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    image = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
-    return (image * 255).round().astype("uint8")[0]
 
 
 def run(full_size: bool, steps: int, repeats: int, device: str | None, out_dir: Path) -> dict:
@@ -151,10 +81,9 @@ def run_service(steps: int, repeats: int, burst: int, device: str | None, tmp: P
     """Per-job overhead of going through the local service, and queued-job throughput."""
     import sys
 
+    from engine.model.checkpoint import load_model
+    from engine.model.tiny_checkpoint import write_checkpoint
     from text2earth_qgis.core.client import start_local_service
-
-    from .checkpoint import load_model
-    from .tiny_checkpoint import write_checkpoint
 
     checkpoint = write_checkpoint(tmp / "tiny-checkpoint")
     out_dir = tmp / "service-out"
@@ -208,9 +137,9 @@ def run_service(steps: int, repeats: int, burst: int, device: str | None, tmp: P
 SCENE_PROBE = """
 import sys, time
 from pathlib import Path
-from engine.checkpoint import load_model
-from engine.generate import GenerateRequest, generate
-from engine.memory import peak_growth
+from engine.model.checkpoint import load_model
+from engine.jobs.generate import GenerateRequest, generate
+from engine.bench.memory import peak_growth
 
 model = load_model(sys.argv[1], sys.argv[2])
 side, tile, overlap = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -230,7 +159,7 @@ def run_scenes(steps: int, device: str | None, tmp: Path) -> list[dict]:
     import subprocess
     import sys
 
-    from .tiny_checkpoint import write_checkpoint
+    from engine.model.tiny_checkpoint import write_checkpoint
 
     checkpoint = write_checkpoint(tmp / "tiny-inpainting", inpainting=True, seed=1)
     tile, overlap = 256, 64
@@ -256,7 +185,7 @@ def run_scenes(steps: int, device: str | None, tmp: Path) -> list[dict]:
 
 def speed_figures(args, tmp: Path) -> dict:
     """Precisions side by side, scenes per megapixel, big-scene memory (or the GPU set)."""
-    from . import bench_speed
+    from engine.bench import speed as bench_speed
 
     if args.gpu:
         return {"gpu": bench_speed.gpu(args.device, tmp)}

@@ -1,0 +1,1 @@
+"""Geometry and rasters: grids, windows, masks, sources and GeoTIFF/COG writing."""

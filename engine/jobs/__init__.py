@@ -1,0 +1,1 @@
+"""Jobs: generate, scenes, edit and extend, from request to written file."""

@@ -1,0 +1,103 @@
+"""Edit and extend runs: the planned windows through the inpainting model, into scratch
+stores, then into the output."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import ExitStack
+
+import rasterio
+import torch
+
+from engine.errors import InputError, OutOfMemoryError
+from engine.geo.geotiff import (
+    COMPOSITE_SOURCE_TYPE,
+    check_confined,
+    check_output_path,
+    synthetic_tags,
+)
+from engine.geo.raster_source import (
+    open_source,
+)
+from engine.jobs.edit.output import has_mask_band, maybe_written, write_output
+from engine.jobs.edit.plan import plan_edit, plan_extend, regenerator
+from engine.jobs.edit.request import EditRequest, ExtendRequest, RasterJob, RasterPlan, RasterResult
+from engine.jobs.edit.source_pixels import fill_store, source_mask
+from engine.jobs.regenerate import (
+    generate_window,
+    open_store,
+)
+from engine.model.checkpoint import LoadedModel
+from engine.model.pipeline import StepCallback
+
+
+def edit_raster(request: EditRequest, model: LoadedModel,
+                callback: StepCallback | None = None) -> RasterResult:
+    with open_source(request.raster) as src:
+        return _run(request, src, plan_edit(request, src), model, callback)
+
+
+def extend_raster(request: ExtendRequest, model: LoadedModel,
+                  callback: StepCallback | None = None) -> RasterResult:
+    with open_source(request.raster) as src:
+        return _run(request, src, plan_extend(request, src), model, callback)
+
+
+def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
+         callback: StepCallback | None) -> RasterResult:
+    if not model.inpainting:
+        raise InputError(
+            f"editing needs the inpainting checkpoint (a 9-channel UNet, such as "
+            f"lcybuaa/Text2Earth-inpainting), and {model.checkpoint.model_id} is a "
+            "text-to-image one"
+        )
+    out = check_output_path(request.out, request.overwrite)
+    check_confined(out, request.allowed_dirs)
+    fields = dict(plan.fields, seed=request.seed, model_id=model.checkpoint.model_id,
+                  model_sha256=model.weights_sha256, device=str(model.device),
+                  dtype=str(model.dtype).removeprefix("torch."), precision=model.precision)
+    if plan.notes:
+        fields["notes"] = " | ".join(plan.notes)
+    if request.pipeline_check:
+        fields["pipeline_check"] = "yes: random demo weights, not imagery"
+    tags = synthetic_tags(fields) | request.extra_tags
+    tags["TEXT2EARTH_SYNTHETIC"] = "partly: the regenerated areas"
+    tags["DIGITAL_SOURCE_TYPE"] = COMPOSITE_SOURCE_TYPE
+    pipe = model.pipeline
+    pipe.use_scheduler(request.scheduler)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stem = f".{out.name}.{uuid.uuid4().hex[:8]}"
+    masked = has_mask_band(src)
+    generate = generate_window(request.prompt.strip(), request.negative_prompt,
+                               plan.level.level, request.steps, request.guidance, callback,
+                               plan.windows)
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=64), ExitStack() as stack:
+            areas, done = [], 0
+            for k, (rect, passes) in enumerate(plan.groups):
+                c0, r0, c1, r1 = rect
+                store = stack.enter_context(open_store(
+                    out.with_name(f"{stem}.edit-scratch-{k}.tif"), src.profile, c1 - c0,
+                    r1 - r0))
+                written = stack.enter_context(maybe_written(
+                    masked, out.with_name(f"{stem}.edit-written-{k}.tif"), src.profile,
+                    c1 - c0, r1 - r0))
+                fill_store(src, plan, store, rect)
+                regen = regenerator(
+                    plan.grid, plan.scale, plan.mapping, getattr(request, "feather", 0),
+                    plan.info, plan.alpha_opaque, store, (c0, r0),
+                    (lambda r: source_mask(src, plan, r)) if masked else None, written)
+                try:
+                    done = regen.run(pipe, passes, generate, done)
+                except torch.OutOfMemoryError:
+                    raise OutOfMemoryError(
+                        f"out of memory on {model.device} for {request.tile} px windows: try "
+                        "a smaller --tile"
+                    ) from None
+                areas.append((rect, store, written))
+            path = write_output(request, src, plan, areas, out, tags)
+    finally:
+        for leftover in out.parent.glob(f"{stem}.edit-*.tif"):
+            leftover.unlink(missing_ok=True)
+    return RasterResult(path, plan.grid.width, plan.grid.height, plan.info.crs,
+                        plan.transform, plan.level.level, request.seed, tags, plan.notes)

@@ -1,0 +1,1 @@
+"""The model: pipelines, weights, device and precision, speed switches, demo weights."""

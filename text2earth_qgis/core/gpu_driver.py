@@ -1,0 +1,40 @@
+"""The NVIDIA driver's version, read from nvidia-smi: the set-up chooses a torch build by it,
+and the engine's device report says why a GPU is not used. Stdlib only (part of the contract
+the engine imports)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
+
+
+def parse_nvidia_smi(output: str) -> str | None:
+    """The driver version from `nvidia-smi --query-gpu=driver_version --format=csv,noheader`."""
+    for line in output.splitlines():
+        match = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?\s*$", line)
+        if match:
+            return line.strip()
+    return None
+
+
+def detect_nvidia_driver(timeout: float = 10.0) -> str | None:
+    """The NVIDIA driver version, or None when there is no working driver."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None and sys.platform == "win32":
+        candidate = Path(os.environ.get("SystemRoot", "C:/Windows")) / "System32/nvidia-smi.exe"
+        smi = str(candidate) if candidate.is_file() else None
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=timeout,
+                             creationflags=NO_WINDOW)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_nvidia_smi(out.stdout) if out.returncode == 0 else None
