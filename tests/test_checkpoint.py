@@ -56,7 +56,7 @@ def test_loads_real_architecture_from_local_folder(tiny_t2i, t2i_model):
 
 
 def test_inpainting_checkpoint_loads_with_nine_channels(tiny_inpaint):
-    model = load_model(str(tiny_inpaint), "cpu")
+    model = load_model(str(tiny_inpaint), "cpu", precision="fp32")
     assert model.inpainting
     assert model.pipeline.unet.config.in_channels == 9
     assert model.pipeline.unet.config.class_embed_type == "timestep"
@@ -140,7 +140,7 @@ def test_code_shipped_with_a_checkpoint_is_never_run(tiny_t2i, tmp_path):
     index = json.loads((ckpt / "model_index.json").read_text())
     index["_class_name"] = ["pipeline_text2earth_diffusion", "Text2EarthDiffusionPipeline"]
     (ckpt / "model_index.json").write_text(json.dumps(index))
-    model = load_model(str(ckpt), "cpu")
+    model = load_model(str(ckpt), "cpu", precision="fp32")
     model.pipeline("x", level=17, num_inference_steps=1)
     assert not marker.exists()
 
@@ -174,7 +174,7 @@ def test_bad_model_spec_is_refused():
 
 
 def test_same_checkpoint_same_pixels_across_loads(tiny_t2i, t2i_model):
-    again = load_model(str(tiny_t2i), "cpu")
+    again = load_model(str(tiny_t2i), "cpu", precision="fp32")
     again.pipeline.use_scheduler("euler")
     t2i_model.pipeline.use_scheduler("euler")
     kw = dict(level=16, num_inference_steps=2)

@@ -36,7 +36,7 @@ UTM18, MERCATOR = "EPSG:32618", "EPSG:3857"
 def inpaint_model(tiny_inpaint):
     from engine.model.checkpoint import load_model
 
-    return load_model(str(tiny_inpaint), "cpu")
+    return load_model(str(tiny_inpaint), "cpu", precision="fp32")
 
 
 def sha256(path: Path) -> str:

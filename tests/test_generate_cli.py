@@ -30,7 +30,8 @@ def run_cli(capsys, *args):
 def generate(capsys, tiny, out, bbox, crs, *extra):
     code, stdout, stderr = run_cli(
         capsys, "generate", "--bbox", ",".join(map(str, bbox)), "--crs", crs,
-        "--prompt", "a park", "--model", str(tiny), "--device", "cpu", "--steps", "2",
+        "--prompt", "a park", "--model", str(tiny), "--device", "cpu", "--precision", "fp32",
+        "--steps", "2",
         "--seed", "5", "--quiet", "--out", str(out), *extra,
     )
     assert code == 0, stderr

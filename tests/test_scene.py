@@ -26,7 +26,7 @@ BBOX = (447000.0, 5411000.0, 447400.0, 5411300.0)
 def inpaint_model(tiny_inpaint):
     from engine.model.checkpoint import load_model
 
-    return load_model(str(tiny_inpaint), "cpu")
+    return load_model(str(tiny_inpaint), "cpu", precision="fp32")
 
 
 def request(tmp_path, name, **kw):
@@ -212,7 +212,7 @@ from engine.model.checkpoint import load_model
 from engine.jobs.generate import GenerateRequest, generate
 from engine.bench.memory import peak_growth
 
-model = load_model(sys.argv[1], "cpu")
+model = load_model(sys.argv[1], "cpu", precision="fp32")
 side = float(sys.argv[2])
 x0, y0 = 447000.0, 5411000.0
 request = GenerateRequest(bbox=(x0, y0, x0 + side, y0 + side), crs="EPSG:32632", prompt="x",

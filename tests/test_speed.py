@@ -85,6 +85,23 @@ def test_this_machines_cpu_flags_and_the_override(monkeypatch):
     assert auto_precision(device_facts(torch.device("cpu"))) == "fp32"
 
 
+@pytest.mark.parametrize("flags,expected", [
+    (" ".join(sorted(EPYC_FLAGS)), "bf16"),  # an AMD EPYC with avx512_bf16
+    (" ".join(sorted(SKYLAKE_FLAGS)), "fp32"),  # an Intel Skylake without it
+])
+def test_auto_loads_what_the_cpu_can_run(monkeypatch, tiny_t2i, flags, expected):
+    """`auto` end to end (load_model and the precision the CLI checks up front), on faked CPU
+    facts of both kinds: the same answer on every machine this suite runs on."""
+    from engine.model.checkpoint import load_model
+    from engine.model.precision import check_precision
+
+    monkeypatch.setenv("TEXT2EARTH_CPU_FLAGS", flags)
+    assert check_precision("auto", "cpu") == expected
+    model = load_model(str(tiny_t2i), "cpu")  # precision left to auto
+    assert model.precision == expected
+    assert model.pipeline.unet.dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[expected]
+
+
 @pytest.fixture(scope="module")
 def bf16_model(tiny_t2i):
     from engine.model.checkpoint import load_model
