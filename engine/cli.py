@@ -266,11 +266,11 @@ def cmd_generate(args) -> int:
 
         request.regions, request.regions_crs = read_regions_file(args.regions)
     grid = plan(request)  # bad input fails here, before minutes of model loading
-    check_precision(args.precision, args.device)
+    precision = check_precision(args.precision, args.device)
     if not args.quiet:
         print(
             f"{grid.width} x {grid.height} px in {grid.crs.name}, {grid.level_choice.message}, "
-            f"{grid.ground_resolution:.3g} m/px on the ground",
+            f"{grid.ground_resolution:.3g} m/px on the ground, precision {precision}",
             file=sys.stderr,
         )
     _quiet_libraries()

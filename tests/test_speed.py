@@ -102,6 +102,21 @@ def test_auto_loads_what_the_cpu_can_run(monkeypatch, tiny_t2i, flags, expected)
     assert model.pipeline.unet.dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[expected]
 
 
+def test_the_cli_says_which_precision_auto_chose(monkeypatch, capsys, tiny_t2i, tmp_path):
+    from engine.cli import main
+
+    monkeypatch.setenv("TEXT2EARTH_CPU_FLAGS", " ".join(sorted(EPYC_FLAGS)))
+    out = tmp_path / "auto.tif"
+    code = main(["generate", "--bbox", "447000,5411000,447100,5411100", "--crs", UTM,
+                 "--prompt", "a park", "--model", str(tiny_t2i), "--device", "cpu",
+                 "--steps", "1", "--seed", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "precision bf16" in err.splitlines()[0]
+    with rasterio.open(out) as ds:
+        assert ds.tags()["TEXT2EARTH_PRECISION"] == "bf16"
+
+
 @pytest.fixture(scope="module")
 def bf16_model(tiny_t2i):
     from engine.model.checkpoint import load_model
