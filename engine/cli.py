@@ -266,6 +266,9 @@ def cmd_generate(args) -> int:
 
         request.regions, request.regions_crs = read_regions_file(args.regions)
     grid = plan(request)  # bad input fails here, before minutes of model loading
+    if not args.quiet:
+        for note in grid.notes:  # e.g. pixels far from square at the extent's edges
+            _say(f"note: {note}")
     check_precision(args.precision, args.device)
     if not args.quiet:
         print(
