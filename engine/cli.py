@@ -273,6 +273,8 @@ def cmd_generate(args) -> int:
             f"{grid.ground_resolution:.3g} m/px on the ground, precision {precision}",
             file=sys.stderr,
         )
+        for note in grid.notes:  # e.g. pixels far from square at the extent's edges
+            _say(f"note: {note}")
     _quiet_libraries()
     windows = scene_plan(request, grid)
     checkpoint, demo = choose_checkpoint(

@@ -1,7 +1,10 @@
 """Extent + CRS + level -> the output pixel grid, and the model canvas around it.
 
 Every CRS question goes to pyproj. The grid is in the extent's own CRS (or ``out_crs``), its
-bounds are the requested extent, and its pixels are square on the ground at the centre.
+bounds are the requested extent, and its pixels are square on the ground at the centre; where
+the CRS stretches them away from the centre by more than a few percent, the grid's notes say
+so. Latitudes and longitudes are always degrees from Greenwich (engine.geo.lonlat), whatever
+the CRS's own angular unit.
 """
 
 from __future__ import annotations
@@ -10,18 +13,20 @@ import math
 from dataclasses import dataclass
 
 from affine import Affine
-from pyproj import CRS, Geod, Transformer
+from pyproj import CRS, Transformer
 from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
 from pyproj.exceptions import CRSError, ProjError
 
 from engine.errors import InputError
+from engine.geo.lonlat import LonLat, degrees_per_unit, wrap_longitude
 from text2earth_qgis.core import scale
 from text2earth_qgis.core.scale import LevelChoice
 
 MODEL_TILE = 256  # the training size: smaller canvases come out smeared
 VAE_FACTOR = 8
 DEFAULT_MAX_PIXELS = 25000 * 25000  # beyond this a request is taken for a mistake
+SQUARE_TOLERANCE = 0.03  # pixels more than 3 % off square at an edge of the extent: a note
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class OutputGrid:
     centre_lonlat: tuple[float, float]
     canvas_width: int
     canvas_height: int
+    notes: tuple[str, ...] = ()  # warnings for the user (pixels far from square at the edges)
 
     @property
     def level(self) -> int:
@@ -89,6 +95,7 @@ def parse_crs(text: str | int | CRS) -> CRS:
 
 
 def utm_crs_for(lon: float, lat: float) -> CRS:
+    lon = wrap_longitude(lon)
     infos = query_utm_crs_info(
         datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat)
     )
@@ -119,14 +126,16 @@ def _check_bbox(bbox, crs: CRS) -> tuple[float, float, float, float]:
         raise InputError(f"extent must be four numbers xmin,ymin,xmax,ymax, got {bbox!r}") from None
     if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
         raise InputError(f"extent must be four finite numbers, got {bbox!r}")
-    if crs.is_geographic:
-        if xmin > xmax or xmax > 180 or xmin < -180:
+    if crs.is_geographic:  # limits in the CRS's own unit: 180 degrees is 200 grads
+        lon_deg, lat_deg = degrees_per_unit(crs)
+        if xmin > xmax or xmax * lon_deg > 180 or xmin * lon_deg < -180:
             raise InputError(
                 "the extent crosses the antimeridian (180 degrees): split it in two, "
                 "or give it in a projected CRS that is continuous there"
             )
-        if ymin < -90 or ymax > 90:
-            raise InputError(f"latitudes {ymin}..{ymax} are outside -90..90")
+        if ymin * lat_deg < -90 or ymax * lat_deg > 90:
+            raise InputError(f"latitudes {ymin * lat_deg:g}..{ymax * lat_deg:g} degrees are "
+                             "outside -90..90")
     if xmin == xmax or ymin == ymax:
         raise InputError(f"the extent has zero area ({xmin},{ymin},{xmax},{ymax})")
     if xmin > xmax or ymin > ymax:
@@ -187,33 +196,68 @@ def _check_area_of_use(crs: CRS, lon: float, lat: float) -> None:
     if area is None or crs.is_geographic:
         return
     west, south, east, north = area.bounds
-    if east < west:  # the area itself crosses the antimeridian
-        east += 360.0
-        lon = lon + 360.0 if lon < west else lon
+    width = (east - west) % 360.0 or 360.0  # an area may itself cross the antimeridian
+    # Longitudes wrap: measured eastwards from the area's west edge, -180..180 off its middle
+    east_of_west = (lon - west - width / 2 + 180.0) % 360.0 - 180.0 + width / 2
     m = AREA_OF_USE_MARGIN_DEG
-    if not (west - m <= lon <= east + m and south - m <= lat <= north + m):
+    if not (-m <= east_of_west <= width + m and south - m <= lat <= north + m):
         raise InputError(
-            f"the extent's centre (lon {lon:.2f}, lat {lat:.2f}) is far outside where "
-            f"{crs.name} is used (lon {west:.0f}..{east:.0f}, lat {south:.0f}..{north:.0f}): "
+            f"the extent's centre (lon {wrap_longitude(lon):.2f}, lat {lat:.2f}) is far outside "
+            f"where {crs.name} is used (lon {west:.0f}..{east:.0f}, lat {south:.0f}..{north:.0f}): "
             "are x and y swapped, or is the CRS wrong?"
         )
 
 
 def _ground_metres_per_unit(crs: CRS, x: float, y: float, step_x: float, step_y: float):
     """Metres on the ellipsoid per CRS unit along the grid's x and y axes at (x, y)."""
-    to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
-    geod: Geod = crs.get_geod()
-
-    def dist(x0, y0, x1, y1):
-        lon0, lat0 = to_lonlat.transform(x0, y0)
-        lon1, lat1 = to_lonlat.transform(x1, y1)
-        return geod.inv(lon0, lat0, lon1, lat1)[2]
-
-    gx = dist(x - step_x / 2, y, x + step_x / 2, y) / step_x
-    gy = dist(x, y - step_y / 2, x, y + step_y / 2) / step_y
+    lonlat = LonLat(crs)
+    gx = lonlat.distance(x - step_x / 2, y, x + step_x / 2, y) / step_x
+    gy = lonlat.distance(x, y - step_y / 2, x, y + step_y / 2) / step_y
     if not (math.isfinite(gx) and math.isfinite(gy) and gx > 0 and gy > 0):
         raise InputError(f"{crs.name} is not usable at the extent's centre (no ground scale)")
     return gx, gy
+
+
+def _check_latitudes(lonlat: LonLat, bbox: tuple[float, float, float, float]) -> None:
+    """Google's levels end at Web Mercator's limit: every part of the extent must be inside,
+    not only its centre (an extent in EPSG:3857 may reach past y = 20037508)."""
+    south, north = lonlat.latitude_range(bbox)
+    for edge, lat in (("north", north), ("south", south)):
+        try:
+            scale.check_latitude(lat)
+        except ValueError as exc:
+            raise InputError(f"the extent's {edge} edge: {exc}") from None
+
+
+def _squareness_note(crs: CRS, transform: Affine, width: int, height: int) -> str | None:
+    """A warning when pixels at the extent's edges are more than SQUARE_TOLERANCE off square
+    on the ground (a lon/lat grid over many degrees of latitude, a projection far from where
+    it is conformal); None when they are square enough everywhere."""
+    px, py = transform.a, -transform.e
+    aspects = {}
+    for name, col, row in (("north edge", width / 2, 0), ("south edge", width / 2, height),
+                           ("west edge", 0, height / 2), ("east edge", width, height / 2),
+                           ("north-west corner", 0, 0), ("north-east corner", width, 0),
+                           ("south-west corner", 0, height), ("south-east corner", width, height)):
+        x, y = transform * (col, row)
+        try:
+            gx, gy = _ground_metres_per_unit(crs, x, y, px, py)
+        except InputError:
+            continue
+        aspects[name] = (px * gx) / (py * gy)
+    if not aspects:
+        return None
+    wide = max(aspects, key=lambda k: round(aspects[k], 3))  # ties: an edge, not a corner
+    narrow = min(aspects, key=lambda k: round(aspects[k], 3))
+    if max(abs(math.log(aspects[wide])), abs(math.log(aspects[narrow]))) <= math.log1p(
+            SQUARE_TOLERANCE):
+        return None
+    return (
+        f"pixels are square on the ground only near the extent's centre in {crs.name}: "
+        f"width:height is {aspects[wide]:.2f}:1 at the {wide} and "
+        f"{aspects[narrow]:.2f}:1 at the {narrow}; for square pixels everywhere use "
+        "--out-crs utm or a local conformal projection"
+    )
 
 
 def choose_level(request: LevelRequest, latitude: float, extent_long_side_m: float) -> LevelChoice:
@@ -255,8 +299,7 @@ def build_grid(
         dst = src
     elif isinstance(out_crs, str) and out_crs.strip().lower() == "utm":
         cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
-        lon, lat = Transformer.from_crs(src, src.geodetic_crs, always_xy=True).transform(cx, cy)
-        dst = utm_crs_for(lon, lat)
+        dst = utm_crs_for(*LonLat(src)(cx, cy))
     else:
         dst = parse_crs(out_crs)
     if not dst.equals(src):
@@ -265,7 +308,8 @@ def build_grid(
     width_units, height_units = xmax - xmin, ymax - ymin
     cx, cy = xmin + width_units / 2, ymin + height_units / 2
 
-    lon, lat = Transformer.from_crs(dst, dst.geodetic_crs, always_xy=True).transform(cx, cy)
+    lonlat = LonLat(dst)
+    lon, lat = lonlat(cx, cy)
     if not (math.isfinite(lon) and math.isfinite(lat)):
         raise InputError(f"the extent's centre is outside the area where {dst.name} is defined")
     try:
@@ -273,6 +317,7 @@ def build_grid(
     except ValueError as exc:
         raise InputError(f"the extent's centre: {exc}") from None
     _check_area_of_use(dst, lon, lat)
+    _check_latitudes(lonlat, bbox)
 
     gx, gy = _ground_metres_per_unit(dst, cx, cy, width_units * 1e-3, height_units * 1e-3)
     long_side_m = max(width_units * gx, height_units * gy)
@@ -304,6 +349,7 @@ def build_grid(
         )
     # Snap the pixel size so the bounds are exactly the extent; the stretch is < 1/(2n).
     transform = Affine(width_units / width, 0.0, xmin, 0.0, -height_units / height, ymax)
+    note = None if is_web_mercator(dst) else _squareness_note(dst, transform, width, height)
     return OutputGrid(
         crs=dst,
         transform=transform,
@@ -314,4 +360,5 @@ def build_grid(
         centre_lonlat=(lon, lat),
         canvas_width=_canvas_side(width),
         canvas_height=_canvas_side(height),
+        notes=(note,) if note else (),
     )

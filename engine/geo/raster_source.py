@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from pyproj import CRS, Geod, Transformer
+from pyproj import CRS
 from rasterio.enums import ColorInterp
 
 from engine.errors import InputError
+from engine.geo.lonlat import LonLat
 
 STATS_SIDE = 1024  # the stretch is measured on a decimated read: the same for every window
 STRETCH_PERCENTILES = (0.5, 99.5)
@@ -156,26 +157,19 @@ def band_mapping(src, info: SourceInfo) -> BandMapping:
 
 def ground_pixel_size(crs: CRS, transform: Affine, col: float, row: float) -> tuple[float, float]:
     """Metres on the ellipsoid spanned by one pixel along the raster's rows (x) and columns
-    (y) at pixel (col, row); works for rotated grids, feet and degrees alike."""
-    to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
-    geod: Geod = crs.get_geod()
-
-    def lonlat(c: float, r: float) -> tuple[float, float]:
-        return to_lonlat.transform(*(transform * (c, r)))
-
-    centre = lonlat(col, row)
-    east = lonlat(col + 1, row)
-    south = lonlat(col, row + 1)
-    gx = geod.inv(*centre, *east)[2]
-    gy = geod.inv(*centre, *south)[2]
+    (y) at pixel (col, row); works for rotated grids, feet, degrees and grads alike."""
+    lonlat = LonLat(crs)
+    centre = transform * (col, row)
+    gx = lonlat.distance(*centre, *(transform * (col + 1, row)))
+    gy = lonlat.distance(*centre, *(transform * (col, row + 1)))
     if not (math.isfinite(gx) and math.isfinite(gy) and gx > 0 and gy > 0):
         raise InputError(f"{crs.name} gives no ground scale at pixel ({col:.0f}, {row:.0f})")
     return gx, gy
 
 
 def latitude_at(crs: CRS, transform: Affine, col: float, row: float) -> float:
-    to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
-    return to_lonlat.transform(*(transform * (col, row)))[1]
+    """Degrees north (whatever the CRS's own angular unit) at pixel (col, row)."""
+    return LonLat(crs)(*(transform * (col, row)))[1]
 
 
 def valid_pixels(src, window, bands: tuple[int, ...], boundless: bool = True) -> np.ndarray:

@@ -178,7 +178,7 @@ def create_app(
         if windows is not None and body.scene_method != "joint":
             job.tiles = windows.nx * windows.ny  # outpainted window by window: known now
         queue.submit(job)
-        return queue.status(job)
+        return {**queue.status(job), "notes": list(grid.notes)}  # the plan's warnings, now
 
     @app.get("/jobs")
     def list_jobs() -> dict:

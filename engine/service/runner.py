@@ -192,6 +192,7 @@ def describe_result(job: Job, result: GenerateResult) -> dict:
         "level": grid.level,
         "level_choice": grid.level_choice.message,
         "ground_resolution_m": grid.ground_resolution,
+        "notes": list(grid.notes),  # warnings from the plan (pixels far from square)
         "seed": result.seed,
         "tags": result.tags,
     }

@@ -18,6 +18,7 @@ from engine.geo.edit_mask import burn, grow, pixel_bounds, polygon_parts, read_m
 from engine.geo.geotiff import (
     check_output_path,
 )
+from engine.geo.lonlat import LonLat, degrees_per_unit
 from engine.geo.raster_source import (
     BandMapping,
     SourceInfo,
@@ -93,6 +94,30 @@ def _scale_at(request: RasterJob, info: SourceInfo, col: float, row: float,
     if choice.clamped:
         notes.append(choice.message)
     return choice, model_m, px_m, model_scale
+
+
+def _metres(m: float) -> str:
+    return f"{m / 1000:.3g} km" if m >= 1000 else f"{m:.3g} m"
+
+
+def _check_not_too_coarse(request: RasterJob, px_m: tuple[float, float], model_m: float,
+                          model_scale: ModelScale, level: int) -> None:
+    """A window's new pixels go back only into raster pixels wholly inside it, and windows
+    overlap by ``overlap`` model px: a raster pixel wider than that (or than half a window)
+    can never be painted. World maps of 0.7 degree pixels (78 km) at level 10 (150 m) are."""
+    spans = max(model_scale.sx, model_scale.sy)
+    room = min(request.overlap, request.tile / 2) if request.overlap else request.tile / 2
+    if spans <= max(room, 1.0):
+        return
+    coarser = ("" if level <= scales.MIN_LEVEL
+               else f", or choose a coarser --level than {level}")
+    raise InputError(
+        f"the raster's pixels ({_metres(px_m[0])} x {_metres(px_m[1])} on the ground) are too "
+        f"coarse for the model: at level {level} ({_metres(model_m)} pixels) one spans "
+        f"{spans:.0f} model pixels, and {request.tile} px model windows can paint raster pixels "
+        f"only up to {room:g} model pixels wide; resample the raster to pixels of "
+        f"{_metres(room * model_m)} or smaller first (gdalwarp -tr){coarser}"
+    )
 
 
 def _alpha_opaque(src, info: SourceInfo) -> float:
@@ -195,6 +220,7 @@ def plan_edit(request: EditRequest, src) -> RasterPlan:
                         seed if k == 0 else tile_seed(seed, k, -2))
               for k, area in enumerate(areas)]
     _check_size(passes, request, "masked area")
+    _check_not_too_coarse(request, px_m, model_m, model_scale, level.level)
     regen = regenerator(grid, model_scale, mapping, request.feather, info, 0.0)
     groups, count = [], 0
     for p in passes:  # far-apart areas: windows never overlap, each its own scratch area
@@ -278,6 +304,7 @@ def plan_extend(request: ExtendRequest, src) -> RasterPlan:
     grid = Grid(width, height)
     ox, oy = grow_px["west"], grow_px["north"]
     transform = info.transform * Affine.translation(-ox, -oy)
+    _check_grown_extent(info.crs, transform, width, height, sides, grow_px)
     seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
     request.seed = seed
     ctx_x = math.ceil(request.tile / 2 / model_scale.sx)
@@ -301,10 +328,13 @@ def plan_extend(request: ExtendRequest, src) -> RasterPlan:
                                     request.overlap, _rect_region(strips[s]),
                                     tile_seed(seed, number, -1)))
     _check_size(passes, request, "extension")
+    _check_not_too_coarse(request, px_m, model_m, model_scale, level.level)
     mapping = band_mapping(src, info)
     regen = regenerator(grid, model_scale, mapping, 0, info, 0.0)
     works = [w for p in passes for w in regen.windows(p)]
     windows = len(works)
+    if not works:
+        raise InputError("the extension holds no pixel the model can paint: extend by more")
     fields = _fields(request, info, mapping, level, model_m, px_m, model_scale, notes)
     fields.update(edit=f"extended {request.side} by {distance:g} {unit}",
                   extended_px=",".join(f"{s}={grow_px[s]}" for s in SIDES), windows=windows)
@@ -312,6 +342,34 @@ def plan_extend(request: ExtendRequest, src) -> RasterPlan:
     return RasterPlan(info, mapping, level, model_m, px_m, model_scale, grid, transform,
                       (ox, oy), [(_union([w.inner for w in works], grid), passes)], windows,
                       notes, _alpha_opaque(src, info), fields)
+
+
+def _check_grown_extent(crs, transform: Affine, width: int, height: int,
+                        sides: tuple[str, ...], grow_px: dict[str, int]) -> None:
+    """The grown grid must stay where its CRS is defined: latitudes within 90 degrees (in
+    the CRS's own unit), every edge point of a projected grid invertible to lon/lat."""
+    how = ", ".join(f"{s} by {grow_px[s]} px" for s in sides)
+    n = 9
+    edge = [(width * i / (n - 1), 0) for i in range(n)] + \
+        [(width * i / (n - 1), height) for i in range(n)] + \
+        [(0, height * i / (n - 1)) for i in range(n)] + \
+        [(width, height * i / (n - 1)) for i in range(n)]
+    points = [transform * p for p in edge]
+    if crs.is_geographic:
+        lat_deg = degrees_per_unit(crs)[1]
+        lats = [y * lat_deg for _, y in points]
+        worst = max(lats, key=abs)
+        if abs(worst) > 90.0 + 1e-9:
+            raise InputError(
+                f"extending {how} reaches latitude {worst:.4f}, past the "
+                f"{'north' if worst > 0 else 'south'} pole (90 degrees): extend by less"
+            )
+        return
+    lon, lat = LonLat(crs)([x for x, _ in points], [y for _, y in points])
+    if not all(math.isfinite(v) for v in (*lon, *lat)):
+        raise InputError(
+            f"extending {how} leaves the area where {crs.name} is defined: extend by less"
+        )
 
 
 def _rect_region(strip: Rect):
