@@ -349,3 +349,28 @@ def test_failed_scene_without_resume_leaves_no_scratch(tmp_path, inpaint_model, 
     with pytest.raises(CrashError):  # joint denoising records no windows: nothing to resume
         generate(request(tmp_path, "c.tif", scheduler="ddim"), t2i_model, crash)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_default_window_is_the_training_size_everywhere():
+    """256 px, the size the authors trained at and publish every example at; larger windows
+    are an option (untested with the real weights), never the default."""
+    from engine.cli import build_parser
+    from engine.jobs.edit.request import EditRequest
+    from engine.service.schemas import EditJob, GenerateJob
+    from text2earth_qgis.core.job_spec import window_count
+
+    fields = GenerateRequest.__dataclass_fields__
+    assert (fields["tile"].default, fields["overlap"].default) == (256, 64)
+    fields = EditRequest.__dataclass_fields__
+    assert (fields["tile"].default, fields["overlap"].default) == (256, 64)
+    for body in (GenerateJob, EditJob):
+        props = body.model_json_schema()["properties"]
+        assert (props["tile"]["default"], props["overlap"]["default"]) == (256, 64)
+    parser = build_parser()
+    for command in ("generate", "edit", "extend"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        defaults = {a.dest: a.default for a in sub._actions}
+        assert (defaults["tile"], defaults["overlap"]) == (256, 64)
+    plan = plan_scene(300, 300)  # more than one window's worth: 2 x 2 windows of 256
+    assert (plan.tile, plan.overlap, plan.nx, plan.ny) == (256, 64, 2, 2)
+    assert window_count(300, 300) == 4  # the plugin shows the engine's count

@@ -21,26 +21,16 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.schedulers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-)
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from engine.errors import GenerationCancelled, InputError
+from engine.model.schedulers import DEFAULT_SCHEDULER, make_scheduler  # noqa: F401 (re-export)
 from text2earth_qgis.core.scale import LEVELS, UNKNOWN_LEVEL
 
 LEVEL_PREFIX = re.compile(r"^\s*(\d+)_GOOGLE_LEVEL_")
 DEFAULT_GUIDANCE = 4.0
 DEFAULT_STEPS = 50
-SCHEDULERS = {
-    "euler": (EulerDiscreteScheduler, {}),
-    "ddim": (DDIMScheduler, {}),
-    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-}
-DEFAULT_SCHEDULER = "euler"  # the authors' choice in their examples
 LATENT_DTYPE = torch.float32  # in every precision: see Text2EarthPipeline.denoise
 
 StepCallback = Callable[["Text2EarthPipeline", int, Any, dict], dict]
@@ -83,16 +73,6 @@ def resolve_prompt_level(prompt: str, level: int | None) -> tuple[int, str]:
     if chosen != UNKNOWN_LEVEL and chosen not in LEVELS:
         raise InputError(f"level {chosen} is outside the model's range {LEVELS[0]}..{LEVELS[-1]}")
     return chosen, text
-
-
-def make_scheduler(name: str, config: dict):
-    try:
-        cls, overrides = SCHEDULERS[name]
-    except KeyError:
-        raise InputError(
-            f"unknown scheduler {name!r}: choose one of {', '.join(SCHEDULERS)}"
-        ) from None
-    return cls.from_config(config, **overrides)
 
 
 @dataclass
