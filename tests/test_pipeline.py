@@ -272,3 +272,78 @@ def test_inpainting_matches_reference_inpaint_pipeline_within_2_dn(tiny_inpaint)
     other = pipe("a lake", 255 - image, mask, level=16, num_inference_steps=STEPS,
                  generator=torch.Generator("cpu").manual_seed(3)).images[0]
     assert np.abs(other[:, 128:].astype(int) - got[:, 128:]).max() > 0
+
+
+def reference_inpaint(pipe, image, mask_u8, level, seed, binarize, guidance=3.5):
+    """diffusers' StableDiffusionInpaintPipeline + the level hook; with ``binarize=False`` its
+    mask processor is configured as the authors' pipeline_text2earth_diffusion_inpaint.py
+    configures theirs (VaeImageProcessor(do_normalize=False, do_binarize=False,
+    do_convert_grayscale=True)): a soft mask reaches the UNet as it is."""
+    from diffusers import StableDiffusionInpaintPipeline
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+
+    ref = StableDiffusionInpaintPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=EulerDiscreteScheduler.from_config(pipe.scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+    if not binarize:
+        ref.mask_processor = VaeImageProcessor(vae_scale_factor=ref.vae_scale_factor,
+                                               do_normalize=False, do_binarize=False,
+                                               do_convert_grayscale=True)
+
+    def add_level(module, args, kwargs):
+        n = args[0].shape[0] // 2
+        kwargs["class_labels"] = torch.tensor([0.0] * n + [float(level)] * n)
+        return args, kwargs
+
+    hook = pipe.unet.register_forward_pre_hook(add_level, with_kwargs=True)
+    try:
+        out = ref("a lake", image=Image.fromarray(image), mask_image=Image.fromarray(mask_u8),
+                  height=image.shape[0], width=image.shape[1], num_inference_steps=STEPS,
+                  guidance_scale=guidance, generator=torch.Generator("cpu").manual_seed(seed))
+    finally:
+        hook.remove()
+    return np.asarray(out.images[0]).astype(np.int16)
+
+
+def test_soft_mask_reaches_the_unet_unbinarized_as_in_the_authors_pipeline(tiny_inpaint):
+    """The authors' inpainting pipeline does not binarize the mask: a feathered mask's values
+    go to the UNet's mask channel as they are (the masked image still keeps pixels < 0.5)."""
+    from engine.model.checkpoint import load_model
+
+    pipe = load_model(str(tiny_inpaint), "cpu", precision="fp32").pipeline
+    image = np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    mask_u8 = np.zeros((256, 256), np.uint8)  # keep the left quarter, then a ramp, then new
+    mask_u8[:, 64:192] = np.linspace(0, 255, 128).round().astype(np.uint8)[None, :]
+    mask_u8[:, 192:] = 255
+    mask = mask_u8.astype(np.float32) / 255.0  # what diffusers makes of the PIL mask
+    expected = reference_inpaint(pipe, image, mask_u8, 16, seed=5, binarize=False)
+    binarized = reference_inpaint(pipe, image, mask_u8, 16, seed=5, binarize=True)
+    assert np.abs(expected - binarized).max() > 2  # the test can tell the two apart
+    pipe.use_scheduler("euler")
+    got = pipe("a lake", image, mask, level=16, num_inference_steps=STEPS,
+               generator=torch.Generator("cpu").manual_seed(5)).images[0].astype(np.int16)
+    assert np.abs(got - expected).max() <= 2
+    # The same through the batched entry point the scene and edit jobs use.
+    pipe.use_scheduler("euler")
+    batch = pipe.inpaint_batch(["a lake"], [image], [mask], 16, None, STEPS, 3.5,
+                               [torch.Generator("cpu").manual_seed(5)]).images[0]
+    assert np.abs(batch.astype(np.int16) - expected).max() <= 2
+
+
+def test_inpainting_defaults_to_the_authors_guidance_3_5(tiny_inpaint):
+    from engine.model.checkpoint import load_model
+
+    pipe = load_model(str(tiny_inpaint), "cpu", precision="fp32").pipeline
+    image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.ones((64, 64), np.float32)
+    runs = {}
+    for guidance in (None, 3.5, 4.0):
+        pipe.use_scheduler("euler")
+        kw = {} if guidance is None else {"guidance_scale": guidance}
+        runs[guidance] = pipe("a lake", image, mask, level=16, num_inference_steps=2,
+                              generator=torch.Generator("cpu").manual_seed(1), **kw).images[0]
+    np.testing.assert_array_equal(runs[None], runs[3.5])
+    assert np.abs(runs[None].astype(int) - runs[4.0]).max() > 0
