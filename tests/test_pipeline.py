@@ -347,3 +347,7 @@ def test_inpainting_defaults_to_the_authors_guidance_3_5(tiny_inpaint):
                               generator=torch.Generator("cpu").manual_seed(1), **kw).images[0]
     np.testing.assert_array_equal(runs[None], runs[3.5])
     assert np.abs(runs[None].astype(int) - runs[4.0]).max() > 0
+    # Unbinarized, a value outside 0..1 would reach the UNet: refused before any work.
+    for bad in (mask * 255, mask - 2, mask * np.nan):
+        with pytest.raises(InputError, match="0..1"):
+            pipe("a lake", image, bad, level=16, num_inference_steps=1)

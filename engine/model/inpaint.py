@@ -2,9 +2,11 @@
 
 Mask convention as in diffusers and the authors' code: 1 (white) = regenerate, 0 = keep. The
 UNet sees cat([latents, mask at latent size, VAE latents of the masked image]); the masked
-image is ``image * (mask < 0.5)``. Random draws happen in diffusers' order (the initial noise,
-then the VAE's sample of the masked image) so a seed means the same as in
-StableDiffusionInpaintPipeline and the authors' fork of it.
+image is ``image * (mask < 0.5)``. As in the authors' pipeline (its mask processor is built
+with ``do_binarize=False``, unlike diffusers' stock inpainting pipeline) the mask is not
+binarized: a soft mask's values reach the UNet's mask channel as they are. Random draws
+happen in diffusers' order (the initial noise, then the VAE's sample of the masked image) so
+a seed means the same as in StableDiffusionInpaintPipeline and the authors' fork of it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
             raise InputError(f"the image must be (height, width, 3) uint8, got {image.shape}")
         if mask.shape != image.shape[:2]:
             raise InputError(f"the mask {mask.shape} does not match the image {image.shape[:2]}")
+        if not (np.all(np.isfinite(mask)) and mask.min() >= 0 and mask.max() <= 1):
+            # Not binarized, so a value outside [0, 1] would reach the UNet as it is.
+            raise InputError("the mask's values must be in 0..1 (1 = regenerate)")
         if self.unet.config.in_channels != 9:
             raise InputError(
                 "inpainting needs the 9-channel inpainting checkpoint "
@@ -102,9 +107,9 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         # and with them the last bits of the result.
         pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         pixels = pixels.float() / 255.0 * 2.0 - 1.0
-        binary = (torch.from_numpy(np.stack(masks).astype(np.float32)) >= 0.5).float()[:, None]
-        masked = (pixels * (binary < 0.5)).to(device=device, dtype=self.vae.dtype)
-        mask_latent = torch.nn.functional.interpolate(binary, size=shape[2:]).to(device, dtype)
+        mask = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
+        masked = (pixels * (mask < 0.5)).to(device=device, dtype=self.vae.dtype)
+        mask_latent = torch.nn.functional.interpolate(mask, size=shape[2:]).to(device, dtype)
         masked_latents = self.encode_image(masked, generator).to(device=device, dtype=dtype)
         if do_cfg:
             mask_latent = torch.cat([mask_latent] * 2)
