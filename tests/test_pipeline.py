@@ -351,3 +351,121 @@ def test_inpainting_defaults_to_the_authors_guidance_3_5(tiny_inpaint):
     for bad in (mask * 255, mask - 2, mask * np.nan):
         with pytest.raises(InputError, match="0..1"):
             pipe("a lake", image, bad, level=16, num_inference_steps=1)
+
+
+def test_prepare_latents_draws_as_diffusers_for_any_batch_and_channels(t2i_model):
+    """prepare_latents(batch, channels, ...) against diffusers' StableDiffusionPipeline's
+    (the same signature): one generator per item or one for the batch, scaled for Euler."""
+    pipe = t2i_model.pipeline
+    ref = StableDiffusionPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=EulerDiscreteScheduler.from_config(pipe.scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    ref.scheduler.set_timesteps(STEPS)
+    pipe.use_scheduler("euler")
+    pipe.scheduler.set_timesteps(STEPS)
+    assert pipe.scheduler.init_noise_sigma > 1  # so the scaling is really checked
+    for batch, channels, seeds in ((1, 4, [3]), (3, 4, [1, 2, 3]), (2, 8, [5, 6])):
+        def generator(seeds=seeds):  # one generator, or one per item
+            made = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+            return made[0] if len(made) == 1 else made
+
+        got = pipe.prepare_latents(batch, channels, 64, 96, torch.float32, "cpu", generator())
+        expected = ref.prepare_latents(batch, channels, 64, 96, torch.float32, "cpu",
+                                       generator())
+        assert got.shape == (batch, channels, 8, 12)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    given = torch.ones((1, 4, 8, 8))
+    torch.testing.assert_close(
+        pipe.prepare_latents(1, 4, 64, 64, torch.float32, "cpu", None, latents=given),
+        given * pipe.scheduler.init_noise_sigma)
+
+
+def test_predict_noise_is_one_guided_unet_call(t2i_model):
+    """uncond + g * (cond - uncond) from one UNet call on [N unconditional; N conditional]
+    rows (the model notes' guidance), against the UNet called directly per branch."""
+    pipe = t2i_model.pipeline
+    pipe.use_scheduler("ddim")  # scale_model_input is the identity: the UNet sees the latents
+    pipe.scheduler.set_timesteps(STEPS)
+    t = pipe.scheduler.timesteps[1]
+    latents = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    embeds, labels = pipe.condition_batch(["a port", "a forest"], None, 15, 4.0)
+    calls = []
+    hook = pipe.unet.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape))
+    try:
+        with torch.no_grad():
+            got = pipe.predict_noise(latents, t, embeds, labels, 4.0)
+    finally:
+        hook.remove()
+    assert calls == [(4, 4, 8, 8)]  # one call, both branches of both items
+    with torch.no_grad():
+        for k, text in enumerate(["a port", "a forest"]):
+            cond = pipe.condition(text, None, 15, 4.0)[0]
+            ref = [pipe.unet(latents[k : k + 1], t, encoder_hidden_states=cond[j : j + 1],
+                             class_labels=torch.tensor([level])).sample
+                   for j, level in ((0, 0.0), (1, 15.0))]
+            torch.testing.assert_close(got[k : k + 1], ref[0] + 4.0 * (ref[1] - ref[0]),
+                                       rtol=1e-4, atol=1e-5)
+        # Guidance <= 1: no unconditional branch, the conditional prediction as it is.
+        cond = pipe.condition("a port", None, 15, 1.0)[0]
+        alone = pipe.predict_noise(latents[:1], t, cond, pipe.level_labels(15, False, "cpu"), 1.0)
+        torch.testing.assert_close(
+            alone, pipe.unet(latents[:1], t, encoder_hidden_states=cond,
+                             class_labels=torch.tensor([15.0])).sample, rtol=1e-4, atol=1e-5)
+
+
+def eight_channel_pipeline(tmp_path):
+    """A tiny Text2Earth pipeline whose VAE has 8 latent channels (not SD's 4)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from engine.model.pipeline import Text2EarthPipeline
+    from engine.model.tiny_checkpoint import (
+        SCHEDULER_CONFIG,
+        text_encoder_config,
+        unet_config,
+        vae_config,
+        write_clip_tokenizer,
+    )
+
+    torch.manual_seed(0)
+    pipe = Text2EarthPipeline(
+        vae=AutoencoderKL(**{**vae_config(), "latent_channels": 8}),
+        text_encoder=CLIPTextModel(text_encoder_config()),
+        tokenizer=write_clip_tokenizer(tmp_path / "tokenizer"),
+        unet=UNet2DConditionModel(**{**unet_config(8), "out_channels": 8}),
+        scheduler=DDIMScheduler(**SCHEDULER_CONFIG))
+    pipe.vae.eval(), pipe.unet.eval(), pipe.text_encoder.eval()
+    return pipe
+
+
+def test_latent_channels_come_from_the_model_in_every_path(tmp_path):
+    """An 8-latent-channel model: the pipeline against diffusers' reference, and joint
+    denoising (which hard-coded 4 channels) of a one-window scene against the pipeline."""
+    from affine import Affine
+    from pyproj import CRS
+
+    from engine.geo.geotiff import open_scratch
+    from engine.geo.tiling import plan_scene, tile_seed
+    from engine.jobs.scene import SceneJob, run_joint
+
+    pipe = eight_channel_pipeline(tmp_path)
+    assert pipe.num_channels_latents == 8
+    expected = reference_image(pipe, "farmland", 17, "ddim", seed=tile_seed(3, 0, 0),
+                               size=(64, 64))
+    got = ours(pipe, "farmland", 17, "ddim", seed=tile_seed(3, 0, 0), size=(64, 64))
+    assert np.abs(got - expected).max() <= 2
+
+    plan = plan_scene(64, 64, 64, 16)
+    assert (plan.nx, plan.ny, plan.canvas_width) == (1, 1, 64)
+    job = SceneJob("farmland", None, 17, STEPS, 4.0, 3, tmp_path / "out.tif",
+                   CRS.from_epsg(32632), Affine(1, 0, 447000, 0, -1, 5411000), False, None)
+    scratch = tmp_path / "scratch.tif"
+    open_scratch(scratch, 64, 64, job.crs, job.transform, reuse=False).close()
+    pipe.use_scheduler("ddim")
+    run_joint(pipe, job, plan, scratch, None)
+    import rasterio
+
+    with rasterio.open(scratch) as ds:
+        joint = np.moveaxis(ds.read(), 0, 2).astype(np.int16)
+    assert np.abs(joint - got).max() <= 2 and joint.std() > 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from engine.errors import InputError
 from engine.model.pipeline import (
@@ -89,7 +88,7 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         height, width = masks[0].shape
         for text in texts:
             self.check_inputs(text, height, width, num_inference_steps, guidance_scale)
-        self._interrupt = False
+        self.begin_run()
         device = self._execution_device
         do_cfg = guidance_scale > 1.0
         prompt_embeds, class_labels = self.condition_batch(texts, negative_prompt, level,
@@ -98,10 +97,8 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         generator = generators if len(generators) > 1 else generators[0]
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        shape = (len(texts), self.vae.config.latent_channels, height // self.vae_scale_factor,
-                 width // self.vae_scale_factor)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        latents = latents * self.scheduler.init_noise_sigma
+        latents = self.prepare_latents(len(texts), self.num_channels_latents, height, width,
+                                       dtype, device, generator)
 
         # Contiguous NCHW whatever the arrays' strides: the layout picks the conv kernels,
         # and with them the last bits of the result.
@@ -109,7 +106,8 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         pixels = pixels.float() / 255.0 * 2.0 - 1.0
         mask = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
         masked = (pixels * (mask < 0.5)).to(device=device, dtype=self.vae.dtype)
-        mask_latent = torch.nn.functional.interpolate(mask, size=shape[2:]).to(device, dtype)
+        mask_latent = torch.nn.functional.interpolate(mask, size=latents.shape[2:])
+        mask_latent = mask_latent.to(device, dtype)
         masked_latents = self.encode_image(masked, generator).to(device=device, dtype=dtype)
         if do_cfg:
             mask_latent = torch.cat([mask_latent] * 2)
