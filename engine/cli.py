@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from engine import __version__
 from engine.errors import InputError, Text2EarthError
 from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
+from engine.model.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from text2earth_qgis.core import scale
+from text2earth_qgis.core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
@@ -88,9 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     _add_speed_options(gen)
     gen.add_argument("--max-pixels", type=int, default=None, help="refuse larger outputs")
-    gen.add_argument("--tile", type=int, default=512,
-                     help="window size in px for scenes larger than one window (default 512)")
-    gen.add_argument("--overlap", type=int, default=128, help="window overlap in px")
+    gen.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                     help="window size in px for scenes larger than one window (default "
+                          f"{DEFAULT_TILE}, the model's training size; larger windows are "
+                          "untested with the real weights)")
+    gen.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                     help=f"window overlap in px (default {DEFAULT_OVERLAP})")
     gen.add_argument("--scene-method", default="auto", choices=["auto", "outpaint", "joint"],
                      help="outpaint with the inpainting model (auto when it is available), or "
                           "joint denoising with the text-to-image model")
@@ -170,8 +175,11 @@ def _raster_job_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: lcybuaa/Text2Earth-inpainting)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     _add_speed_options(p)
-    p.add_argument("--tile", type=int, default=512, help="model window size in px")
-    p.add_argument("--overlap", type=int, default=128, help="window overlap in px")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                   help=f"model window size in px (default {DEFAULT_TILE}, the training size; "
+                        "larger windows are untested with the real weights)")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                   help=f"window overlap in px (default {DEFAULT_OVERLAP})")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger work")
     _output_arguments(p)
 
@@ -180,7 +188,7 @@ def _sampling_arguments(p: argparse.ArgumentParser, guidance: float) -> None:
     p.add_argument("--seed", type=int, default=None, help="random if not given (recorded)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=guidance)
-    p.add_argument("--scheduler", default="euler", choices=["euler", "ddim", "dpm++"])
+    p.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULER_NAMES)
 
 
 def _output_arguments(p: argparse.ArgumentParser) -> None:

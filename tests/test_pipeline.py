@@ -272,3 +272,200 @@ def test_inpainting_matches_reference_inpaint_pipeline_within_2_dn(tiny_inpaint)
     other = pipe("a lake", 255 - image, mask, level=16, num_inference_steps=STEPS,
                  generator=torch.Generator("cpu").manual_seed(3)).images[0]
     assert np.abs(other[:, 128:].astype(int) - got[:, 128:]).max() > 0
+
+
+def reference_inpaint(pipe, image, mask_u8, level, seed, binarize, guidance=3.5):
+    """diffusers' StableDiffusionInpaintPipeline + the level hook; with ``binarize=False`` its
+    mask processor is configured as the authors' pipeline_text2earth_diffusion_inpaint.py
+    configures theirs (VaeImageProcessor(do_normalize=False, do_binarize=False,
+    do_convert_grayscale=True)): a soft mask reaches the UNet as it is."""
+    from diffusers import StableDiffusionInpaintPipeline
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+
+    ref = StableDiffusionInpaintPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=EulerDiscreteScheduler.from_config(pipe.scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+    if not binarize:
+        ref.mask_processor = VaeImageProcessor(vae_scale_factor=ref.vae_scale_factor,
+                                               do_normalize=False, do_binarize=False,
+                                               do_convert_grayscale=True)
+
+    def add_level(module, args, kwargs):
+        n = args[0].shape[0] // 2
+        kwargs["class_labels"] = torch.tensor([0.0] * n + [float(level)] * n)
+        return args, kwargs
+
+    hook = pipe.unet.register_forward_pre_hook(add_level, with_kwargs=True)
+    try:
+        out = ref("a lake", image=Image.fromarray(image), mask_image=Image.fromarray(mask_u8),
+                  height=image.shape[0], width=image.shape[1], num_inference_steps=STEPS,
+                  guidance_scale=guidance, generator=torch.Generator("cpu").manual_seed(seed))
+    finally:
+        hook.remove()
+    return np.asarray(out.images[0]).astype(np.int16)
+
+
+def test_soft_mask_reaches_the_unet_unbinarized_as_in_the_authors_pipeline(tiny_inpaint):
+    """The authors' inpainting pipeline does not binarize the mask: a feathered mask's values
+    go to the UNet's mask channel as they are (the masked image still keeps pixels < 0.5)."""
+    from engine.model.checkpoint import load_model
+
+    pipe = load_model(str(tiny_inpaint), "cpu", precision="fp32").pipeline
+    image = np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    mask_u8 = np.zeros((256, 256), np.uint8)  # keep the left quarter, then a ramp, then new
+    mask_u8[:, 64:192] = np.linspace(0, 255, 128).round().astype(np.uint8)[None, :]
+    mask_u8[:, 192:] = 255
+    mask = mask_u8.astype(np.float32) / 255.0  # what diffusers makes of the PIL mask
+    expected = reference_inpaint(pipe, image, mask_u8, 16, seed=5, binarize=False)
+    binarized = reference_inpaint(pipe, image, mask_u8, 16, seed=5, binarize=True)
+    assert np.abs(expected - binarized).max() > 2  # the test can tell the two apart
+    pipe.use_scheduler("euler")
+    got = pipe("a lake", image, mask, level=16, num_inference_steps=STEPS,
+               generator=torch.Generator("cpu").manual_seed(5)).images[0].astype(np.int16)
+    assert np.abs(got - expected).max() <= 2
+    # The same through the batched entry point the scene and edit jobs use.
+    pipe.use_scheduler("euler")
+    batch = pipe.inpaint_batch(["a lake"], [image], [mask], 16, None, STEPS, 3.5,
+                               [torch.Generator("cpu").manual_seed(5)]).images[0]
+    assert np.abs(batch.astype(np.int16) - expected).max() <= 2
+
+
+def test_inpainting_defaults_to_the_authors_guidance_3_5(tiny_inpaint):
+    from engine.model.checkpoint import load_model
+
+    pipe = load_model(str(tiny_inpaint), "cpu", precision="fp32").pipeline
+    image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.ones((64, 64), np.float32)
+    runs = {}
+    for guidance in (None, 3.5, 4.0):
+        pipe.use_scheduler("euler")
+        kw = {} if guidance is None else {"guidance_scale": guidance}
+        runs[guidance] = pipe("a lake", image, mask, level=16, num_inference_steps=2,
+                              generator=torch.Generator("cpu").manual_seed(1), **kw).images[0]
+    np.testing.assert_array_equal(runs[None], runs[3.5])
+    assert np.abs(runs[None].astype(int) - runs[4.0]).max() > 0
+    # Unbinarized, a value outside 0..1 would reach the UNet: refused before any work.
+    for bad in (mask * 255, mask - 2, mask * np.nan):
+        with pytest.raises(InputError, match="0..1"):
+            pipe("a lake", image, bad, level=16, num_inference_steps=1)
+
+
+def test_prepare_latents_draws_as_diffusers_for_any_batch_and_channels(t2i_model):
+    """prepare_latents(batch, channels, ...) against diffusers' StableDiffusionPipeline's
+    (the same signature): one generator per item or one for the batch, scaled for Euler."""
+    pipe = t2i_model.pipeline
+    ref = StableDiffusionPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=EulerDiscreteScheduler.from_config(pipe.scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    ref.scheduler.set_timesteps(STEPS)
+    pipe.use_scheduler("euler")
+    pipe.scheduler.set_timesteps(STEPS)
+    assert pipe.scheduler.init_noise_sigma > 1  # so the scaling is really checked
+    for batch, channels, seeds in ((1, 4, [3]), (3, 4, [1, 2, 3]), (2, 8, [5, 6])):
+        def generator(seeds=seeds):  # one generator, or one per item
+            made = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+            return made[0] if len(made) == 1 else made
+
+        got = pipe.prepare_latents(batch, channels, 64, 96, torch.float32, "cpu", generator())
+        expected = ref.prepare_latents(batch, channels, 64, 96, torch.float32, "cpu",
+                                       generator())
+        assert got.shape == (batch, channels, 8, 12)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    given = torch.ones((1, 4, 8, 8))
+    torch.testing.assert_close(
+        pipe.prepare_latents(1, 4, 64, 64, torch.float32, "cpu", None, latents=given),
+        given * pipe.scheduler.init_noise_sigma)
+
+
+def test_predict_noise_is_one_guided_unet_call(t2i_model):
+    """uncond + g * (cond - uncond) from one UNet call on [N unconditional; N conditional]
+    rows (the model notes' guidance), against the UNet called directly per branch."""
+    pipe = t2i_model.pipeline
+    pipe.use_scheduler("ddim")  # scale_model_input is the identity: the UNet sees the latents
+    pipe.scheduler.set_timesteps(STEPS)
+    t = pipe.scheduler.timesteps[1]
+    latents = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    embeds, labels = pipe.condition_batch(["a port", "a forest"], None, 15, 4.0)
+    calls = []
+    hook = pipe.unet.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape))
+    try:
+        with torch.no_grad():
+            got = pipe.predict_noise(latents, t, embeds, labels, 4.0)
+    finally:
+        hook.remove()
+    assert calls == [(4, 4, 8, 8)]  # one call, both branches of both items
+    with torch.no_grad():
+        for k, text in enumerate(["a port", "a forest"]):
+            cond = pipe.condition(text, None, 15, 4.0)[0]
+            ref = [pipe.unet(latents[k : k + 1], t, encoder_hidden_states=cond[j : j + 1],
+                             class_labels=torch.tensor([level])).sample
+                   for j, level in ((0, 0.0), (1, 15.0))]
+            torch.testing.assert_close(got[k : k + 1], ref[0] + 4.0 * (ref[1] - ref[0]),
+                                       rtol=1e-4, atol=1e-5)
+        # Guidance <= 1: no unconditional branch, the conditional prediction as it is.
+        cond = pipe.condition("a port", None, 15, 1.0)[0]
+        alone = pipe.predict_noise(latents[:1], t, cond, pipe.level_labels(15, False, "cpu"), 1.0)
+        torch.testing.assert_close(
+            alone, pipe.unet(latents[:1], t, encoder_hidden_states=cond,
+                             class_labels=torch.tensor([15.0])).sample, rtol=1e-4, atol=1e-5)
+
+
+def eight_channel_pipeline(tmp_path):
+    """A tiny Text2Earth pipeline whose VAE has 8 latent channels (not SD's 4)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from engine.model.pipeline import Text2EarthPipeline
+    from engine.model.tiny_checkpoint import (
+        SCHEDULER_CONFIG,
+        text_encoder_config,
+        unet_config,
+        vae_config,
+        write_clip_tokenizer,
+    )
+
+    torch.manual_seed(0)
+    pipe = Text2EarthPipeline(
+        vae=AutoencoderKL(**{**vae_config(), "latent_channels": 8}),
+        text_encoder=CLIPTextModel(text_encoder_config()),
+        tokenizer=write_clip_tokenizer(tmp_path / "tokenizer"),
+        unet=UNet2DConditionModel(**{**unet_config(8), "out_channels": 8}),
+        scheduler=DDIMScheduler(**SCHEDULER_CONFIG))
+    pipe.vae.eval(), pipe.unet.eval(), pipe.text_encoder.eval()
+    return pipe
+
+
+def test_latent_channels_come_from_the_model_in_every_path(tmp_path):
+    """An 8-latent-channel model: the pipeline against diffusers' reference, and joint
+    denoising (which hard-coded 4 channels) of a one-window scene against the pipeline."""
+    from affine import Affine
+    from pyproj import CRS
+
+    from engine.geo.geotiff import open_scratch
+    from engine.geo.tiling import plan_scene, tile_seed
+    from engine.jobs.scene import SceneJob, run_joint
+
+    pipe = eight_channel_pipeline(tmp_path)
+    assert pipe.num_channels_latents == 8
+    expected = reference_image(pipe, "farmland", 17, "ddim", seed=tile_seed(3, 0, 0),
+                               size=(64, 64))
+    got = ours(pipe, "farmland", 17, "ddim", seed=tile_seed(3, 0, 0), size=(64, 64))
+    assert np.abs(got - expected).max() <= 2
+
+    plan = plan_scene(64, 64, 64, 16)
+    assert (plan.nx, plan.ny, plan.canvas_width) == (1, 1, 64)
+    job = SceneJob("farmland", None, 17, STEPS, 4.0, 3, tmp_path / "out.tif",
+                   CRS.from_epsg(32632), Affine(1, 0, 447000, 0, -1, 5411000), False, None)
+    scratch = tmp_path / "scratch.tif"
+    open_scratch(scratch, 64, 64, job.crs, job.transform, reuse=False).close()
+    pipe.use_scheduler("ddim")
+    run_joint(pipe, job, plan, scratch, None)
+    import rasterio
+
+    with rasterio.open(scratch) as ds:
+        joint = np.moveaxis(ds.read(), 0, 2).astype(np.int16)
+    assert np.abs(joint - got).max() <= 2 and joint.std() > 1

@@ -70,9 +70,11 @@ def test_names():
 
 
 def test_window_count_is_the_engines():
-    assert window_count(512, 300) == 1  # one canvas up to the 512 px tile
-    assert window_count(513, 300) == 2  # 384 px stride: two columns, one row
-    assert window_count(2000, 2000) == 25
+    assert window_count(256, 200) == 1  # one canvas up to the 256 px tile (the training size)
+    assert window_count(257, 200) == 2  # 192 px stride: two columns, one row
+    assert window_count(2000, 2000) == 121  # ceil((2000 - 64) / 192) = 11 per side
+    assert window_count(512, 300, tile=512, overlap=128) == 1  # the larger option
+    assert window_count(2000, 2000, tile=512, overlap=128) == 25
 
 
 def test_history_round_trip_and_bad_json():

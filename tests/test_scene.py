@@ -349,3 +349,84 @@ def test_failed_scene_without_resume_leaves_no_scratch(tmp_path, inpaint_model, 
     with pytest.raises(CrashError):  # joint denoising records no windows: nothing to resume
         generate(request(tmp_path, "c.tif", scheduler="ddim"), t2i_model, crash)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_default_window_is_the_training_size_everywhere():
+    """256 px, the size the authors trained at and publish every example at; larger windows
+    are an option (untested with the real weights), never the default."""
+    from engine.cli import build_parser
+    from engine.jobs.edit.request import EditRequest
+    from engine.service.schemas import EditJob, GenerateJob
+    from text2earth_qgis.core.job_spec import window_count
+
+    fields = GenerateRequest.__dataclass_fields__
+    assert (fields["tile"].default, fields["overlap"].default) == (256, 64)
+    fields = EditRequest.__dataclass_fields__
+    assert (fields["tile"].default, fields["overlap"].default) == (256, 64)
+    for body in (GenerateJob, EditJob):
+        props = body.model_json_schema()["properties"]
+        assert (props["tile"]["default"], props["overlap"]["default"]) == (256, 64)
+    parser = build_parser()
+    for command in ("generate", "edit", "extend"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        defaults = {a.dest: a.default for a in sub._actions}
+        assert (defaults["tile"], defaults["overlap"]) == (256, 64)
+    plan = plan_scene(300, 300)  # more than one window's worth: 2 x 2 windows of 256
+    assert (plan.tile, plan.overlap, plan.nx, plan.ny) == (256, 64, 2, 2)
+    assert window_count(300, 300) == 4  # the plugin shows the engine's count
+
+
+def test_joint_denoising_cancels_through_the_pipelines_own_mechanism(tmp_path, t2i_model):
+    """cancel() from the step callback stops joint denoising after that step, as it stops a
+    single image; the next run starts afresh (the pipeline forgets the cancel)."""
+    steps = []
+
+    def cancel_at_first_step(pipe, step, t, tensors):
+        steps.append(step)
+        pipe.cancel()
+        return tensors
+
+    with pytest.raises(GenerationCancelled, match="step 1 of 2"):
+        generate(request(tmp_path, "j.tif", scheduler="ddim"), t2i_model, cancel_at_first_step)
+    assert steps == [0] and not (tmp_path / "j.tif").exists()
+    again = generate(request(tmp_path, "j.tif", scheduler="ddim"), t2i_model)
+    assert read(again.path)[0].std() > 1
+
+
+def predict_noise_calls(model, run, monkeypatch) -> tuple[list[int], int]:
+    """(batch size of every predict_noise call, number of UNet calls) while ``run`` runs."""
+    pipe = model.pipeline
+    calls, unet_calls = [], []
+    original = type(pipe).predict_noise
+
+    def spy(self, latents, *args, **kwargs):
+        calls.append(latents.shape[0])
+        return original(self, latents, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "predict_noise", spy)
+    hook = pipe.unet.register_forward_pre_hook(lambda m, a: unet_calls.append(1))
+    try:
+        run()
+    finally:
+        hook.remove()
+        monkeypatch.undo()
+    return calls, len(unet_calls)
+
+
+def test_every_model_call_goes_through_predict_noise(tmp_path, t2i_model, inpaint_model,
+                                                     monkeypatch):
+    """One home for the guided UNet call: single images, outpainted scenes and joint
+    denoising all call the pipeline's predict_noise, once per UNet call."""
+    small = (447000.0, 5411000.0, 447100.0, 5411100.0)  # 127 px: one canvas
+    runs = {
+        "single": (t2i_model, lambda: generate(request(tmp_path, "1.tif", bbox=small),
+                                               t2i_model)),
+        "joint": (t2i_model, lambda: generate(
+            request(tmp_path, "2.tif", scheduler="ddim", window_batch=1), t2i_model)),
+        "outpaint": (inpaint_model, lambda: generate(
+            request(tmp_path, "3.tif", window_batch=1), inpaint_model)),
+    }
+    expected = {"single": 2, "joint": 6 * 2, "outpaint": 6 * 2}  # 2 steps; 3 x 2 windows
+    for name, (model, run) in runs.items():
+        calls, unet_calls = predict_noise_calls(model, run, monkeypatch)
+        assert calls == [1] * expected[name] and unet_calls == expected[name], name

@@ -17,14 +17,8 @@ from engine.geo.regions import GEOJSON_CRS, parse_regions, window_prompts
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
 from engine.jobs.scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
 from engine.model.checkpoint import LoadedModel
-from engine.model.pipeline import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_SCHEDULER,
-    DEFAULT_STEPS,
-    SCHEDULERS,
-    StepCallback,
-    split_level_prefix,
-)
+from engine.model.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, StepCallback, split_level_prefix
+from engine.model.schedulers import DEFAULT_SCHEDULER, check_scheduler
 
 MAX_SEED = 2**32 - 1
 
@@ -87,8 +81,7 @@ def level_request(request: GenerateRequest) -> LevelRequest:
 
 def check_sampling(request) -> None:
     """Scheduler, steps, guidance, seed and windows: shared by every kind of job."""
-    if request.scheduler not in SCHEDULERS:
-        raise InputError(f"unknown scheduler {request.scheduler!r}: choose {', '.join(SCHEDULERS)}")
+    check_scheduler(request.scheduler)
     if not isinstance(request.steps, int) or not 1 <= request.steps <= 1000:
         raise InputError(f"steps must be an integer in 1..1000, got {request.steps!r}")
     if not 0 <= request.guidance <= 50:

@@ -154,7 +154,7 @@ def run_outpaint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path, state: Pat
 def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
               callback: SceneCallback | None) -> None:
     device = pipe._execution_device
-    pipe._interrupt = False
+    pipe.begin_run()
     do_cfg = job.guidance > 1.0
     by_prompt: dict[str, torch.Tensor] = {}
 
@@ -170,16 +170,19 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
     windows = plan.windows()
 
     # Initial noise cell by cell from each window's seed: the same position, the same noise.
-    latents = torch.empty((1, 4, plan.canvas_height // f, plan.canvas_width // f))
+    channels = pipe.num_channels_latents
+    draw = torch.empty((1, channels, plan.canvas_height // f, plan.canvas_width // f),
+                       dtype=LATENT_DTYPE)
     for w in windows:
         r0, c0 = w.iy * ls, w.ix * ls
-        r1 = latents.shape[2] if w.iy == plan.ny - 1 else r0 + ls
-        c1 = latents.shape[3] if w.ix == plan.nx - 1 else c0 + ls
+        r1 = draw.shape[2] if w.iy == plan.ny - 1 else r0 + ls
+        c1 = draw.shape[3] if w.ix == plan.nx - 1 else c0 + ls
         gen = torch.Generator("cpu").manual_seed(tile_seed(job.seed, w.ix, w.iy))
-        latents[:, :, r0:r1, c0:c1] = torch.randn((1, 4, r1 - r0, c1 - c0), generator=gen)
-    latents = latents.to(device, LATENT_DTYPE)
+        draw[:, :, r0:r1, c0:c1] = torch.randn((1, channels, r1 - r0, c1 - c0),
+                                               generator=gen, dtype=LATENT_DTYPE)
     pipe.scheduler.set_timesteps(job.steps, device=device)
-    latents = latents * pipe.scheduler.init_noise_sigma
+    latents = pipe.prepare_latents(1, channels, plan.canvas_height, plan.canvas_width,
+                                   LATENT_DTYPE, device, None, latents=draw)
     weight = torch.from_numpy(joint_weights(lt, plan.overlap // f)).to(device, LATENT_DTYPE)
     groups = chunks(windows, batch_size_for(pipe, plan.tile, do_cfg, job.window_batch))
 
@@ -200,11 +203,9 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
                 total[:, :, r : r + lt, c : c + lt] += noise * weight
                 weights[:, :, r : r + lt, c : c + lt] += weight
         latents = pipe.scheduler.step(total / weights, t, latents, return_dict=False)[0]
-        if callback is not None:
-            # All windows advance together: one pass over the canvas, reported as one tile.
-            callback(pipe, i, t, {"latents": latents, "tile": 1, "tiles": 1})
-        if pipe.interrupt:
-            raise GenerationCancelled(f"cancelled after step {i + 1} of {job.steps}")
+        # All windows advance together: one pass over the canvas, reported as one tile.
+        latents = pipe.end_step(callback, i, t, {"latents": latents, "tile": 1, "tiles": 1},
+                                job.steps)["latents"]
 
     # Decode window by window; each writes only its core, and the cores tile the canvas.
     for w in windows:

@@ -79,14 +79,6 @@ def joint_noise(pipe, latents: torch.Tensor, windows: list[TileWindow], offsets:
     for w in windows:
         r, c = offsets(w)
         crops.append(latents[:, :, r : r + lt, c : c + lt])
-    batch = torch.cat(crops)
-    do_cfg = guidance > 1.0
-    model_input = pipe.scheduler.scale_model_input(
-        torch.cat([batch] * 2) if do_cfg else batch, t).to(pipe.unet.dtype)
-    embeds, labels = stack_conditions([embeds_for(w) for w in windows], labels, do_cfg)
-    noise = pipe.unet(model_input, t, encoder_hidden_states=embeds, class_labels=labels,
-                      return_dict=False)[0].to(latents.dtype)
-    if do_cfg:
-        uncond, cond = noise.chunk(2)
-        noise = uncond + guidance * (cond - uncond)
+    embeds, labels = stack_conditions([embeds_for(w) for w in windows], labels, guidance > 1.0)
+    noise = pipe.predict_noise(torch.cat(crops), t, embeds, labels, guidance)
     return list(noise.split(1))

@@ -31,7 +31,9 @@ VAE_DECODE_BYTES_PER_PX = 2_000
 VAE_TILE = 512  # diffusers' default tile for VAE tiling (sample size of the SD2 VAE)
 MEMORY_SAFETY = 0.9  # of the free memory: the allocator fragments
 COMPILE_MODE_CUDA = "reduce-overhead"
-WARM_TILES = (256, 512)  # the model's training size and the default scene window
+WARM_TILES = (256, 512)  # the default window (the training size) and the common larger option
+# Memory savers are chosen for the larger option, so a job with either window fits.
+PLAN_TILE = 512
 
 
 @dataclass
@@ -101,7 +103,7 @@ def compile_unet(pipe, backend: str = "inductor", mode: str | None = None) -> No
 
 
 def accelerate(pipe, device: torch.device, compile: bool | None = None,
-               tile: int = 512, compile_backend: str = "inductor") -> SpeedReport:
+               tile: int = PLAN_TILE, compile_backend: str = "inductor") -> SpeedReport:
     """Apply the device's speed settings to a freshly loaded pipeline; what was done."""
     report = SpeedReport()
     if device.type == "cuda":

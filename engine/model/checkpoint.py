@@ -188,8 +188,9 @@ def load_model(
     from diffusers.schedulers import DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from engine.model.pipeline import DEFAULT_SCHEDULER, Text2EarthPipeline, make_scheduler
+    from engine.model.pipeline import Text2EarthPipeline
     from engine.model.precision import device_facts, part_dtypes, resolve_precision
+    from engine.model.schedulers import DEFAULT_SCHEDULER, make_scheduler
 
     torch_device, _ = select_device(device)
     precision = resolve_precision(precision, device_facts(torch_device))  # before any loading

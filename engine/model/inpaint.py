@@ -2,16 +2,17 @@
 
 Mask convention as in diffusers and the authors' code: 1 (white) = regenerate, 0 = keep. The
 UNet sees cat([latents, mask at latent size, VAE latents of the masked image]); the masked
-image is ``image * (mask < 0.5)``. Random draws happen in diffusers' order (the initial noise,
-then the VAE's sample of the masked image) so a seed means the same as in
-StableDiffusionInpaintPipeline and the authors' fork of it.
+image is ``image * (mask < 0.5)``. As in the authors' pipeline (its mask processor is built
+with ``do_binarize=False``, unlike diffusers' stock inpainting pipeline) the mask is not
+binarized: a soft mask's values reach the UNet's mask channel as they are. Random draws
+happen in diffusers' order (the initial noise, then the VAE's sample of the masked image) so
+a seed means the same as in StableDiffusionInpaintPipeline and the authors' fork of it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from engine.errors import InputError
 from engine.model.pipeline import (
@@ -31,6 +32,9 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
             raise InputError(f"the image must be (height, width, 3) uint8, got {image.shape}")
         if mask.shape != image.shape[:2]:
             raise InputError(f"the mask {mask.shape} does not match the image {image.shape[:2]}")
+        if not (np.all(np.isfinite(mask)) and mask.min() >= 0 and mask.max() <= 1):
+            # Not binarized, so a value outside [0, 1] would reach the UNet as it is.
+            raise InputError("the mask's values must be in 0..1 (1 = regenerate)")
         if self.unet.config.in_channels != 9:
             raise InputError(
                 "inpainting needs the 9-channel inpainting checkpoint "
@@ -84,7 +88,7 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         height, width = masks[0].shape
         for text in texts:
             self.check_inputs(text, height, width, num_inference_steps, guidance_scale)
-        self._interrupt = False
+        self.begin_run()
         device = self._execution_device
         do_cfg = guidance_scale > 1.0
         prompt_embeds, class_labels = self.condition_batch(texts, negative_prompt, level,
@@ -93,18 +97,17 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         generator = generators if len(generators) > 1 else generators[0]
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        shape = (len(texts), self.vae.config.latent_channels, height // self.vae_scale_factor,
-                 width // self.vae_scale_factor)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        latents = latents * self.scheduler.init_noise_sigma
+        latents = self.prepare_latents(len(texts), self.num_channels_latents, height, width,
+                                       dtype, device, generator)
 
         # Contiguous NCHW whatever the arrays' strides: the layout picks the conv kernels,
         # and with them the last bits of the result.
         pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         pixels = pixels.float() / 255.0 * 2.0 - 1.0
-        binary = (torch.from_numpy(np.stack(masks).astype(np.float32)) >= 0.5).float()[:, None]
-        masked = (pixels * (binary < 0.5)).to(device=device, dtype=self.vae.dtype)
-        mask_latent = torch.nn.functional.interpolate(binary, size=shape[2:]).to(device, dtype)
+        mask = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
+        masked = (pixels * (mask < 0.5)).to(device=device, dtype=self.vae.dtype)
+        mask_latent = torch.nn.functional.interpolate(mask, size=latents.shape[2:])
+        mask_latent = mask_latent.to(device, dtype)
         masked_latents = self.encode_image(masked, generator).to(device=device, dtype=dtype)
         if do_cfg:
             mask_latent = torch.cat([mask_latent] * 2)

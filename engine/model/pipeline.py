@@ -21,26 +21,16 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.schedulers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-)
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from engine.errors import GenerationCancelled, InputError
+from engine.model.schedulers import DEFAULT_SCHEDULER, make_scheduler  # noqa: F401 (re-export)
 from text2earth_qgis.core.scale import LEVELS, UNKNOWN_LEVEL
 
 LEVEL_PREFIX = re.compile(r"^\s*(\d+)_GOOGLE_LEVEL_")
 DEFAULT_GUIDANCE = 4.0
 DEFAULT_STEPS = 50
-SCHEDULERS = {
-    "euler": (EulerDiscreteScheduler, {}),
-    "ddim": (DDIMScheduler, {}),
-    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-}
-DEFAULT_SCHEDULER = "euler"  # the authors' choice in their examples
 LATENT_DTYPE = torch.float32  # in every precision: see Text2EarthPipeline.denoise
 
 StepCallback = Callable[["Text2EarthPipeline", int, Any, dict], dict]
@@ -85,16 +75,6 @@ def resolve_prompt_level(prompt: str, level: int | None) -> tuple[int, str]:
     return chosen, text
 
 
-def make_scheduler(name: str, config: dict):
-    try:
-        cls, overrides = SCHEDULERS[name]
-    except KeyError:
-        raise InputError(
-            f"unknown scheduler {name!r}: choose one of {', '.join(SCHEDULERS)}"
-        ) from None
-    return cls.from_config(config, **overrides)
-
-
 @dataclass
 class Text2EarthOutput:
     images: np.ndarray  # uint8, (batch, height, width, 3)
@@ -131,9 +111,29 @@ class Text2EarthPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         return self._interrupt
 
+    @property
+    def num_channels_latents(self) -> int:
+        """Channels of the latents the scheduler steps (the VAE's; the inpainting UNet's input
+        adds its mask and masked-image channels to these)."""
+        return self.vae.config.latent_channels
+
     def cancel(self) -> None:
         """Stop at the end of the current step (callable from a step callback or another thread)."""
         self._interrupt = True
+
+    def begin_run(self) -> None:
+        """Forget a cancel() of an earlier run, as diffusers' __call__ does at its start."""
+        self._interrupt = False
+
+    def end_step(self, callback: StepCallback | None, i: int, t, tensors: dict,
+                 steps: int) -> dict:
+        """After every denoising step, in diffusers' order: the step callback (it may return
+        replacement tensors, or call cancel()), then the stop if cancelled."""
+        if callback is not None:
+            tensors = {**tensors, **(callback(self, i, t, tensors) or {})}
+        if self._interrupt:
+            raise GenerationCancelled(f"cancelled after step {i + 1} of {steps}")
+        return tensors
 
     def use_scheduler(self, name: str) -> None:
         self.scheduler = make_scheduler(name, self.scheduler.config)
@@ -206,8 +206,11 @@ class Text2EarthPipeline(DiffusionPipeline):
         labels = self.level_labels(level, do_cfg, self._execution_device)
         return stack_conditions([by_text[text] for text in texts], labels, do_cfg)
 
-    def prepare_latents(self, height, width, dtype, device, generator, latents=None):
-        shape = (1, self.unet.config.in_channels, height // self.vae_scale_factor,
+    def prepare_latents(self, batch_size: int, num_channels_latents: int, height: int,
+                        width: int, dtype, device, generator, latents=None) -> torch.Tensor:
+        """The initial latents, scaled for the scheduler (call after set_timesteps): drawn
+        as diffusers draws them (one generator, or one per batch item), or ``latents`` given."""
+        shape = (batch_size, num_channels_latents, height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
@@ -247,33 +250,50 @@ class Text2EarthPipeline(DiffusionPipeline):
         Latents and the scheduler's arithmetic stay in the latents' dtype (fp32): only the
         UNet runs in the model's precision, so bf16/fp16 rounding does not pile up over the
         steps. In fp32 every cast here is a no-op."""
-        do_cfg = guidance_scale > 1.0
         timesteps = self.scheduler.timesteps
-        unet_dtype = self.unet.dtype
         for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t).to(unet_dtype)
-            if conditioning is not None:
-                model_input = torch.cat([model_input, conditioning.to(unet_dtype)], dim=1)
-            noise_pred = self.unet(
-                model_input,
-                t,
-                encoder_hidden_states=prompt_embeds,
-                class_labels=class_labels,
-                return_dict=False,
-            )[0].to(latents.dtype)
-            if do_cfg:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
+            noise_pred = self.predict_noise(latents, t, prompt_embeds, class_labels,
+                                            guidance_scale, conditioning)
             latents = self.scheduler.step(
                 noise_pred, t, latents, **extra_step_kwargs, return_dict=False
             )[0]
-            if callback_on_step_end is not None:
-                out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
-                latents = out.get("latents", latents)
-            if self._interrupt:
-                raise GenerationCancelled(f"cancelled after step {i + 1} of {len(timesteps)}")
+            latents = self.end_step(callback_on_step_end, i, t, {"latents": latents},
+                                    len(timesteps))["latents"]
         return latents
+
+    def predict_noise(
+        self,
+        latents: torch.Tensor,
+        t,
+        prompt_embeds: torch.Tensor,
+        class_labels: torch.Tensor | None,
+        guidance_scale: float,
+        conditioning: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The guided noise prediction for ``latents`` (N items) at timestep ``t``: one UNet
+        call. Under guidance the UNet batch is the N items twice, matching ``prompt_embeds``
+        and ``class_labels`` laid out as condition()/condition_batch() make them (the N
+        unconditional rows, then the N conditional ones), and the result is
+        ``uncond + g * (cond - uncond)``. ``conditioning`` (2N rows under guidance) is
+        appended to the UNet's input channels. The UNet runs in its dtype; the prediction
+        comes back in the latents' dtype."""
+        do_cfg = guidance_scale > 1.0
+        unet_dtype = self.unet.dtype
+        model_input = torch.cat([latents] * 2) if do_cfg else latents
+        model_input = self.scheduler.scale_model_input(model_input, t).to(unet_dtype)
+        if conditioning is not None:
+            model_input = torch.cat([model_input, conditioning.to(unet_dtype)], dim=1)
+        noise_pred = self.unet(
+            model_input,
+            t,
+            encoder_hidden_states=prompt_embeds,
+            class_labels=class_labels,
+            return_dict=False,
+        )[0].to(latents.dtype)
+        if do_cfg:
+            uncond, cond = noise_pred.chunk(2)
+            noise_pred = uncond + guidance_scale * (cond - uncond)
+        return noise_pred
 
     def decode(self, latents: torch.Tensor, generator=None) -> np.ndarray:
         latents = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
@@ -299,11 +319,12 @@ class Text2EarthPipeline(DiffusionPipeline):
     ) -> Text2EarthOutput:
         level, text = resolve_prompt_level(prompt, level)
         self.check_inputs(text, height, width, num_inference_steps, guidance_scale)
-        self._interrupt = False
+        self.begin_run()
         device = self._execution_device
         prompt_embeds, class_labels = self.condition(text, negative_prompt, level, guidance_scale)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = self.prepare_latents(height, width, LATENT_DTYPE, device, generator, latents)
+        latents = self.prepare_latents(1, self.num_channels_latents, height, width,
+                                       LATENT_DTYPE, device, generator, latents)
         latents = self.denoise(
             latents, prompt_embeds, class_labels, guidance_scale,
             self.prepare_extra_step_kwargs(generator, eta), callback_on_step_end,

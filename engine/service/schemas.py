@@ -14,8 +14,12 @@ from pydantic import (
     model_validator,
 )
 
+from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from engine.jobs.generate import MAX_SEED
+from engine.model.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from text2earth_qgis.core.scale import DEFAULT_DPI, MAX_LEVEL, MIN_LEVEL, parse_scale
+
+SchedulerName = Literal[SCHEDULER_NAMES]  # one enum in the OpenAPI schema, from the one list
 
 
 class PromptRegionBody(BaseModel):
@@ -43,14 +47,14 @@ class GenerateJob(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     steps: int = Field(50, ge=1, le=1000)
     guidance: float = Field(4.0, ge=0, le=50)
-    scheduler: Literal["euler", "ddim", "dpm++"] = "euler"
+    scheduler: SchedulerName = DEFAULT_SCHEDULER
     out: str | None = Field(None, max_length=4096,
                             description="file name, or a path inside an output folder")
     overwrite: bool = False
     model: str | None = Field(None, max_length=4096,
                               description="hub id or local folder; default: the service's")
-    tile: int = Field(512, ge=64, le=2048, description="scene window size in px")
-    overlap: int = Field(128, ge=0, le=1024, description="scene window overlap in px")
+    tile: int = Field(DEFAULT_TILE, ge=64, le=2048, description="scene window size in px")
+    overlap: int = Field(DEFAULT_OVERLAP, ge=0, le=1024, description="scene window overlap in px")
     scene_method: Literal["auto", "outpaint", "joint"] = "auto"
     inpaint_model: str | None = Field(None, max_length=4096,
                                       description="inpainting model for outpainted scenes")
@@ -91,15 +95,15 @@ class RasterJobBody(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     steps: int = Field(50, ge=1, le=1000)
     guidance: float = Field(3.5, ge=0, le=50)
-    scheduler: Literal["euler", "ddim", "dpm++"] = "euler"
+    scheduler: SchedulerName = DEFAULT_SCHEDULER
     bands: list[int] | None = Field(None, min_length=1, max_length=3,
                                     description="1-based R, G, B bands (or one gray band)")
     out: str | None = Field(None, max_length=4096)
     overwrite: bool = False
     model: str | None = Field(None, max_length=4096,
                               description="inpainting model; default lcybuaa/Text2Earth-inpainting")
-    tile: int = Field(512, ge=64, le=2048)
-    overlap: int = Field(128, ge=0, le=1024)
+    tile: int = Field(DEFAULT_TILE, ge=64, le=2048)
+    overlap: int = Field(DEFAULT_OVERLAP, ge=0, le=1024)
     precision: Literal["auto", "fp32", "bf16", "fp16"] | None = Field(
         None, description="arithmetic; default: the service's --precision")
 

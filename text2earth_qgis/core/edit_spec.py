@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .job_spec import LAYER_PREFIX, layer_name, slug
+from .job_spec import DEFAULT_SCHEDULER, LAYER_PREFIX, layer_name, slug
 
 SIDES = ("north", "south", "east", "west", "all")
 POLYGON_TYPES = ("Polygon", "MultiPolygon")
@@ -75,7 +75,7 @@ class EditOptions:
     seed: int | None = None
     steps: int = 50
     guidance: float = EDIT_GUIDANCE
-    scheduler: str = "euler"
+    scheduler: str = DEFAULT_SCHEDULER
     model: str | None = None  # the inpainting model; None: the engine's default
 
     def job_fields(self) -> dict:

@@ -16,6 +16,10 @@ AUTO, LEVEL, RESOLUTION = "auto", "level", "resolution"
 LARGE_OUTPUT_PX = 2048 * 2048  # above this the dock warns: minutes to hours of work
 LAYER_PREFIX = "Text2Earth (synthetic): "
 DEFAULT_PATTERN = "{date}_{prompt}_s{seed}.tif"
+# The engine's samplers (engine.model.schedulers): the plugin cannot import the engine, so it
+# keeps this copy; tests/test_plugin_core.py holds the two equal.
+SCHEDULERS = ("euler", "ddim", "dpm++")
+DEFAULT_SCHEDULER = "euler"
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ def build_job(
     seed: int | None = None,
     steps: int = 50,
     guidance: float = 4.0,
-    scheduler: str = "euler",
+    scheduler: str = DEFAULT_SCHEDULER,
     model: str | None = None,
     out: str | None = None,
     precision: str = "auto",

@@ -10,8 +10,11 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-DEFAULT_TILE = 512  # the model trains at 256 and works well at 512: fewer windows, same look
-DEFAULT_OVERLAP = 128
+# The model's training size, and the size of every example its authors publish. Larger windows
+# (fewer of them) are an option, unverified with the real weights: nothing public shows how
+# the model behaves at 512 px.
+DEFAULT_TILE = 256
+DEFAULT_OVERLAP = 64  # a quarter of the window, as 128 was of 512
 VAE_FACTOR = 8
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingParameterEnum, QgsProcessingParameterNumber
 
+from ..core.job_spec import SCHEDULERS
 from ..qgis_compat import number_type
 
 SEED, STEPS, GUIDANCE, SCHEDULER = "SEED", "STEPS", "GUIDANCE", "SCHEDULER"
-SCHEDULERS = ["euler", "ddim", "dpm++"]
 
 
 def add_sampling_parameters(algorithm, guidance: float) -> None:
@@ -19,7 +19,7 @@ def add_sampling_parameters(algorithm, guidance: float) -> None:
         GUIDANCE, "Guidance", number_type("Double"),
         defaultValue=guidance, minValue=0.0, maxValue=50.0))
     algorithm.addParameter(QgsProcessingParameterEnum(
-        SCHEDULER, "Scheduler", options=SCHEDULERS, defaultValue=0))
+        SCHEDULER, "Scheduler", options=list(SCHEDULERS), defaultValue=0))
 
 
 def sampling_values(algorithm, parameters, context) -> dict:

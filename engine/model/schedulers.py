@@ -1,0 +1,35 @@
+"""The samplers a job may name: the one list the CLI, the service and the pipeline share.
+
+Stdlib only at import (the diffusers classes are looked up when a scheduler is made), so the
+CLI can build its --help and the service its schema without loading torch. The plugin cannot
+import the engine; it keeps a copy in text2earth_qgis.core.job_spec.SCHEDULERS that a test
+holds equal to this one.
+"""
+
+from __future__ import annotations
+
+from engine.errors import InputError
+
+# name -> (diffusers scheduler class, overrides of the checkpoint's scheduler config)
+SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+}
+SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
+DEFAULT_SCHEDULER = "euler"  # the authors' choice in their examples
+
+
+def check_scheduler(name: str) -> str:
+    """``name`` if it is one of ours, else InputError listing the choices."""
+    if name not in SCHEDULERS:
+        raise InputError(f"unknown scheduler {name!r}: choose one of {', '.join(SCHEDULERS)}")
+    return name
+
+
+def make_scheduler(name: str, config: dict):
+    """A fresh diffusers scheduler ``name`` built from a checkpoint's scheduler ``config``."""
+    from diffusers import schedulers
+
+    class_name, overrides = SCHEDULERS[check_scheduler(name)]
+    return getattr(schedulers, class_name).from_config(config, **overrides)
