@@ -8,6 +8,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -202,6 +203,20 @@ def synthetic_tags(fields: dict[str, object]) -> dict[str, str]:
     tags[f"{TAG_PREFIX}SYNTHETIC"] = "yes"
     tags["DIGITAL_SOURCE_TYPE"] = DIGITAL_SOURCE_TYPE
     return tags
+
+
+@contextmanager
+def checked_writes(path: Path, need_bytes: int = 0):
+    """GDAL's errors and a full disk inside become DiskFullError / WriteError (one line),
+    for the writes of a job's scratch files; other errors pass unchanged."""
+    try:
+        yield
+    except (RasterioError, CPLE_BaseError) as exc:
+        raise write_failure(exc, path, Path(path).parent, need_bytes) from exc
+    except OSError as exc:  # torch and others raise OSErrors too: only a full disk is ours
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise write_failure(exc, path, Path(path).parent, need_bytes) from exc
 
 
 def write_geotiff(

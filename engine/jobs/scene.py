@@ -19,7 +19,6 @@ cleaned by engine.jobs.leftovers.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -31,13 +30,12 @@ import numpy as np
 import rasterio
 import torch
 from affine import Affine
-from rasterio._err import CPLE_BaseError
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from engine.errors import DiskFullError, GenerationCancelled, WriteError
 from engine.geo.geotiff import (
     check_confined,
+    checked_writes,
     copy_window,
     make_folders,
     open_scratch,
@@ -280,11 +278,9 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
         # The state first: a scratch without its state is never a run in progress, so a
         # start-up sweep may remove it (engine.jobs.leftovers).
         _save_state(state, key, done, job.seed, job.out, keep_on_failure, plan.nx * plan.ny)
-        try:
+        with checked_writes(scratch):
             open_scratch(scratch, plan.canvas_width, plan.canvas_height, job.crs,
                          canvas_transform(plan, job.transform), reuse=reuse).close()
-        except (OSError, RasterioError, CPLE_BaseError) as exc:
-            raise write_failure(exc, scratch, scratch.parent) from exc
         # GDAL's block cache would otherwise grow with the scene (5 % of RAM by default).
         with rasterio.Env(GDAL_CACHEMAX=SCENE_GDAL_CACHE_MB):
             path = _build(pipe, job, plan, method, scratch, state, key, done, callback, tags,
@@ -293,8 +289,9 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
         # A cancel means "discard", and so does a failed write (a full disk needs the space
         # back, and a scratch that failed to keep a window cannot be trusted); another
         # crash keeps the scratch for a resume where one can work.
+        # A state is kept only with its scratch.
         if isinstance(exc, (GenerationCancelled, DiskFullError, WriteError)) \
-                or not keep_on_failure:
+                or not keep_on_failure or not scratch.is_file():
             scratch.unlink(missing_ok=True)
             state.unlink(missing_ok=True)
             remove_folders(created)
@@ -306,17 +303,11 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
 
 def _build(pipe, job, plan, method, scratch, state, key, done, callback, tags, software) -> Path:
     col, row = plan.offset
-    try:
+    with checked_writes(scratch):
         if method == OUTPAINT:
             run_outpaint(pipe, job, plan, scratch, state, key, done, callback)
         else:
             run_joint(pipe, job, plan, scratch, callback)
-    except (RasterioError, CPLE_BaseError) as exc:  # GDAL on the scratch; OSError is torch's too
-        raise write_failure(exc, scratch, scratch.parent) from exc
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise write_failure(exc, scratch, scratch.parent) from exc
     with rasterio.open(scratch) as src:
         return write_geotiff_blocks(
             job.out, plan.width, plan.height,
