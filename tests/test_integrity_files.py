@@ -365,3 +365,60 @@ def test_edits_keep_the_source_layout_or_stay_a_cog(tmp_path, inpaint_model):
         assert ds.colorinterp == src.colorinterp and ds.crs == src.crs
         assert ds.transform == src.transform
         assert ds.tags()["TEXT2EARTH_SYNTHETIC"].startswith("partly")
+
+
+# ---------------------------------------------------------------------------------------------
+# through the service
+
+
+def test_service_full_disk_long_names_and_start_up_sweep(small_fs, tiny_t2i):
+    """One service on a small tmpfs: stale temp files of a killed earlier service go at start;
+    a job on a full disk fails (disk_full) and `/file` serves nothing; names too long for the
+    file system are a 422 (before: a 500 for 256+ characters, a failed job for 234-255)."""
+    import urllib.error
+    import urllib.request
+
+    from text2earth_qgis.core.client import ServiceError, start_local_service
+
+    folder = small_fs(1500)
+    stale = folder / "sub" / f".t2e-{dead_pid()}-0a1b2c3d.cog.tif"
+    stale.parent.mkdir()
+    stale.write_bytes(b"x")
+    svc = start_local_service(python=sys.executable, output_dirs=[str(folder)],
+                              model=str(tiny_t2i), device="cpu", timeout=120,
+                              env={"PYTHONPATH": str(ROOT)})
+    try:
+        assert not stale.exists()
+        assert svc.client.health()["resumable_scenes"] == []
+        body = {"bbox": list(SMALL_BBOX), "crs": UTM, "prompt": "a park", "level": 17,
+                "steps": 1, "seed": 7}
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+        for out in ("n" * 300 + ".tif", "n" * (name_max - 3) + ".tif",
+                    "d/" + "y" * 260 + "/z.tif"):
+            with pytest.raises(ServiceError) as refused:
+                svc.client.submit({**body, "out": out})
+            assert refused.value.status == 422 and "at most" in str(refused.value)
+        small_fs(8)
+        job = svc.client.submit({**body, "out": "full.tif"})
+        end = time.monotonic() + 120
+        while (status := svc.client.status(job["id"]))["state"] not in ("done", "failed"):
+            assert time.monotonic() < end
+            time.sleep(0.2)
+        assert status["state"] == "failed" and "full" in status["error"], status
+        if "error_kind" in status:  # the service's field (issue 13, service part)
+            assert status["error_kind"] == "disk_full"
+        with pytest.raises(urllib.error.HTTPError) as no_file:
+            urllib.request.urlopen(f"{svc.url}/jobs/{job['id']}/file", timeout=30)
+        assert no_file.value.code == 409
+        assert left_on(folder) == ["sub"]
+        small_fs(1500)
+        longest = "n" * (name_max - 4) + ".tif"
+        job = svc.client.submit({**body, "out": longest})
+        end = time.monotonic() + 120
+        while (status := svc.client.status(job["id"]))["state"] not in ("done", "failed"):
+            assert time.monotonic() < end
+            time.sleep(0.2)
+        assert status["state"] == "done", status
+        assert_cog(folder / longest)
+    finally:
+        svc.stop()
