@@ -326,7 +326,10 @@ def write_atomic(path: str | Path, profile: dict, write: Callable, overwrite: bo
         except OSError as exc:
             raise write_failure(exc, path, path.parent, need) from exc
         placed = True
-        _fsync(path.parent)
+        try:
+            _fsync(path.parent)  # the rename itself, durably (best effort: not every FS can)
+        except OSError:
+            pass
     finally:
         part.unlink(missing_ok=True)
         final.unlink(missing_ok=True)
