@@ -1,4 +1,5 @@
-"""`text2earth generate | levels`: one clear line and a non-zero exit for every bad input."""
+"""`text2earth generate | edit | extend | serve | clean | resume --list | levels`: one clear
+line and a non-zero exit for every bad input."""
 
 from __future__ import annotations
 
@@ -144,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--side", required=True, choices=["east", "west", "north", "south", "all"])
     _raster_job_arguments(ex)
 
+    cl = sub.add_parser("clean", help="remove Text2Earth's leftovers from a folder: temp files "
+                                      "of stopped jobs and stopped scenes' scratch")
+    cl.add_argument("dir", nargs="?", default=".", help="the output folder (default: here)")
+    cl.add_argument("-r", "--recursive", action="store_true", help="also its subfolders")
+    rs = sub.add_parser("resume", help="stopped scenes that rerunning their command resumes")
+    rs.add_argument("--list", action="store_true", required=True,
+                    help="list them (a scene resumes when its generate command runs again)")
+    rs.add_argument("dir", nargs="?", default=".", help="the output folder (default: here)")
+    rs.add_argument("-r", "--recursive", action="store_true", help="also its subfolders")
+
     lv = sub.add_parser("levels", help="print the level table")
     lv.add_argument("--lat", type=float, default=0.0, help="latitude for ground m/px")
     return parser
@@ -248,6 +259,54 @@ def cmd_levels(args) -> int:
     return 0
 
 
+def _sweep(out: str, quiet: bool) -> None:
+    """Remove stale leftovers of our own naming beside the output (killed runs' temp files)."""
+    from pathlib import Path
+
+    from engine.jobs.leftovers import remove_stale
+
+    folder = Path(out).expanduser().parent
+    try:
+        removed = remove_stale(folder) if folder.is_dir() else []
+    except OSError:
+        return
+    if removed and not quiet:
+        _say(f"removed {len(removed)} stale temp file(s) of stopped jobs from {folder}")
+
+
+def cmd_clean(args) -> int:
+    from pathlib import Path
+
+    from engine.jobs.leftovers import remove_stale
+
+    folder = Path(args.dir).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    removed = remove_stale(folder, args.recursive, everything=True)
+    for path in removed:
+        print(path)
+    print(f"removed {len(removed)} file(s) left by stopped jobs", file=sys.stderr)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from pathlib import Path
+
+    from engine.jobs.leftovers import resumable_scenes
+
+    folder = Path(args.dir).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    scenes = resumable_scenes(folder, args.recursive)
+    for scene in scenes:
+        of = f"/{scene.windows}" if scene.windows else ""
+        print(f"{scene.out}\t{scene.done}{of} windows done\t{scene.size / 2**20:.1f} MiB scratch"
+              f"\t{scene.age_s / 3600:.1f} h ago")
+    print(f"{len(scenes)} stopped scene(s): run the same generate command to resume one, or "
+          f"`text2earth clean {args.dir}` to remove them", file=sys.stderr)
+    return 0
+
+
 def cmd_generate(args) -> int:
     from engine.geo.grid import DEFAULT_MAX_PIXELS
     from engine.jobs.generate import GenerateRequest, generate, plan, scene_plan
@@ -274,6 +333,7 @@ def cmd_generate(args) -> int:
 
         request.regions, request.regions_crs = read_regions_file(args.regions)
     grid = plan(request)  # bad input fails here, before minutes of model loading
+    _sweep(args.out, args.quiet)
     precision = check_precision(args.precision, args.device)
     if not args.quiet:
         print(
@@ -363,6 +423,7 @@ def cmd_edit_raster(args) -> int:
         planner, runner = plan_extend, extend_raster
     with open_source(request.raster) as src:
         plan = planner(request, src)  # bad input fails here, before the model loads
+    _sweep(args.out, args.quiet)
     if not args.quiet:
         print(f"{plan.grid.width} x {plan.grid.height} px, level {plan.level.level}, "
               f"{plan.windows} window(s) to regenerate", file=sys.stderr)
@@ -414,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_levels(args)
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command == "clean":
+            return cmd_clean(args)
+        if args.command == "resume":
+            return cmd_resume(args)
         if args.command in ("edit", "extend"):
             return cmd_edit_raster(args)
         return cmd_generate(args)

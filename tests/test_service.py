@@ -824,7 +824,8 @@ def test_sigterm_mid_scene_cleans_up_like_sigint(tiny_t2i, tmp_path):
             "scene.tif", bbox=[447000, 5411000, 447500, 5411400], tile=256, overlap=64,
             steps=400, scene_method="joint"))
         wait_running(svc.client, submitted["id"])
-        assert any(name.endswith(".scene-scratch.tif") for name in files_under(out_dir))
+        assert any(name.startswith(".t2e-scene-") and name.endswith(".tif")
+                   for name in files_under(out_dir))
         port_file = Path(next(a for a in svc.process.args if a.endswith("port")))
         svc.process.terminate()
         svc.process.wait(60)

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
+import shutil
 import tempfile
-import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import rasterio.crs
+import rasterio.shutil
 from affine import Affine
 from pyproj import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio._err import CPLE_BaseError
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from engine.errors import InputError
+from engine.errors import DiskFullError, InputError, Text2EarthError, WriteError
 from text2earth_qgis.core.files import place_file
 
 TAG_PREFIX = "TEXT2EARTH_"
@@ -44,29 +50,130 @@ COMPOSITE_SOURCE_TYPE = (
 )
 MIN_OVERVIEW_SIDE = 128
 BLOCK = 256
+# Our temp files beside an output: ".t2e-<pid>-<8 hex>.<kind>", short whatever the output's
+# name, so a name the file system accepts for the output also fits its temp files.
+TEMP_PREFIX = ".t2e-"
+TEMP_NAME_MAX = 40
 
 
 def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
     """Refuse early (before any GPU work) a target we could not or must not write."""
     path = Path(path).expanduser()
+    check_name_limits(path)  # first: a name too long makes every stat below an OSError
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise InputError(f"output {path} must end in .tif or .tiff (a GeoTIFF is written)")
-    if path.is_dir():
-        raise InputError(f"output {path} is a folder; give a file name ending in .tif")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists: choose another name, or allow overwriting")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # the folders still to be made go under this one
-    if not folder.is_dir():
-        raise InputError(f"{folder} is a file, not a folder: the output cannot go under it")
+    try:
+        if path.is_dir():
+            raise InputError(f"output {path} is a folder; give a file name ending in .tif")
+        if path.exists() and not overwrite:
+            raise InputError(f"{path} already exists: choose another name, or allow overwriting")
+        folder = nearest_existing(path.parent)  # the folders still to be made go under it
+        if not folder.is_dir():
+            raise InputError(f"{folder} is a file, not a folder: the output cannot go under it")
+    except OSError as exc:
+        raise InputError(f"cannot use output {path}: {exc.strerror or exc}") from None
     try:  # a real write: os.access says yes to root even on read-only file systems
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".text2earth-write-test-")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-",
+                                     suffix=".probe")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         raise InputError(f"cannot write to folder {folder}: {exc.strerror or exc}") from None
     return path
+
+
+def nearest_existing(folder: Path) -> Path:
+    """``folder`` or its nearest ancestor that exists (iteratively: a path may be 2000 deep)."""
+    folder = Path(os.path.abspath(folder))
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    try:
+        return os.pathconf(folder, name)
+    except (OSError, ValueError):
+        return default
+
+
+def check_name_limits(path: Path) -> None:
+    """Refuse a path the file system cannot hold: a name longer than its NAME_MAX, or a path
+    (with room for our temp names beside the output) longer than its PATH_MAX."""
+    absolute = Path(os.path.abspath(path))
+    base = nearest_existing(absolute.parent)
+    name_max = _limit(base, "PC_NAME_MAX", 255)
+    path_max = _limit(base, "PC_PATH_MAX", 4096)
+    for part in absolute.parts[1:]:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            shown = part if len(part) <= 40 else f"{part[:20]}...{part[-12:]}"
+            raise InputError(f"the name {shown!r} in the output path is {size} bytes long; "
+                             f"this file system allows at most {name_max}")
+    folder_size = len(os.fsencode(str(absolute.parent)))
+    longest = folder_size + 1 + max(len(os.fsencode(absolute.name)), TEMP_NAME_MAX)
+    if longest >= path_max:
+        raise InputError(f"the output path is {len(os.fsencode(str(absolute)))} bytes long; "
+                         f"at most {path_max - 2 - TEMP_NAME_MAX} fit here (with room for the "
+                         "temp file beside it): choose a shorter path")
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and missing parents, iteratively; return those created (outermost
+    first), so a failed job can remove them again (remove_folders)."""
+    missing = []
+    folder = Path(os.path.abspath(folder))
+    while not os.path.isdir(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    created = []
+    for item in reversed(missing):
+        try:
+            os.mkdir(item)
+        except FileExistsError:
+            continue  # made a moment ago by someone else: not ours to remove
+        except OSError as exc:
+            remove_folders(created)
+            raise write_failure(exc, item, item.parent) from None
+        created.append(item)
+    return created
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Remove the folders make_folders created, innermost first, if they are still empty."""
+    for item in reversed(created):
+        try:
+            os.rmdir(item)
+        except OSError:
+            return
+
+
+def temp_stem(folder: Path) -> Path:
+    """A short, unique, pid-tagged name for our temp files beside an output: never longer
+    than the output's name allows, and recognisable as ours (and stale) after a kill -9."""
+    return Path(folder) / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def write_failure(exc: BaseException, path: Path, folder: Path,
+                  need_bytes: int = 0) -> Text2EarthError:
+    """The user's error for a failed write: disk full (ENOSPC/EDQUOT, or a failed write to a
+    folder with almost no space left) or another write failure."""
+    if isinstance(exc, Text2EarthError):
+        return exc
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    full = (getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            or "No space left" in str(exc) or "quota exceeded" in str(exc).lower())
+    try:
+        free = shutil.disk_usage(nearest_existing(folder)).free
+    except OSError:
+        free = None
+    if not full and free is not None:
+        full = free < max(1 << 20, need_bytes)
+    if full:
+        left = "" if free is None else f" ({free / 2**20:.1f} MiB left)"
+        return DiskFullError(f"the disk holding {folder} is full{left}: nothing was written; "
+                             "free some space or choose another folder")
+    return WriteError(f"writing {path} failed ({text}); nothing was left at the output")
 
 
 def check_confined(path: Path, allowed_dirs) -> None:
@@ -96,6 +203,20 @@ def synthetic_tags(fields: dict[str, object]) -> dict[str, str]:
     tags[f"{TAG_PREFIX}SYNTHETIC"] = "yes"
     tags["DIGITAL_SOURCE_TYPE"] = DIGITAL_SOURCE_TYPE
     return tags
+
+
+@contextmanager
+def checked_writes(path: Path, need_bytes: int = 0):
+    """GDAL's errors and a full disk inside become DiskFullError / WriteError (one line),
+    for the writes of a job's scratch files; other errors pass unchanged."""
+    try:
+        yield
+    except (RasterioError, CPLE_BaseError) as exc:
+        raise write_failure(exc, path, Path(path).parent, need_bytes) from exc
+    except OSError as exc:  # torch and others raise OSErrors too: only a full disk is ours
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise write_failure(exc, path, Path(path).parent, need_bytes) from exc
 
 
 def write_geotiff(
@@ -134,45 +255,111 @@ def write_geotiff_blocks(
     software: str = "Text2Earth engine",
     allowed_dirs=None,
 ) -> Path:
-    """The atomic, tagged RGB GeoTIFF writer; ``fill(dst)`` writes the pixels (whole or
-    windowed)."""
+    """The atomic, tagged RGB writer of every generated output: a Cloud-Optimized GeoTIFF
+    (256 px tiles, deflate, overviews); ``fill(dst)`` writes the pixels (whole or windowed)."""
     profile = rgb_profile(width, height, crs, transform)
-    profile.update(compress="deflate", predictor=2)
+    # The intermediate file is copied to the COG once: fast compression is enough for it.
+    profile.update(compress="deflate", zlevel=1)
 
     def write(dst) -> None:
         fill(dst)
         dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
         label_synthetic(dst, tags, software, DESCRIPTION, DIGITAL_SOURCE_TYPE)
-        build_overviews(dst, overview_factors(width, height))
 
-    return write_atomic(path, profile, write, overwrite, allowed_dirs)
+    return write_atomic(path, profile, write, overwrite, allowed_dirs,
+                        cog=cog_options("deflate", 2))
+
+
+def cog_options(compress: str | None, predictor: int | None = None,
+                resampling: str = "average") -> dict:
+    """GDAL COG driver creation options: 256 px tiles, overviews down to one tile."""
+    options = dict(BLOCKSIZE=BLOCK, OVERVIEWS="AUTO", RESAMPLING=resampling.upper(),
+                   BIGTIFF="IF_SAFER", COMPRESS=(compress or "none").upper())
+    if predictor and options["COMPRESS"] in ("DEFLATE", "LZW", "ZSTD", "LZMA"):
+        options["PREDICTOR"] = "YES" if predictor == 2 else "FLOATING_POINT"
+    return options
+
+
+def is_cog(src) -> bool:
+    """Whether an open dataset was written as a Cloud-Optimized GeoTIFF (GDAL marks the
+    layout it recognises)."""
+    return src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT", "").upper() == "COG"
 
 
 def write_atomic(path: str | Path, profile: dict, write: Callable, overwrite: bool = False,
-                 allowed_dirs=None) -> Path:
-    """Create ``profile`` in a temp file beside ``path``, let ``write(dst)`` fill it, then
-    rename it into place: a failure at any point leaves no partial output.
+                 allowed_dirs=None, cog: dict | None = None) -> Path:
+    """Create ``profile`` in a temp file beside ``path``, let ``write(dst)`` fill it, copy it
+    to a COG when ``cog`` (the COG driver's options) is given, verify the result (reopened,
+    every block of every band, mask and overview read back), then rename it into place.
 
-    With ``allowed_dirs``, the target folder must still lie inside one of them, as it is on
-    disk at the moment of writing and of renaming.
+    Every failure raises (DiskFullError for a full disk, WriteError otherwise, or the
+    original error) and leaves nothing: no temp file, no partial output, no folder made for
+    the job. With ``allowed_dirs``, the target folder must still lie inside one of them, as
+    it is on disk at the moment of writing and of renaming.
     """
     path = check_output_path(path, overwrite)
     check_confined(path, allowed_dirs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.tif")
+    created = make_folders(path.parent)
+    stem = temp_stem(path.parent)
+    part = stem.with_name(stem.name + ".part.tif")
+    final = stem.with_name(stem.name + ".cog.tif") if cog is not None else part
+    need = profile["width"] * profile["height"] * profile.get("count", 1)
+    placed = False
     try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            write(dst)
+        try:
+            with rasterio.open(part, "w", **profile) as dst:
+                write(dst)
+            if cog is not None:
+                rasterio.shutil.copy(part, final, driver="COG", **cog)
+                part.unlink()  # before the checks: the disk may need its space
+            verify_raster(final)
+            _fsync(final)
+        except (OSError, RasterioError, CPLE_BaseError) as exc:
+            raise write_failure(exc, path, path.parent, need) from exc
         check_confined(path, allowed_dirs)
         try:
-            place_file(tmp, path, overwrite)
+            place_file(final, path, overwrite)
         except FileExistsError:
             raise InputError(
                 f"{path} already exists: choose another name, or allow overwriting"
             ) from None
+        except OSError as exc:
+            raise write_failure(exc, path, path.parent, need) from exc
+        placed = True
+        try:
+            _fsync(path.parent)  # the rename itself, durably (best effort: not every FS can)
+        except OSError:
+            pass
     finally:
-        tmp.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+        final.unlink(missing_ok=True)
+        if not placed:
+            remove_folders(created)
     return path
+
+
+def verify_raster(path: Path) -> None:
+    """Reopen a file just written and read all of it back: GDAL reports some write errors
+    (a full disk while flushing on close) only on stderr, so only a read proves the file."""
+    with rasterio.open(path) as ds:
+        levels = len(ds.overviews(1)) if ds.count else 0
+        has_mask = any(MaskFlags.per_dataset in flags for flags in ds.mask_flag_enums)
+    for level in [None, *range(levels)]:
+        extra = {} if level is None else {"overview_level": level}
+        with rasterio.open(path, **extra) as ds:
+            for _, window in ds.block_windows(1):
+                ds.read(window=window)
+                if has_mask and level is None:
+                    ds.read_masks(1, window=window)
+
+
+def _fsync(path: Path) -> None:
+    """Flush to the device: a delayed allocation may report a full disk only now."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def label_synthetic(dst, tags: dict[str, str], software: str, description: str,
@@ -209,8 +396,8 @@ def rgb_profile(width: int, height: int, crs: CRS, transform: Affine) -> dict:
         interleave="pixel",
         BIGTIFF="IF_SAFER",
     )
-    if width >= BLOCK and height >= BLOCK:
-        profile.update(tiled=True, blockxsize=BLOCK, blockysize=BLOCK)
+    # Tiled even when smaller than a tile: one padded 256 px tile (what the COG has too).
+    profile.update(tiled=True, blockxsize=BLOCK, blockysize=BLOCK)
     return profile
 
 

@@ -8,11 +8,13 @@ Two methods, written into the file's tags:
   step each window's noise prediction is averaged, with feathered weights, into one latent
   canvas (1/64 of the pixels, 4 channels: the only canvas-sized thing held).
 
-Pixels go to an uncompressed scratch GeoTIFF beside the output, one window at a time; the
-output is copied from it in blocks at the end. A stopped outpainting job (crash, power loss)
+Pixels go to an uncompressed scratch GeoTIFF beside the output (``.t2e-scene-<hash>.tif``,
+with its state in ``.t2e-scene-<hash>.json``), one window at a time, each read back; the
+output COG is copied from it at the end. A stopped outpainting job (crash, power loss)
 resumes from the windows already in the scratch file and gives the same result as an
 uninterrupted run, because every window reads its context back from that file; a cancelled
-job discards the scratch.
+job, or one whose write failed (a full disk), discards the scratch. Leftovers are listed and
+cleaned by engine.jobs.leftovers.
 """
 
 from __future__ import annotations
@@ -30,8 +32,18 @@ import torch
 from affine import Affine
 from rasterio.windows import Window
 
-from engine.errors import GenerationCancelled
-from engine.geo.geotiff import check_confined, copy_window, open_scratch, write_geotiff_blocks
+from engine.errors import DiskFullError, GenerationCancelled, WriteError
+from engine.geo.geotiff import (
+    check_confined,
+    checked_writes,
+    copy_window,
+    make_folders,
+    open_scratch,
+    remove_folders,
+    temp_stem,
+    write_failure,
+    write_geotiff_blocks,
+)
 from engine.geo.tiling import (
     ScenePlan,
     canvas_transform,
@@ -44,6 +56,7 @@ from engine.jobs.window_batch import batch_size_for, chunks, joint_noise, wavefr
 from engine.model.pipeline import LATENT_DTYPE, resolve_prompt_level
 
 OUTPAINT, JOINT = "outpaint", "joint"
+SCRATCH_PREFIX = ".t2e-scene-"  # + a hash of the output's name; .tif canvas, .json state
 SCENE_GDAL_CACHE_MB = 64
 # diffusers' step callback (pipe, step index, timestep, tensors); for scenes the tensors dict
 # also carries "tile" (from 1) and "tiles", so one callback serves single images and scenes.
@@ -68,8 +81,12 @@ class SceneJob:
 
 
 def scratch_paths(out: Path) -> tuple[Path, Path]:
-    return (out.with_name(f".{out.name}.scene-scratch.tif"),
-            out.with_name(f".{out.name}.scene-state.json"))
+    """The scratch canvas and the resume state of ``out``: short names (a hash of the
+    output's name), so any name the file system accepts for the output fits them too."""
+    out = Path(out)
+    tag = hashlib.sha256(out.name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return (out.with_name(f"{SCRATCH_PREFIX}{tag}.tif"),
+            out.with_name(f"{SCRATCH_PREFIX}{tag}.json"))
 
 
 def fingerprint(job: SceneJob, plan: ScenePlan, method: str, weights_sha: str,
@@ -90,10 +107,29 @@ def _load_state(path: Path, key: str) -> set[str] | None:
     return set(state.get("done", [])) if state.get("fingerprint") == key else None
 
 
-def _save_state(path: Path, key: str, done: set[str], seed: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": key, "seed": seed, "done": sorted(done)}))
-    os.replace(tmp, path)
+def _save_state(path: Path, key: str, done: set[str], seed: int, out: Path | None = None,
+                resumable: bool = True, windows: int | None = None) -> None:
+    """Write the state atomically; it names its output and owner, so leftovers can be listed
+    (``text2earth resume --list``) and told stale (engine.jobs.leftovers)."""
+    state = {"fingerprint": key, "seed": seed, "done": sorted(done)}
+    try:
+        state.update({k: v for k, v in json.loads(path.read_text()).items()
+                      if k in ("out", "pid", "resumable", "windows")})
+    except (OSError, ValueError, AttributeError):
+        pass
+    if out is not None:
+        state.update(out=out.name, pid=os.getpid(), resumable=resumable, windows=windows)
+    tmp = temp_stem(path.parent).with_suffix(".state.json")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(state))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failure(exc, path, path.parent) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def saved_seed(out: Path) -> int | None:
@@ -111,9 +147,16 @@ def _read(scratch: Path, col: int, row: int, size: int) -> np.ndarray:
 
 
 def _write(scratch: Path, array: np.ndarray, col: int, row: int) -> None:
+    """Write a window to the scratch and read it back: GDAL reports a write that failed
+    while flushing (a full disk) only on stderr, and a resumed run trusts what is here."""
+    window = Window(col, row, array.shape[1], array.shape[0])
+    pixels = np.moveaxis(array, 2, 0)
     with rasterio.open(scratch, "r+") as dst:
-        dst.write(np.moveaxis(array, 2, 0), window=Window(col, row, array.shape[1],
-                                                           array.shape[0]))
+        dst.write(pixels, window=window)
+    with rasterio.open(scratch) as src:
+        if not np.array_equal(src.read(window=window), pixels):
+            raise WriteError(f"the scene's scratch file {scratch} did not keep what was "
+                             "written to it")
 
 
 def run_outpaint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path, state: Path, key: str,
@@ -221,29 +264,38 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
 def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: str,
               scheduler: str, tags: dict[str, str], software: str,
               callback: SceneCallback | None = None, resume: bool = True) -> Path:
-    """Generate the scene into the scratch canvas, then write the output GeoTIFF from it."""
+    """Generate the scene into the scratch canvas, then write the output COG from it."""
     scratch, state = scratch_paths(job.out)
     check_confined(job.out, job.allowed_dirs)  # the scratch can be GBs: same rules as output
     key = fingerprint(job, plan, method, weights_sha, scheduler)
     done = _load_state(state, key) if resume and scratch.is_file() else None
-    job.out.parent.mkdir(parents=True, exist_ok=True)
-    open_scratch(scratch, plan.canvas_width, plan.canvas_height, job.crs,
-                 canvas_transform(plan, job.transform), reuse=done is not None).close()
-    if done is None:
-        done = set()
-        _save_state(state, key, done, job.seed)
     # Only outpainting records finished windows; only a resumable run keeps its scratch.
     keep_on_failure = resume and method == OUTPAINT
+    created: list[Path] = []
     try:
+        created = make_folders(job.out.parent)
+        reuse = bool(done)
+        done = done or set()
+        # The state first: a scratch without its state is never a run in progress, so a
+        # start-up sweep may remove it (engine.jobs.leftovers).
+        _save_state(state, key, done, job.seed, job.out, keep_on_failure, plan.nx * plan.ny)
+        with checked_writes(scratch):
+            open_scratch(scratch, plan.canvas_width, plan.canvas_height, job.crs,
+                         canvas_transform(plan, job.transform), reuse=reuse).close()
         # GDAL's block cache would otherwise grow with the scene (5 % of RAM by default).
         with rasterio.Env(GDAL_CACHEMAX=SCENE_GDAL_CACHE_MB):
             path = _build(pipe, job, plan, method, scratch, state, key, done, callback, tags,
                           software)
     except BaseException as exc:
-        # A cancel means "discard"; a crash keeps the scratch for a resume where one can work.
-        if isinstance(exc, GenerationCancelled) or not keep_on_failure:
+        # A cancel means "discard", and so does a failed write (a full disk needs the space
+        # back, and a scratch that failed to keep a window cannot be trusted); another
+        # crash keeps the scratch for a resume where one can work.
+        # A state is kept only with its scratch.
+        if isinstance(exc, (GenerationCancelled, DiskFullError, WriteError)) \
+                or not keep_on_failure or not scratch.is_file():
             scratch.unlink(missing_ok=True)
             state.unlink(missing_ok=True)
+            remove_folders(created)
         raise
     scratch.unlink(missing_ok=True)
     state.unlink(missing_ok=True)
@@ -252,10 +304,11 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
 
 def _build(pipe, job, plan, method, scratch, state, key, done, callback, tags, software) -> Path:
     col, row = plan.offset
-    if method == OUTPAINT:
-        run_outpaint(pipe, job, plan, scratch, state, key, done, callback)
-    else:
-        run_joint(pipe, job, plan, scratch, callback)
+    with checked_writes(scratch):
+        if method == OUTPAINT:
+            run_outpaint(pipe, job, plan, scratch, state, key, done, callback)
+        else:
+            run_joint(pipe, job, plan, scratch, callback)
     with rasterio.open(scratch) as src:
         return write_geotiff_blocks(
             job.out, plan.width, plan.height,

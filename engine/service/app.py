@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from engine import __version__
 from engine.errors import Text2EarthError
 from engine.jobs.generate import MAX_SEED, GenerateRequest, plan, scene_plan
+from engine.jobs.leftovers import resumable_scenes
 from engine.model.checkpoint import check_folder, is_local_path
 from engine.model.precision import check_precision
 from engine.service.device_report import device_report
@@ -129,6 +130,9 @@ def create_app(
             "model_error": models.error,
             "queue_length": queue.queue_length,
             "running": running.id if running else None,
+            # Stopped CLI scenes kept for a resume in the output folders (top level).
+            "resumable_scenes": [scene.describe() for folder in config.output_dirs
+                                 for scene in resumable_scenes(folder)],
         }
 
     @app.post("/jobs", status_code=202)

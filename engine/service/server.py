@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.jobs.leftovers import remove_stale
 from engine.service.app import create_app
 from engine.service.edit_jobs import run_raster_job
 from engine.service.job_queue import JobQueue
@@ -27,6 +28,11 @@ def serve(args) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK):
             raise InputError(f"output folder {folder} is not writable")
+        # Temp files and non-resumable scratch of jobs killed with an earlier service.
+        removed = remove_stale(folder, recursive=True)
+        if removed:
+            print(f"removed {len(removed)} stale temp file(s) of stopped jobs from {folder}",
+                  file=sys.stderr, flush=True)
     config = ServiceConfig(args.model, args.device, output_dirs, args.max_pixels,
                            args.demo_fallback, args.precision, args.compile)
     models = ModelManager(config)

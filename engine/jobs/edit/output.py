@@ -1,5 +1,5 @@
 """The edited or extended raster written out: the source's profile, colours, tags,
-overviews and mask band, atomically."""
+overviews and mask band (a COG when the source is one), atomically and verified."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from engine.geo.geotiff import (
     DIGITAL_SOURCE_TYPE,
     TAG_PREFIX,
     build_overviews,
+    cog_options,
+    is_cog,
     label_synthetic,
     write_atomic,
 )
@@ -111,7 +113,10 @@ def write_output(request: RasterJob, src, plan: RasterPlan, areas: list, out: Pa
                         DESCRIPTION if synthetic else EDIT_DESCRIPTION,
                         DIGITAL_SOURCE_TYPE if synthetic else COMPOSITE_SOURCE_TYPE)
         factors = src.overviews(1)
-        if factors:
+        if factors and cog is None:  # a COG gets its overviews from the COG driver
             build_overviews(dst, factors)
 
-    return write_atomic(out, profile, write, request.overwrite, request.allowed_dirs)
+    # The source's layout is kept; a COG source gives a COG (its layout cannot be written
+    # in place: the COG driver copies a finished file).
+    cog = cog_options(profile.get("compress"), profile.get("predictor")) if is_cog(src) else None
+    return write_atomic(out, profile, write, request.overwrite, request.allowed_dirs, cog=cog)

@@ -3,7 +3,6 @@ stores, then into the output."""
 
 from __future__ import annotations
 
-import uuid
 from contextlib import ExitStack
 
 import rasterio
@@ -14,7 +13,10 @@ from engine.geo.geotiff import (
     COMPOSITE_SOURCE_TYPE,
     check_confined,
     check_output_path,
+    checked_writes,
+    make_folders,
     synthetic_tags,
+    temp_stem,
 )
 from engine.geo.raster_source import (
     open_source,
@@ -65,14 +67,14 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
     tags["DIGITAL_SOURCE_TYPE"] = COMPOSITE_SOURCE_TYPE
     pipe = model.pipeline
     pipe.use_scheduler(request.scheduler)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stem = f".{out.name}.{uuid.uuid4().hex[:8]}"
+    make_folders(out.parent)  # iteratively: a path may be 2000 folders deep
+    stem = temp_stem(out.parent).name  # short and pid-tagged, whatever the output's name
     masked = has_mask_band(src)
     generate = generate_window(request.prompt.strip(), request.negative_prompt,
                                plan.level.level, request.steps, request.guidance, callback,
                                plan.windows)
     try:
-        with rasterio.Env(GDAL_CACHEMAX=64), ExitStack() as stack:
+        with checked_writes(out), rasterio.Env(GDAL_CACHEMAX=64), ExitStack() as stack:
             areas, done = [], 0
             for k, (rect, passes) in enumerate(plan.groups):
                 c0, r0, c1, r1 = rect
