@@ -24,7 +24,7 @@ from test_service import BBOX, LONG, WAIT, detail, files_under, job, raw, start,
 
 from engine.errors import INTERNAL_KIND
 from engine.service.job_queue import MAX_QUEUED
-from text2earth_qgis.core.client import EngineClient, JobFailed, ServiceError
+from text2earth_qgis.core.client import EngineClient, JobFailed, ServiceError, ServiceStartError
 
 
 def kind(data: bytes) -> str:
@@ -422,6 +422,22 @@ def test_unexpected_failure_is_internal_kind(tiny_t2i, tmp_path):
         assert queue.status(failed)["error_kind"] == INTERNAL_KIND
     finally:
         queue.stop()
+
+
+@pytest.mark.parametrize("token,mode,words", [
+    ("a-token-chosen-by-the-user-0123456789", 0o644, "chmod 600"),
+    ("hunter2", 0o600, "too weak"),
+])
+def test_serve_refuses_a_shared_or_weak_token_file(tiny_t2i, tmp_path, token, mode, words):
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(mode)
+    with pytest.raises(ServiceStartError) as info:
+        start(tiny_t2i, [tmp_path / "out"], token_file=token_file)
+    said = str(info.value)
+    assert words in said and str(token_file) in said, said
+    assert "Traceback" not in said and token not in said
+    assert token_file.read_text() == token + "\n"  # left as it was, for the user to decide
 
 
 def test_service_still_serves_after_the_attacks(service, client, base):
