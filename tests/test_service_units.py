@@ -14,7 +14,15 @@ from PIL import Image
 
 from engine.errors import InputError
 from engine.service.app import host_name
-from engine.service.job_queue import CANCELLED, DONE, FAILED, Job, JobCancelledError, JobQueue
+from engine.service.job_queue import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    Job,
+    JobCancelledError,
+    JobQueue,
+    QueueFull,
+)
 from engine.service.network import is_loopback
 from engine.service.outputs import resolve_output
 from engine.service.preview import latents_to_png
@@ -44,7 +52,13 @@ def test_output_paths_stay_inside_the_folders(tmp_path):
 @pytest.mark.parametrize(
     "header,name",
     [("127.0.0.1:8765", "127.0.0.1"), ("localhost", "localhost"), ("[::1]:80", "::1"),
-     ("LocalHost.:1", "localhost"), ("evil.example:8765", "evil.example"), ("", "")],
+     ("LocalHost.:1", "localhost"), ("evil.example:8765", "evil.example"), ("", ""),
+     ("[::1]", "::1"), ("127.0.0.1.", "127.0.0.1"),
+     # malformed: no name at all, so never a loopback one
+     ("127.0.0.1:8765@evil.example", ""), ("[::1]evil.example", ""), ("[::1]:80@evil", ""),
+     ("localhost:80:80", ""), ("127.0.0.1:80/x", ""), ("127.0.0.1 evil", ""),
+     ("127.0.0.1:port", ""), ("[::1", ""), ("localhost..", ""), ("127.0.0.1:99999", ""),
+     ("[evil.example]:80", ""), ("user@127.0.0.1", ""), ("127.0.0.1:", "")],
 )
 def test_host_header_parsing(header, name):
     assert host_name(header) == name
@@ -63,8 +77,33 @@ def test_token_file_is_created_private_and_reused(tmp_path):
     assert len(token) >= 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert load_or_create_token(path) == token
-    path.write_text("my-own-token\n")
-    assert load_or_create_token(path) == "my-own-token"
+    own = "my-own-token-Chosen-with-care-0123456789"
+    path.write_text(own + "\n")
+    assert load_or_create_token(path) == own
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o666])
+def test_token_file_readable_by_others_is_refused_with_the_fix(tmp_path, mode):
+    path = tmp_path / "token"
+    path.write_text("a-token-chosen-by-the-user-0123456789\n")
+    path.chmod(mode)
+    with pytest.raises(InputError) as info:
+        load_or_create_token(path)
+    message = str(info.value)
+    assert str(path) in message and f"chmod 600 {path}" in message
+    assert oct(mode)[2:] in message  # says what the mode is
+    assert stat.S_IMODE(path.stat().st_mode) == mode  # left for the user to decide
+
+
+@pytest.mark.parametrize("token", ["secret", "x" * 40, "0123456789abcdef", "abcabcabcabcabcab"
+                                   "cabcabcabcabcabcabc", "has a space in it 0123456789abcdefg"])
+def test_weak_or_malformed_token_is_refused(tmp_path, token):
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    with pytest.raises(InputError) as info:
+        load_or_create_token(path)
+    assert str(path) in str(info.value) and "delete" in str(info.value)
 
 
 def test_preview_is_a_png_of_the_latents():
@@ -208,3 +247,94 @@ def test_out_of_memory_on_gpu_retries_once_with_memory_saving(monkeypatch, tmp_p
     with pytest.raises(OutOfMemoryError):
         runner.run_generate(job, FakeManager())
     assert len(calls) == 1
+
+
+def test_listing_many_jobs_is_fast():
+    """3000 queued jobs made GET /jobs take 12 s: each status looked its position up in the
+    queue, comparing dataclasses field by field."""
+    gate = threading.Event()
+    queue = JobQueue(lambda job: gate.wait(30) and {}, max_queued=10**6)
+    try:
+        jobs = [queue.submit(Job("generate", {"i": i}, steps=50)) for i in range(5000)]
+        began = time.monotonic()
+        statuses = queue.statuses()
+        assert time.monotonic() - began < 0.5
+        assert [s["id"] for s in statuses] == [j.id for j in jobs]
+        assert statuses[0]["queue_position"] is None  # the one running
+        assert [s["queue_position"] for s in statuses[1:4]] == [1, 2, 3]
+        assert statuses[-1]["queue_position"] == 4999
+    finally:
+        gate.set()
+        queue.stop(5)
+
+
+def test_queue_refuses_past_its_cap():
+    gate = threading.Event()
+    queue = JobQueue(lambda job: gate.wait(30) and {}, max_queued=3)
+    try:
+        first = queue.submit(Job("generate", None, steps=1))
+        assert wait_until(lambda: first.state == "running")
+        for _ in range(3):
+            queue.submit(Job("generate", None, steps=1))
+        with pytest.raises(QueueFull) as info:
+            queue.submit(Job("generate", None, steps=1))
+        assert "3 jobs" in str(info.value)
+        assert queue.queue_length == 3
+    finally:
+        gate.set()
+        queue.stop(5)
+
+
+def test_finished_jobs_are_forgotten_on_a_timer_without_new_submissions():
+    queue = JobQueue(lambda job: {}, keep_finished_s=0.3, trim_every_s=0.05)
+    try:
+        done = queue.submit(Job("generate", None, steps=1))
+        assert wait_until(lambda: done.state == DONE)
+        assert queue.get(done.id) is done  # still reported right after it ended
+        assert wait_until(lambda: queue.get(done.id) is None, timeout=5)
+    finally:
+        queue.stop(5)
+
+
+def test_failed_jobs_carry_a_stable_error_kind():
+    from engine.errors import DiskFullError, ModelNotFoundError
+
+    errors = iter([ModelNotFoundError("weights are not on this machine"),
+                   DiskFullError("the disk is full"), KeyError("oops")])
+
+    def runner(job):
+        raise next(errors)
+
+    queue = JobQueue(runner)
+    try:
+        jobs = [queue.submit(Job("generate", None, steps=1)) for _ in range(3)]
+        assert wait_until(lambda: all(j.state == FAILED for j in jobs))
+        assert [queue.status(j)["error_kind"] for j in jobs] == [
+            "missing_model", "disk_full", "internal"]
+    finally:
+        queue.stop(5)
+
+
+def test_async_waiters_wake_on_a_change_from_the_worker_thread():
+    import asyncio
+
+    job = Job("generate", None, steps=5)
+
+    async def main():
+        loop_began = time.monotonic()
+        waiters = [asyncio.create_task(job.changed_since(job.version, 10)) for _ in range(200)]
+        await asyncio.sleep(0.05)
+        threading.Thread(target=job.report_step, args=(1,)).start()
+        await asyncio.wait_for(asyncio.gather(*waiters), 5)
+        return time.monotonic() - loop_began
+
+    assert asyncio.run(main()) < 2.0
+    assert job.step == 1
+
+    async def times_out():
+        began = time.monotonic()
+        await job.changed_since(job.version, 0.2)
+        return time.monotonic() - began
+
+    assert 0.15 < asyncio.run(times_out()) < 2.0
+    assert not job._waiters  # nobody left registered

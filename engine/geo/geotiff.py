@@ -180,14 +180,19 @@ def check_confined(path: Path, allowed_dirs) -> None:
     """Refuse a path whose folder, as it is on disk now, lies outside ``allowed_dirs``.
 
     Checked again right before writing, since a folder may have been swapped for a symlink
-    between the request's validation and the write.
+    between the request's validation and the write. ``allowed_dirs`` are the folders as
+    resolved when they were chosen (the service resolves its own at start): they are not
+    resolved again here, or an output folder itself swapped for a link would move the
+    allowed place along with it.
     """
     if allowed_dirs is None:
         return
-    parent = path.parent.resolve()
-    roots = [Path(d).resolve() for d in allowed_dirs]
+    parent = Path(path).parent.resolve()
+    roots = [Path(os.path.abspath(d)) for d in allowed_dirs]
     if not any(parent == root or root in parent.parents for root in roots):
-        raise InputError(f"{path} now resolves to {parent}, outside the allowed output folders")
+        folders = ", ".join(str(r) for r in roots)
+        raise InputError(f"{path} now resolves to {parent}, outside the allowed output folders "
+                         f"({folders}): was a folder replaced by a link?")
 
 
 def overview_factors(width: int, height: int) -> list[int]:

@@ -21,6 +21,27 @@ def wants_inpainting(request: GenerateRequest, grid: OutputGrid) -> bool:
     return scene_plan(request, grid) is not None and request.scene_method != JOINT
 
 
+def local_inpainting(inpaint_model: str | None) -> Checkpoint | None:
+    """The inpainting checkpoint if it is on this machine (auto never starts a multi-GB
+    download just to pick a method), else None."""
+    try:
+        return resolve_checkpoint(inpaint_model or INPAINTING_MODEL, True)
+    except ModelNotFoundError:
+        return None
+
+
+def planned_scene_method(request: GenerateRequest, grid: OutputGrid,
+                         inpaint_model: str | None) -> str | None:
+    """The method a scene will be built with (None: one canvas, no scene), decided the way
+    choose_checkpoint decides, so a job can report its real window count before it runs:
+    outpainting goes window by window, joint denoising advances all windows at once."""
+    if scene_plan(request, grid) is None:
+        return None
+    if request.scene_method == "auto":
+        return OUTPAINT if local_inpainting(inpaint_model) is not None else JOINT
+    return request.scene_method
+
+
 def choose_checkpoint(
     request: GenerateRequest,
     grid: OutputGrid,
@@ -35,13 +56,14 @@ def choose_checkpoint(
     Nothing is loaded or unloaded here, so a miss costs no warm model.
     """
     if wants_inpainting(request, grid):
-        explicit = request.scene_method == OUTPAINT
-        try:
-            # auto never starts a multi-GB download just to pick a method
-            return resolve_checkpoint(inpaint_model or INPAINTING_MODEL,
-                                      offline if explicit else True), False
-        except ModelNotFoundError as exc:
-            if explicit:
+        if request.scene_method != OUTPAINT:  # auto: outpaint only with the model at hand
+            local = local_inpainting(inpaint_model)
+            if local is not None:
+                return local, False
+        else:
+            try:
+                return resolve_checkpoint(inpaint_model or INPAINTING_MODEL, offline), False
+            except ModelNotFoundError as exc:
                 if not demo_fallback:
                     raise ModelNotFoundError(
                         f"outpainting needs the inpainting model: {exc}".replace(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
+import re
 import secrets
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -12,18 +15,24 @@ from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from engine import __version__
-from engine.errors import Text2EarthError
+from engine.errors import INTERNAL_KIND, GenerationCancelled, InputError, Text2EarthError
 from engine.jobs.generate import MAX_SEED, GenerateRequest, plan, scene_plan
 from engine.jobs.leftovers import resumable_scenes
+from engine.jobs.model_choice import planned_scene_method
+from engine.jobs.scene import JOINT
 from engine.model.checkpoint import check_folder, is_local_path
 from engine.model.precision import check_precision
+from engine.service import error_kinds as kinds
+from engine.service.body_limit import MAX_BODY_BYTES, BodyLimit
 from engine.service.device_report import device_report
 from engine.service.edit_jobs import raster_request
-from engine.service.job_queue import CANCELLED, DONE, FAILED, Job, JobQueue
-from engine.service.outputs import resolve_output
+from engine.service.job_queue import CANCELLED, DONE, FAILED, Job, JobQueue, QueueFull
+from engine.service.outputs import open_output, resolve_output
 from engine.service.preview import latents_to_png
 from engine.service.runner import ModelManager, ServiceConfig, device_info
 from engine.service.schemas import AnyJob
@@ -31,18 +40,46 @@ from engine.service.schemas import AnyJob
 API_VERSION = 1
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+# A name (letters, digits, dots, hyphens; one trailing dot allowed) or a bracketed IPv6
+# address, then at most a port. Anything else ('127.0.0.1:1@evil.example', '[::1]evil')
+# is malformed and matches no name at all.
+HOST_HEADER = re.compile(
+    r"(?:\[(?P<ip6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)\.?)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
 
 
-def error(status: int, detail: str, **extra) -> JSONResponse:
-    return JSONResponse({"detail": detail, **extra}, status_code=status)
+def error(status: int, detail: str, kind: str, headers: dict | None = None,
+          **extra) -> JSONResponse:
+    """Every error answer: one sentence, and a stable ``error_kind`` for programs."""
+    return JSONResponse({"detail": detail, "error_kind": kind, **extra}, status_code=status,
+                        headers=headers)
 
 
 def host_name(header: str) -> str:
-    """'127.0.0.1:8765' -> '127.0.0.1', '[::1]:8765' -> '::1', 'LocalHost.' -> 'localhost'."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    return header.rsplit(":", 1)[0].rstrip(".") if header.count(":") == 1 else header.rstrip(".")
+    """'127.0.0.1:8765' -> '127.0.0.1', '[::1]:8765' -> '::1', 'LocalHost.' -> 'localhost';
+    '' for a malformed value."""
+    match = HOST_HEADER.fullmatch(header.strip().lower())
+    if match is None or (match["port"] and int(match["port"]) > 65535):
+        return ""
+    if match["ip6"] is not None:
+        try:
+            return str(ipaddress.IPv6Address(match["ip6"]))
+        except ValueError:
+            return ""
+    if ".." in match["name"]:
+        return ""
+    return match["name"]
+
+
+def allowed_methods(app: FastAPI, scope: dict) -> set[str]:
+    """The methods the routes at this path answer (empty: no route has this path)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)  # PARTIAL: the path matches, the method does not
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
 
 
 def create_app(
@@ -73,27 +110,50 @@ def create_app(
     # Host names are answered, so a DNS-rebound page gets nothing.
     any_host = token is not None and bound_host not in LOOPBACK_HOSTS
 
+    # Inside the guard below: a body is read (at most MAX_BODY_BYTES) only once the Host,
+    # the token and the method have passed.
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
         if not any_host and host_name(request.headers.get("host", "")) not in allowed_hosts:
-            return error(403, "Host header not allowed: this service answers loopback names only")
+            return error(403, "Host header not allowed: this service answers loopback names only",
+                         kinds.FORBIDDEN_HOST)
         if token is not None:
             sent = request.headers.get("authorization", "")
             scheme, _, value = sent.partition(" ")
             # Bytes, since compare_digest refuses non-ASCII str (a 500 instead of a 401).
             given = value.strip().encode("utf-8", "surrogateescape")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given, token_bytes):
-                return error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+                return error(401, "missing or wrong token: send 'Authorization: Bearer <token>'",
+                             kinds.UNAUTHORIZED)
+        methods = allowed_methods(app, request.scope)
+        if methods and request.method not in methods:
+            return method_not_allowed(request.method, request.url.path, methods)
         if request.method in BODY_METHODS:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
-                return error(415, "the request body must be JSON (Content-Type: application/json)")
+                return error(415, "the request body must be JSON (Content-Type: application/json)",
+                             kinds.UNSUPPORTED_MEDIA_TYPE)
         return await call_next(request)
+
+    def method_not_allowed(method: str, path: str, methods: set[str]) -> JSONResponse:
+        served = sorted(methods - {"HEAD"}) or sorted(methods)
+        return error(405, f"{method} is not supported on {path}: use {' or '.join(served)}",
+                     kinds.METHOD_NOT_ALLOWED, headers={"Allow": ", ".join(sorted(methods))})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         # Still one JSON sentence, never a bare "Internal Server Error" page.
-        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+        return error(500, f"internal error: {type(exc).__name__}: {exc}", INTERNAL_KIND)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405:
+            return method_not_allowed(request.method, request.url.path,
+                                      allowed_methods(app, request.scope) or {"GET"})
+        kind = kinds.NOT_FOUND if exc.status_code == 404 else kinds.for_status(exc.status_code)
+        return error(exc.status_code, str(exc.detail), kind, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -108,7 +168,7 @@ def create_app(
             message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
             errors.append({"field": field, "message": message})
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return error(422, detail or "invalid request", errors=errors)
+        return error(422, detail or "invalid request", InputError.kind, errors=errors)
 
     def find(job_id: str) -> Job:
         job = queue.get(job_id)
@@ -146,12 +206,11 @@ def create_app(
                 if body.model and is_local_path(body.model):
                     check_folder(Path(body.model).expanduser())
             except Text2EarthError as exc:
-                return error(422, str(exc))
+                return error(422, str(exc), exc.kind)
             job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
                       model=body.model, id=job_id, precision=body.precision)
             job.tiles = windows
-            queue.submit(job)
-            return queue.status(job)
+            return enqueue(job)
         try:
             out = resolve_output(body.out, config.output_dirs, job_id)
             request = GenerateRequest(
@@ -174,34 +233,48 @@ def create_app(
                 if spec and is_local_path(spec):
                     check_folder(Path(spec).expanduser())  # a missing folder is a 422 now
         except Text2EarthError as exc:  # bad input, or a model folder that is not one
-            return error(422, str(exc))
+            return error(422, str(exc), exc.kind)
         job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
                   model=body.model, inpaint_model=body.inpaint_model, id=job_id,
                   precision=body.precision)
         windows = scene_plan(request, grid)
-        if windows is not None and body.scene_method != "joint":
-            job.tiles = windows.nx * windows.ny  # outpainted window by window: known now
-        queue.submit(job)
-        return {**queue.status(job), "notes": list(grid.notes)}  # the plan's warnings, now
+        if windows is not None:
+            # auto without the inpainting model on this machine is joint denoising (one
+            # pass over all windows): pinned now, so the count reported is the one run.
+            method = planned_scene_method(request, grid, body.inpaint_model)
+            if method == JOINT:
+                request.scene_method = JOINT
+            else:
+                job.tiles = windows.nx * windows.ny  # outpainted window by window
+        return enqueue(job, {"notes": list(grid.notes)})  # the plan's warnings, now
+
+    def enqueue(job: Job, extra: dict | None = None):
+        try:
+            queue.submit(job)
+        except QueueFull as exc:
+            return error(429, str(exc), kinds.QUEUE_FULL)
+        return {**queue.status(job), **(extra or {})}
 
     @app.get("/jobs")
     def list_jobs() -> dict:
-        return {"jobs": [queue.status(j) for j in queue.all()]}
+        return {"jobs": queue.statuses()}
 
     @app.get("/jobs/{job_id}")
-    def status(job_id: str, since: int | None = None, wait_s: float = Query(0, ge=0, le=60)):
+    async def status(job_id: str, since: int | None = None,
+                     wait_s: float = Query(0, ge=0, le=60)):
         """With ``since`` (a status's ``version``) and ``wait_s``, answer as soon as the job
-        changes (a step, a state) or after ``wait_s`` seconds: progress without busy polling."""
+        changes (a step, a state) or after ``wait_s`` seconds: progress without busy polling.
+        Async: the wait is an await on the event loop and holds no worker thread."""
         job = find(job_id)
         if since is not None and wait_s > 0:
-            job.wait_for_change(since, wait_s)
+            await job.changed_since(since, wait_s)
         return queue.status(job)
 
     @app.delete("/jobs/{job_id}")
     def cancel(job_id: str):
         job = find(job_id)
         if not queue.cancel(job):
-            return error(409, f"job {job_id} already ended ({job.state})")
+            return error(409, f"job {job_id} already ended ({job.state})", kinds.JOB_ENDED)
         return queue.status(job)
 
     @app.get("/jobs/{job_id}/preview")
@@ -209,7 +282,7 @@ def create_app(
         job = find(job_id)
         latents = job.preview_latents
         if latents is None:
-            return error(404, f"no preview yet: job {job_id} is {job.state}")
+            return error(404, f"no preview yet: job {job_id} is {job.state}", kinds.NOT_FOUND)
         return Response(latents_to_png(latents), media_type="image/png")
 
     @app.get("/jobs/{job_id}/result")
@@ -218,20 +291,42 @@ def create_app(
         if job.state == DONE:
             return job.result
         if job.state == FAILED:
-            return error(409, f"job {job_id} failed: {job.error}")
+            return error(409, f"job {job_id} failed: {job.error}", job.error_kind or INTERNAL_KIND)
         if job.state == CANCELLED:
-            return error(409, f"job {job_id} was cancelled; it has no result")
-        return error(409, f"job {job_id} is {job.state}; no result yet")
+            return error(409, f"job {job_id} was cancelled; it has no result",
+                         GenerationCancelled.kind)
+        return error(409, f"job {job_id} is {job.state}; no result yet", kinds.NOT_READY)
 
     @app.get("/jobs/{job_id}/file")
     def file(job_id: str):
         """The finished GeoTIFF itself, for clients on another machine than the engine."""
         job = find(job_id)
         if job.state != DONE:
-            return error(409, f"job {job_id} is {job.state}; no file")
+            return error(409, f"job {job_id} is {job.state}; no file", kinds.NOT_READY)
         path = job.result["path"]
-        if not os.path.isfile(path):
-            return error(410, f"the output of job {job_id} is no longer at {path}")
-        return FileResponse(path, media_type="image/tiff", filename=os.path.basename(path))
+        # Opened without following links, and only if it is still the very file the job
+        # wrote, inside the output folders: a link or file planted there is never served.
+        opened = open_output(path, job.output_identity, config.output_dirs)
+        if opened is None:
+            return error(410, f"the output of job {job_id} is no longer at {path} (moved, "
+                         "deleted or replaced)", kinds.OUTPUT_GONE)
+        fd, size = opened
+        return StreamingResponse(read_chunks(fd), media_type="image/tiff", headers={
+            "Content-Length": str(size),
+            "Content-Disposition": attachment(os.path.basename(path)),
+        })
 
     return app
+
+
+def read_chunks(fd: int, size: int = 1 << 20):
+    with os.fdopen(fd, "rb") as fh:
+        while chunk := fh.read(size):
+            yield chunk
+
+
+def attachment(name: str) -> str:
+    quoted = urllib.parse.quote(name)
+    if quoted != name:
+        return f"attachment; filename*=utf-8''{quoted}"
+    return f'attachment; filename="{name}"'

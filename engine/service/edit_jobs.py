@@ -21,6 +21,7 @@ from engine.jobs.generate import MAX_SEED
 from engine.jobs.model_choice import choose_inpainting_checkpoint
 from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
 from engine.service.job_queue import Job, JobCancelledError
+from engine.service.outputs import file_identity
 from engine.service.runner import ModelManager, ServiceConfig, step_reporter
 from engine.service.schemas import EditJob, ExtendJob
 
@@ -72,6 +73,7 @@ def run_raster_job(job: Job, models: ModelManager) -> dict:
 
 def describe_raster_result(job: Job, result: RasterResult) -> dict:
     authority = result.crs.to_authority()
+    job.output_identity = file_identity(result.path)  # /file serves this very file only
     return {
         "id": job.id,
         "path": str(result.path),

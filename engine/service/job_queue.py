@@ -6,6 +6,7 @@ job means is the ``runner`` callable handed in (engine.service.runner).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -15,16 +16,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from engine.errors import INTERNAL_KIND, Text2EarthError
+
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL = (DONE, FAILED, CANCELLED)
-KEEP_FINISHED = 500  # finished jobs remembered for status queries
+KEEP_FINISHED = 500  # finished jobs remembered for status queries, at most
+KEEP_FINISHED_S = 24 * 3600.0  # and for at most this long after they ended
+TRIM_EVERY_S = 60.0  # the worker forgets old jobs this often, submissions or not
+# One device runs one job at a time: 100 jobs are hours of work; beyond that a client is
+# looping, and every queued job costs memory and listing time.
+MAX_QUEUED = 100
 
 
 class JobCancelledError(Exception):
     """Raised by a runner when it stopped because the job was cancelled."""
 
 
-@dataclass
+class QueueFull(Exception):  # noqa: N818 - reads as the state it reports
+    """The queue holds MAX_QUEUED jobs already; the service answers 429."""
+
+
+# eq=False: jobs are compared by identity (deque.remove / index compared every field).
+@dataclass(eq=False)
 class Job:
     type: str
     request: Any  # what the runner needs (a GenerateRequest for "generate")
@@ -40,7 +53,9 @@ class Job:
     tile: int = 0
     tiles: int = 1
     error: str | None = None
+    error_kind: str | None = None  # engine.errors kinds, INTERNAL_KIND for a bug
     result: dict | None = None
+    output_identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file written
     started: float | None = None  # monotonic
     finished: float | None = None
     preview_latents: Any = None  # latest latents (CPU numpy), for /preview
@@ -48,6 +63,8 @@ class Job:
     # Every change bumps the version and wakes long-polling readers: no busy polling needed.
     version: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
+    # Long-polls waiting on the event loop: (loop, event), set from the worker thread.
+    _waiters: set = field(default_factory=set, repr=False)
 
     def touch(self, **changes: Any) -> None:
         with self.changed:
@@ -55,10 +72,34 @@ class Job:
                 setattr(self, name, value)
             self.version += 1
             self.changed.notify_all()
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop has closed: nobody is waiting there any more
+                pass
 
     def wait_for_change(self, since: int, timeout: float) -> None:
+        """Blocking form, for threads (it holds one while it waits)."""
         with self.changed:
             self.changed.wait_for(lambda: self.version > since, timeout)
+
+    async def changed_since(self, since: int, timeout: float) -> None:
+        """Until the version passes ``since`` or ``timeout`` s: an await on the event loop, so
+        an open long-poll holds no thread (a thread each starved the server at 40)."""
+        loop = asyncio.get_running_loop()
+        waiter = (loop, asyncio.Event())
+        with self.changed:
+            if self.version > since:
+                return
+            self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter[1].wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self.changed:
+                self._waiters.discard(waiter)
 
     def report_step(self, step: int, tile: int = 1, latents: Any = None,
                     tiles: int | None = None) -> None:
@@ -90,6 +131,7 @@ class Job:
             "elapsed_s": round(elapsed, 3),
             "eta_s": self.eta_s(),
             "error": self.error,
+            "error_kind": self.error_kind,
             "queue_position": queue_position,
             "created": self.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "out": self.out,
@@ -100,8 +142,14 @@ class Job:
 class JobQueue:
     """Jobs run one at a time, in submission order, on a single worker thread."""
 
-    def __init__(self, runner: Callable[[Job], dict]) -> None:
+    def __init__(self, runner: Callable[[Job], dict], max_queued: int = MAX_QUEUED,
+                 keep_finished: int = KEEP_FINISHED, keep_finished_s: float = KEEP_FINISHED_S,
+                 trim_every_s: float = TRIM_EVERY_S) -> None:
         self._runner = runner
+        self.max_queued = max_queued
+        self._keep_finished = keep_finished
+        self._keep_finished_s = keep_finished_s
+        self._trim_every_s = trim_every_s
         self._jobs: dict[str, Job] = {}
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
@@ -111,7 +159,13 @@ class JobQueue:
         self._thread.start()
 
     def submit(self, job: Job) -> Job:
+        """Queue ``job``; QueueFull when ``max_queued`` jobs wait already."""
         with self._lock:
+            if len(self._waiting) >= self.max_queued:
+                raise QueueFull(
+                    f"the queue is full ({self.max_queued} jobs waiting): wait for some to "
+                    "finish, or cancel some, before submitting more"
+                )
             self._jobs[job.id] = job
             self._waiting.append(job)
             self._forget_old()
@@ -135,6 +189,13 @@ class JobQueue:
     def all(self) -> list[Job]:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: j.created)
+
+    def statuses(self) -> list[dict]:
+        """Every job's status, oldest first: positions found in one pass, not one per job."""
+        with self._lock:
+            jobs = list(self._jobs.values())  # insertion order: submission order
+            positions = {id(job): i for i, job in enumerate(self._waiting, 1)}
+        return [job.status(positions.get(id(job))) for job in jobs]
 
     @property
     def queue_length(self) -> int:
@@ -169,15 +230,22 @@ class JobQueue:
         self._thread.join(timeout)
 
     def _forget_old(self) -> None:
-        finished = [j for j in self._jobs.values() if j.state in FINAL]
-        for job in sorted(finished, key=lambda j: j.created)[:-KEEP_FINISHED]:
-            del self._jobs[job.id]
+        """Drop finished jobs past the count or the age limit (called under the lock)."""
+        finished = sorted((j for j in self._jobs.values() if j.state in FINAL),
+                          key=lambda j: j.created)
+        cutoff = time.monotonic() - self._keep_finished_s
+        excess = len(finished) - self._keep_finished
+        for i, job in enumerate(finished):
+            if i < excess or (job.finished is not None and job.finished < cutoff):
+                del self._jobs[job.id]
 
     def _work(self) -> None:
         while True:
             with self._lock:
                 while not self._waiting and not self._stopping:
-                    self._lock.wait()
+                    # Wake now and then to forget old jobs even when nobody submits.
+                    if not self._lock.wait(self._trim_every_s):
+                        self._forget_old()
                 if self._stopping:
                     return
                 job = self._waiting.popleft()
@@ -186,11 +254,14 @@ class JobQueue:
             try:
                 result = self._runner(job)
             except JobCancelledError:
-                state, error, result = CANCELLED, None, None
+                state, error, result, kind = CANCELLED, None, None, None
             except Exception as exc:  # noqa: BLE001 - a job fails alone; the worker goes on
                 state, error, result = FAILED, str(exc) or type(exc).__name__, None
+                kind = exc.kind if isinstance(exc, Text2EarthError) else INTERNAL_KIND
             else:
-                state, error = DONE, None
+                state, error, kind = DONE, None, None
             with self._lock:
                 self._running = None
-                job.touch(result=result, error=error, state=state, finished=time.monotonic())
+                job.touch(result=result, error=error, error_kind=kind, state=state,
+                          finished=time.monotonic())
+                self._forget_old()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,10 +18,13 @@ def default_output_dir() -> Path:
 def resolve_output(out: str | None, output_dirs: list[Path], job_id: str) -> Path:
     """The absolute file a job writes; refuses anything that resolves outside the folders.
 
-    Resolving follows symlinks already on disk, so `../`, absolute paths elsewhere and a
-    symlink inside a folder that points out are all caught the same way.
+    ``output_dirs`` are the folders as resolved when the service started (ServiceConfig):
+    they are not resolved again, so a folder swapped for a link since then is caught like
+    any other way out. Resolving ``out`` follows symlinks already on disk, so `../`,
+    absolute paths elsewhere and a symlink inside a folder that points out are all caught
+    the same way.
     """
-    roots = [Path(d).resolve() for d in output_dirs]
+    roots = [Path(os.path.abspath(d)) for d in output_dirs]
     if out is None or not str(out).strip():
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         return roots[0] / f"text2earth-{stamp}-{job_id[:8]}.tif"
@@ -37,3 +41,47 @@ def resolve_output(out: str | None, output_dirs: list[Path], job_id: str) -> Pat
     if candidate in roots:
         raise InputError(f"out {out!r} is an output folder itself; give a file name")
     return candidate
+
+
+def file_identity(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of the file itself (a link is not followed), None when absent."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def open_output(path: str | Path, identity: tuple[int, int] | None,
+                output_dirs: list[Path]) -> tuple[int, int] | None:
+    """(fd, size) of a finished job's output, read-only, or None when what is at ``path``
+    now is not that file: a link (not followed: O_NOFOLLOW where the platform has it), another
+    file (another inode than the one recorded when the job ended), or a file reached through
+    a folder that now leads outside the output folders."""
+    if identity is None:
+        return None
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # gone, or a link (ELOOP)
+        return None
+    try:
+        st = os.fstat(fd)
+        real = _opened_path(fd) or os.path.realpath(path)
+        roots = [os.path.abspath(d) for d in output_dirs]
+        inside = any(os.path.commonpath([real, root]) == root for root in roots)
+        if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == identity and inside:
+            return fd, st.st_size
+    except (OSError, ValueError):
+        pass
+    os.close(fd)
+    return None
+
+
+def _opened_path(fd: int) -> str | None:
+    """Where the open file really is (Linux): immune to renames after the open."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None

@@ -18,6 +18,7 @@ from engine.model.accelerate import warm_up
 from engine.model.checkpoint import Checkpoint, LoadedModel, load_model, resolve_checkpoint
 from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
 from engine.service.job_queue import Job, JobCancelledError
+from engine.service.outputs import file_identity
 
 PREVIEW_LATENT_SIDE = 128  # previews of huge scenes are subsampled on the device first
 
@@ -31,6 +32,11 @@ class ServiceConfig:
     demo_fallback: bool = False
     precision: str | None = None  # jobs' default (None: auto); engine.model.precision
     compile: bool | None = None  # torch.compile the UNet (None: on CUDA only)
+
+    def __post_init__(self) -> None:
+        # Resolved once, now: later checks compare against these and never resolve them
+        # again, so an output folder swapped for a link while serving leads nowhere.
+        self.output_dirs = [Path(d).expanduser().resolve() for d in self.output_dirs]
 
 
 class ModelManager:
@@ -179,6 +185,7 @@ def run_generate(job: Job, models: ModelManager) -> dict:
 
 def describe_result(job: Job, result: GenerateResult) -> dict:
     grid = result.grid
+    job.output_identity = file_identity(result.path)  # /file serves this very file only
     left, bottom, right, top = grid.bounds
     authority = grid.crs.to_authority()
     return {

@@ -38,17 +38,25 @@ class IncompatibleVersion(EngineError):  # noqa: N818
 
 
 class ServiceError(EngineError):
-    """The service answered with an HTTP error; ``message`` is its own one-line reason."""
+    """The service answered with an HTTP error; ``message`` is its own one-line reason,
+    ``kind`` its stable ``error_kind`` (None from engines older than that)."""
 
-    def __init__(self, status: int, message: str, errors: list | None = None) -> None:
+    def __init__(self, status: int, message: str, errors: list | None = None,
+                 kind: str | None = None) -> None:
         super().__init__(f"{message} (HTTP {status})")
         self.status = status
         self.message = message
         self.errors = errors or []
+        self.kind = kind
 
 
 class JobFailed(EngineError):  # noqa: N818
-    pass
+    """The job ended failed; ``kind`` is its stable ``error_kind`` (engine.errors), None from
+    engines older than that."""
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class JobCancelled(EngineError):  # noqa: N818
@@ -94,10 +102,14 @@ class EngineClient:
                 detail = json.loads(exc.read() or b"{}")
             except ValueError:
                 detail = {}
-            message = detail.get("detail") if isinstance(detail, dict) else None
+            if not isinstance(detail, dict):
+                detail = {}
+            message = detail.get("detail")
             if not isinstance(message, str):
                 message = exc.reason if isinstance(exc.reason, str) else f"HTTP {exc.code}"
-            raise ServiceError(exc.code, message, detail.get("errors")) from None
+            kind = detail.get("error_kind")
+            raise ServiceError(exc.code, message, detail.get("errors"),
+                               kind if isinstance(kind, str) else None) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ServiceNotRunning(
@@ -196,7 +208,7 @@ class EngineClient:
             if state == "done":
                 return self.result(job_id)
             if state == "failed":
-                raise JobFailed(status.get("error") or "the job failed")
+                raise JobFailed(status.get("error") or "the job failed", status.get("error_kind"))
             if state == "cancelled":
                 raise JobCancelled("the job was cancelled")
             if deadline is not None and time.monotonic() >= deadline:

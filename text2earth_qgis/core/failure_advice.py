@@ -132,10 +132,47 @@ def explain(text: str, context: str = SERVICE, returncode: int | None = None,
                   **extra)
 
 
-def job_message(text: str) -> str:
-    """A failed job's message with advice when its cause is one we know, else as it was."""
+def _rule(kind: str) -> Rule:
+    return next(rule for rule in RULES if rule.kind == kind)
+
+
+# The engine's stable error_kind (engine.errors; the service's job status and 4xx bodies)
+# -> advice. Kinds not listed (bad_input, cancelled, ...) are their own best message.
+KIND_ADVICE = {
+    "out_of_memory": (_rule("out_of_memory").problem, _rule("out_of_memory").action),
+    "missing_model": (_rule("model_missing").problem, _rule("model_missing").action),
+    "bad_checkpoint": ("The model files are incomplete or damaged.",
+                       "Download the model again (Download model…), or choose a complete "
+                       "model folder."),
+    "disk_full": ("The disk is full.",
+                  "Free some space where the outputs go, or choose an output folder on "
+                  "another disk; nothing was left half-written."),
+    "write_failed": ("The output could not be written.",
+                     "Check that the output folder is writable and its disk healthy, then "
+                     "run again; nothing was left half-written."),
+    "internal": ("The engine hit a bug.",
+                 "Copy diagnostics puts the details on the clipboard for a bug report."),
+}
+# Wording rules that still apply to engines too old to send error_kind.
+WORDING_FALLBACK = ("out_of_memory", "no_gpu_driver", "model_missing", "dll", "env_incomplete")
+
+
+def job_message(text: str, kind: str | None = None) -> str:
+    """A failed job's message with advice when its cause is one we know, else as it was.
+
+    ``kind`` is the job's ``error_kind``: when the engine sends one, it alone decides (the
+    engine's wording may change, and a prompt may contain any words); without one (an older
+    engine), the wording rules do. Advice is given once: a message that already carries it
+    is returned as it is."""
+    if any(text.startswith(problem) for problem, _ in KIND_ADVICE.values()) or any(
+            text.startswith(rule.problem) for rule in RULES):
+        return text
+    if kind is not None:
+        if kind in KIND_ADVICE:
+            problem, action = KIND_ADVICE[kind]
+            return f"{problem} {action}\n({text})"
+        return text
     advice = explain(text, JOB)
-    if advice.kind in ("out_of_memory", "no_gpu_driver", "model_missing", "dll",
-                       "env_incomplete"):
+    if advice.kind in WORDING_FALLBACK:
         return f"{advice.problem} {advice.action}\n({text})"
     return text

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .client import EngineClient, JobCancelled, ServiceError
+from .client import EngineClient, JobCancelled, JobFailed, ServiceError
+from .failure_advice import job_message
 
 
 def progress_percent(status: dict) -> float:
@@ -43,7 +44,26 @@ def run_job(
     on_preview: Callable[[bytes], None] | None = None,
     preview_every_s: float = 1.0,
 ) -> tuple[dict, Path]:
-    """(result, delivered path); raises JobCancelled, JobFailed, ServiceError, ..."""
+    """(result, delivered path); raises JobCancelled, JobFailed, ServiceError, ...
+
+    A JobFailed or ServiceError carrying the engine's ``error_kind`` comes with the advice
+    for that kind already in its message (and the kind kept on ``kind``)."""
+    try:
+        return _run_job(client, job, destination, overwrite, on_status, is_canceled,
+                        on_preview, preview_every_s)
+    except JobFailed as exc:
+        if exc.kind is None:
+            raise
+        raise JobFailed(job_message(str(exc), exc.kind), exc.kind) from None
+    except ServiceError as exc:
+        if exc.kind is None:
+            raise
+        raise ServiceError(exc.status, job_message(exc.message, exc.kind), exc.errors,
+                           exc.kind) from None
+
+
+def _run_job(client, job, destination, overwrite, on_status, is_canceled, on_preview,
+             preview_every_s) -> tuple[dict, Path]:
     if is_canceled():
         raise JobCancelled("cancelled before the job was sent")
     job_id = client.submit(job)["id"]
