@@ -194,7 +194,7 @@ def test_inpainting_checkpoint_is_refused_for_text_to_image(capsys, tiny_inpaint
     code, _, err = run_cli(
         capsys, "generate", "--bbox", "447000,5411000,447300,5411300", "--crs", "EPSG:32632",
         "--prompt", "x", "--model", str(tiny_inpaint), "--out", str(tmp_path / "i.tif"),
-        "--quiet", "--steps", "1",
+        "--quiet", "--steps", "1", "--level", "16",  # 191 px: one canvas, not a scene
     )
     assert code == 2 and "inpainting" in err
 

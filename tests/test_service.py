@@ -778,7 +778,8 @@ def test_job_naming_another_model_fails_alone_with_its_message(client, dirs, tin
                                                               tiny_inpaint):
     """A job may name its model; an inpainting checkpoint cannot do text-to-image."""
     first = dirs[0]
-    inpaint = client.submit(job("inpaint.tif", model=str(tiny_inpaint)))
+    # level 16: 191 px, one canvas (a larger output is a scene, which it can outpaint)
+    inpaint = client.submit(job("inpaint.tif", model=str(tiny_inpaint), level=16))
     missing = client.submit(job("missing-model.tif", model="someone/no-such-model"))
     fine = client.submit(job("after-other-models.tif"))
     with pytest.raises(JobFailed) as info:
