@@ -24,10 +24,11 @@ from conftest import SHARED_RASTERS
 from PIL import Image
 from pyproj import CRS
 from rasterio.enums import ColorInterp
+from rasterio.errors import RasterioIOError
 from rio_cogeo.cogeo import cog_validate
 
 from engine.cli import main
-from engine.errors import DiskFullError, InputError
+from engine.errors import DiskFullError, InputError, WriteError
 from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
 from engine.jobs.edit import EditRequest, edit_raster
 from engine.jobs.generate import GenerateRequest, generate
@@ -101,6 +102,29 @@ def test_full_disk_on_write_raises_and_leaves_nothing(small_fs, free_kb):
     folder = small_fs(1500)
     write_geotiff(folder / "out.tif", noise(382, 382), CRS.from_epsg(32632), TRANSFORM, {})
     assert left_on(folder) == ["out.tif"]
+
+
+def test_other_write_failures_are_write_errors_and_leave_nothing(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RasterioIOError("Write failed. See previous exception for details.")
+
+    monkeypatch.setattr(rasterio.shutil, "copy", broken)
+    with pytest.raises(WriteError, match="failed") as caught:
+        write_geotiff(tmp_path / "new" / "w.tif", noise(64, 64), CRS.from_epsg(32632),
+                      TRANSFORM, {})
+    assert caught.value.kind == "write_failed" and "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_through_the_cli_is_one_line_and_exit_5(small_fs, capsys, tiny_t2i):
+    folder = small_fs(8)
+    code = main(["generate", "--bbox", ",".join(map(str, SMALL_BBOX)), "--crs", UTM,
+                 "--level", "17", "--prompt", "farmland", "--model", str(tiny_t2i),
+                 "--device", "cpu", "--precision", "fp32", "--steps", "1", "--seed", "1",
+                 "--quiet", "--out", str(folder / "cli.tif")])
+    err = capsys.readouterr().err
+    assert code == 5 and err.startswith("text2earth: error: the disk holding")
+    assert err.count("\n") == 1 and left_on(folder) == []
 
 
 def test_full_disk_single_window_generate(small_fs, t2i_model):

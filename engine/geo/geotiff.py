@@ -54,6 +54,7 @@ BLOCK = 256
 # name, so a name the file system accepts for the output also fits its temp files.
 TEMP_PREFIX = ".t2e-"
 TEMP_NAME_MAX = 40
+LOW_SPACE = 4 << 20  # bytes: a write that fails with less than this left met a full disk
 
 
 def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
@@ -154,10 +155,9 @@ def temp_stem(folder: Path) -> Path:
     return Path(folder) / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def write_failure(exc: BaseException, path: Path, folder: Path,
-                  need_bytes: int = 0) -> Text2EarthError:
-    """The user's error for a failed write: disk full (ENOSPC/EDQUOT, or a failed write to a
-    folder with almost no space left) or another write failure."""
+def write_failure(exc: BaseException, path: Path, folder: Path) -> Text2EarthError:
+    """The user's error for a failed write: disk full (ENOSPC/EDQUOT, or a failed write with
+    under LOW_SPACE left: GDAL reports some ENOSPC only on stderr) or another write failure."""
     if isinstance(exc, Text2EarthError):
         return exc
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -168,7 +168,7 @@ def write_failure(exc: BaseException, path: Path, folder: Path,
     except OSError:
         free = None
     if not full and free is not None:
-        full = free < max(1 << 20, need_bytes)
+        full = free < LOW_SPACE
     if full:
         left = "" if free is None else f" ({free / 2**20:.1f} MiB left)"
         return DiskFullError(f"the disk holding {folder} is full{left}: nothing was written; "
@@ -211,17 +211,17 @@ def synthetic_tags(fields: dict[str, object]) -> dict[str, str]:
 
 
 @contextmanager
-def checked_writes(path: Path, need_bytes: int = 0):
+def checked_writes(path: Path):
     """GDAL's errors and a full disk inside become DiskFullError / WriteError (one line),
     for the writes of a job's scratch files; other errors pass unchanged."""
     try:
         yield
     except (RasterioError, CPLE_BaseError) as exc:
-        raise write_failure(exc, path, Path(path).parent, need_bytes) from exc
+        raise write_failure(exc, path, Path(path).parent) from exc
     except OSError as exc:  # torch and others raise OSErrors too: only a full disk is ours
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise write_failure(exc, path, Path(path).parent, need_bytes) from exc
+        raise write_failure(exc, path, Path(path).parent) from exc
 
 
 def write_geotiff(
@@ -308,7 +308,6 @@ def write_atomic(path: str | Path, profile: dict, write: Callable, overwrite: bo
     stem = temp_stem(path.parent)
     part = stem.with_name(stem.name + ".part.tif")
     final = stem.with_name(stem.name + ".cog.tif") if cog is not None else part
-    need = profile["width"] * profile["height"] * profile.get("count", 1)
     placed = False
     try:
         try:
@@ -320,7 +319,7 @@ def write_atomic(path: str | Path, profile: dict, write: Callable, overwrite: bo
             verify_raster(final)
             _fsync(final)
         except (OSError, RasterioError, CPLE_BaseError) as exc:
-            raise write_failure(exc, path, path.parent, need) from exc
+            raise write_failure(exc, path, path.parent) from exc
         check_confined(path, allowed_dirs)
         try:
             place_file(final, path, overwrite)
@@ -329,7 +328,7 @@ def write_atomic(path: str | Path, profile: dict, write: Callable, overwrite: bo
                 f"{path} already exists: choose another name, or allow overwriting"
             ) from None
         except OSError as exc:
-            raise write_failure(exc, path, path.parent, need) from exc
+            raise write_failure(exc, path, path.parent) from exc
         placed = True
         try:
             _fsync(path.parent)  # the rename itself, durably (best effort: not every FS can)

@@ -84,7 +84,10 @@ def _state(path: Path) -> dict | None:
 def _folders(folder: Path, recursive: bool):
     folder = Path(folder)
     if not recursive:
-        yield folder, os.listdir(folder) if folder.is_dir() else []
+        try:
+            yield folder, os.listdir(folder)
+        except OSError:  # gone, or not ours to read: nothing of ours to find there
+            pass
         return
     seen = 0
     for root, dirs, files in os.walk(folder):
