@@ -19,7 +19,7 @@ import numpy as np
 import rasterio
 import torch
 from PIL import Image
-from rasterio.windows import Window
+from rasterio.windows import Window, intersect, union
 
 from engine.geo.edit_mask import soft_edge
 from engine.geo.raster_source import BandMapping
@@ -33,8 +33,42 @@ from engine.geo.tiling import (
 )
 
 SNAP_LOG2 = 0.1  # within 7 % of the model's pixel size the raster is used as it is
-Rect = tuple[int, int, int, int]  # col0, row0, col1, row1 in grid pixels (end exclusive)
-RegionFn = Callable[[Rect], np.ndarray]  # uint8 (rows, cols): 1 = regenerate
+# Rectangles of grid pixels are rasterio Windows (whole pixels; may reach past the grid).
+RegionFn = Callable[[Window], np.ndarray]  # uint8 (rows, cols) over a window: 1 = regenerate
+
+
+def clip(window: Window, to: Window) -> Window:
+    """The part of ``window`` inside ``to``; zero-sized where they do not meet."""
+    if intersect(window, to):
+        return window.intersection(to)
+    return Window(window.col_off, window.row_off, 0, 0)
+
+
+def is_empty(window: Window) -> bool:
+    return window.width <= 0 or window.height <= 0
+
+
+def relative(window: Window, to: Window) -> Window:
+    """``window`` in the pixels of ``to`` (whose top-left corner becomes 0, 0)."""
+    return Window(window.col_off - to.col_off, window.row_off - to.row_off, window.width,
+                  window.height)
+
+
+def pixels_around(col0: float, row0: float, col1: float, row1: float) -> Window:
+    """The whole pixels covering a fractional box: offsets floored, far edges ceiled."""
+    c0, r0 = math.floor(col0), math.floor(row0)
+    return Window(c0, r0, math.ceil(col1) - c0, math.ceil(row1) - r0)
+
+
+def pixels_within(col0: float, row0: float, col1: float, row1: float) -> Window:
+    """The whole pixels wholly inside a fractional box (zero-sized when none is)."""
+    c0, r0 = math.ceil(col0), math.ceil(row0)
+    return Window(c0, r0, max(0, math.floor(col1) - c0), max(0, math.floor(row1) - r0))
+
+
+def grown(window: Window, by: int) -> Window:
+    return Window(window.col_off - by, window.row_off - by, window.width + 2 * by,
+                  window.height + 2 * by)
 
 
 @dataclass(frozen=True)
@@ -60,7 +94,7 @@ class ModelScale:
 class Pass:
     """One area regenerated with one window plan (an edit has one; `extend all` has four)."""
 
-    area: Rect
+    area: Window
     plan: ScenePlan
     region: RegionFn
     seed: int
@@ -72,40 +106,44 @@ class Pass:
         return x0, y0, x0 + w.size / scale.sx, y0 + w.size / scale.sy
 
 
-def plan_pass(area: Rect, scale: ModelScale, tile: int, overlap: int, region: RegionFn,
+def plan_pass(area: Window, scale: ModelScale, tile: int, overlap: int, region: RegionFn,
               seed: int) -> Pass:
-    c0, r0, c1, r1 = area
-    width = max(1, math.ceil((c1 - c0) * scale.sx))
-    height = max(1, math.ceil((r1 - r0) * scale.sy))
+    width = max(1, math.ceil(area.width * scale.sx))
+    height = max(1, math.ceil(area.height * scale.sy))
     plan = plan_scene(width, height, tile, overlap)
     ox, oy = plan.offset
     if scale.identity:
-        origin = (c0 - ox, r0 - oy)
+        origin = (area.col_off - ox, area.row_off - oy)
     else:
-        origin = (c0 - ox / scale.sx, r0 - oy / scale.sy)
+        origin = (area.col_off - ox / scale.sx, area.row_off - oy / scale.sy)
     return Pass(area, plan, region, seed, origin)
 
 
-def merge_boxes(boxes: list[Rect], gap: int) -> list[Rect]:
-    """Boxes closer than ``gap`` merged into their bounding box, until none are: areas far
-    apart become separate passes, so two small polygons at opposite corners of a huge raster
-    cost two small scratch areas, not one the size of the raster."""
-    boxes = list(boxes)
+def merge_windows(windows: list[Window], gap: int) -> list[Window]:
+    """Windows closer than ``gap`` merged into their union, until none are: areas far apart
+    become separate passes, so two small polygons at opposite corners of a huge raster cost
+    two small scratch areas, not one the size of the raster."""
+    windows = list(windows)
     merged = True
     while merged:
         merged, out = False, []
-        for b in boxes:
+        for w in windows:
             for i, o in enumerate(out):
-                if (b[0] < o[2] + gap and o[0] < b[2] + gap
-                        and b[1] < o[3] + gap and o[1] < b[3] + gap):
-                    out[i] = (min(b[0], o[0]), min(b[1], o[1]), max(b[2], o[2]),
-                              max(b[3], o[3]))
+                if intersect(w, grown(o, gap)):
+                    out[i] = union(w, o)
                     merged = True
                     break
             else:
-                out.append(b)
-        boxes = out
-    return sorted(boxes, key=lambda b: (b[1], b[0]))
+                out.append(w)
+        windows = out
+    return sorted(windows, key=lambda w: (w.row_off, w.col_off))
+
+
+def merge_boxes(boxes: list[tuple[int, int, int, int]],
+                gap: int) -> list[tuple[int, int, int, int]]:
+    """merge_windows for boxes given as (col0, row0, col1, row1)."""
+    merged = merge_windows([Window(c0, r0, c1 - c0, r1 - r0) for c0, r0, c1, r1 in boxes], gap)
+    return [(w.col_off, w.row_off, w.col_off + w.width, w.row_off + w.height) for w in merged]
 
 
 @dataclass
@@ -113,9 +151,12 @@ class Grid:
     width: int
     height: int
 
-    def clip(self, rect: Rect) -> Rect:
-        c0, r0, c1, r1 = rect
-        return max(c0, 0), max(r0, 0), min(c1, self.width), min(r1, self.height)
+    @property
+    def window(self) -> Window:
+        return Window(0, 0, self.width, self.height)
+
+    def clip(self, window: Window) -> Window:
+        return clip(window, self.window)
 
 
 @dataclass
@@ -123,8 +164,8 @@ class WindowWork:
     """What one model window needs, all model-free: computed in the planning pre-pass too."""
 
     window: TileWindow
-    inner: Rect  # grid px read for the model (may reach past the grid)
-    target: Rect  # grid px the window writes (inside the grid)
+    inner: Window  # grid px read for the model (may reach past the grid)
+    target: Window  # grid px the window writes (inside the grid)
     region: np.ndarray  # over inner
     weight: np.ndarray  # over inner: soft edge of the region
     model_mask: np.ndarray  # tile x tile, 1 = regenerate
@@ -138,7 +179,7 @@ class Regenerator:
                  store, store_origin: tuple[int, int], nodata: float | None,
                  alpha_band: int | None, alpha_opaque: float, source_mask=None,
                  written=None) -> None:
-        """``source_mask(rect)``: the source's own mask band over a grid rect, for sources
+        """``source_mask(window)``: the source's own mask band over grid px, for sources
         that have one; ``written``: a one-band store beside ``store`` recording which pixels
         got new values, so the output's mask can show them."""
         self.grid, self.scale, self.mapping, self.feather = grid, scale, mapping, feather
@@ -153,17 +194,15 @@ class Regenerator:
         tile = p.plan.tile
         for w in p.plan.windows():
             x0, y0, x1, y1 = p.window_rect(w, self.scale)
-            inner = (math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))
+            inner = pixels_around(x0, y0, x1, y1)
             if self.scale.identity:
                 target = self.grid.clip(inner)
             else:  # the pixels wholly inside the window (windows overlap: none is missed)
-                target = self.grid.clip((math.ceil(x0), math.ceil(y0),
-                                         math.floor(x1), math.floor(y1)))
-            if target[0] >= target[2] or target[1] >= target[3]:
+                target = self.grid.clip(pixels_within(x0, y0, x1, y1))
+            if is_empty(target):
                 continue
             m = self.feather + 1  # the soft edge must see the region beyond the window
-            c0, r0, c1, r1 = inner
-            big = p.region((c0 - m, r0 - m, c1 + m, r1 + m))
+            big = p.region(grown(inner, m))
             weight = soft_edge(big, self.feather)[m:-m, m:-m]
             region = big[m:-m, m:-m]
             if self.scale.identity:
@@ -177,14 +216,14 @@ class Regenerator:
 
     # -- pixels -----------------------------------------------------------------------------
 
-    def read(self, rect: Rect) -> np.ndarray:
-        """All bands over rect; outside the grid, edge pixels repeated (context only: the
-        model mask is 0 there and nothing is written back)."""
-        c0, r0, c1, r1 = rect
-        k0, q0, k1, q1 = self.grid.clip(rect)
-        ox, oy = self.store_origin
-        data = self.store.read(window=Window(k0 - ox, q0 - oy, k1 - k0, q1 - q0))
-        pad = ((0, 0), (q0 - r0, r1 - q1), (k0 - c0, c1 - k1))
+    def read(self, window: Window) -> np.ndarray:
+        """All bands over a window of grid px; outside the grid, edge pixels repeated (context
+        only: the model mask is 0 there and nothing is written back)."""
+        inside = self.grid.clip(window)
+        data = self.store.read(window=self._store_window(inside))
+        at = relative(inside, window)
+        pad = ((0, 0), (at.row_off, window.height - at.row_off - at.height),
+               (at.col_off, window.width - at.col_off - at.width))
         return np.pad(data, pad, mode="edge")
 
     def model_image(self, data: np.ndarray) -> np.ndarray:
@@ -216,12 +255,13 @@ class Regenerator:
         new = generate(pipe, np.ascontiguousarray(image), work.model_mask,
                        tile_seed(p.seed, w.ix, w.iy), tile_no)
         blend = outpaint_blend(p.plan, w)
-        tc0, tr0, tc1, tr1 = work.target
-        sl = (slice(tr0 - inner[1], tr1 - inner[1]), slice(tc0 - inner[0], tc1 - inner[0]))
+        target = work.target
+        sl = relative(target, inner).toslices()
         if self.scale.identity:
             new, blend = new[sl], blend[sl]
         else:
-            shape = (tr1 - tr0, tc1 - tc0)
+            shape = (target.height, target.width)
+            (tr0, tr1), (tc0, tc1) = target.toranges()
             box = ((tc0 - x0) * self.scale.sx, (tr0 - y0) * self.scale.sy,
                    (tc1 - x0) * self.scale.sx, (tr1 - y0) * self.scale.sy)
             new = _resize(new, shape, box, Image.LANCZOS)
@@ -236,9 +276,9 @@ class Regenerator:
             done = (self._read_written(work.target) > 0) | (weight > 0)
             self._write_written(work.target, done.astype(np.uint8))
 
-    def _box(self, inner: Rect, xy0: tuple[float, float], tile: int):
-        return (xy0[0] - inner[0], xy0[1] - inner[1],
-                xy0[0] - inner[0] + tile / self.scale.sx, xy0[1] - inner[1] + tile / self.scale.sy)
+    def _box(self, inner: Window, xy0: tuple[float, float], tile: int):
+        x, y = xy0[0] - inner.col_off, xy0[1] - inner.row_off
+        return (x, y, x + tile / self.scale.sx, y + tile / self.scale.sy)
 
     def blend(self, old: np.ndarray, new_rgb: np.ndarray, weight: np.ndarray,
               masked_valid: np.ndarray | None = None) -> np.ndarray:
@@ -276,21 +316,19 @@ class Regenerator:
             valid &= data[self.alpha_band - 1] > 0
         return valid
 
-    def _store_window(self, rect: Rect) -> Window:
-        c0, r0, c1, r1 = rect
-        ox, oy = self.store_origin
-        return Window(c0 - ox, r0 - oy, c1 - c0, r1 - r0)
+    def _store_window(self, window: Window) -> Window:
+        return relative(window, Window(*self.store_origin, 0, 0))
 
-    def write(self, rect: Rect, data: np.ndarray) -> None:
-        self.store.write(data, window=self._store_window(rect))
+    def write(self, window: Window, data: np.ndarray) -> None:
+        self.store.write(data, window=self._store_window(window))
 
-    def _read_written(self, rect: Rect) -> np.ndarray:
+    def _read_written(self, window: Window) -> np.ndarray:
         if self.written is None:
-            return np.zeros((rect[3] - rect[1], rect[2] - rect[0]), np.uint8)
-        return self.written.read(1, window=self._store_window(rect))
+            return np.zeros((window.height, window.width), np.uint8)
+        return self.written.read(1, window=self._store_window(window))
 
-    def _write_written(self, rect: Rect, done: np.ndarray) -> None:
-        self.written.write(done, 1, window=self._store_window(rect))
+    def _write_written(self, window: Window, done: np.ndarray) -> None:
+        self.written.write(done, 1, window=self._store_window(window))
 
 
 def _resize(array: np.ndarray, shape: tuple[int, int], box, resample) -> np.ndarray:

@@ -26,9 +26,7 @@ from engine.geo.raster_source import (
 )
 from engine.jobs.edit.request import COPY_ROWS, EDIT_DESCRIPTION, RasterJob, RasterPlan
 from engine.jobs.edit.source_pixels import source_mask, source_rows
-from engine.jobs.regenerate import (
-    open_store,
-)
+from engine.jobs.regenerate import clip, is_empty, open_store, relative
 
 
 def has_mask_band(src) -> bool:
@@ -72,7 +70,7 @@ def kept_source_tags(tags: dict[str, str]) -> dict[str, str]:
 
 def write_output(request: RasterJob, src, plan: RasterPlan, areas: list, out: Path,
                   tags: dict[str, str]) -> Path:
-    """``areas``: (rect, store, written) of each regenerated scratch area."""
+    """``areas``: (window, store, written) of each regenerated scratch area."""
     profile, why = _output_profile(src, plan)
     if why:
         plan.notes.append(why)
@@ -83,17 +81,18 @@ def write_output(request: RasterJob, src, plan: RasterPlan, areas: list, out: Pa
         width, height = plan.grid.width, plan.grid.height
         for r in range(0, height, COPY_ROWS):
             n = min(COPY_ROWS, height - r)
-            block = source_rows(src, plan, (0, r, width, r + n))
+            band = Window(0, r, width, n)
+            block = source_rows(src, plan, band)
             # the source's mask, opened where pixels were made
-            mask = source_mask(src, plan, (0, r, width, r + n)) if masked else None
-            for (s0, t0, s1, t1), store, written in areas:
-                q0, q1 = max(r, t0), min(r + n, t1)
-                if q0 >= q1:
+            mask = source_mask(src, plan, band) if masked else None
+            for area, store, written in areas:
+                part = clip(area, band)
+                if is_empty(part):
                     continue
-                rows = Window(0, q0 - t0, s1 - s0, q1 - q0)
-                block[:, q0 - r : q1 - r, s0:s1] = store.read(window=rows)
+                at, rows = relative(part, band).toslices(), relative(part, area)
+                block[(slice(None), *at)] = store.read(window=rows)
                 if mask is not None:
-                    mask[q0 - r : q1 - r, s0:s1][written.read(1, window=rows) > 0] = 255
+                    mask[at][written.read(1, window=rows) > 0] = 255
             dst.write(block, window=Window(0, r, width, n))
             if mask is not None:
                 dst.write_mask(mask, window=Window(0, r, width, n))

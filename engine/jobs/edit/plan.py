@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from affine import Affine
-from rasterio.windows import Window
+from rasterio.windows import Window, union
 
 from engine import __version__
 from engine.errors import InputError
@@ -43,10 +43,14 @@ from engine.jobs.regenerate import (
     Grid,
     ModelScale,
     Pass,
-    Rect,
     Regenerator,
-    merge_boxes,
+    clip,
+    grown,
+    is_empty,
+    merge_windows,
+    pixels_around,
     plan_pass,
+    relative,
 )
 from text2earth_qgis.core import scale as scales
 
@@ -198,20 +202,21 @@ def plan_edit(request: EditRequest, src) -> RasterPlan:
     boxes = []
     for part in (p for g in geoms for p in polygon_parts(g)):
         k0, q0, k1, q1 = pixel_bounds([part], info.transform)
-        box = grid.clip((math.floor(k0 - context_x), math.floor(q0 - context_y),
-                         math.ceil(k1 + context_x), math.ceil(q1 + context_y)))
-        if box[0] < box[2] and box[1] < box[3]:
+        box = grid.clip(pixels_around(k0 - context_x, q0 - context_y, k1 + context_x,
+                                      q1 + context_y))
+        if not is_empty(box):
             boxes.append(box)
     gap = math.ceil(request.tile / min(model_scale.sx, model_scale.sy)) + 2
-    areas = merge_boxes(boxes, gap)
+    areas = merge_windows(boxes, gap)
     mapping = band_mapping(src, info)
 
-    def region(rect: Rect) -> np.ndarray:
+    def region(window: Window) -> np.ndarray:
         g = request.dilate
-        k0, q0, k1, q1 = rect[0] - g, rect[1] - g, rect[2] + g, rect[3] + g
-        burnt = burn(geoms, info.transform * Affine.translation(k0, q0), (q1 - q0, k1 - k0))
-        burnt = grow(burnt, g)[g : g + rect[3] - rect[1], g : g + rect[2] - rect[0]]
-        return burnt & _usable(src, info, grid, rect, request.fill_nodata)
+        wide = grown(window, g)  # the polygons burnt wider, so growing sees past the edge
+        burnt = burn(geoms, info.transform * Affine.translation(wide.col_off, wide.row_off),
+                     (wide.height, wide.width))
+        burnt = grow(burnt, g)[relative(window, wide).toslices()]
+        return burnt & _usable(src, info, grid, window, request.fill_nodata)
 
     seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
     request.seed = seed
@@ -241,23 +246,22 @@ def plan_edit(request: EditRequest, src) -> RasterPlan:
                       (0, 0), groups, count, notes, _alpha_opaque(src, info), fields)
 
 
-def _usable(src, info: SourceInfo, grid: Grid, rect: Rect, fill_nodata: bool) -> np.ndarray:
+def _usable(src, info: SourceInfo, grid: Grid, window: Window,
+            fill_nodata: bool) -> np.ndarray:
     """1 where a pixel may be regenerated: inside the grid, and holding data unless nodata is
     to be filled too."""
-    c0, r0, c1, r1 = rect
 
     def read(window: Window) -> np.ndarray | int:
         if fill_nodata:
             return 1  # every pixel inside the grid
         return valid_pixels(src, window, info.rgb_bands, boundless=False)
 
-    return paste_inside(np.zeros((r1 - r0, c1 - c0), np.uint8), rect, (0, 0),
-                         (grid.width, grid.height), read)
+    return paste_inside(np.zeros((window.height, window.width), np.uint8), window, (0, 0),
+                        (grid.width, grid.height), read)
 
 
-def _union(rects: list[Rect], grid: Grid) -> Rect:
-    return grid.clip((min(r[0] for r in rects), min(r[1] for r in rects),
-                      max(r[2] for r in rects), max(r[3] for r in rects)))
+def _union(windows: list[Window], grid: Grid) -> Window:
+    return grid.clip(union(*windows))
 
 
 def regenerator(grid, model_scale, mapping, feather, info, alpha_opaque, store=None,
@@ -309,23 +313,24 @@ def plan_extend(request: ExtendRequest, src) -> RasterPlan:
     request.seed = seed
     ctx_x = math.ceil(request.tile / 2 / model_scale.sx)
     ctx_y = math.ceil(request.tile / 2 / model_scale.sy)
-    strips = {
-        "west": (0, oy, ox, oy + info.height),
-        "east": (ox + info.width, oy, width, oy + info.height),
-        "north": (0, 0, width, oy),
-        "south": (0, oy + info.height, width, height),
+    east, south = ox + info.width, oy + info.height  # the source's far edges in the grid
+    strips = {  # the new pixels
+        "west": Window(0, oy, ox, info.height),
+        "east": Window(east, oy, width - east, info.height),
+        "north": Window(0, 0, width, oy),
+        "south": Window(0, south, width, height - south),
     }
-    areas = {
-        "west": (0, oy, ox + ctx_x, oy + info.height),
-        "east": (ox + info.width - ctx_x, oy, width, oy + info.height),
-        "north": (0, 0, width, oy + ctx_y),
-        "south": (0, oy + info.height - ctx_y, width, height),
+    areas = {  # the new pixels and half a window of the source beside them, for context
+        "west": Window(0, oy, ox + ctx_x, info.height),
+        "east": Window(east - ctx_x, oy, width - east + ctx_x, info.height),
+        "north": Window(0, 0, width, oy + ctx_y),
+        "south": Window(0, south - ctx_y, width, height - south + ctx_y),
     }
     passes = []
     for number, s in enumerate(SIDES):
         if s in sides:
             passes.append(plan_pass(grid.clip(areas[s]), model_scale, request.tile,
-                                    request.overlap, _rect_region(strips[s]),
+                                    request.overlap, _strip_region(strips[s]),
                                     tile_seed(seed, number, -1)))
     _check_size(passes, request, "extension")
     _check_not_too_coarse(request, px_m, model_m, model_scale, level.level)
@@ -372,14 +377,12 @@ def _check_grown_extent(crs, transform: Affine, width: int, height: int,
         )
 
 
-def _rect_region(strip: Rect):
-    def region(rect: Rect) -> np.ndarray:
-        c0, r0, c1, r1 = rect
-        out = np.zeros((r1 - r0, c1 - c0), np.uint8)
-        k0, q0 = max(strip[0], c0), max(strip[1], r0)
-        k1, q1 = min(strip[2], c1), min(strip[3], r1)
-        if k0 < k1 and q0 < q1:
-            out[q0 - r0 : q1 - r0, k0 - c0 : k1 - c0] = 1
+def _strip_region(strip: Window):
+    def region(window: Window) -> np.ndarray:
+        out = np.zeros((window.height, window.width), np.uint8)
+        part = clip(strip, window)
+        if not is_empty(part):
+            out[relative(part, window).toslices()] = 1
         return out
 
     return region

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from affine import Affine
+from rasterio.windows import Window
 
 from engine.geo.grid import DEFAULT_MAX_PIXELS
 from engine.geo.raster_source import (
@@ -17,7 +18,6 @@ from engine.jobs.regenerate import (
     Grid,
     ModelScale,
     Pass,
-    Rect,
 )
 from engine.model.inpaint import DEFAULT_INPAINT_GUIDANCE
 from engine.model.pipeline import DEFAULT_SCHEDULER, DEFAULT_STEPS
@@ -90,7 +90,7 @@ class RasterPlan:
     grid: Grid  # the output's size
     transform: Affine  # the output's
     offset: tuple[int, int]  # the source's top-left pixel in the output grid
-    groups: list[tuple[Rect, list[Pass]]]  # passes sharing one scratch area (its rect)
+    groups: list[tuple[Window, list[Pass]]]  # passes sharing one scratch area (its window)
     windows: int
     notes: list[str]
     alpha_opaque: float

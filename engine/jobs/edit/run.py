@@ -76,18 +76,17 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
     try:
         with checked_writes(out), rasterio.Env(GDAL_CACHEMAX=64), ExitStack() as stack:
             areas, done = [], 0
-            for k, (rect, passes) in enumerate(plan.groups):
-                c0, r0, c1, r1 = rect
+            for k, (area, passes) in enumerate(plan.groups):
                 store = stack.enter_context(open_store(
-                    out.with_name(f"{stem}.edit-scratch-{k}.tif"), src.profile, c1 - c0,
-                    r1 - r0))
+                    out.with_name(f"{stem}.edit-scratch-{k}.tif"), src.profile, area.width,
+                    area.height))
                 written = stack.enter_context(maybe_written(
                     masked, out.with_name(f"{stem}.edit-written-{k}.tif"), src.profile,
-                    c1 - c0, r1 - r0))
-                fill_store(src, plan, store, rect)
+                    area.width, area.height))
+                fill_store(src, plan, store, area)
                 regen = regenerator(
                     plan.grid, plan.scale, plan.mapping, getattr(request, "feather", 0),
-                    plan.info, plan.alpha_opaque, store, (c0, r0),
+                    plan.info, plan.alpha_opaque, store, (area.col_off, area.row_off),
                     (lambda r: source_mask(src, plan, r)) if masked else None, written)
                 try:
                     done = regen.run(pipe, passes, generate, done)
@@ -96,7 +95,7 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
                         f"out of memory on {model.device} for {request.tile} px windows: try "
                         "a smaller --tile"
                     ) from None
-                areas.append((rect, store, written))
+                areas.append((area, store, written))
             path = write_output(request, src, plan, areas, out, tags)
     finally:
         for leftover in out.parent.glob(f"{stem}.edit-*.tif"):
