@@ -226,10 +226,12 @@ def test_square_pixels_bring_no_warning(crs, bbox, level):
 def test_cli_prints_the_grid_notes(tmp_path, capsys):
     from engine.cli import main
 
-    # --precision fp16 on the CPU is refused right after the plan: nothing heavy runs
+    # a model folder that does not exist is refused right after the plan is printed: nothing
+    # heavy runs
     assert main(["generate", "--bbox", "0,80,1,85", "--crs", "EPSG:4326", "--level", "10",
                  "--prompt", "ice", "--out", str(tmp_path / "x.tif"), "--device", "cpu",
-                 "--precision", "fp16"]) != 0
+                 "--precision", "fp32", "--model", str(tmp_path / "no-model"),
+                 "--offline"]) != 0
     assert not (tmp_path / "x.tif").exists()
     err = " ".join(capsys.readouterr().err.split())  # the CLI wraps long lines
     assert "note: pixels are square" in err and "--out-crs utm" in err
