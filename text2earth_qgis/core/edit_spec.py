@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import unused_name  # noqa: F401 - the edit tab's never-colliding names
 from .job_spec import LAYER_PREFIX, layer_name, slug
 
 SIDES = ("north", "south", "east", "west", "all")
@@ -133,17 +134,6 @@ def extend_output_name(raster: str, side: str, by_m: float, prompt: str,
 
 def _seed(seed: int | None) -> str:
     return "random" if seed is None else str(seed)
-
-
-def unused_name(name: str, taken) -> str:
-    """``name``, or 'stem_2.tif', 'stem_3.tif', ... the first one ``taken(name)`` denies."""
-    if not taken(name):
-        return name
-    stem, dot, suffix = name.rpartition(".")
-    number = 2
-    while taken(f"{stem}_{number}{dot}{suffix}"):
-        number += 1
-    return f"{stem}_{number}{dot}{suffix}"
 
 
 def result_layer_name(job: dict) -> str:
