@@ -82,7 +82,7 @@ plugin.toggle_action.setChecked(True)  # opens the dock, which connects to the e
 dock = plugin.dock
 connected = wait_for(lambda: dock.engine_task is None, 180)
 panel = dock.edit_panel
-dock.folder_widget.setFilePath(str(OUT))
+dock.generate.folder_widget.setFilePath(str(OUT))
 dock.tabs.setCurrentWidget(panel)
 project = QgsProject.instance()
 
@@ -323,15 +323,15 @@ def ui(section):
         section["layer_added_signal"] = [lay is layer for lay in added]
     section["source_style_after"] = style_of(source)
     section["status"] = panel.status_label.text()
-    section["history"] = [dock.history_list.item(i).text()
-                          for i in range(dock.history_list.count())]
+    section["history"] = [dock.history_panel.history_list.item(i).text()
+                          for i in range(dock.history_panel.history_list.count())]
     section["buttons_enabled"] = [panel.run_button.isEnabled(), panel.cancel_button.isEnabled()]
 
     # Reuse from history routes the edit back to this tab.
     dock.tabs.setCurrentIndex(0)
     panel.prompt_edit.setPlainText("something else")
-    dock.history_list.setCurrentRow(0)
-    dock.reuse_button.click()
+    dock.history_panel.history_list.setCurrentRow(0)
+    dock.history_panel.reuse_button.click()
     section["reused_prompt"] = panel.prompt_edit.toPlainText()
     section["reused_tab"] = dock.tabs.currentWidget() is panel
 
@@ -339,9 +339,9 @@ def ui(section):
     canvas.setFocus()
     QTest.keyClick(canvas, Qt.Key.Key_Escape)
     section["polygons_after_clear"] = len(panel.sketch.polygons)
-    dock.draw_button.setChecked(True)  # the generate tab's extent tool takes the canvas
+    dock.generate.draw_button.setChecked(True)  # the generate tab's extent tool takes the canvas
     section["draw_checked_after_other_tool"] = panel.draw_button.isChecked()
-    dock.draw_button.setChecked(False)
+    dock.generate.draw_button.setChecked(False)
 
 
 @phase("processing")
@@ -426,7 +426,9 @@ def cancel_mid_run(source):
     panel.cancel_button.click()
     observed["finished"] = wait_for(lambda: panel.task is None, 60)
     pump(1.0)  # anything the engine might still write
-    observed.update(status=panel.status_label.text(), messages=messages(),
+    observed.update(status=panel.status_label.text(),
+                    messages=[{"text": item.text(), "level": int(item.level())}
+                              for item in iface.messageBar().items()],
                     new_layers=sorted(set(project.mapLayers()) - layers_before),
                     files_added=sorted(set(p.name for p in OUT.iterdir()) - set(files_before)),
                     run_enabled=panel.run_button.isEnabled())

@@ -77,19 +77,19 @@ view = QgsRectangle(*BBOX)
 view.scale(1.6)
 canvas.setExtent(view)
 pump(timeout=0.3)
-dock.prompt_edit.setPlainText("a river meanders through dense green forest")
-dock.negative_edit.setText("clouds, haze")
-dock.seed_spin.setValue(20241122)
-dock.steps_spin.setValue(3)
-dock.mode_combo.setCurrentIndex(dock.mode_combo.findData(LEVEL))
-dock.level_spin.setValue(16)
-dock.folder_widget.setFilePath(str(WORK / "out"))
-dock.set_extent(QgsRectangle(*BBOX), UTM)
-dock.generate_button.click()
-pump(lambda: dock.task is None)
+dock.generate.prompt_edit.setPlainText("a river meanders through dense green forest")
+dock.generate.negative_edit.setText("clouds, haze")
+dock.generate.seed_spin.setValue(20241122)
+dock.generate.steps_spin.setValue(3)
+dock.generate.mode_combo.setCurrentIndex(dock.generate.mode_combo.findData(LEVEL))
+dock.generate.level_spin.setValue(16)
+dock.generate.folder_widget.setFilePath(str(WORK / "out"))
+dock.generate.set_extent(QgsRectangle(*BBOX), UTM)
+dock.generate.generate_button.click()
+pump(lambda: dock.generate.task is None)
 
 layers = [layer.name() for layer in QgsProject.instance().mapLayers().values()]
-dock.set_extent(QgsRectangle(*BBOX), UTM)  # keep the orange outline of the extent on show
+dock.generate.set_extent(QgsRectangle(*BBOX), UTM)  # keep the orange outline of the extent on show
 canvas.refresh()
 pump(lambda: False, timeout=1.0)
 canvas.waitWhileRendering()
@@ -98,7 +98,7 @@ OUT_PNG.parent.mkdir(parents=True, exist_ok=True)
 saved = window.grab().save(str(OUT_PNG))
 report = {
     "saved": saved, "path": str(OUT_PNG), "layers": layers,
-    "status": dock.status_label.text(), "engine": dock.engine_label.text(),
+    "status": dock.generate.status_label.text(), "engine": dock.engine_bar.label.text(),
     "window": [window.width(), window.height()],
     "dock_area": int(window.dockWidgetArea(dock)),
     "heavy": sorted(m for m in ("rasterio", "torch") if m in sys.modules),

@@ -344,11 +344,13 @@ def test_cancel_mid_run_leaves_no_layer_and_no_file(probe):
     assert re.match(r"running: step \d+ of 400", cancel["label_at_cancel"])
     assert cancel["cancel_enabled"] is True
     assert cancel["finished"] is True
-    assert cancel["status"] == "cancelled: nothing was written"
+    assert cancel["status"] == "Cancelled: nothing was written"
     assert cancel["new_layers"] == []
     assert cancel["files_after"] == cancel["files_before"]
     assert cancel["staging_after"] == []
-    assert cancel["new_messages"] == []  # a cancel is not an error
+    # The message bar says what happened, as information: a cancel is not an error.
+    assert cancel["new_messages"] == [{"title": "Text2Earth", "level": 0,
+                                       "text": "Cancelled: nothing was written."}]
     assert cancel["engine_states"][-1] == "cancelled"  # the engine stopped, not just the UI
     assert cancel["generate_enabled"] is True
 

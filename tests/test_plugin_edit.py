@@ -287,7 +287,8 @@ def test_cancelling_an_edit_leaves_no_layer_and_no_file(e2e):
     assert cancel["saw_running"] is True, cancel["label_at_cancel"]
     assert re.match(r"running: step \d+ of 400", cancel["label_at_cancel"])
     assert cancel["cancel_enabled"] is True and cancel["finished"] is True
-    assert cancel["status"] == "cancelled: nothing was written"
+    assert cancel["status"] == "Cancelled: nothing was written"
     assert cancel["new_layers"] == [] and cancel["files_added"] == []
-    assert cancel["messages"] == []  # a cancel is not an error
+    assert [(m["text"], m["level"]) for m in cancel["messages"]] == [
+        ("Cancelled: nothing was written.", 0)]  # information, not an error
     assert cancel["run_enabled"] is True
