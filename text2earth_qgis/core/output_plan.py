@@ -8,6 +8,7 @@ enable Generate and to say, before anything is sent, why an output is too small 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from . import scale
@@ -28,10 +29,10 @@ def pixel_size_units(ground_m: float, metres_per_unit_x: float, metres_per_unit_
 
 def grid_size(width_units: float, height_units: float, pixel_x: float, pixel_y: float,
               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """Columns and rows, rounded as the engine rounds them (an absurd size is capped above
-    the limit rather than rounded, so it is still refused)."""
+    """Columns and rows, rounded as the engine rounds them (a size beyond any float is
+    capped above the limit, so it is still refused)."""
     cols, rows = width_units / pixel_x, height_units / pixel_y
-    if cols * rows > 4 * max_pixels:
+    if not (math.isfinite(cols) and math.isfinite(rows)):
         return max_pixels + 1, max_pixels + 1
     return max(1, round(cols)), max(1, round(rows))
 
