@@ -151,7 +151,7 @@ def levels(section):
                                           cx + width / 2, cy + width / 4))
             pump(0.05)
             by_signal = {"label": dock.generate.info_label.text(),
-                         "level": getattr(dock, "current_level", None)}
+                         "level": dock.generate.current_level}
             dock.generate.update_info()
             centre = canvas.extent().center()
             rows.append({
@@ -211,17 +211,19 @@ def draw(section):
     canvas.setExtent(QgsRectangle(446000, 5410000, 447600, 5411200))
     pump(0.05)
     dock.generate.canvas_button.click()
-    section["canvas_button"] = {"extent": rect(dock.generate.extent), "canvas": rect(canvas.extent()),
-                                "crs": dock.generate.extent_crs.authid()}
+    gen = dock.generate
+    section["canvas_button"] = {"extent": rect(gen.extent), "canvas": rect(canvas.extent()),
+                                "crs": gen.extent_crs.authid()}
 
 
 def run_generate(dock, timeout=120.0):
     labels = []
-    dock.generate.status_label.setText("")
-    dock.generate.generate_button.click()
-    started = dock.generate.task is not None
+    gen = dock.generate
+    gen.status_label.setText("")
+    gen.generate_button.click()
+    started = gen.task is not None
     end = time.monotonic() + timeout
-    while dock.generate.task is not None and time.monotonic() < end:
+    while (gen.task is not None or gen.pending) and time.monotonic() < end:
         app.processEvents()
         text = dock.generate.status_label.text()
         if not labels or labels[-1] != text:
@@ -310,6 +312,35 @@ def scramble(dock):
     dock.generate.set_extent(QgsRectangle(0, 0, 10, 10), MERCATOR)
 
 
+@phase("variations")
+def variations(section):
+    """Generate twice with unchanged settings, with the seed free and locked, and N at once."""
+    dock = plugin.dock
+    gen = dock.generate
+    QgsProject.instance().setCrs(UTM)
+    canvas.setDestinationCrs(UTM)
+    fill(dock, "variations of a village", 2468, 16)
+    gen.set_extent(QgsRectangle(447000, 5411000, 447300, 5411250), UTM)
+    runs = {}
+    for name, locked, count in (("free", False, 1), ("free", False, 1), ("locked", True, 1),
+                                ("locked", True, 1), ("series", False, 3)):
+        gen.seed_lock_check.setChecked(locked)
+        gen.variations_spin.setValue(count)
+        before = set(QgsProject.instance().mapLayers())
+        started, labels = run_generate(dock)
+        new = [lay for lay in project_layers() if lay["id"] not in before]
+        runs.setdefault(name, []).append({
+            "started": started, "status": gen.status_label.text(),
+            "labels": labels,
+            "layers": [{"name": lay["name"], "source": lay["source"],
+                        "seed": json.loads(lay["job"])["seed"]} for lay in new],
+            "seed_shown": gen.seed_spin.value(),
+            "outline_vertices": gen.band.numberOfVertices(),
+            "messages": message_texts()})
+    gen.variations_spin.setValue(1)
+    section.update(runs)
+
+
 @phase("reuse")
 def reuse(section):
     dock = plugin.dock
@@ -320,7 +351,7 @@ def reuse(section):
     scramble(dock)
     dock.load_job(job)
     section["load_job"] = form_state(dock)
-    dock.generate.pattern_edit.setText("{date}_{time}_{prompt}_s{seed}_again.tif")  # not the same file
+    dock.generate.pattern_edit.setText("{date}_{time}_{prompt}_s{seed}_again.tif")
     section["rebuilt"] = dock.generate.build_job()[0]
     # The layer's context-menu action: 'Regenerate with these settings'.
     scramble(dock)
@@ -368,7 +399,8 @@ def cancel(section):
     messages_before = len(message_texts())
     dock.generate.generate_button.click()
     section["started"] = dock.generate.task is not None
-    running = wait_for(lambda: re.search(r"running: step [1-9]", dock.generate.status_label.text()), 60)
+    status = dock.generate.status_label
+    running = wait_for(lambda: re.search(r"running: step [1-9]", status.text()), 60)
     section["label_at_cancel"] = dock.generate.status_label.text()
     section["saw_running_step"] = bool(running)
     section["cancel_enabled"] = dock.generate.cancel_button.isEnabled()
@@ -381,6 +413,7 @@ def cancel(section):
     section["files_after"] = files_in(OUT)
     section["staging_after"] = files_in(STAGING)
     section["new_messages"] = message_texts()[messages_before:]
+    iface.messageBar().clearWidgets()  # the bar lists its newest first: start afresh
     client = plugin.manager.client
     section["engine_states"] = [j["state"] for j in client.jobs()] if client else None
     section["generate_enabled"] = dock.generate.generate_button.isEnabled()
@@ -464,7 +497,8 @@ def unload(section):
     files_before = files_in(OUT)
     dock.generate.generate_button.click()
     section["job_running"] = wait_for(
-        lambda: re.search(r"running: step [1-9]", dock.generate.status_label.text()), 60) is not None
+        lambda: re.search(r"running: step [1-9]", dock.generate.status_label.text()),
+        60) is not None
     errors_before = len(slot_errors)
     plugin.unload()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
@@ -502,8 +536,8 @@ def unload(section):
     section["service_ended"] = service is not None and service.process.poll() is not None
 
 
-for step in (load, levels, draw, generate, reuse, cancel, unreachable, processing_phase,
-             unload):
+for step in (load, levels, draw, generate, variations, reuse, cancel, unreachable,
+             processing_phase, unload):
     step()
 report["slot_errors"] = slot_errors
 report["heavy"] = sorted(m for m in ("rasterio", "torch") if m in sys.modules)

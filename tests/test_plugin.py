@@ -288,6 +288,40 @@ def test_generated_layers_stack_in_one_group(probe):
     assert len(gen["geo"]["history"]) == 2
 
 
+def test_two_generates_with_unchanged_settings_give_two_layers(probe):
+    runs = section(probe, "variations")
+    out = Path(probe["work"]) / "out"
+    free = runs["free"]
+    assert [len(run["layers"]) for run in free] == [1, 1]
+    seeds = [run["layers"][0]["seed"] for run in free]
+    assert seeds[0] != seeds[1]  # a new seed per run: a new variation
+    assert [run["seed_shown"] for run in free] == seeds  # the form shows the seed used
+    locked = runs["locked"]
+    assert [len(run["layers"]) for run in locked] == [1, 1]
+    assert {run["layers"][0]["seed"] for run in locked} == {locked[0]["seed_shown"]}
+    first, second = (Path(run["layers"][0]["source"]) for run in locked)
+    # Same settings, same seed: the name takes a counter; nothing is overwritten.
+    base = re.escape(free[-1]["layers"][0]["source"].removesuffix(".tif"))
+    assert re.fullmatch(rf"{base}_2\.tif", str(first)), first  # the free run's seed, kept
+    assert re.fullmatch(rf"{base}_3\.tif", str(second)), second
+    sources = [Path(run["layers"][0]["source"]) for run in free + locked]
+    assert len(set(sources)) == 4 and all(p.parent == out and p.is_file() for p in sources)
+    for run in free + locked:
+        assert run["status"].startswith("done: ") and run["messages"] == []
+        assert run["outline_vertices"] == 0  # the extent's outline left with the run
+
+
+def test_n_variations_give_n_layers(probe):
+    (series,) = section(probe, "variations")["series"]
+    assert len(series["layers"]) == 3
+    assert len({layer["seed"] for layer in series["layers"]}) == 3
+    assert len({layer["source"] for layer in series["layers"]}) == 3
+    assert all(Path(layer["source"]).is_file() for layer in series["layers"])
+    for number in (1, 2, 3):
+        assert any(label.startswith(f"variation {number} of 3: ")
+                   for label in series["labels"]), series["labels"]
+
+
 def test_history_zoom_to_shows_the_entry(probe):
     gen = section(probe, "generate")
     xmin, ymin, xmax, ymax = gen["zoomed_to"]
@@ -363,7 +397,7 @@ def test_unreachable_engine_shows_a_message_and_adds_nothing(probe):
     assert len(bad["new_messages"]) == 1
     message = bad["new_messages"][0]
     assert message["title"] == "Text2Earth"
-    assert message["level"] == 1  # Qgis.MessageLevel.Warning
+    assert message["level"] == 1, bad["new_messages"]  # Qgis.MessageLevel.Warning
     assert bad["url"] in message["text"] and "not answering" in message["text"]
     assert bad["status"] == "failed: " + message["text"]
     assert bad["generate_enabled"] is True
