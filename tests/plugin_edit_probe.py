@@ -397,11 +397,18 @@ def e2e(section):
     panel.model_edit.setText(os.environ["T2E_INPAINT_MODEL"])
     panel.draw_button.setChecked(True)
     section["clicked_map"] = draw([(380, 260), (440, 262), (445, 330), (385, 325)])
-    panel.draw_button.setChecked(False)
     section["source_style"] = style_of(source)
+    section["tool_before_run"] = canvas.mapTool() is panel.sketch  # left on while it runs
     section["edit"] = run_and_observe(source, panel.run_button)
+    # The run is over: its polygons and the sketch tool leave the map.
+    section["polygons_after_run"] = len(panel.sketch.polygons)
+    section["tool_after_run"] = canvas.mapTool() is panel.sketch
+    section["draw_checked_after_run"] = panel.draw_button.isChecked()
     if section["edit"]["error"]:  # an engine without edit jobs: nothing more to try
         return
+    panel.draw_button.setChecked(True)  # a new area for the run to cancel
+    draw([(380, 260), (440, 262), (445, 330), (385, 325)])
+    panel.draw_button.setChecked(False)
     section["cancel"] = cancel_mid_run(source)
     section["source_sha256_after"] = sha256(RASTER)
     section["source_style_after"] = style_of(source)

@@ -264,6 +264,12 @@ def test_editing_a_layer_with_a_drawn_polygon_end_to_end(e2e):
     assert (before[:, inside] != after[:, inside]).any()
 
 
+def test_polygons_and_sketch_tool_leave_the_map_after_an_edit(e2e):
+    assert e2e["tool_before_run"] is True
+    assert e2e["polygons_after_run"] == 0
+    assert e2e["tool_after_run"] is False and e2e["draw_checked_after_run"] is False
+
+
 def test_extending_a_layer_east_end_to_end(e2e):
     run = e2e["extend"]
     assert run["finished"] and run["error"] == "", run["error"]
