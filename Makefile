@@ -16,7 +16,7 @@ SEED ?= 42
 OUT ?= output/scene.tif
 RUN_ARGS ?=
 
-.PHONY: install test run bench lint clean package deploy
+.PHONY: install test run bench lint clean package deploy validate screenshots test-qgis-newer
 
 install: $(STAMP)
 
@@ -69,3 +69,13 @@ deploy:
 	mkdir -p "$(QGIS_PLUGINS)"
 	ln -sfn "$(CURDIR)/text2earth_qgis" "$(QGIS_PLUGINS)/text2earth_qgis"
 	@echo "linked into $(QGIS_PLUGINS); enable Text2Earth in Plugins > Manage and Install"
+
+# The README's screenshots: the real QGIS desktop on a virtual 1366 x 768 screen, the dock
+# beside a demo-weight result (QGIS runs tests/qgis_desktop_screenshot.py itself).
+screenshots: install
+	rm -rf build/screenshot-profile && mkdir -p build/screenshot-profile
+	HF_HUB_OFFLINE=1 T2E_ROOT=$(CURDIR) T2E_SHOT_DIR=$(CURDIR)/build/screenshot-profile \
+	  QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1366x768x24" qgis --nologo \
+	  --noversioncheck --noplugins --profiles-path build/screenshot-profile \
+	  --code tests/qgis_desktop_screenshot.py
+	@cat build/screenshot-profile/desktop_report.json

@@ -431,13 +431,13 @@ def test_processing_algorithm_writes_the_requested_geotiff(probe):
 # ----- 7. the screenshot -------------------------------------------------------------------
 
 def test_screenshot_is_a_real_png_of_the_dock_and_a_layer():
-    """Made by tests/plugin_screenshot_probe.py under xvfb-run (see its docstring)."""
+    """The real QGIS desktop, made by `make screenshots` (tests/qgis_desktop_screenshot.py)."""
     data = SCREENSHOT.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     length, kind = struct.unpack(">I4s", data[8:16])
     assert kind == b"IHDR" and length == 13
     width, height = struct.unpack(">II", data[16:24])
-    assert width >= 800 and height >= 600
+    assert (width, height) == (1366, 768)  # the laptop screen the dock must fit
     from PIL import Image
 
     with Image.open(SCREENSHOT) as image:

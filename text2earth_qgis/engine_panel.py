@@ -21,6 +21,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .core.engine_manager import CONNECTED, CRASHED, NOT_FOUND, STARTING, EngineManager
+from .core.model_presence import demo_expected
 from .engine_tools import engine_tools_row
 from .form_layout import fit_width, narrow, scrolled_form, wrapping_form
 from .run_view import StatusLine
@@ -93,7 +94,8 @@ class EngineBar(QWidget):
         self.action_button.setText(text)
         self.action_button.setEnabled(state not in (CONNECTED, STARTING))
         health = manager.health if state == CONNECTED else {}
-        demo, missing = demo_weights(health), bool(health.get("model_error"))
+        demo = state == CONNECTED and (demo_weights(health) or demo_expected(manager.settings))
+        missing = bool(health.get("model_error"))
         if demo or missing:
             self.model_label.setText(
                 "Demo weights: results are pipeline checks (noise), not imagery. Get the "

@@ -53,6 +53,7 @@ from .core.job_spec import (
     output_name,
     pipeline_check_name,
 )
+from .core.model_presence import demo_expected
 from .core.output_plan import DEFAULT_MAX_PIXELS, check_size, grid_size, pixel_size_units
 from .core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 from .form_layout import fit_width, narrow, remembered_section, scrolled_form, wrapping_form
@@ -484,7 +485,8 @@ class GeneratePanel(QWidget):
     def demo_weights(self) -> bool:
         """The engine serves its built-in demo checkpoint: results are pipeline checks."""
         models = (self.manager.health or {}).get("models") or []
-        return any(m.get("pipeline_check") for m in models)
+        return any(m.get("pipeline_check") for m in models) or demo_expected(
+            self.manager.settings)
 
     def build_job(self, seed: int | None = None, taken=frozenset()) -> tuple[dict, Path]:
         """(job, a destination no file and no name in ``taken`` has); ValueError for the user."""

@@ -25,7 +25,7 @@ class EngineTask(QgsTask):
     done = pyqtSignal(bool, str)
 
     def __init__(self, manager: EngineManager) -> None:
-        super().__init__("Text2Earth: connecting to the engine", QgsTask.Flag.CanCancel)
+        super().__init__("Text2Earth: connecting to the engine", task_flags())
         self.manager = manager
         self.error = ""
 
