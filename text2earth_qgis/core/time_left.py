@@ -14,6 +14,7 @@ class TimeLeft:
         self.min_updates, self.weight = min_updates, weight
         self.tolerance, self.agreeing = tolerance, agreeing
         self.smoothed: float | None = None
+        self.last: float | None = None
         self.updates = 0
         self.agreed = 0
         self.stable = False
@@ -22,13 +23,14 @@ class TimeLeft:
         """Feed the engine's latest estimate; the seconds to show, or None (not yet)."""
         if eta_s is None:
             return self.smoothed if self.stable else None
+        eta_s = float(eta_s)
         self.updates += 1
-        if self.smoothed is None:
-            self.smoothed = float(eta_s)
-            return None
-        close = abs(eta_s - self.smoothed) <= self.tolerance * max(self.smoothed, 1.0)
+        previous, self.last = self.last, eta_s
+        close = previous is not None and abs(eta_s - previous) <= self.tolerance * max(
+            previous, 1.0)
         self.agreed = self.agreed + 1 if close else 0
-        self.smoothed = self.weight * eta_s + (1 - self.weight) * self.smoothed
-        if self.updates >= self.min_updates and self.agreed >= self.agreeing:
-            self.stable = True
+        if self.stable:
+            self.smoothed = self.weight * eta_s + (1 - self.weight) * self.smoothed
+        elif self.updates >= self.min_updates and self.agreed >= self.agreeing:
+            self.stable, self.smoothed = True, eta_s  # consecutive estimates agree: settled
         return self.smoothed if self.stable else None
