@@ -49,19 +49,29 @@ lint: install
 clean:
 	rm -rf $(VENV) output .pytest_cache
 
-# The QGIS plugin zip: the plugin package plus its metadata, and the engine's source with its
-# pinned requirements in engine_source/, which "Set up engine..." installs into the engine's
-# own venv (QGIS never imports it).
+# The QGIS plugin zip: the plugin package, its metadata and LICENSE, and the engine's source
+# with its pinned requirements in engine_source/, which "Set up engine..." installs into the
+# engine's own venv together with the plugin's own core (QGIS never imports it). The engine's
+# benchmarks are development tools and stay out; engine/model/tiny_checkpoint.py stays: it
+# makes the demo weights.
 ENGINE_SOURCE := build/plugin/text2earth_qgis/engine_source
 package:
-	rm -rf build/plugin && mkdir -p build/plugin dist
+	rm -rf build/plugin dist/text2earth_qgis.zip && mkdir -p build/plugin dist
 	cp -rL text2earth_qgis build/plugin/
-	mkdir -p $(ENGINE_SOURCE)/text2earth_qgis
-	cp -r engine pyproject.toml requirements.txt README.md $(ENGINE_SOURCE)/
-	cp -r text2earth_qgis/__init__.py text2earth_qgis/core $(ENGINE_SOURCE)/text2earth_qgis/
+	cp LICENSE build/plugin/text2earth_qgis/
+	mkdir -p $(ENGINE_SOURCE)
+	cp -r engine pyproject.toml requirements.txt $(ENGINE_SOURCE)/
+	rm -rf $(ENGINE_SOURCE)/engine/bench
 	find build/plugin -name __pycache__ -prune -exec rm -rf {} +
+	find build/plugin -name '*.pyc' -delete
 	cd build/plugin && /usr/bin/python3 -m zipfile -c ../../dist/text2earth_qgis.zip text2earth_qgis
 	@echo dist/text2earth_qgis.zip
+
+# The QGIS plugin repository's upload checks on the zip: required files and metadata, no
+# duplicates or development scripts, Bandit and detect-secrets. RELEASE=1 also refuses
+# placeholder release facts (homepage, tracker, repository, email in metadata.txt).
+validate: install package
+	$(PY) tools/validate_package.py dist/text2earth_qgis.zip $(if $(RELEASE),--release)
 
 # Development install: link the plugin folder into the QGIS profile (edits show on reload).
 QGIS_PLUGINS ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.grid import LevelRequest, build_grid
-from engine.regenerate import ModelScale
+from engine.geo.grid import LevelRequest, build_grid
+from engine.jobs.regenerate import ModelScale
 from text2earth_qgis.core import scale
 from text2earth_qgis.core.client import EngineClient
 from text2earth_qgis.core.edit_spec import edit_scale_text

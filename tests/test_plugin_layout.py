@@ -16,7 +16,7 @@ import pytest
 from pyproj import Transformer
 
 from engine.errors import InputError
-from engine.grid import LevelRequest, build_grid
+from engine.geo.grid import LevelRequest, build_grid
 
 PROBE = Path(__file__).with_name("plugin_layout_probe.py")
 RASTER = Path(__file__).resolve().parents[2] / "shared" / "data" / "rasters" / "RGB.byte.tif"

@@ -396,3 +396,4 @@ class EditPanel(QWidget):
         if self.canvas.mapTool() is self.sketch:
             self.canvas.unsetMapTool(self.sketch)
         self.sketch.cleanup()
+        self.sketch.deleteLater()  # the canvas owns it: it would outlive the plugin

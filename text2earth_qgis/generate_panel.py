@@ -639,5 +639,6 @@ class GeneratePanel(QWidget):
                 pass
         if self.canvas.mapTool() is self.tool:
             self.canvas.unsetMapTool(self.tool)
+        self.tool.deleteLater()  # the canvas owns it: it would outlive the plugin
         self.hide_outline()
         self.canvas.scene().removeItem(self.band)
