@@ -113,8 +113,11 @@ def load(section):
     section["dock_before_toggle"] = plugin.dock is not None
 
     action.trigger()  # the toolbar button: opens the dock (and connects the engine)
-    pump(0.2)
     dock = plugin.dock
+    section["while_starting"] = {"text": dock.engine_bar.action_button.text(),
+                                 "enabled": dock.engine_bar.action_button.isEnabled(),
+                                 "task": dock.engine_task is not None}
+    pump(0.2)
     section["checked_after_open"] = action.isChecked()
     section["dock_shown"] = dock is not None and dock.isVisible()
     section["dock_area"] = int(window.dockWidgetArea(dock)) if dock else None
@@ -404,8 +407,21 @@ def cancel(section):
     section["label_at_cancel"] = dock.generate.status_label.text()
     section["saw_running_step"] = bool(running)
     section["cancel_enabled"] = dock.generate.cancel_button.isEnabled()
-    dock.generate.cancel_button.click()
-    section["finished"] = wait_for(lambda: dock.generate.task is None, 60)
+    gen = dock.generate
+    section["preview_before_cancel"] = bool(wait_for(lambda: gen.run_view.last_preview, 30))
+    gen.cancel_button.click()
+    after_click = []
+    end = time.monotonic() + 60
+    while gen.task is not None and time.monotonic() < end:
+        app.processEvents()
+        if not after_click or after_click[-1] != gen.status_label.text():
+            after_click.append(gen.status_label.text())
+        time.sleep(0.01)
+    section["finished"] = gen.task is None
+    section["labels_after_click"] = after_click
+    pixmap = gen.run_view.preview_label.pixmap()
+    section["preview_after"] = bool(gen.run_view.last_preview) or (
+        pixmap is not None and not pixmap.isNull())
     pump(1.0)  # anything the engine might still write
     section["status"] = dock.generate.status_label.text()
     section["new_layers"] = sorted(set(QgsProject.instance().mapLayers()) - layers_before)

@@ -82,6 +82,8 @@ def test_plugin_loads_registers_processing_and_opens_its_dock(probe):
     assert load["dock_hidden_after_close"] is True
     assert load["same_dock_reopened"] is True
     # Opening the dock started the local engine by itself.
+    # While the engine starts, its button cannot start a second one.
+    assert load["while_starting"] == {"text": "Starting…", "enabled": False, "task": True}
     assert load["engine_connected"] is True
     assert load["engine_label"].startswith("Engine: connected")
     assert load["connect_enabled"] is False
@@ -379,6 +381,11 @@ def test_cancel_mid_run_leaves_no_layer_and_no_file(probe):
     assert cancel["cancel_enabled"] is True
     assert cancel["finished"] is True
     assert cancel["status"] == "Cancelled: nothing was written"
+    # "cancelling…" stays until the end: no engine step overwrites it; the preview goes.
+    *during, last = cancel["labels_after_click"]
+    assert set(during) <= {"cancelling…"}, cancel["labels_after_click"]
+    assert last in ("cancelling…", "Cancelled: nothing was written")
+    assert cancel["preview_before_cancel"] is True and cancel["preview_after"] is False
     assert cancel["new_layers"] == []
     assert cancel["files_after"] == cancel["files_before"]
     assert cancel["staging_after"] == []
