@@ -342,6 +342,18 @@ def variations(section):
             "messages": message_texts()})
     gen.variations_spin.setValue(1)
     section.update(runs)
+    # Before / after: the last result hides (what is under it shows) and comes back.
+    root = QgsProject.instance().layerTreeRoot()
+    view = gen.run_view
+    node = root.findLayer(view.result_layer_id)
+    compare = {"enabled": view.compare_button.isEnabled(),
+               "layer": node.layer().source() if node else None,
+               "visible": [node.isVisible()]}
+    view.compare_button.click()
+    compare["visible"].append(node.isVisible())
+    view.compare_button.click()
+    compare["visible"].append(node.isVisible())
+    section["compare"] = compare
 
 
 @phase("reuse")

@@ -324,6 +324,16 @@ def test_n_variations_give_n_layers(probe):
                    for label in series["labels"]), series["labels"]
 
 
+def test_before_after_hides_and_shows_the_last_result(probe):
+    runs = section(probe, "variations")
+    compare = runs["compare"]
+    assert compare["enabled"] is True
+    sources = [layer["source"] for layer in runs["series"][0]["layers"]]
+    newest = max(sources, key=lambda source: Path(source).stat().st_mtime_ns)
+    assert compare["layer"] == newest  # the series' last result
+    assert compare["visible"] == [True, False, True]
+
+
 def test_history_zoom_to_shows_the_entry(probe):
     gen = section(probe, "generate")
     xmin, ymin, xmax, ymax = gen["zoomed_to"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from qgis.core import QgsProject
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QPixmap
 from qgis.PyQt.QtWidgets import (
@@ -69,16 +70,26 @@ class RunView(QWidget):
         self.run_button.setDefault(True)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.compare_button = QPushButton("Before/after")
+        self.compare_button.setCheckable(True)
+        self.compare_button.setEnabled(False)
+        self.compare_button.setToolTip(
+            "the last result: press to hide it and see what lies under it; press again to "
+            "bring it back")
+        self.compare_button.toggled.connect(self._compare)
+        self.result_layer_id = ""
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.status_label = StatusLine("")
         layout.addWidget(self.preview_label, 0, 0, 3, 1)
         layout.addWidget(self.run_button, 0, 1)
         layout.addWidget(self.cancel_button, 0, 2)
-        layout.addWidget(self.progress, 1, 1, 1, 2)
-        layout.addWidget(self.status_label, 2, 1, 1, 2)
+        layout.addWidget(self.compare_button, 0, 3)
+        layout.addWidget(self.progress, 1, 1, 1, 3)
+        layout.addWidget(self.status_label, 2, 1, 1, 3)
         layout.setColumnStretch(1, 2)
         layout.setColumnStretch(2, 1)
+        layout.setColumnStretch(3, 1)
         self.last_preview = b""
         self.blocked_reason = ""
         self.running = False
@@ -94,6 +105,7 @@ class RunView(QWidget):
         self.cancel_requested = False
         self.time_left = TimeLeft()
         self.set_running(True)
+        self.show_result(None)
         self.progress.setValue(0)
         self.status_label.setText(prefix + "sending the job to the engine…")
         self.clear_preview()
@@ -131,6 +143,19 @@ class RunView(QWidget):
                 PREVIEW_PX, PREVIEW_PX, Qt.AspectRatioMode.KeepAspectRatio,
                 Qt.TransformationMode.SmoothTransformation))
 
+    def show_result(self, layer) -> None:
+        """The layer Before/after hides and shows again (None: no result to compare)."""
+        self.compare_button.setChecked(False)
+        self.result_layer_id = layer.id() if layer is not None else ""
+        self.compare_button.setEnabled(layer is not None)
+
+    def _compare(self, before: bool) -> None:
+        node = QgsProject.instance().layerTreeRoot().findLayer(self.result_layer_id)
+        if node is None:  # removed by the user meanwhile
+            self.show_result(None)
+            return
+        node.setItemVisibilityChecked(not before)
+
     def clear_preview(self) -> None:
         self.last_preview = b""
         self.preview_label.clear()
@@ -147,6 +172,7 @@ class RunView(QWidget):
                 return None
             self.progress.setValue(100)
             self.status_label.setText(f"done: {task.path}")
+            self.show_result(layer)
             return layer
         self.progress.setValue(0)
         self.clear_preview()

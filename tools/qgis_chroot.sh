@@ -1,0 +1,44 @@
+#!/bin/bash
+# The plugin's headless probes in a newer QGIS: a Debian chroot built from Debian's archive
+# (cached under build/chroots/SUITE), the checkout bound read-only at /repo inside it.
+#   tools/qgis_chroot.sh trixie     # QGIS 3.40 on Python 3.13
+#   tools/qgis_chroot.sh sid        # QGIS 3.44 on Python 3.14
+# Needs root (debootstrap, chroot, bind mounts). Prints each probe's JSON line, prefixed.
+set -euo pipefail
+suite=${1:?suite: trixie or sid}
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir="$root/build/chroots/$suite"
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+if [ ! -f "$dir/.ready" ]; then
+  rm -rf "$dir" && mkdir -p "$dir"
+  debootstrap --variant=minbase "$suite" "$dir" "$mirror"
+  chroot "$dir" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive chroot "$dir" apt-get install -y -q --no-install-recommends \
+    python3-qgis qgis-providers
+  touch "$dir/.ready"
+fi
+
+mkdir -p "$dir/repo" "$dir/rasters"
+cleanup() {
+  for m in repo rasters proc dev; do umount "$dir/$m" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+mount --bind "$root" "$dir/repo" && mount -o remount,bind,ro "$dir/repo"
+mount --bind "$root/../shared/data/rasters" "$dir/rasters"
+mount -t proc proc "$dir/proc"
+mount --bind /dev "$dir/dev"
+
+version=$(chroot "$dir" dpkg-query -W -f '${Version}' python3-qgis)
+python=$(chroot "$dir" python3 -c 'import sys; print(sys.version.split()[0])')
+echo "$suite: QGIS $version, Python $python"
+run() {  # probe [env...]: its last line, which is its JSON report
+  local probe=$1; shift
+  chroot "$dir" env -i HOME=/tmp PATH=/usr/bin:/bin QT_QPA_PLATFORM=offscreen \
+    PYTHONDONTWRITEBYTECODE=1 "$@" python3 "/repo/tests/$probe" 2>"$root/build/chroots/$suite-$probe.log" \
+    | tail -1 | sed "s/^/$suite $probe: /"
+}
+run plugin_probe.py
+(cd /dev/null 2>/dev/null; true)
+chroot "$dir" sh -c 'cd /repo/tests && env -i HOME=/tmp PATH=/usr/bin:/bin QT_QPA_PLATFORM=offscreen PYTHONDONTWRITEBYTECODE=1 T2E_RASTER=/rasters/RGB.byte.tif python3 plugin_layout_probe.py' \
+  2>"$root/build/chroots/$suite-plugin_layout_probe.py.log" | tail -1 | sed "s/^/$suite plugin_layout_probe.py: /"
