@@ -89,3 +89,10 @@ screenshots: install
 	  --noversioncheck --noplugins --profiles-path build/screenshot-profile \
 	  --code tests/qgis_desktop_screenshot.py
 	@cat build/screenshot-profile/desktop_report.json
+
+# The plugin's probes in newer QGIS: Debian chroots built from Debian's archive and cached in
+# build/chroots (trixie: QGIS 3.40 on Python 3.13; sid: QGIS 3.44 on Python 3.14). Needs root;
+# the first build downloads about 1 GB per suite. Not part of `make test`.
+NEWER_QGIS ?= trixie,sid
+test-qgis-newer: install
+	$(SUDO) env T2E_NEWER_QGIS=$(NEWER_QGIS) $(PY) -m pytest -q -s tests/test_qgis_newer.py
