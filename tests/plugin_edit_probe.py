@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QPoint, Qt
+from qgis.PyQt.QtGui import QColor, QImage
 from qgis.PyQt.QtTest import QTest
 from qgis_harness import (
     app,
@@ -418,6 +420,48 @@ def e2e(section):
     panel.distance_spin.setValue(3000.0)
     section["small_style"] = style_of(small)
     section["extend"] = run_and_observe(small, panel.extend_buttons["east"])
+    section["xyz"] = edit_xyz_layer()
+
+
+XYZ_AREA = (8.398, 48.998, 8.406, 49.004)  # lon/lat around the polygon, Karlsruhe
+XYZ_POLYGON = [(8.4012, 49.0003), (8.4028, 49.0004), (8.4026, 49.0016), (8.4011, 49.0014)]
+
+
+def tile_of(lon, lat, z):
+    n = 2 ** z
+    return (int((lon + 180) / 360 * n),
+            int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n))
+
+
+def xyz_tiles(folder, zooms=(16, 17)):
+    """Local XYZ tiles, each one colour from its z/x/y (the test knows the formula)."""
+    for z in zooms:
+        (x0, y0), (x1, y1) = tile_of(*XYZ_AREA[0::3], z), tile_of(*XYZ_AREA[2:0:-1], z)
+        for x in range(min(x0, x1), max(x0, x1) + 1):
+            for y in range(min(y0, y1), max(y0, y1) + 1):
+                image = QImage(256, 256, QImage.Format.Format_RGB32)
+                image.fill(QColor((x * 37) % 256, (y * 59) % 256, 40 + z * 10))
+                (folder / str(z) / str(x)).mkdir(parents=True, exist_ok=True)
+                image.save(str(folder / str(z) / str(x) / f"{y}.png"))
+    return f"type=xyz&url=file://{folder}/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmin=16&zmax=17"
+
+
+def edit_xyz_layer():
+    """An XYZ layer (no file behind it): the polygon's area is rendered at level 17 into a
+    GeoTIFF, which is edited."""
+    layer = QgsRasterLayer(xyz_tiles(WORK / "tiles"), "local tiles", "wms")
+    project.addMapLayer(layer)
+    panel.raster_combo.setLayer(layer)
+    panel.level_spin.setValue(17)
+    mask = lonlat_polygons("xyz mask", [XYZ_POLYGON])
+    mask.selectAll()
+    panel.mask_layer_combo.setLayer(mask)
+    panel.use_selected_check.setChecked(True)
+    observed = {"valid": layer.isValid(), "scale_label": panel.scale_label.text()}
+    observed.update(run_and_observe(layer, panel.run_button))
+    observed["rendered_files"] = sorted(p.name for p in OUT.glob("*_rendered_*"))
+    panel.use_selected_check.setChecked(False)
+    return observed
 
 
 def cancel_mid_run(source):

@@ -16,9 +16,10 @@ from qgis.core import (
     QgsGeometry,
     QgsPointXY,
     QgsProject,
+    QgsRectangle,
 )
 from qgis.gui import QgsMapLayerComboBox
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import QCoreApplication, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -53,6 +54,7 @@ from .core.edit_spec import (
     unused_name,
 )
 from .form_layout import fit_width, narrow, remembered_section, scrolled_form, wrapping_form
+from .layer_render import render_name, render_to_geotiff
 from .layers import add_edited_layer
 from .qgis_compat import crs_for_engine, layer_filter
 from .run_view import RunView
@@ -62,6 +64,23 @@ from .tasks import GenerateTask
 
 EDIT_TYPES = ("edit", "extend")
 AUTO_LEVEL = scale.MIN_LEVEL - 1  # the level spin box's "auto" (its special value)
+
+
+def geojson_bounds(geometries: list[dict]) -> QgsRectangle:
+    """The bounding box of GeoJSON polygons (their CRS's units)."""
+    xs, ys = [], []
+
+    def walk(coords) -> None:
+        if coords and isinstance(coords[0], (int, float)):
+            xs.append(coords[0])
+            ys.append(coords[1])
+            return
+        for part in coords:
+            walk(part)
+
+    for geometry in geometries:
+        walk(geometry.get("coordinates") or [])
+    return QgsRectangle(min(xs), min(ys), max(xs), max(ys))
 
 
 class EditPanel(QWidget):
@@ -75,6 +94,7 @@ class EditPanel(QWidget):
         self.canvas = dock.canvas
         self.task: GenerateTask | None = None
         self.source_layer = None
+        self.rendered = False  # the edit's source is a served layer rendered to a GeoTIFF
         self.sketch = PolygonSketchTool(self.canvas)
         self.sketch.changed.connect(self._show_mask_count)
         self.sketch.deactivated.connect(self._sketch_deactivated)
@@ -206,6 +226,12 @@ class EditPanel(QWidget):
         crs = layer.crs()
         if not crs.isValid():
             return "this raster has no CRS: assign one in Layer Properties > Source"
+        if layer.providerType() != "gdal":
+            level = self.level_spin.value()
+            at = f"level {level}" if level != AUTO_LEVEL else "the level of the map's zoom"
+            return (f"a {layer.providerType().upper()} layer, not a file: the area around the "
+                    f"polygons is rendered at {at} into a GeoTIFF in the output folder, and "
+                    "that is edited")
         try:
             px = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
             centre = layer.extent().center()
@@ -305,13 +331,43 @@ class EditPanel(QWidget):
 
     def build_edit(self) -> tuple[dict, Path]:
         """(job, destination); ValueError with the user's message for a bad input."""
-        layer, path = self._source()
+        layer = self.raster_combo.currentLayer()
+        self.rendered = False
+        try:
+            layer, path = self._source()
+        except ValueError:
+            if layer is None or not layer.isValid() or layer.providerType() == "gdal":
+                raise
+            path = None  # a WMS / XYZ / memory layer: rendered once the polygons are known
         mask_crs = require_crs(crs_for_engine(layer.crs()))
+        geometries = self.mask_geometries(layer.crs())
+        if path is None and geometries:
+            path = str(self._render(layer, geometries))
+            self.rendered = True
         job = build_edit_job(
-            path, self.mask_geometries(layer.crs()), mask_crs, self._options(),
+            path or "", geometries, mask_crs, self._options(),
             dilate=self.dilate_spin.value(), feather=self.feather_spin.value(),
             fill_nodata=self.fill_nodata_check.isChecked())
         return job, self._destination(edit_output_name(path, job["prompt"], job["seed"]))
+
+    def render_level(self, centre) -> int:
+        """The level a served layer is rendered at: the chosen one, else the map's zoom."""
+        level = self.level_spin.value()
+        if level != AUTO_LEVEL:
+            return level
+        latitude = QgsCoordinateTransform(
+            self.raster_combo.currentLayer().crs(), QgsCoordinateReferenceSystem("EPSG:4326"),
+            QgsProject.instance()).transform(centre).y()
+        return scale.level_for_resolution(self.dock.generate.screen_pixel_m(), latitude).level
+
+    def _render(self, layer, geometries: list[dict]) -> Path:
+        bounds = geojson_bounds(geometries)
+        level = self.render_level(bounds.center())
+        self.status_label.setText(f"rendering {layer.name()} at level {level} to a GeoTIFF…")
+        QCoreApplication.processEvents()
+        folder = self.dock.output_folder()
+        name = unused_name(render_name(layer.name(), level), lambda n: (folder / n).exists())
+        return render_to_geotiff(layer, bounds, level, folder / name)
 
     def build_extend(self, side: str) -> tuple[dict, Path]:
         _, path = self._source()
@@ -357,7 +413,8 @@ class EditPanel(QWidget):
             self.run_view.set_running(False)
             return
         layer = self.run_view.ended(
-            task, ok, lambda t: add_edited_layer(t.path, self.source_layer, t.job, t.result),
+            task, ok, lambda t: add_edited_layer(t.path, self.source_layer, t.job, t.result,
+                                                 copy_style=not self.rendered),
             lambda text: self.dock.show_message(text, warning=True), "the edit failed",
             inform=lambda text: self.dock.show_message(text))
         if layer is not None:

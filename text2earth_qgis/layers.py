@@ -40,7 +40,7 @@ def add_result_layer(path: str, job: dict, result: dict, project: QgsProject | N
 
 
 def add_edited_layer(path: str, source, job: dict, result: dict,
-                     project: QgsProject | None = None):
+                     project: QgsProject | None = None, copy_style: bool = True):
     """Add an edit's (or extension's) GeoTIFF just above its source layer, styled like it.
 
     The source layer is left as it was; returns the new layer (or None if invalid).
@@ -51,7 +51,7 @@ def add_edited_layer(path: str, source, job: dict, result: dict,
         layer.setName(layer_name(job.get("prompt", ""), prefix=PIPELINE_CHECK_PREFIX))
     if not layer.isValid():
         return None
-    if source is not None:
+    if source is not None and copy_style:
         # The user's whole style (renderer, band order, stretch, opacity, resampling), as
         # 'Copy Style' / 'Paste Style' would carry it; the bands are the source's.
         style = QgsMapLayerStyle()

@@ -13,7 +13,7 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 if [ ! -f "$dir/.ready" ]; then
   rm -rf "$dir" && mkdir -p "$dir"
   debootstrap --variant=minbase "$suite" "$dir" "$mirror"
-  chroot "$dir" apt-get update -q
+  chroot "$dir" apt-get -o Acquire::Check-Valid-Until=false update -q
   DEBIAN_FRONTEND=noninteractive chroot "$dir" apt-get install -y -q --no-install-recommends \
     python3-qgis qgis-providers
   touch "$dir/.ready"
