@@ -1,6 +1,7 @@
 """Check the plugin zip as the QGIS plugin repository does before it accepts a version:
 required files and metadata, no duplicates or development scripts, Bandit and detect-secrets
-on every file in it. `make validate` runs it; the test suite runs `make validate`.
+on every file in it, and the plugin's Qt usage checked statically against PyQt6.
+`make validate` runs it; the test suite runs `make validate`.
 
     python tools/validate_package.py dist/text2earth_qgis.zip [--release]
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import json
+import re
 import subprocess  # nosec B404 - runs bandit and detect-secrets with list argv
 import sys
 import tempfile
@@ -94,6 +96,31 @@ def metadata_problems(zf: zipfile.ZipFile, release: bool) -> list[str]:
     return problems
 
 
+QT6_PATTERNS = (  # what PyQt6 (QGIS 4) no longer has, as written in PyQt5-era code
+    (re.compile(r"\bQt\.[A-Z]\w*\b(?!\.)"), "unscoped Qt enum (Qt6: Qt.<Enum>.<Value>)"),
+    (re.compile(r"\.exec_\("), "exec_() (Qt6: exec())"),
+    (re.compile(r"\b(from|import) PyQt5\b"), "PyQt5 imported directly (use qgis.PyQt)"),
+    (re.compile(r"\bQRegExp\b|\bQDesktopWidget\b"), "a class Qt6 removed"),
+    (re.compile(r"^from qgis\.PyQt\.QtWidgets import .*\bQAction\b"),
+     "QAction from QtWidgets only (Qt6: QtGui)"),
+)
+
+
+def qt6_problems(folder: Path) -> list[str]:
+    """PyQt6 static checks on the plugin's own code (the engine has no Qt)."""
+    problems = []
+    for path in sorted((folder / PLUGIN).rglob("*.py")):
+        if "engine_source" in path.parts:
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, 1):
+            guarded = number > 1 and lines[number - 2].strip().startswith("except ImportError")
+            for pattern, why in QT6_PATTERNS:
+                if pattern.search(line) and not guarded:
+                    problems.append(f"qt6 {path.relative_to(folder)}:{number}: {why}")
+    return problems
+
+
 def bandit_findings(folder: Path) -> list[tuple[str, str, str]]:
     """(rule, path inside the zip, line: text) for every Bandit finding, every severity."""
     out = subprocess.run(  # nosec B603 - list argv, no shell
@@ -146,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 problems.append(line)
         problems += [f"detect-secrets {hit}" for hit in secrets_findings(Path(tmp))]
+        problems += qt6_problems(Path(tmp))
     for line in notes:
         print("note:", line)
     for line in problems:
