@@ -91,5 +91,6 @@ def run_job(
         name = pipeline_check_name(destination.name)
         if name != destination.name:
             folder = destination.parent
-            destination = folder / unused_name(name, lambda n: (folder / n).exists())
+            destination = folder / (name if overwrite else unused_name(
+                name, lambda n: (folder / n).exists()))
     return result, client.download(job_id, destination, overwrite)
