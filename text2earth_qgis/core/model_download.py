@@ -121,8 +121,9 @@ def _get_json(url: str, timeout: float, repo: str, cache_dir) -> tuple[object, d
             return json.loads(response.read()), dict(response.headers)
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403, 404):
-            raise DownloadError(f"the hub has no public model {repo} (HTTP {exc.code})") from None
-        raise OfflineError(offline_message(repo, cache_dir, f"HTTP {exc.code}"),
+            raise DownloadError(f"the hub has no public model {repo}: check its name, or "
+                                "whether it needs a login") from None
+        raise OfflineError(offline_message(repo, cache_dir, "the hub refused the request"),
                            download_command(repo, cache_dir)) from None
     except NETWORK_ERRORS as exc:
         reason = getattr(exc, "reason", None) or exc
@@ -247,7 +248,8 @@ def _fetch_range(url: str, partial: Path, have: int, on_bytes, is_canceled, time
         if exc.code == 416:  # nothing left to send: the partial file is whole
             return
         if exc.code in (401, 403, 404):
-            raise DownloadError(f"{url} is not available (HTTP {exc.code})") from None
+            raise DownloadError(f"{url} is not available: the hub no longer has this "
+                                "file, or it needs a login") from None
         raise
     with response:
         mode = "ab" if have and response.status == 206 else "wb"
