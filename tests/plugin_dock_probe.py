@@ -354,6 +354,15 @@ def variations(section):
     view.compare_button.click()
     compare["visible"].append(node.isVisible())
     section["compare"] = compare
+    # Keep one variation of three: the other two leave the map, their files stay.
+    history = dock.history_panel
+    history.history_list.clearSelection()
+    for row in (1, 2):  # the newest first: the series' second and first variation
+        history.history_list.item(row).setSelected(True)
+    removed_paths = sorted(e.path for e in history.selected_entries())
+    section["keep"] = {"removed": history.remove_selected_layers(),
+                       "removed_paths": removed_paths,
+                       "sources_left": sorted(lay["source"] for lay in project_layers())}
 
 
 @phase("reuse")

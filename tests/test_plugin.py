@@ -334,6 +334,18 @@ def test_before_after_hides_and_shows_the_last_result(probe):
     assert compare["visible"] == [True, False, True]
 
 
+def test_keeping_one_variation_removes_the_others_layers_not_their_files(probe):
+    runs = section(probe, "variations")
+    keep = runs["keep"]
+    series = sorted(layer["source"] for layer in runs["series"][0]["layers"])
+    assert keep["removed"] == 2 and len(keep["removed_paths"]) == 2
+    assert set(keep["removed_paths"]) < set(series)
+    for path in keep["removed_paths"]:
+        assert path not in keep["sources_left"] and Path(path).is_file()
+    (kept,) = set(series) - set(keep["removed_paths"])
+    assert kept in keep["sources_left"]
+
+
 def test_history_zoom_to_shows_the_entry(probe):
     gen = section(probe, "generate")
     xmin, ymin, xmax, ymax = gen["zoomed_to"]

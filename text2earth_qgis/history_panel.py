@@ -9,6 +9,7 @@ from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsP
 from qgis.PyQt.QtCore import QSize, pyqtSignal
 from qgis.PyQt.QtGui import QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
     QHBoxLayout,
     QListWidget,
     QListWidgetItem,
@@ -37,8 +38,15 @@ class HistoryPanel(QWidget):
         self.reuse_button.clicked.connect(self.reuse_selected)
         self.zoom_button = QPushButton("Zoom to")
         self.zoom_button.clicked.connect(self.zoom_to_selected)
+        self.remove_button = QPushButton("Remove from map")
+        self.remove_button.setToolTip(
+            "keep the variations you like: the selected runs' layers leave the project (their "
+            "files stay in the output folder)")
+        self.remove_button.clicked.connect(self.remove_selected_layers)
         buttons.addWidget(self.reuse_button)
         buttons.addWidget(self.zoom_button)
+        buttons.addWidget(self.remove_button)
+        self.history_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         layout.addWidget(self.history_list, 1)
         layout.addLayout(buttons)
         QgsProject.instance().readProject.connect(self.load)
@@ -70,6 +78,19 @@ class HistoryPanel(QWidget):
     def selected_entry(self):
         row = self.history_list.currentRow()
         return self.history[len(self.history) - 1 - row] if row >= 0 else None
+
+    def selected_entries(self) -> list:
+        rows = sorted(index.row() for index in self.history_list.selectedIndexes())
+        return [self.history[len(self.history) - 1 - row] for row in rows]
+
+    def remove_selected_layers(self) -> int:
+        """Remove the layers of the selected runs from the project; their files stay."""
+        paths = {entry.path for entry in self.selected_entries() if entry.path}
+        project = QgsProject.instance()
+        doomed = [layer.id() for layer in project.mapLayers().values()
+                  if layer.source().split("|")[0] in paths]
+        project.removeMapLayers(doomed)
+        return len(doomed)
 
     def reuse_selected(self) -> None:
         entry = self.selected_entry()
