@@ -44,7 +44,7 @@ bench: install
 	$(PY) -m engine.bench
 
 lint: install
-	$(PY) -m ruff check engine text2earth_qgis tests
+	$(PY) -m ruff check engine text2earth_qgis tests tools
 
 clean:
 	rm -rf $(VENV) output .pytest_cache
