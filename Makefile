@@ -16,7 +16,7 @@ SEED ?= 42
 OUT ?= output/scene.tif
 RUN_ARGS ?=
 
-.PHONY: install test run bench lint clean package deploy
+.PHONY: install test run bench lint clean package deploy validate screenshots test-qgis-newer
 
 install: $(STAMP)
 
@@ -44,24 +44,34 @@ bench: install
 	$(PY) -m engine.bench
 
 lint: install
-	$(PY) -m ruff check engine text2earth_qgis tests
+	$(PY) -m ruff check engine text2earth_qgis tests tools
 
 clean:
 	rm -rf $(VENV) output .pytest_cache
 
-# The QGIS plugin zip: the plugin package plus its metadata, and the engine's source with its
-# pinned requirements in engine_source/, which "Set up engine..." installs into the engine's
-# own venv (QGIS never imports it).
+# The QGIS plugin zip: the plugin package, its metadata and LICENSE, and the engine's source
+# with its pinned requirements in engine_source/, which "Set up engine..." installs into the
+# engine's own venv together with the plugin's own core (QGIS never imports it). The engine's
+# benchmarks are development tools and stay out; engine/model/tiny_checkpoint.py stays: it
+# makes the demo weights.
 ENGINE_SOURCE := build/plugin/text2earth_qgis/engine_source
 package:
-	rm -rf build/plugin && mkdir -p build/plugin dist
+	rm -rf build/plugin dist/text2earth_qgis.zip && mkdir -p build/plugin dist
 	cp -rL text2earth_qgis build/plugin/
-	mkdir -p $(ENGINE_SOURCE)/text2earth_qgis
-	cp -r engine pyproject.toml requirements.txt README.md $(ENGINE_SOURCE)/
-	cp -r text2earth_qgis/__init__.py text2earth_qgis/core $(ENGINE_SOURCE)/text2earth_qgis/
+	cp LICENSE build/plugin/text2earth_qgis/
+	mkdir -p $(ENGINE_SOURCE)
+	cp -r engine pyproject.toml requirements.txt $(ENGINE_SOURCE)/
+	rm -rf $(ENGINE_SOURCE)/engine/bench
 	find build/plugin -name __pycache__ -prune -exec rm -rf {} +
+	find build/plugin -name '*.pyc' -delete
 	cd build/plugin && /usr/bin/python3 -m zipfile -c ../../dist/text2earth_qgis.zip text2earth_qgis
 	@echo dist/text2earth_qgis.zip
+
+# The QGIS plugin repository's upload checks on the zip: required files and metadata, no
+# duplicates or development scripts, Bandit and detect-secrets. RELEASE=1 also refuses
+# placeholder release facts (homepage, tracker, repository, email in metadata.txt).
+validate: install package
+	$(PY) tools/validate_package.py dist/text2earth_qgis.zip $(if $(RELEASE),--release)
 
 # Development install: link the plugin folder into the QGIS profile (edits show on reload).
 QGIS_PLUGINS ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
@@ -69,3 +79,20 @@ deploy:
 	mkdir -p "$(QGIS_PLUGINS)"
 	ln -sfn "$(CURDIR)/text2earth_qgis" "$(QGIS_PLUGINS)/text2earth_qgis"
 	@echo "linked into $(QGIS_PLUGINS); enable Text2Earth in Plugins > Manage and Install"
+
+# The README's screenshots: the real QGIS desktop on a virtual 1366 x 768 screen, the dock
+# beside a demo-weight result (QGIS runs tests/qgis_desktop_screenshot.py itself).
+screenshots: install
+	rm -rf build/screenshot-profile && mkdir -p build/screenshot-profile
+	HF_HUB_OFFLINE=1 T2E_ROOT=$(CURDIR) T2E_SHOT_DIR=$(CURDIR)/build/screenshot-profile \
+	  QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1366x768x24" qgis --nologo \
+	  --noversioncheck --noplugins --profiles-path build/screenshot-profile \
+	  --code tests/qgis_desktop_screenshot.py
+	@cat build/screenshot-profile/desktop_report.json
+
+# The plugin's probes in newer QGIS: Debian chroots built from Debian's archive and cached in
+# build/chroots (trixie: QGIS 3.40 on Python 3.13; sid: QGIS 3.44 on Python 3.14). Needs root;
+# the first build downloads about 1 GB per suite. Not part of `make test`.
+NEWER_QGIS ?= trixie,sid
+test-qgis-newer: install
+	$(SUDO) env T2E_NEWER_QGIS=$(NEWER_QGIS) $(PY) -m pytest -q -s tests/test_qgis_newer.py

@@ -137,7 +137,7 @@ def model_download(section):
 def diagnostics(section):
     plugin.manager.settings.url = "http://127.0.0.1:9"  # nothing is started by the dock here
     dock = plugin.ensure_dock()
-    section["buttons"] = [b.text() for b in dock.findChildren(QPushButton)
+    section["buttons"] = [b.text() for b in dock.engine_settings.findChildren(QPushButton)
                           if b.text() in ("Set up engine…", "Download model…", "Copy diagnostics")]
     button(dock, "Copy diagnostics").click()
     section["clipboard"] = QApplication.clipboard().text()

@@ -113,8 +113,11 @@ def load(section):
     section["dock_before_toggle"] = plugin.dock is not None
 
     action.trigger()  # the toolbar button: opens the dock (and connects the engine)
-    pump(0.2)
     dock = plugin.dock
+    section["while_starting"] = {"text": dock.engine_bar.action_button.text(),
+                                 "enabled": dock.engine_bar.action_button.isEnabled(),
+                                 "task": dock.engine_task is not None}
+    pump(0.2)
     section["checked_after_open"] = action.isChecked()
     section["dock_shown"] = dock is not None and dock.isVisible()
     section["dock_area"] = int(window.dockWidgetArea(dock)) if dock else None
@@ -128,15 +131,15 @@ def load(section):
     section["same_dock_reopened"] = plugin.dock is dock and dock.isVisible()
     ok = wait_for(lambda: dock.engine_task is None, 120)
     section["engine_connected"] = ok and plugin.manager.client is not None
-    section["engine_label"] = dock.engine_label.text()
-    section["connect_enabled"] = dock.connect_button.isEnabled()
+    section["engine_label"] = dock.engine_bar.label.text()
+    section["connect_enabled"] = dock.engine_bar.action_button.isEnabled()
 
 
 @phase("levels")
 def levels(section):
     dock = plugin.dock
-    dock.extent = None  # the level follows the canvas centre until an extent is chosen
-    dock.mode_combo.setCurrentIndex(dock.mode_combo.findData(AUTO))
+    dock.generate.extent = None  # the level follows the canvas centre until an extent is chosen
+    dock.generate.mode_combo.setCurrentIndex(dock.generate.mode_combo.findData(AUTO))
     cases = [
         ("EPSG:32632", (448000.0, 5408000.0), [800.0, 3200.0, 12800.0]),
         ("EPSG:3857", (1113195.0, 55660.0), [800.0, 3200.0, 12800.0]),
@@ -150,9 +153,9 @@ def levels(section):
             canvas.setExtent(QgsRectangle(cx - width / 2, cy - width / 4,
                                           cx + width / 2, cy + width / 4))
             pump(0.05)
-            by_signal = {"label": dock.info_label.text(),
-                         "level": getattr(dock, "current_level", None)}
-            dock.update_info()
+            by_signal = {"label": dock.generate.info_label.text(),
+                         "level": dock.generate.current_level}
+            dock.generate.update_info()
             centre = canvas.extent().center()
             rows.append({
                 "authid": authid,
@@ -162,8 +165,8 @@ def levels(section):
                 "dpi": canvas.mapSettings().outputDpi(),
                 "centre": [centre.x(), centre.y()],
                 "canvas_crs": canvas.mapSettings().destinationCrs().authid(),
-                "level": dock.current_level,
-                "label": dock.info_label.text(),
+                "level": dock.generate.current_level,
+                "label": dock.generate.info_label.text(),
                 "by_signal": by_signal,
             })
     section["rows"] = rows
@@ -183,11 +186,11 @@ def draw(section):
     drags = {"free": ((100, 120), (300, 250), (500, 420), False),
              "square": ((150, 100), (400, 300), (560, 330), True)}
     for name, (start, middle, end, square) in drags.items():
-        dock.extent = None
-        dock.square_check.setChecked(square)
-        dock.draw_button.setChecked(True)
+        dock.generate.extent = None
+        dock.generate.square_check.setChecked(square)
+        dock.generate.draw_button.setChecked(True)
         pump(0.02)
-        result = {"tool_active": canvas.mapTool() is dock.tool}
+        result = {"tool_active": canvas.mapTool() is dock.generate.tool}
         transform = canvas.getCoordinateTransform()
         p1 = transform.toMapCoordinates(*start)
         p2 = transform.toMapCoordinates(*end)
@@ -200,30 +203,32 @@ def draw(section):
         QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton,
                            Qt.KeyboardModifier.NoModifier, QPoint(*end))
         pump(0.05)
-        result["extent"] = rect(dock.extent) if dock.extent is not None else None
-        result["extent_crs"] = dock.extent_crs.authid()
-        result["band"] = rect(dock.band.asGeometry().boundingBox())
-        result["tool_after"] = canvas.mapTool() is dock.tool
-        result["draw_checked_after"] = dock.draw_button.isChecked()
-        result["extent_label"] = dock.extent_label.text()
+        result["extent"] = rect(dock.generate.extent) if dock.generate.extent is not None else None
+        result["extent_crs"] = dock.generate.extent_crs.authid()
+        result["band"] = rect(dock.generate.band.asGeometry().boundingBox())
+        result["tool_after"] = canvas.mapTool() is dock.generate.tool
+        result["draw_checked_after"] = dock.generate.draw_button.isChecked()
+        result["extent_label"] = dock.generate.extent_label.text()
         section[name] = result
-    dock.square_check.setChecked(False)
+    dock.generate.square_check.setChecked(False)
     canvas.setExtent(QgsRectangle(446000, 5410000, 447600, 5411200))
     pump(0.05)
-    dock.canvas_button.click()
-    section["canvas_button"] = {"extent": rect(dock.extent), "canvas": rect(canvas.extent()),
-                                "crs": dock.extent_crs.authid()}
+    dock.generate.canvas_button.click()
+    gen = dock.generate
+    section["canvas_button"] = {"extent": rect(gen.extent), "canvas": rect(canvas.extent()),
+                                "crs": gen.extent_crs.authid()}
 
 
 def run_generate(dock, timeout=120.0):
     labels = []
-    dock.status_label.setText("")
-    dock.generate_button.click()
-    started = dock.task is not None
+    gen = dock.generate
+    gen.status_label.setText("")
+    gen.generate_button.click()
+    started = gen.task is not None
     end = time.monotonic() + timeout
-    while dock.task is not None and time.monotonic() < end:
+    while (gen.task is not None or gen.pending) and time.monotonic() < end:
         app.processEvents()
-        text = dock.status_label.text()
+        text = dock.generate.status_label.text()
         if not labels or labels[-1] != text:
             labels.append(text)
         time.sleep(0.01)
@@ -231,12 +236,13 @@ def run_generate(dock, timeout=120.0):
 
 
 def fill(dock, prompt, seed, level, steps=2):
-    dock.prompt_edit.setPlainText(prompt)
-    dock.seed_spin.setValue(seed)
-    dock.steps_spin.setValue(steps)
-    dock.mode_combo.setCurrentIndex(dock.mode_combo.findData(LEVEL))
-    dock.level_spin.setValue(level)
-    dock.folder_widget.setFilePath(str(OUT))
+    dock.generate.prompt_edit.setPlainText(prompt)
+    dock.generate.seed_lock_check.setChecked(True)  # this very seed, as a user who typed it
+    dock.generate.seed_spin.setValue(seed)
+    dock.generate.steps_spin.setValue(steps)
+    dock.generate.mode_combo.setCurrentIndex(dock.generate.mode_combo.findData(LEVEL))
+    dock.generate.level_spin.setValue(level)
+    dock.generate.folder_widget.setFilePath(str(OUT))
 
 
 @phase("generate")
@@ -252,21 +258,21 @@ def generate(section):
         canvas.setExtent(QgsRectangle(*bbox))
         pump(0.05)
         fill(dock, prompt, seed, 16)
-        dock.set_extent(QgsRectangle(*bbox), crs)
+        dock.generate.set_extent(QgsRectangle(*bbox), crs)
         before = set(QgsProject.instance().mapLayers())
         started, labels = run_generate(dock)
         new = [lay for lay in project_layers() if lay["id"] not in before]
         section[name] = {
             "bbox": bbox, "authid": crs.authid(), "prompt": prompt, "seed": seed, "level": 16,
-            "started": started, "finished": dock.task is None, "labels": labels,
-            "status": dock.status_label.text(), "new_layers": new,
+            "started": started, "finished": dock.generate.task is None, "labels": labels,
+            "status": dock.generate.status_label.text(), "new_layers": new,
             "files": files_in(OUT), "staging": files_in(STAGING),
-            "history": [dock.history_list.item(i).text()
-                        for i in range(dock.history_list.count())],
-            "history_paths": [e.path for e in dock.history],
+            "history": [dock.history_panel.history_list.item(i).text()
+                        for i in range(dock.history_panel.history_list.count())],
+            "history_paths": [e.path for e in dock.history_panel.history],
             "messages": message_texts(),
-            "generate_enabled": dock.generate_button.isEnabled(),
-            "cancel_enabled": dock.cancel_button.isEnabled(),
+            "generate_enabled": dock.generate.generate_button.isEnabled(),
+            "cancel_enabled": dock.generate.cancel_button.isEnabled(),
         }
     root = QgsProject.instance().layerTreeRoot()
     group = root.findGroup("Text2Earth")
@@ -276,37 +282,87 @@ def generate(section):
     canvas.setDestinationCrs(UTM)
     canvas.setExtent(QgsRectangle(300000, 5000000, 310000, 5010000))
     pump(0.05)
-    dock.history_list.setCurrentRow(dock.history_list.count() - 1)
-    dock.zoom_button.click()
+    dock.history_panel.history_list.setCurrentRow(dock.history_panel.history_list.count() - 1)
+    dock.history_panel.zoom_button.click()
     pump(0.05)
     section["zoomed_to"] = rect(canvas.extent())
 
 
 def form_state(dock):
     return {
-        "prompt": dock.prompt_edit.toPlainText(),
-        "negative": dock.negative_edit.text(),
-        "seed": dock.seed_spin.value(),
-        "steps": dock.steps_spin.value(),
-        "guidance": dock.guidance_spin.value(),
-        "scheduler": dock.scheduler_combo.currentText(),
-        "mode": dock.mode_combo.currentData(),
-        "level": dock.level_spin.value(),
-        "extent": rect(dock.extent) if dock.extent is not None else None,
-        "extent_crs": dock.extent_crs.authid(),
+        "prompt": dock.generate.prompt_edit.toPlainText(),
+        "negative": dock.generate.negative_edit.text(),
+        "seed": dock.generate.seed_spin.value(),
+        "steps": dock.generate.steps_spin.value(),
+        "guidance": dock.generate.guidance_spin.value(),
+        "scheduler": dock.generate.scheduler_combo.currentText(),
+        "mode": dock.generate.mode_combo.currentData(),
+        "level": dock.generate.level_spin.value(),
+        "extent": rect(dock.generate.extent) if dock.generate.extent is not None else None,
+        "extent_crs": dock.generate.extent_crs.authid(),
     }
 
 
 def scramble(dock):
-    dock.prompt_edit.setPlainText("something else entirely")
-    dock.negative_edit.setText("clouds")
-    dock.seed_spin.setValue(99)
-    dock.steps_spin.setValue(37)
-    dock.guidance_spin.setValue(9.5)
-    dock.scheduler_combo.setCurrentText("ddim")
-    dock.mode_combo.setCurrentIndex(dock.mode_combo.findData(AUTO))
-    dock.level_spin.setValue(12)
-    dock.set_extent(QgsRectangle(0, 0, 10, 10), MERCATOR)
+    dock.generate.prompt_edit.setPlainText("something else entirely")
+    dock.generate.negative_edit.setText("clouds")
+    dock.generate.seed_spin.setValue(99)
+    dock.generate.steps_spin.setValue(37)
+    dock.generate.guidance_spin.setValue(9.5)
+    dock.generate.scheduler_combo.setCurrentText("ddim")
+    dock.generate.mode_combo.setCurrentIndex(dock.generate.mode_combo.findData(AUTO))
+    dock.generate.level_spin.setValue(12)
+    dock.generate.set_extent(QgsRectangle(0, 0, 10, 10), MERCATOR)
+
+
+@phase("variations")
+def variations(section):
+    """Generate twice with unchanged settings, with the seed free and locked, and N at once."""
+    dock = plugin.dock
+    gen = dock.generate
+    QgsProject.instance().setCrs(UTM)
+    canvas.setDestinationCrs(UTM)
+    fill(dock, "variations of a village", 2468, 16)
+    gen.set_extent(QgsRectangle(447000, 5411000, 447300, 5411250), UTM)
+    runs = {}
+    for name, locked, count in (("free", False, 1), ("free", False, 1), ("locked", True, 1),
+                                ("locked", True, 1), ("series", False, 3)):
+        gen.seed_lock_check.setChecked(locked)
+        gen.variations_spin.setValue(count)
+        before = set(QgsProject.instance().mapLayers())
+        started, labels = run_generate(dock)
+        new = [lay for lay in project_layers() if lay["id"] not in before]
+        runs.setdefault(name, []).append({
+            "started": started, "status": gen.status_label.text(),
+            "labels": labels,
+            "layers": [{"name": lay["name"], "source": lay["source"],
+                        "seed": json.loads(lay["job"])["seed"]} for lay in new],
+            "seed_shown": gen.seed_spin.value(),
+            "outline_vertices": gen.band.numberOfVertices(),
+            "messages": message_texts()})
+    gen.variations_spin.setValue(1)
+    section.update(runs)
+    # Before / after: the last result hides (what is under it shows) and comes back.
+    root = QgsProject.instance().layerTreeRoot()
+    view = gen.run_view
+    node = root.findLayer(view.result_layer_id)
+    compare = {"enabled": view.compare_button.isEnabled(),
+               "layer": node.layer().source() if node else None,
+               "visible": [node.isVisible()]}
+    view.compare_button.click()
+    compare["visible"].append(node.isVisible())
+    view.compare_button.click()
+    compare["visible"].append(node.isVisible())
+    section["compare"] = compare
+    # Keep one variation of three: the other two leave the map, their files stay.
+    history = dock.history_panel
+    history.history_list.clearSelection()
+    for row in (1, 2):  # the newest first: the series' second and first variation
+        history.history_list.item(row).setSelected(True)
+    removed_paths = sorted(e.path for e in history.selected_entries())
+    section["keep"] = {"removed": history.remove_selected_layers(),
+                       "removed_paths": removed_paths,
+                       "sources_left": sorted(lay["source"] for lay in project_layers())}
 
 
 @phase("reuse")
@@ -319,8 +375,8 @@ def reuse(section):
     scramble(dock)
     dock.load_job(job)
     section["load_job"] = form_state(dock)
-    dock.pattern_edit.setText("{date}_{time}_{prompt}_s{seed}_again.tif")  # not the same file
-    section["rebuilt"] = dock.build_job()[0]
+    dock.generate.pattern_edit.setText("{date}_{time}_{prompt}_s{seed}_again.tif")
+    section["rebuilt"] = dock.generate.build_job()[0]
     # The layer's context-menu action: 'Regenerate with these settings'.
     scramble(dock)
     iface.activeLayer.return_value = layer
@@ -335,24 +391,24 @@ def reuse(section):
     canvas.setExtent(QgsRectangle(447000, 5411000, 447800, 5411600))
     pump(0.05)
     fill(dock, "a harbour", 555, 16)
-    dock.mode_combo.setCurrentIndex(dock.mode_combo.findData(AUTO))
-    dock.set_extent(QgsRectangle(447000, 5411000, 447300, 5411300), UTM)
-    auto_job = dock.build_job()[0]
+    dock.generate.mode_combo.setCurrentIndex(dock.generate.mode_combo.findData(AUTO))
+    dock.generate.set_extent(QgsRectangle(447000, 5411000, 447300, 5411300), UTM)
+    auto_job = dock.generate.build_job()[0]
     canvas.setExtent(QgsRectangle(440000, 5400000, 452800, 5409600))  # 16x further out
     pump(0.05)
     scramble(dock)
-    dock.mode_combo.setCurrentIndex(dock.mode_combo.findData(LEVEL))
+    dock.generate.mode_combo.setCurrentIndex(dock.generate.mode_combo.findData(LEVEL))
     dock.load_job(auto_job)
     section["auto_load_job"] = form_state(dock)
     section["auto_canvas_centre"] = [canvas.extent().center().x(), canvas.extent().center().y()]
     section["auto_job"] = auto_job
-    section["auto_rebuilt"] = dock.build_job()[0]
-    section["precisions"] = [dock.precision_combo.itemText(i)
-                             for i in range(dock.precision_combo.count())]
-    dock.precision_combo.setCurrentText("bf16")
-    section["bf16_job_precision"] = dock.build_job()[0].get("precision")
-    dock.precision_combo.setCurrentText("auto")
-    dock.pattern_edit.setText("{date}_{prompt}_s{seed}.tif")
+    section["auto_rebuilt"] = dock.generate.build_job()[0]
+    section["precisions"] = [dock.engine_settings.precision_combo.itemText(i)
+                             for i in range(dock.engine_settings.precision_combo.count())]
+    dock.engine_settings.precision_combo.setCurrentText("bf16")
+    section["bf16_job_precision"] = dock.generate.build_job()[0].get("precision")
+    dock.engine_settings.precision_combo.setCurrentText("auto")
+    dock.generate.pattern_edit.setText("{date}_{prompt}_s{seed}.tif")
 
 
 @phase("cancel")
@@ -361,28 +417,43 @@ def cancel(section):
     QgsProject.instance().setCrs(UTM)
     canvas.setDestinationCrs(UTM)
     fill(dock, "a long job to cancel", 777, 17, steps=400)
-    dock.set_extent(QgsRectangle(447000, 5411000, 447300, 5411300), UTM)
+    dock.generate.set_extent(QgsRectangle(447000, 5411000, 447300, 5411300), UTM)
     layers_before = set(QgsProject.instance().mapLayers())
     files_before = files_in(OUT)
     messages_before = len(message_texts())
-    dock.generate_button.click()
-    section["started"] = dock.task is not None
-    running = wait_for(lambda: re.search(r"running: step [1-9]", dock.status_label.text()), 60)
-    section["label_at_cancel"] = dock.status_label.text()
+    dock.generate.generate_button.click()
+    section["started"] = dock.generate.task is not None
+    status = dock.generate.status_label
+    running = wait_for(lambda: re.search(r"running: step [1-9]", status.text()), 60)
+    section["label_at_cancel"] = dock.generate.status_label.text()
     section["saw_running_step"] = bool(running)
-    section["cancel_enabled"] = dock.cancel_button.isEnabled()
-    dock.cancel_button.click()
-    section["finished"] = wait_for(lambda: dock.task is None, 60)
+    section["cancel_enabled"] = dock.generate.cancel_button.isEnabled()
+    gen = dock.generate
+    section["preview_before_cancel"] = bool(wait_for(lambda: gen.run_view.last_preview, 30))
+    gen.cancel_button.click()
+    after_click = []
+    end = time.monotonic() + 60
+    while gen.task is not None and time.monotonic() < end:
+        app.processEvents()
+        if not after_click or after_click[-1] != gen.status_label.text():
+            after_click.append(gen.status_label.text())
+        time.sleep(0.01)
+    section["finished"] = gen.task is None
+    section["labels_after_click"] = after_click
+    pixmap = gen.run_view.preview_label.pixmap()
+    section["preview_after"] = bool(gen.run_view.last_preview) or (
+        pixmap is not None and not pixmap.isNull())
     pump(1.0)  # anything the engine might still write
-    section["status"] = dock.status_label.text()
+    section["status"] = dock.generate.status_label.text()
     section["new_layers"] = sorted(set(QgsProject.instance().mapLayers()) - layers_before)
     section["files_before"] = files_before
     section["files_after"] = files_in(OUT)
     section["staging_after"] = files_in(STAGING)
     section["new_messages"] = message_texts()[messages_before:]
+    iface.messageBar().clearWidgets()  # the bar lists its newest first: start afresh
     client = plugin.manager.client
     section["engine_states"] = [j["state"] for j in client.jobs()] if client else None
-    section["generate_enabled"] = dock.generate_button.isEnabled()
+    section["generate_enabled"] = dock.generate.generate_button.isEnabled()
 
 
 @phase("processing")
@@ -425,25 +496,25 @@ def unreachable(section):
     plugin.manager.settings.url = f"http://127.0.0.1:{port}"
     section["url"] = plugin.manager.settings.url
     fill(dock, "nobody will draw this", 31, 16)
-    dock.set_extent(QgsRectangle(447000, 5411000, 447300, 5411300), UTM)
+    dock.generate.set_extent(QgsRectangle(447000, 5411000, 447300, 5411300), UTM)
     layers_before = set(QgsProject.instance().mapLayers())
     messages_before = len(message_texts())
     started, labels = run_generate(dock, 60)
     section["started"] = started
-    section["finished"] = dock.task is None
-    section["status"] = dock.status_label.text()
+    section["finished"] = dock.generate.task is None
+    section["status"] = dock.generate.status_label.text()
     section["new_messages"] = message_texts()[messages_before:]
     section["new_layers"] = sorted(set(QgsProject.instance().mapLayers()) - layers_before)
-    section["generate_enabled"] = dock.generate_button.isEnabled()
+    section["generate_enabled"] = dock.generate.generate_button.isEnabled()
     # Back to a local engine through the dock's own 'Engine settings': URL emptied, Apply.
-    dock.url_edit.setText("")
+    dock.engine_settings.url_edit.setText("")
     apply = [b for b in dock.findChildren(QPushButton) if b.text() == "Apply and reconnect"]
     section["apply_buttons"] = len(apply)
     apply[0].click()
     section["reconnected"] = wait_for(lambda: dock.engine_task is None, 120) and (
         plugin.manager.client is not None)
     section["url_after_apply"] = plugin.manager.settings.url
-    section["engine_label_after_apply"] = dock.engine_label.text()
+    section["engine_label_after_apply"] = dock.engine_bar.label.text()
 
 
 @phase("unload")
@@ -451,19 +522,20 @@ def unload(section):
     registry = QgsApplication.processingRegistry()
     dock = plugin.dock
     action = plugin.toggle_action
-    tool = dock.tool
-    band = dock.band
+    tool = dock.generate.tool
+    band = dock.generate.band
     service = plugin.manager._service
     section["service_running_before"] = service is not None and service.process.poll() is None
-    dock.draw_button.setChecked(True)  # unload while the draw tool is active
+    dock.generate.draw_button.setChecked(True)  # unload while the draw tool is active
     # ... and while a long job runs: the plugin may be disabled at any moment.
     fill(dock, "a job the unload interrupts", 888, 17, steps=400)
-    dock.set_extent(QgsRectangle(447000, 5411000, 447300, 5411300), UTM)
+    dock.generate.set_extent(QgsRectangle(447000, 5411000, 447300, 5411300), UTM)
     layers_before = set(QgsProject.instance().mapLayers())
     files_before = files_in(OUT)
-    dock.generate_button.click()
+    dock.generate.generate_button.click()
     section["job_running"] = wait_for(
-        lambda: re.search(r"running: step [1-9]", dock.status_label.text()), 60) is not None
+        lambda: re.search(r"running: step [1-9]", dock.generate.status_label.text()),
+        60) is not None
     errors_before = len(slot_errors)
     plugin.unload()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
@@ -501,8 +573,8 @@ def unload(section):
     section["service_ended"] = service is not None and service.process.poll() is not None
 
 
-for step in (load, levels, draw, generate, reuse, cancel, unreachable, processing_phase,
-             unload):
+for step in (load, levels, draw, generate, variations, reuse, cancel, unreachable,
+             processing_phase, unload):
     step()
 report["slot_errors"] = slot_errors
 report["heavy"] = sorted(m for m in ("rasterio", "torch") if m in sys.modules)

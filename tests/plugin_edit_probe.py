@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QPoint, Qt
+from qgis.PyQt.QtGui import QColor, QImage
 from qgis.PyQt.QtTest import QTest
 from qgis_harness import (
     app,
@@ -82,7 +84,7 @@ plugin.toggle_action.setChecked(True)  # opens the dock, which connects to the e
 dock = plugin.dock
 connected = wait_for(lambda: dock.engine_task is None, 180)
 panel = dock.edit_panel
-dock.folder_widget.setFilePath(str(OUT))
+dock.generate.folder_widget.setFilePath(str(OUT))
 dock.tabs.setCurrentWidget(panel)
 project = QgsProject.instance()
 
@@ -323,15 +325,15 @@ def ui(section):
         section["layer_added_signal"] = [lay is layer for lay in added]
     section["source_style_after"] = style_of(source)
     section["status"] = panel.status_label.text()
-    section["history"] = [dock.history_list.item(i).text()
-                          for i in range(dock.history_list.count())]
+    section["history"] = [dock.history_panel.history_list.item(i).text()
+                          for i in range(dock.history_panel.history_list.count())]
     section["buttons_enabled"] = [panel.run_button.isEnabled(), panel.cancel_button.isEnabled()]
 
     # Reuse from history routes the edit back to this tab.
     dock.tabs.setCurrentIndex(0)
     panel.prompt_edit.setPlainText("something else")
-    dock.history_list.setCurrentRow(0)
-    dock.reuse_button.click()
+    dock.history_panel.history_list.setCurrentRow(0)
+    dock.history_panel.reuse_button.click()
     section["reused_prompt"] = panel.prompt_edit.toPlainText()
     section["reused_tab"] = dock.tabs.currentWidget() is panel
 
@@ -339,9 +341,9 @@ def ui(section):
     canvas.setFocus()
     QTest.keyClick(canvas, Qt.Key.Key_Escape)
     section["polygons_after_clear"] = len(panel.sketch.polygons)
-    dock.draw_button.setChecked(True)  # the generate tab's extent tool takes the canvas
+    dock.generate.draw_button.setChecked(True)  # the generate tab's extent tool takes the canvas
     section["draw_checked_after_other_tool"] = panel.draw_button.isChecked()
-    dock.draw_button.setChecked(False)
+    dock.generate.draw_button.setChecked(False)
 
 
 @phase("processing")
@@ -397,11 +399,18 @@ def e2e(section):
     panel.model_edit.setText(os.environ["T2E_INPAINT_MODEL"])
     panel.draw_button.setChecked(True)
     section["clicked_map"] = draw([(380, 260), (440, 262), (445, 330), (385, 325)])
-    panel.draw_button.setChecked(False)
     section["source_style"] = style_of(source)
+    section["tool_before_run"] = canvas.mapTool() is panel.sketch  # left on while it runs
     section["edit"] = run_and_observe(source, panel.run_button)
+    # The run is over: its polygons and the sketch tool leave the map.
+    section["polygons_after_run"] = len(panel.sketch.polygons)
+    section["tool_after_run"] = canvas.mapTool() is panel.sketch
+    section["draw_checked_after_run"] = panel.draw_button.isChecked()
     if section["edit"]["error"]:  # an engine without edit jobs: nothing more to try
         return
+    panel.draw_button.setChecked(True)  # a new area for the run to cancel
+    draw([(380, 260), (440, 262), (445, 330), (385, 325)])
+    panel.draw_button.setChecked(False)
     section["cancel"] = cancel_mid_run(source)
     section["source_sha256_after"] = sha256(RASTER)
     section["source_style_after"] = style_of(source)
@@ -411,6 +420,48 @@ def e2e(section):
     panel.distance_spin.setValue(3000.0)
     section["small_style"] = style_of(small)
     section["extend"] = run_and_observe(small, panel.extend_buttons["east"])
+    section["xyz"] = edit_xyz_layer()
+
+
+XYZ_AREA = (8.398, 48.998, 8.406, 49.004)  # lon/lat around the polygon, Karlsruhe
+XYZ_POLYGON = [(8.4012, 49.0003), (8.4028, 49.0004), (8.4026, 49.0016), (8.4011, 49.0014)]
+
+
+def tile_of(lon, lat, z):
+    n = 2 ** z
+    return (int((lon + 180) / 360 * n),
+            int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n))
+
+
+def xyz_tiles(folder, zooms=(16, 17)):
+    """Local XYZ tiles, each one colour from its z/x/y (the test knows the formula)."""
+    for z in zooms:
+        (x0, y0), (x1, y1) = tile_of(*XYZ_AREA[0::3], z), tile_of(*XYZ_AREA[2:0:-1], z)
+        for x in range(min(x0, x1), max(x0, x1) + 1):
+            for y in range(min(y0, y1), max(y0, y1) + 1):
+                image = QImage(256, 256, QImage.Format.Format_RGB32)
+                image.fill(QColor((x * 37) % 256, (y * 59) % 256, 40 + z * 10))
+                (folder / str(z) / str(x)).mkdir(parents=True, exist_ok=True)
+                image.save(str(folder / str(z) / str(x) / f"{y}.png"))
+    return f"type=xyz&url=file://{folder}/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmin=16&zmax=17"
+
+
+def edit_xyz_layer():
+    """An XYZ layer (no file behind it): the polygon's area is rendered at level 17 into a
+    GeoTIFF, which is edited."""
+    layer = QgsRasterLayer(xyz_tiles(WORK / "tiles"), "local tiles", "wms")
+    project.addMapLayer(layer)
+    panel.raster_combo.setLayer(layer)
+    panel.level_spin.setValue(17)
+    mask = lonlat_polygons("xyz mask", [XYZ_POLYGON])
+    mask.selectAll()
+    panel.mask_layer_combo.setLayer(mask)
+    panel.use_selected_check.setChecked(True)
+    observed = {"valid": layer.isValid(), "scale_label": panel.scale_label.text()}
+    observed.update(run_and_observe(layer, panel.run_button))
+    observed["rendered_files"] = sorted(p.name for p in OUT.glob("*_rendered_*"))
+    panel.use_selected_check.setChecked(False)
+    return observed
 
 
 def cancel_mid_run(source):
@@ -426,7 +477,9 @@ def cancel_mid_run(source):
     panel.cancel_button.click()
     observed["finished"] = wait_for(lambda: panel.task is None, 60)
     pump(1.0)  # anything the engine might still write
-    observed.update(status=panel.status_label.text(), messages=messages(),
+    observed.update(status=panel.status_label.text(),
+                    messages=[{"text": item.text(), "level": int(item.level())}
+                              for item in iface.messageBar().items()],
                     new_layers=sorted(set(project.mapLayers()) - layers_before),
                     files_added=sorted(set(p.name for p in OUT.iterdir()) - set(files_before)),
                     run_enabled=panel.run_button.isEnabled())

@@ -82,6 +82,8 @@ def test_plugin_loads_registers_processing_and_opens_its_dock(probe):
     assert load["dock_hidden_after_close"] is True
     assert load["same_dock_reopened"] is True
     # Opening the dock started the local engine by itself.
+    # While the engine starts, its button cannot start a second one.
+    assert load["while_starting"] == {"text": "Starting…", "enabled": False, "task": True}
     assert load["engine_connected"] is True
     assert load["engine_label"].startswith("Engine: connected")
     assert load["connect_enabled"] is False
@@ -288,6 +290,62 @@ def test_generated_layers_stack_in_one_group(probe):
     assert len(gen["geo"]["history"]) == 2
 
 
+def test_two_generates_with_unchanged_settings_give_two_layers(probe):
+    runs = section(probe, "variations")
+    out = Path(probe["work"]) / "out"
+    free = runs["free"]
+    assert [len(run["layers"]) for run in free] == [1, 1]
+    seeds = [run["layers"][0]["seed"] for run in free]
+    assert seeds[0] != seeds[1]  # a new seed per run: a new variation
+    assert [run["seed_shown"] for run in free] == seeds  # the form shows the seed used
+    locked = runs["locked"]
+    assert [len(run["layers"]) for run in locked] == [1, 1]
+    assert {run["layers"][0]["seed"] for run in locked} == {locked[0]["seed_shown"]}
+    first, second = (Path(run["layers"][0]["source"]) for run in locked)
+    # Same settings, same seed: the name takes a counter; nothing is overwritten.
+    base = re.escape(free[-1]["layers"][0]["source"].removesuffix(".tif"))
+    assert re.fullmatch(rf"{base}_2\.tif", str(first)), first  # the free run's seed, kept
+    assert re.fullmatch(rf"{base}_3\.tif", str(second)), second
+    sources = [Path(run["layers"][0]["source"]) for run in free + locked]
+    assert len(set(sources)) == 4 and all(p.parent == out and p.is_file() for p in sources)
+    for run in free + locked:
+        assert run["status"].startswith("done: ") and run["messages"] == []
+        assert run["outline_vertices"] == 0  # the extent's outline left with the run
+
+
+def test_n_variations_give_n_layers(probe):
+    (series,) = section(probe, "variations")["series"]
+    assert len(series["layers"]) == 3
+    assert len({layer["seed"] for layer in series["layers"]}) == 3
+    assert len({layer["source"] for layer in series["layers"]}) == 3
+    assert all(Path(layer["source"]).is_file() for layer in series["layers"])
+    for number in (1, 2, 3):
+        assert any(label.startswith(f"variation {number} of 3: ")
+                   for label in series["labels"]), series["labels"]
+
+
+def test_before_after_hides_and_shows_the_last_result(probe):
+    runs = section(probe, "variations")
+    compare = runs["compare"]
+    assert compare["enabled"] is True
+    sources = [layer["source"] for layer in runs["series"][0]["layers"]]
+    newest = max(sources, key=lambda source: Path(source).stat().st_mtime_ns)
+    assert compare["layer"] == newest  # the series' last result
+    assert compare["visible"] == [True, False, True]
+
+
+def test_keeping_one_variation_removes_the_others_layers_not_their_files(probe):
+    runs = section(probe, "variations")
+    keep = runs["keep"]
+    series = sorted(layer["source"] for layer in runs["series"][0]["layers"])
+    assert keep["removed"] == 2 and len(keep["removed_paths"]) == 2
+    assert set(keep["removed_paths"]) < set(series)
+    for path in keep["removed_paths"]:
+        assert path not in keep["sources_left"] and Path(path).is_file()
+    (kept,) = set(series) - set(keep["removed_paths"])
+    assert kept in keep["sources_left"]
+
+
 def test_history_zoom_to_shows_the_entry(probe):
     gen = section(probe, "generate")
     xmin, ymin, xmax, ymax = gen["zoomed_to"]
@@ -344,11 +402,18 @@ def test_cancel_mid_run_leaves_no_layer_and_no_file(probe):
     assert re.match(r"running: step \d+ of 400", cancel["label_at_cancel"])
     assert cancel["cancel_enabled"] is True
     assert cancel["finished"] is True
-    assert cancel["status"] == "cancelled: nothing was written"
+    assert cancel["status"] == "Cancelled: nothing was written"
+    # "cancelling…" stays until the end: no engine step overwrites it; the preview goes.
+    *during, last = cancel["labels_after_click"]
+    assert set(during) <= {"cancelling…"}, cancel["labels_after_click"]
+    assert last in ("cancelling…", "Cancelled: nothing was written")
+    assert cancel["preview_before_cancel"] is True and cancel["preview_after"] is False
     assert cancel["new_layers"] == []
     assert cancel["files_after"] == cancel["files_before"]
     assert cancel["staging_after"] == []
-    assert cancel["new_messages"] == []  # a cancel is not an error
+    # The message bar says what happened, as information: a cancel is not an error.
+    assert cancel["new_messages"] == [{"title": "Text2Earth", "level": 0,
+                                       "text": "Cancelled: nothing was written."}]
     assert cancel["engine_states"][-1] == "cancelled"  # the engine stopped, not just the UI
     assert cancel["generate_enabled"] is True
 
@@ -361,7 +426,7 @@ def test_unreachable_engine_shows_a_message_and_adds_nothing(probe):
     assert len(bad["new_messages"]) == 1
     message = bad["new_messages"][0]
     assert message["title"] == "Text2Earth"
-    assert message["level"] == 1  # Qgis.MessageLevel.Warning
+    assert message["level"] == 1, bad["new_messages"]  # Qgis.MessageLevel.Warning
     assert bad["url"] in message["text"] and "not answering" in message["text"]
     assert bad["status"] == "failed: " + message["text"]
     assert bad["generate_enabled"] is True
@@ -395,13 +460,13 @@ def test_processing_algorithm_writes_the_requested_geotiff(probe):
 # ----- 7. the screenshot -------------------------------------------------------------------
 
 def test_screenshot_is_a_real_png_of_the_dock_and_a_layer():
-    """Made by tests/plugin_screenshot_probe.py under xvfb-run (see its docstring)."""
+    """The real QGIS desktop, made by `make screenshots` (tests/qgis_desktop_screenshot.py)."""
     data = SCREENSHOT.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     length, kind = struct.unpack(">I4s", data[8:16])
     assert kind == b"IHDR" and length == 13
     width, height = struct.unpack(">II", data[16:24])
-    assert width >= 800 and height >= 600
+    assert (width, height) == (1366, 768)  # the laptop screen the dock must fit
     from PIL import Image
 
     with Image.open(SCREENSHOT) as image:

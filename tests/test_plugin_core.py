@@ -149,9 +149,10 @@ def test_engine_not_found_is_a_clear_state(tmp_path, monkeypatch):
     monkeypatch.delenv("TEXT2EARTH_ENGINE_PYTHON", raising=False)
     manager = EngineManager(EngineSettings(python=str(tmp_path / "no-python")))
     monkeypatch.setattr("text2earth_qgis.core.engine_manager.find_engine_python", lambda c: None)
-    with pytest.raises(Exception, match="no engine found"):
+    with pytest.raises(Exception, match="no engine installed yet: click Set up engine…"):
         manager.ensure_running()
     assert manager.state == "not found"
+    assert "HTTP" not in manager.message and "TEXT2EARTH_ENGINE_PYTHON" not in manager.message
 
 
 def test_place_file_never_clobbers(tmp_path):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mercantile
 import numpy as np
 import pytest
 import rasterio
@@ -138,9 +139,13 @@ def test_bad_inputs_give_their_message_and_start_nothing(ui):
     assert ui["no_crs_messages"] == [
         "the raster layer has no CRS: set it (Layer Properties > Source) first"]
     assert ui["xyz_valid"] is True
+    # An XYZ layer is rendered for the polygons' area, not refused: here its service (a port
+    # nobody listens on) gives nothing, which is said in one line, and nothing starts.
     assert len(ui["xyz_messages"]) == 1
-    assert "'wms' provider, not a local file: export it to GeoTIFF first" in (
+    assert ui["xyz_messages"][0].startswith(("QGIS could not render 'tiles' to a GeoTIFF",
+                                             "no mask: draw polygons on the map")), (
         ui["xyz_messages"][0])
+    assert "HTTP" not in ui["xyz_messages"][0]
 
 
 # ----- the result layer (a fake result: a copy of the source) --------------------------------
@@ -264,6 +269,12 @@ def test_editing_a_layer_with_a_drawn_polygon_end_to_end(e2e):
     assert (before[:, inside] != after[:, inside]).any()
 
 
+def test_polygons_and_sketch_tool_leave_the_map_after_an_edit(e2e):
+    assert e2e["tool_before_run"] is True
+    assert e2e["polygons_after_run"] == 0
+    assert e2e["tool_after_run"] is False and e2e["draw_checked_after_run"] is False
+
+
 def test_extending_a_layer_east_end_to_end(e2e):
     run = e2e["extend"]
     assert run["finished"] and run["error"] == "", run["error"]
@@ -282,12 +293,55 @@ def test_extending_a_layer_east_end_to_end(e2e):
         assert np.array_equal(overlap, src.read())
 
 
+def xyz_colour(lon, lat, z):
+    tile = mercantile.tile(lon, lat, z)
+    return [(tile.x * 37) % 256, (tile.y * 59) % 256, 40 + z * 10]
+
+
+def test_an_xyz_layer_is_rendered_at_the_level_and_edited(e2e):
+    xyz = e2e["xyz"]
+    assert xyz["valid"] is True
+    assert xyz["scale_label"].startswith("a WMS layer, not a file: the area around the "
+                                         "polygons is rendered at level 17")
+    assert xyz["finished"] and xyz["error"] == "", (xyz["error"], xyz["messages"])
+    assert xyz["new_layers"] == [EDIT_PREFIX + "a green park with trees"]
+    rendered = Path(xyz["job"]["raster"])
+    assert rendered.name == "local-tiles_rendered_L17.tif"
+    assert rendered.name in xyz["rendered_files"] and rendered.parent.name == "out"
+    to_lonlat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
+    with rasterio.open(rendered) as src:
+        # Level 17's own pixel: the XYZ tiles' at zoom 17, so their pixels are copied 1:1.
+        assert src.crs.to_epsg() == 3857
+        assert src.res == pytest.approx((156543.03392804097 / 2**17,) * 2, rel=1e-9)
+        assert src.count == 4 and src.dtypes[0] == "uint8"
+        pixels = src.read()
+        checked = 0
+        for row in range(5, src.height, 37):
+            for col in range(5, src.width, 41):
+                lon, lat = to_lonlat.transform(*src.xy(row, col))
+                assert list(pixels[:3, row, col]) == xyz_colour(lon, lat, 17), (row, col)
+                assert pixels[3, row, col] == 255
+                checked += 1
+        assert checked > 20
+        # The polygon with context around it, inside the rendered area.
+        west, south = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(
+            8.4011, 49.0003)
+        assert src.bounds.left < west and src.bounds.bottom < south
+    with rasterio.open(rendered) as src, rasterio.open(xyz["path"]) as out:
+        assert out.crs == src.crs and out.transform == src.transform
+        mask = rasterize([xyz["job"]["mask"]], out_shape=(src.height, src.width),
+                         transform=src.transform, all_touched=True).astype(bool)
+        grown = grow(mask, xyz["job"]["dilate"] + 1)
+        assert np.array_equal(src.read()[:, ~grown], out.read()[:, ~grown])
+
+
 def test_cancelling_an_edit_leaves_no_layer_and_no_file(e2e):
     cancel = e2e["cancel"]
     assert cancel["saw_running"] is True, cancel["label_at_cancel"]
     assert re.match(r"running: step \d+ of 400", cancel["label_at_cancel"])
     assert cancel["cancel_enabled"] is True and cancel["finished"] is True
-    assert cancel["status"] == "cancelled: nothing was written"
+    assert cancel["status"] == "Cancelled: nothing was written"
     assert cancel["new_layers"] == [] and cancel["files_added"] == []
-    assert cancel["messages"] == []  # a cancel is not an error
+    assert [(m["text"], m["level"]) for m in cancel["messages"]] == [
+        ("Cancelled: nothing was written.", 0)]  # information, not an error
     assert cancel["run_enabled"] is True

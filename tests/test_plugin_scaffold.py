@@ -51,13 +51,16 @@ def test_engine_uses_the_plugin_scale_module():
 
 
 def test_metadata_has_what_the_plugin_manager_needs():
-    meta = configparser.ConfigParser()
+    meta = configparser.ConfigParser(interpolation=None)
     meta.read(ROOT / "metadata.txt")
     general = meta["general"]
     for key in ("name", "qgisMinimumVersion", "description", "about", "version", "author",
-                "email", "repository"):
+                "email", "repository", "tracker", "homepage", "changelog", "tags"):
         assert general.get(key), key
     assert general["qgisMinimumVersion"] == "3.22"
+    assert general["qgisMaximumVersion"] == "3.99"  # only as high as tested
+    assert general["supportsQt6"] == "True"
+    assert general["changelog"].startswith(general["version"] + " ")
     assert (PLUGIN / general["icon"]).is_file()
 
 
@@ -71,15 +74,24 @@ def test_plugin_loads_in_qgis_without_heavy_imports():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["actions"] == ["Text2Earth"]
     assert report["after_unload"] == 0
-    assert report["heavy"] == []
+    assert report["heavy"] == []  # what the plugin imported; QGIS's own imports aside
+    # Two load/unload cycles leave the main window with the objects it had: no QAction or
+    # dock piles up per reload.
+    first, *after = report["window_objects"]
+    assert after == [first, first], report["window_objects"]
 
 
 def test_plugin_zip_carries_an_installable_engine_source(tmp_path):
     """A user of the zip has no checkout: Set up engine finds the engine's source and pinned
-    requirements inside the plugin, and pip can build the engine from them."""
+    requirements inside the plugin, adds the plugin's own core (the zip has no second copy),
+    and pip can build the engine from them."""
     import zipfile
 
-    from text2earth_qgis.core.venv_setup import checkout_root, read_requirements
+    from text2earth_qgis.core.venv_setup import (
+        buildable_engine_source,
+        checkout_root,
+        read_requirements,
+    )
 
     built = subprocess.run(["make", "package"], cwd=ROOT, capture_output=True, text=True,
                            timeout=120)
@@ -88,17 +100,35 @@ def test_plugin_zip_carries_an_installable_engine_source(tmp_path):
         names = set(zf.namelist())
         zf.extractall(tmp_path)
     assert "text2earth_qgis/engine_source/engine/cli.py" in names
+    assert "text2earth_qgis/engine_source/engine/model/tiny_checkpoint.py" in names  # demo
+    assert "text2earth_qgis/LICENSE" in names
+    assert not any(n.startswith("text2earth_qgis/engine_source/text2earth_qgis/") for n in names)
+    assert not any(n.startswith("text2earth_qgis/engine_source/engine/bench/") for n in names)
     plugin = tmp_path / "text2earth_qgis"
     root = checkout_root(plugin)
     assert root == plugin / "engine_source"
     pins = read_requirements(root / "requirements.txt")
     assert any(p.startswith("torch==") for p in pins)
+    source = buildable_engine_source(root, tmp_path / "build", plugin_dir=plugin)
+    assert source != root and (source / "text2earth_qgis" / "core" / "scale.py").is_file()
     wheel = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "wheels"), str(root)],
+         "-w", str(tmp_path / "wheels"), str(source)],
         capture_output=True, text=True, timeout=300)
     assert wheel.returncode == 0, wheel.stderr
     with zipfile.ZipFile(next((tmp_path / "wheels").glob("text2earth_engine-*.whl"))) as whl:
         members = whl.namelist()
     assert "engine/cli.py" in members and "text2earth_qgis/core/scale.py" in members
     assert not any(m.startswith("text2earth_qgis/dock") for m in members)  # no plugin UI
+    # A checkout is built as it is.
+    assert buildable_engine_source(ROOT, tmp_path / "unused") == ROOT
+
+
+def test_make_validate_passes_the_repositorys_checks():
+    """LICENSE, metadata, no duplicates, Bandit and detect-secrets on the zip itself."""
+    result = subprocess.run(["make", "validate"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("dist/text2earth_qgis.zip: 0 problem(s)"), summary
+    assert "PROBLEM" not in result.stdout

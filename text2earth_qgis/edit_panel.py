@@ -12,15 +12,18 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
+    QgsDistanceArea,
     QgsGeometry,
+    QgsPointXY,
     QgsProject,
+    QgsRectangle,
 )
 from qgis.gui import QgsMapLayerComboBox
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import QCoreApplication, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
-    QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -44,11 +47,14 @@ from .core.edit_spec import (
     build_edit_job,
     build_extend_job,
     edit_output_name,
+    edit_scale_text,
     extend_output_name,
     raster_file,
     require_crs,
     unused_name,
 )
+from .form_layout import fit_width, narrow, remembered_section, scrolled_form, wrapping_form
+from .layer_render import render_name, render_to_geotiff
 from .layers import add_edited_layer
 from .qgis_compat import crs_for_engine, layer_filter
 from .run_view import RunView
@@ -58,6 +64,23 @@ from .tasks import GenerateTask
 
 EDIT_TYPES = ("edit", "extend")
 AUTO_LEVEL = scale.MIN_LEVEL - 1  # the level spin box's "auto" (its special value)
+
+
+def geojson_bounds(geometries: list[dict]) -> QgsRectangle:
+    """The bounding box of GeoJSON polygons (their CRS's units)."""
+    xs, ys = [], []
+
+    def walk(coords) -> None:
+        if coords and isinstance(coords[0], (int, float)):
+            xs.append(coords[0])
+            ys.append(coords[1])
+            return
+        for part in coords:
+            walk(part)
+
+    for geometry in geometries:
+        walk(geometry.get("coordinates") or [])
+    return QgsRectangle(min(xs), min(ys), max(xs), max(ys))
 
 
 class EditPanel(QWidget):
@@ -71,6 +94,7 @@ class EditPanel(QWidget):
         self.canvas = dock.canvas
         self.task: GenerateTask | None = None
         self.source_layer = None
+        self.rendered = False  # the edit's source is a served layer rendered to a GeoTIFF
         self.sketch = PolygonSketchTool(self.canvas)
         self.sketch.changed.connect(self._show_mask_count)
         self.sketch.deactivated.connect(self._sketch_deactivated)
@@ -78,15 +102,19 @@ class EditPanel(QWidget):
         self._show_mask_count()
 
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        self.run_view = RunView("Edit raster")
+        layout = scrolled_form(self, self.run_view)
 
         source_box = QGroupBox("Raster to edit")
-        source_form = QFormLayout(source_box)
+        source_form = wrapping_form(source_box)
         self.raster_combo = QgsMapLayerComboBox()
         self.raster_combo.setFilters(layer_filter("RasterLayer"))
         self.raster_combo.setToolTip("a local raster file (GeoTIFF...); the file is never "
                                      "written: the result is a new layer above it")
+        self.scale_label = QLabel()
+        self.scale_label.setWordWrap(True)
         source_form.addRow("Layer", self.raster_combo)
+        source_form.addRow(self.scale_label)
         layout.addWidget(source_box)
 
         mask_box = QGroupBox("Area to regenerate")
@@ -102,76 +130,84 @@ class EditPanel(QWidget):
         self.mask_label = QLabel()
         row.addWidget(self.draw_button)
         row.addWidget(self.clear_button)
-        row.addWidget(self.mask_label, 1)
         mask_layout.addLayout(row)
-        row = QHBoxLayout()
-        self.use_selected_check = QCheckBox("Use the selected features of")
+        mask_layout.addWidget(self.mask_label)
+        self.use_selected_check = QCheckBox("or use the selected features of")
         self.mask_layer_combo = QgsMapLayerComboBox()
         self.mask_layer_combo.setFilters(layer_filter("PolygonLayer"))
-        row.addWidget(self.use_selected_check)
-        row.addWidget(self.mask_layer_combo, 1)
-        mask_layout.addLayout(row)
-        form = QFormLayout()
+        mask_layout.addWidget(self.use_selected_check)
+        mask_layout.addWidget(self.mask_layer_combo)
+        narrow(self.raster_combo, self.mask_layer_combo)
+        layout.addWidget(mask_box)
+
+        prompt_box = QGroupBox("Prompt")
+        prompt_form = wrapping_form(prompt_box)
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("e.g. a park with trees and paths")
+        self.prompt_edit.setFixedHeight(50)
+        self.seed_spin, _, seed_row = sampling_widgets.seed_row()
+        self.level_spin = self._spin(AUTO_LEVEL, scale.MAX_LEVEL, AUTO_LEVEL)
+        self.level_spin.setSpecialValueText("auto (from the raster's resolution)")
+        prompt_form.addRow(self.prompt_edit)
+        prompt_form.addRow("Level", self.level_spin)
+        prompt_form.addRow("Seed", seed_row)
+        layout.addWidget(prompt_box)
+
+        self.advanced_box = remembered_section("Advanced", "text2earth/edit_advanced_collapsed")
+        adv = wrapping_form(self.advanced_box)
+        self.negative_edit = QLineEdit()
+        self.negative_edit.setPlaceholderText("what to avoid")
+        self.steps_spin = sampling_widgets.steps_spin()
+        self.guidance_spin = sampling_widgets.guidance_spin(EDIT_GUIDANCE)
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText("default (lcybuaa/Text2Earth-inpainting)")
         self.dilate_spin = self._spin(0, MAX_MASK_PX, DEFAULT_DILATE, " px")
         self.dilate_spin.setToolTip("source pixels the mask grows by")
         self.feather_spin = self._spin(0, MAX_MASK_PX, DEFAULT_FEATHER, " px")
         self.feather_spin.setToolTip("width of the soft edge, inside the grown mask")
-        self.fill_nodata_check = QCheckBox("also generate into nodata / transparent pixels")
-        form.addRow("Grow by", self.dilate_spin)
-        form.addRow("Feather", self.feather_spin)
-        form.addRow(self.fill_nodata_check)
-        mask_layout.addLayout(form)
-        layout.addWidget(mask_box)
-
-        prompt_box = QGroupBox("Prompt")
-        prompt_form = QFormLayout(prompt_box)
-        self.prompt_edit = QPlainTextEdit()
-        self.prompt_edit.setPlaceholderText("e.g. a park with trees and paths")
-        self.prompt_edit.setFixedHeight(50)
-        self.negative_edit = QLineEdit()
-        self.negative_edit.setPlaceholderText("what to avoid")
-        self.seed_spin, _, seed_row = sampling_widgets.seed_row()
-        self.steps_spin = sampling_widgets.steps_spin()
-        self.level_spin = self._spin(AUTO_LEVEL, scale.MAX_LEVEL, AUTO_LEVEL)
-        self.level_spin.setSpecialValueText("auto (from the raster's resolution)")
-        self.guidance_spin = sampling_widgets.guidance_spin(EDIT_GUIDANCE)
-        self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText("default (lcybuaa/Text2Earth-inpainting)")
-        prompt_form.addRow(self.prompt_edit)
-        prompt_form.addRow("Negative", self.negative_edit)
-        prompt_form.addRow("Seed", seed_row)
-        prompt_form.addRow("Steps", self.steps_spin)
-        prompt_form.addRow("Level", self.level_spin)
-        prompt_form.addRow("Guidance", self.guidance_spin)
-        prompt_form.addRow("Inpainting model", self.model_edit)
-        layout.addWidget(prompt_box)
+        self.fill_nodata_check = QCheckBox("fill nodata / transparent pixels")
+        adv.addRow("Negative", self.negative_edit)
+        adv.addRow("Steps", self.steps_spin)
+        adv.addRow("Guidance", self.guidance_spin)
+        adv.addRow("Inpainting model", self.model_edit)
+        adv.addRow("Grow by", self.dilate_spin)
+        adv.addRow("Feather", self.feather_spin)
+        adv.addRow(self.fill_nodata_check)
+        layout.addWidget(self.advanced_box)
 
         extend_box = QGroupBox("Extend beyond an edge")
-        extend_layout = QHBoxLayout(extend_box)
+        extend_outer = QVBoxLayout(extend_box)
+        extend_layout = QHBoxLayout()
+        sides_layout = QGridLayout()
+        extend_outer.addLayout(extend_layout)
+        extend_outer.addLayout(sides_layout)
         self.distance_spin = QDoubleSpinBox()
         self.distance_spin.setRange(0.0, 100000.0)
         self.distance_spin.setDecimals(1)
         self.distance_spin.setValue(500.0)
         self.distance_spin.setSuffix(" m")
-        extend_layout.addWidget(self.distance_spin)
+        extend_layout.addWidget(QLabel("Distance"))
+        extend_layout.addWidget(self.distance_spin, 1)
         self.extend_buttons: dict[str, QPushButton] = {}
-        for side in SIDES:
+        for index, side in enumerate(SIDES):
             button = QPushButton(side.capitalize())
             button.setToolTip(f"extend the raster by the distance to the {side}"
                               if side != "all" else "extend the raster on every side")
             button.clicked.connect(lambda _=False, s=side: self.run_extend(s))
-            extend_layout.addWidget(button)
+            sides_layout.addWidget(button, index // 3, index % 3)
             self.extend_buttons[side] = button
         layout.addWidget(extend_box)
 
-        self.run_view = RunView("Edit raster")
         self.run_button = self.run_view.run_button
         self.run_button.clicked.connect(self.run_edit)
         self.cancel_button = self.run_view.cancel_button
         self.cancel_button.clicked.connect(self.cancel)
         self.status_label = self.run_view.status_label
-        layout.addWidget(self.run_view)
         layout.addStretch(1)
+        self.raster_combo.layerChanged.connect(self.show_scale)
+        self.level_spin.valueChanged.connect(self.show_scale)
+        self.show_scale()
+        fit_width(self)
 
     @staticmethod
     def _spin(low: int, high: int, value: int, suffix: str = "") -> QSpinBox:
@@ -180,6 +216,47 @@ class EditPanel(QWidget):
         spin.setValue(value)
         spin.setSuffix(suffix)
         return spin
+
+    def show_scale(self, *args) -> None:
+        """The level and resampling the engine will use, before Run (at the raster's centre)."""
+        layer = self.raster_combo.currentLayer()
+        self.scale_label.setText(self._scale_text(layer) if layer is not None else "")
+
+    def _scale_text(self, layer) -> str:
+        crs = layer.crs()
+        if not crs.isValid():
+            return "this raster has no CRS: assign one in Layer Properties > Source"
+        if layer.providerType() != "gdal":
+            level = self.level_spin.value()
+            at = f"level {level}" if level != AUTO_LEVEL else "the level of the map's zoom"
+            return (f"a {layer.providerType().upper()} layer, not a file: the area around the "
+                    f"polygons is rendered at {at} into a GeoTIFF in the output folder, and "
+                    "that is edited")
+        try:
+            px = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
+            centre = layer.extent().center()
+            area = QgsDistanceArea()
+            area.setSourceCrs(crs, QgsProject.instance().transformContext())
+            area.setEllipsoid(crs.ellipsoidAcronym() or "WGS84")
+            if not area.willUseEllipsoid():
+                area.setEllipsoid("WGS84")
+            metres = (
+                area.measureLine(QgsPointXY(centre.x() - px[0] / 2, centre.y()),
+                                 QgsPointXY(centre.x() + px[0] / 2, centre.y())),
+                area.measureLine(QgsPointXY(centre.x(), centre.y() - px[1] / 2),
+                                 QgsPointXY(centre.x(), centre.y() + px[1] / 2)))
+            latitude = QgsCoordinateTransform(
+                crs, QgsCoordinateReferenceSystem("EPSG:4326"),
+                QgsProject.instance()).transform(centre).y()
+            level = self.level_spin.value()
+            return edit_scale_text(metres, latitude, None if level == AUTO_LEVEL else level)
+        except (QgsCsException, ValueError, ZeroDivisionError) as exc:
+            return f"the raster's scale cannot be read here: {exc}"
+
+    def leave(self) -> None:
+        """Another tab took over: the sketch tool leaves the map (the polygons stay)."""
+        if self.canvas.mapTool() is self.sketch:
+            self.draw_button.setChecked(False)
 
     # ----- the mask ------------------------------------------------------------------------
 
@@ -254,13 +331,43 @@ class EditPanel(QWidget):
 
     def build_edit(self) -> tuple[dict, Path]:
         """(job, destination); ValueError with the user's message for a bad input."""
-        layer, path = self._source()
+        layer = self.raster_combo.currentLayer()
+        self.rendered = False
+        try:
+            layer, path = self._source()
+        except ValueError:
+            if layer is None or not layer.isValid() or layer.providerType() == "gdal":
+                raise
+            path = None  # a WMS / XYZ / memory layer: rendered once the polygons are known
         mask_crs = require_crs(crs_for_engine(layer.crs()))
+        geometries = self.mask_geometries(layer.crs())
+        if path is None and geometries:
+            path = str(self._render(layer, geometries))
+            self.rendered = True
         job = build_edit_job(
-            path, self.mask_geometries(layer.crs()), mask_crs, self._options(),
+            path or "", geometries, mask_crs, self._options(),
             dilate=self.dilate_spin.value(), feather=self.feather_spin.value(),
             fill_nodata=self.fill_nodata_check.isChecked())
         return job, self._destination(edit_output_name(path, job["prompt"], job["seed"]))
+
+    def render_level(self, centre) -> int:
+        """The level a served layer is rendered at: the chosen one, else the map's zoom."""
+        level = self.level_spin.value()
+        if level != AUTO_LEVEL:
+            return level
+        latitude = QgsCoordinateTransform(
+            self.raster_combo.currentLayer().crs(), QgsCoordinateReferenceSystem("EPSG:4326"),
+            QgsProject.instance()).transform(centre).y()
+        return scale.level_for_resolution(self.dock.generate.screen_pixel_m(), latitude).level
+
+    def _render(self, layer, geometries: list[dict]) -> Path:
+        bounds = geojson_bounds(geometries)
+        level = self.render_level(bounds.center())
+        self.status_label.setText(f"rendering {layer.name()} at level {level} to a GeoTIFF…")
+        QCoreApplication.processEvents()
+        folder = self.dock.output_folder()
+        name = unused_name(render_name(layer.name(), level), lambda n: (folder / n).exists())
+        return render_to_geotiff(layer, bounds, level, folder / name)
 
     def build_extend(self, side: str) -> tuple[dict, Path]:
         _, path = self._source()
@@ -306,9 +413,14 @@ class EditPanel(QWidget):
             self.run_view.set_running(False)
             return
         layer = self.run_view.ended(
-            task, ok, lambda t: add_edited_layer(t.path, self.source_layer, t.job, t.result),
-            lambda text: self.dock.show_message(text, warning=True), "the edit failed")
+            task, ok, lambda t: add_edited_layer(t.path, self.source_layer, t.job, t.result,
+                                                 copy_style=not self.rendered),
+            lambda text: self.dock.show_message(text, warning=True), "the edit failed",
+            inform=lambda text: self.dock.show_message(text))
         if layer is not None:
+            # The run is over: its polygons and the sketch tool would only hide the result.
+            self.draw_button.setChecked(False)
+            self.sketch.clear()
             self.dock.add_history(task.job, {**task.result, "path": task.path},
                                   self.run_view.last_preview)
             self.layer_added.emit(layer)
@@ -341,3 +453,4 @@ class EditPanel(QWidget):
         if self.canvas.mapTool() is self.sketch:
             self.canvas.unsetMapTool(self.sketch)
         self.sketch.cleanup()
+        self.sketch.deleteLater()  # the canvas owns it: it would outlive the plugin

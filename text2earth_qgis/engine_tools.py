@@ -7,7 +7,7 @@ import configparser
 from pathlib import Path
 
 from qgis.core import Qgis
-from qgis.PyQt.QtWidgets import QHBoxLayout, QPushButton, QWidget
+from qgis.PyQt.QtWidgets import QPushButton, QVBoxLayout, QWidget
 
 from .core.client import read_token
 from .core.diagnostics import diagnostics_text, engine_facts
@@ -28,7 +28,7 @@ def diagnostics_for(manager: EngineManager) -> str:
 
 def engine_tools_row(dock) -> QWidget:
     row = QWidget()
-    layout = QHBoxLayout(row)
+    layout = QVBoxLayout(row)
     layout.setContentsMargins(0, 0, 0, 0)
     for text, slot in (("Set up engine…", dock.setup_requested.emit),
                        ("Download model…", dock.models_requested.emit),

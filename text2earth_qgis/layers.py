@@ -7,7 +7,13 @@ import json
 from qgis.core import QgsLayerMetadata, QgsMapLayerStyle, QgsProject, QgsRasterLayer
 
 from .core.edit_spec import result_layer_name
-from .core.job_spec import layer_name, metadata_from_tags
+from .core.job_spec import (
+    LAYER_PREFIX,
+    PIPELINE_CHECK_PREFIX,
+    is_pipeline_check,
+    layer_name,
+    metadata_from_tags,
+)
 
 GROUP = "Text2Earth"
 JOB_PROPERTY = "text2earth/job"
@@ -20,7 +26,9 @@ PARTLY_SYNTHETIC = (
 def add_result_layer(path: str, job: dict, result: dict, project: QgsProject | None = None):
     """Add the GeoTIFF on top of the 'Text2Earth' group; returns the layer (or None if invalid)."""
     project = project or QgsProject.instance()
-    layer = QgsRasterLayer(path, layer_name(job.get("prompt", "")), "gdal")
+    layer = QgsRasterLayer(path, layer_name(job.get("prompt", ""), prefix=LAYER_PREFIX), "gdal")
+    if is_pipeline_check(result):  # demo weights: noise, and the name says so
+        layer.setName(layer_name(job.get("prompt", ""), prefix=PIPELINE_CHECK_PREFIX))
     if not layer.isValid():
         return None
     _describe(layer, job, result, SYNTHETIC)
@@ -32,16 +40,18 @@ def add_result_layer(path: str, job: dict, result: dict, project: QgsProject | N
 
 
 def add_edited_layer(path: str, source, job: dict, result: dict,
-                     project: QgsProject | None = None):
+                     project: QgsProject | None = None, copy_style: bool = True):
     """Add an edit's (or extension's) GeoTIFF just above its source layer, styled like it.
 
     The source layer is left as it was; returns the new layer (or None if invalid).
     """
     project = project or QgsProject.instance()
     layer = QgsRasterLayer(path, result_layer_name(job), "gdal")
+    if is_pipeline_check(result):
+        layer.setName(layer_name(job.get("prompt", ""), prefix=PIPELINE_CHECK_PREFIX))
     if not layer.isValid():
         return None
-    if source is not None:
+    if source is not None and copy_style:
         # The user's whole style (renderer, band order, stretch, opacity, resampling), as
         # 'Copy Style' / 'Paste Style' would carry it; the bands are the source's.
         style = QgsMapLayerStyle()

@@ -6,7 +6,11 @@ from pathlib import Path
 
 from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+
+try:  # Qt6 (QGIS 4) has QAction in QtGui; Qt5 in QtWidgets
+    from qgis.PyQt.QtGui import QAction
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction
 
 from .core.engine_manager import EngineManager
 from .qgis_compat import raster_layer_type
@@ -74,6 +78,8 @@ class Text2EarthPlugin:
             self.dock.visibilityChanged.connect(self.toggle_action.setChecked)
             self.dock.setup_requested.connect(self.open_engine_setup)
             self.dock.models_requested.connect(self.open_model_dialog)
+            self.dock.model_folder_chosen.connect(lambda folder: self.use_model(
+                folder, self.manager.settings.model_cache))
             self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         return self.dock
 
@@ -127,7 +133,7 @@ class Text2EarthPlugin:
         self.manager.stop()
         self.manager.settings.python = python
         if self.dock is not None:
-            self.dock.python_widget.setFilePath(python)
+            self.dock.engine_settings.python_widget.setFilePath(python)
             self.dock.connect_engine()
 
     def use_model(self, model: str, cache: str) -> None:
@@ -136,7 +142,7 @@ class Text2EarthPlugin:
         if model:
             self.manager.settings.model = model
             if self.dock is not None:
-                self.dock.model_edit.setText(model)
+                self.dock.generate.model_edit.setText(model)
         if self.dock is not None:
             self.dock.connect_engine()
 
@@ -145,6 +151,9 @@ class Text2EarthPlugin:
             self.iface.removePluginRasterMenu(MENU, action)
         for action in self.actions:
             self.iface.removeToolBarIcon(action)
+        # Parented to the main window, they would outlive the plugin: one more set per reload.
+        for action in self.actions + self.menu_actions:
+            action.deleteLater()
         self.actions.clear()
         self.menu_actions.clear()
         for dialog in self.dialogs.values():
@@ -153,6 +162,7 @@ class Text2EarthPlugin:
         self.dialogs.clear()
         if self.regenerate_action is not None:
             self.iface.removeCustomActionForLayerType(self.regenerate_action)
+            self.regenerate_action.deleteLater()
             self.regenerate_action = None
         if self.dock is not None:
             self.dock.cleanup()

@@ -1,81 +1,168 @@
-"""The state of one engine job in the dock: progress bar, status line, live preview, and
-what the end of the run means for the user. Shared by the Generate and Edit raster tabs."""
+"""The state of one engine job, pinned under each tab's form: [run] [Cancel], progress, a
+one-line status and a compact preview; and what the end of a run means for the user. Shared
+by the Generate and Edit raster tabs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from qgis.core import QgsProject
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QPixmap
 from qgis.PyQt.QtWidgets import (
-    QHBoxLayout,
+    QGridLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
+    QSizePolicy,
     QWidget,
 )
 
 from .core.run_job import progress_percent, status_text
+from .core.time_left import TimeLeft
 from .tasks import GenerateTask
+
+PREVIEW_PX = 72  # small enough to keep the action row on a 768 px screen
+
+
+class StatusLine(QLabel):
+    """One line whatever the text's length: elided to the width, the whole text as tooltip.
+
+    ``text()`` answers the whole text, so callers and tests read what was said, not what fit.
+    """
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self._full = text
+        self.setToolTip(text)
+        self._elide()
+
+    def text(self) -> str:
+        return self._full
+
+    def _elide(self) -> None:
+        metrics = self.fontMetrics()
+        super().setText(metrics.elidedText(self._full, Qt.TextElideMode.ElideRight,
+                                           max(20, self.width())))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._elide()
 
 
 class RunView(QWidget):
-    """[run] [Cancel], then the progress of the job under way; the caller connects both."""
+    """[preview] [run] [Cancel] / progress / status; the caller connects both buttons."""
 
     def __init__(self, run_text: str, parent=None) -> None:
         super().__init__(parent)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.run_button = QPushButton(run_text)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        row = QHBoxLayout()
-        row.addWidget(self.run_button)
-        row.addWidget(self.cancel_button)
-        layout.addLayout(row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
+        layout = QGridLayout(self)
+        layout.setContentsMargins(0, 4, 0, 0)
         self.preview_label = QLabel()
         self.preview_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview_label.setMinimumHeight(128)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.preview_label)
+        self.preview_label.setFixedSize(PREVIEW_PX, PREVIEW_PX)
+        self.preview_label.setToolTip("live preview of the run")
+        self.run_button = QPushButton(run_text)
+        self.run_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.compare_button = QPushButton("Before/after")
+        self.compare_button.setCheckable(True)
+        self.compare_button.setEnabled(False)
+        self.compare_button.setToolTip(
+            "the last result: press to hide it and see what lies under it; press again to "
+            "bring it back")
+        self.compare_button.toggled.connect(self._compare)
+        self.result_layer_id = ""
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.status_label = StatusLine("")
+        layout.addWidget(self.preview_label, 0, 0, 3, 1)
+        layout.addWidget(self.run_button, 0, 1)
+        layout.addWidget(self.cancel_button, 0, 2)
+        layout.addWidget(self.compare_button, 0, 3)
+        layout.addWidget(self.progress, 1, 1, 1, 3)
+        layout.addWidget(self.status_label, 2, 1, 1, 3)
+        layout.setColumnStretch(1, 2)
+        layout.setColumnStretch(2, 1)
+        layout.setColumnStretch(3, 1)
         self.last_preview = b""
+        self.blocked_reason = ""
+        self.running = False
+        self.cancel_requested = False
+        self.time_left = TimeLeft()
+        self.prefix = ""  # "variation 2 of 3: " while a series runs
 
-    def follow(self, task: GenerateTask) -> None:
+    def follow(self, task: GenerateTask, prefix: str = "") -> None:
         """Show this task's progress and previews from now on; only Cancel until it ends."""
         task.progressed.connect(self.show_progress)
         task.previewed.connect(self.show_preview)
+        self.prefix = prefix
+        self.cancel_requested = False
+        self.time_left = TimeLeft()
         self.set_running(True)
+        self.show_result(None)
         self.progress.setValue(0)
-        self.status_label.setText("sending the job to the engine…")
-        self.last_preview = b""
+        self.status_label.setText(prefix + "sending the job to the engine…")
+        self.clear_preview()
 
     def set_running(self, running: bool) -> None:
-        self.run_button.setEnabled(not running)
+        self.running = running
+        self.run_button.setEnabled(not running and not self.blocked_reason)
         self.cancel_button.setEnabled(running)
 
+    def block(self, reason: str) -> None:
+        """Offer the run button only when ``reason`` is empty; the reason is its tooltip."""
+        self.blocked_reason = reason
+        self.run_button.setToolTip(reason)
+        self.set_running(self.running)
+
     def cancelling(self) -> None:
+        self.cancel_requested = True
+        self.cancel_button.setEnabled(False)
         self.status_label.setText("cancelling…")
 
     def show_progress(self, status: dict) -> None:
-        self.status_label.setText(status_text(status))
+        if self.cancel_requested:
+            return  # the engine's last steps must not hide that a cancel is under way
+        shown = {**status, "eta_s": self.time_left.update(status.get("eta_s"))}
+        self.status_label.setText(self.prefix + status_text(shown))
         self.progress.setValue(int(progress_percent(status)))
 
     def show_preview(self, png: bytes) -> None:
+        if self.cancel_requested:
+            return
         self.last_preview = bytes(png)
         pixmap = QPixmap()
         if pixmap.loadFromData(self.last_preview, "PNG"):
-            self.preview_label.setPixmap(pixmap.scaledToWidth(
-                min(256, max(128, self.preview_label.width())),
+            self.preview_label.setPixmap(pixmap.scaled(
+                PREVIEW_PX, PREVIEW_PX, Qt.AspectRatioMode.KeepAspectRatio,
                 Qt.TransformationMode.SmoothTransformation))
 
+    def show_result(self, layer) -> None:
+        """The layer Before/after hides and shows again (None: no result to compare)."""
+        self.compare_button.setChecked(False)
+        self.result_layer_id = layer.id() if layer is not None else ""
+        self.compare_button.setEnabled(layer is not None)
+
+    def _compare(self, before: bool) -> None:
+        node = QgsProject.instance().layerTreeRoot().findLayer(self.result_layer_id)
+        if node is None:  # removed by the user meanwhile
+            self.show_result(None)
+            return
+        node.setItemVisibilityChecked(not before)
+
+    def clear_preview(self) -> None:
+        self.last_preview = b""
+        self.preview_label.clear()
+
     def ended(self, task: GenerateTask, ok: bool, add_layer: Callable,
-              warn: Callable[[str], None], failed: str):
+              warn: Callable[[str], None], failed: str,
+              inform: Callable[[str], None] | None = None):
         """The layer ``add_layer(task)`` made of the result, or None (and why, shown)."""
         self.set_running(False)
         if ok and task.result and task.path:
@@ -85,10 +172,14 @@ class RunView(QWidget):
                 return None
             self.progress.setValue(100)
             self.status_label.setText(f"done: {task.path}")
+            self.show_result(layer)
             return layer
         self.progress.setValue(0)
-        if task.was_cancelled:
-            self.status_label.setText("cancelled: nothing was written")
+        self.clear_preview()
+        if task.was_cancelled or self.cancel_requested:
+            self.status_label.setText("Cancelled: nothing was written")
+            if inform is not None:
+                inform("Cancelled: nothing was written.")
             return None
         self.status_label.setText(f"failed: {task.error}")
         warn(task.error or failed)

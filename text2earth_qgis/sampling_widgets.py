@@ -13,10 +13,11 @@ def seed_row() -> tuple[QSpinBox, QPushButton, QHBoxLayout]:
     """A seed box with a random starting value and a button for a new one."""
     spin = QSpinBox()
     spin.setRange(0, MAX_SEED)
-    spin.setValue(random.randint(0, MAX_SEED))
+    spin.setValue(random.randint(0, MAX_SEED))  # nosec B311 - a seed, not a secret
     dice = QPushButton("Random")
     dice.setToolTip("new random seed")
-    dice.clicked.connect(lambda: spin.setValue(random.randint(0, MAX_SEED)))
+    dice.clicked.connect(lambda: spin.setValue(
+        random.randint(0, MAX_SEED)))  # nosec B311 - a seed, not a secret
     row = QHBoxLayout()
     row.addWidget(spin, 1)
     row.addWidget(dice)

@@ -5,10 +5,18 @@ from __future__ import annotations
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .core.client import EngineError, JobCancelled
+from .core.client import EngineError, JobCancelled, ServiceError
 from .core.engine_manager import EngineManager
 from .core.failure_advice import job_message
 from .core.run_job import progress_percent, run_job
+
+
+def task_flags():
+    """Cancellable, and silent where QGIS knows the flag (3.26+): the dock says how a run
+    ended; a desktop notification would only repeat it."""
+    flags = QgsTask.Flag.CanCancel
+    silent = getattr(QgsTask.Flag, "Silent", None)
+    return flags | silent if silent is not None else flags
 
 
 class EngineTask(QgsTask):
@@ -17,7 +25,7 @@ class EngineTask(QgsTask):
     done = pyqtSignal(bool, str)
 
     def __init__(self, manager: EngineManager) -> None:
-        super().__init__("Text2Earth: connecting to the engine", QgsTask.Flag.CanCancel)
+        super().__init__("Text2Earth: connecting to the engine", task_flags())
         self.manager = manager
         self.error = ""
 
@@ -41,7 +49,7 @@ class GenerateTask(QgsTask):
     completed = pyqtSignal(bool)
 
     def __init__(self, manager: EngineManager, job: dict, destination: str) -> None:
-        super().__init__(f"Text2Earth: {job.get('prompt', '')[:40]}", QgsTask.Flag.CanCancel)
+        super().__init__(f"Text2Earth: {job.get('prompt', '')[:40]}", task_flags())
         self.manager = manager
         self.job = job
         self.destination = destination
@@ -65,7 +73,11 @@ class GenerateTask(QgsTask):
             self.path = str(path)
             return True
         except JobCancelled:
+            # The user's cancel is not a failure: QGIS would announce "Task failed".
             self.was_cancelled = True
+            return True
+        except ServiceError as exc:  # the service's own reason; the HTTP status is no user's
+            self.error = job_message(exc.message)
             return False
         except EngineError as exc:
             self.error = job_message(str(exc))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
+import subprocess  # nosec B404 - starts the engine with a list argv, never a shell
 import tempfile
 import time
 import urllib.error
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import place_file
+from .http_open import open_http
 
 API_VERSION = 1
 FINAL_STATES = ("done", "failed", "cancelled")
@@ -88,7 +89,7 @@ class EngineClient:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(self.url + path, data, headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+            with open_http(request, timeout=timeout or self.timeout) as response:
                 if into is not None:  # stream to a file: a GeoTIFF can be gigabytes
                     with open(into, "wb") as fh:
                         shutil.copyfileobj(response, fh, 1 << 20)
@@ -290,7 +291,7 @@ def start_local_service(
     child_env.update(env or {})
     no_window = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
     try:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # nosec B603 - list argv: the engine's Python + flags
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=child_env, creationflags=no_window,
         )

@@ -8,9 +8,12 @@ first, with a sentence the user can act on, before anything is sent.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import scale
+from .files import unused_name  # noqa: F401 - the edit tab's never-colliding names
 from .job_spec import DEFAULT_SCHEDULER, LAYER_PREFIX, layer_name, slug
 
 SIDES = ("north", "south", "east", "west", "all")
@@ -135,18 +138,31 @@ def _seed(seed: int | None) -> str:
     return "random" if seed is None else str(seed)
 
 
-def unused_name(name: str, taken) -> str:
-    """``name``, or 'stem_2.tif', 'stem_3.tif', ... the first one ``taken(name)`` denies."""
-    if not taken(name):
-        return name
-    stem, dot, suffix = name.rpartition(".")
-    number = 2
-    while taken(f"{stem}_{number}{dot}{suffix}"):
-        number += 1
-    return f"{stem}_{number}{dot}{suffix}"
-
-
 def result_layer_name(job: dict) -> str:
     """'Text2Earth (synthetic edit): <prompt>' or '... (synthetic extension): ...'."""
     prefix = EXTEND_LAYER_PREFIX if job.get("type") == "extend" else EDIT_LAYER_PREFIX
     return layer_name(job.get("prompt", ""), prefix=prefix)
+
+
+RESAMPLE_SNAP_LOG2 = 0.1  # within 7 % of the level's pixel the raster is used as it is
+
+
+def edit_scale_text(pixel_m: tuple[float, float], latitude: float, level: int | None) -> str:
+    """What the engine will do with the raster's scale, said before Run: the level (clamped
+    or given) and whether windows are resampled, by how much (engine/edit.py decides alike)."""
+    px = math.sqrt(pixel_m[0] * pixel_m[1])
+    if level is None:
+        choice = scale.level_for_resolution(px, latitude)
+        level, how = choice.level, "auto" + (", clamped to the model's 10..18" if
+                                             choice.clamped else "")
+    else:
+        how = "given"
+    model_m = scale.ground_resolution(level, latitude)
+    text = f"level {level} ({how}): the raster's pixels are {px:.3g} m, level {level}'s " \
+           f"{model_m:.3g} m"
+    sx, sy = pixel_m[0] / model_m, pixel_m[1] / model_m
+    if abs(math.log2(sx)) <= RESAMPLE_SNAP_LOG2 and abs(math.log2(sy)) <= RESAMPLE_SNAP_LOG2:
+        return text + ": used as they are"
+    factor = math.sqrt(sx * sy)
+    text += f": resampled {factor:.2f}x for the model and back"
+    return text + ("; new pixels look softer than the source's" if factor < 0.7 else "")

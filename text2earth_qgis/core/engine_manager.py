@@ -30,6 +30,14 @@ NOT_FOUND, STOPPED, STARTING, CONNECTED, FAILED, CRASHED = (
     "not found", "stopped", "starting", "connected", "failed", "crashed"
 )
 
+# The one call to action of a fresh install: the dock shows it beside a "Set up engine..."
+# button, so it names that button and not a settings key.
+NO_ENGINE_MESSAGE = (
+    "no engine installed yet: click Set up engine… to install it in its own Python "
+    "environment (PyTorch, a download of several GB), or choose an existing engine's Python "
+    "in the Engine tab"
+)
+
 
 def venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
@@ -104,10 +112,7 @@ class EngineManager:
             python = find_engine_python(self.settings.python)
             if python is None:
                 self.state = NOT_FOUND
-                self.message = (
-                    "no engine found: set the engine's Python (its virtual environment's "
-                    f"python) in the Text2Earth settings, or the {PYTHON_ENV} variable"
-                )
+                self.message = NO_ENGINE_MESSAGE
                 raise EngineError(self.message)
             self.state, self.message = STARTING, f"starting the engine with {python}"
             self._stop_requested = False

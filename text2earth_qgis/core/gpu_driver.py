@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 - nvidia-smi with a list argv, never a shell
 import sys
 from pathlib import Path
 
@@ -32,9 +32,10 @@ def detect_nvidia_driver(timeout: float = 10.0) -> str | None:
     if smi is None:
         return None
     try:
-        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=timeout,
-                             creationflags=NO_WINDOW)
+        out = subprocess.run(  # nosec B603 - list argv, no shell
+            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=timeout,
+            creationflags=NO_WINDOW)
     except (OSError, subprocess.SubprocessError):
         return None
     return parse_nvidia_smi(out.stdout) if out.returncode == 0 else None

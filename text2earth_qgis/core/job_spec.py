@@ -10,16 +10,39 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from . import scale
-from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, plan_scene
+from .output_plan import window_count  # noqa: F401 - where the dock and tests find it
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
 AUTO, LEVEL, RESOLUTION = "auto", "level", "resolution"
 LARGE_OUTPUT_PX = 2048 * 2048  # above this the dock warns: minutes to hours of work
 LAYER_PREFIX = "Text2Earth (synthetic): "
+PIPELINE_CHECK_PREFIX = "Text2Earth (pipeline check, not imagery): "
+PIPELINE_CHECK_TAG = "TEXT2EARTH_PIPELINE_CHECK"
 DEFAULT_PATTERN = "{date}_{prompt}_s{seed}.tif"
 # The engine's samplers (engine.model.schedulers): the plugin cannot import the engine, so it
 # keeps this copy; tests/test_plugin_core.py holds the two equal.
 SCHEDULERS = ("euler", "ddim", "dpm++")
 DEFAULT_SCHEDULER = "euler"
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A speed / quality trade-off a user picks by name instead of four numbers."""
+
+    steps: int
+    scheduler: str
+    tile: int  # scene window side in px: smaller windows, less work per window
+    overlap: int
+
+
+# Draft gets a CPU user a first result in minutes: DPM++ holds up at few steps, and 384 px
+# windows with a thin overlap cut a scene's work; Best is the authors' setting.
+QUALITY = {
+    "Draft": Quality(steps=15, scheduler="dpm++", tile=384, overlap=64),
+    "Standard": Quality(steps=30, scheduler="dpm++", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP),
+    "Best": Quality(steps=50, scheduler="euler", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP),
+}
+DEFAULT_QUALITY = "Standard"
 
 
 @dataclass(frozen=True)
@@ -75,15 +98,6 @@ def output_size(width_m: float, height_m: float, ground_resolution_m: float) -> 
             max(1, round(height_m / ground_resolution_m)))
 
 
-def window_count(width_px: int, height_px: int, tile: int = DEFAULT_TILE,
-                 overlap: int = DEFAULT_OVERLAP) -> int:
-    """How many model windows the engine will run for this output (1: a single canvas)."""
-    if width_px <= tile and height_px <= tile:
-        return 1
-    plan = plan_scene(width_px, height_px, tile, overlap)
-    return plan.nx * plan.ny
-
-
 def slug(text: str, limit: int = 40) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
     return (cleaned[:limit].rstrip("-") or "scene")
@@ -109,6 +123,19 @@ def output_name(pattern: str, prompt: str, seed: int | None, level: int | None,
     return name
 
 
+def pipeline_check_name(name: str) -> str:
+    """'x.tif' -> 'x.pipeline-check.tif': demo-weight results say what they are."""
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        return name + ".pipeline-check"
+    return name if stem.endswith(".pipeline-check") else f"{stem}.pipeline-check.{suffix}"
+
+
+def is_pipeline_check(result: dict | None) -> bool:
+    """Whether the engine made this result with its built-in demo weights."""
+    return bool(((result or {}).get("tags") or {}).get(PIPELINE_CHECK_TAG))
+
+
 def layer_name(prompt: str, limit: int = 60, prefix: str = LAYER_PREFIX) -> str:
     text = " ".join(prompt.split())
     if len(text) > limit:
@@ -128,6 +155,8 @@ def build_job(
     model: str | None = None,
     out: str | None = None,
     precision: str = "auto",
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
 ) -> dict:
     """The JSON body of POST /jobs; raises ValueError with a message for the user."""
     if extent.is_empty():
@@ -151,6 +180,8 @@ def build_job(
         job["model"] = model
     if precision != "auto":  # auto is the engine's default: older engines need no field
         job["precision"] = precision
+    if (tile, overlap) != (DEFAULT_TILE, DEFAULT_OVERLAP):  # likewise for the defaults
+        job["tile"], job["overlap"] = int(tile), int(overlap)
     return job
 
 

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .http_open import open_http
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MODELS = ("lcybuaa/Text2Earth", "lcybuaa/Text2Earth-inpainting")
 # The engine's engine.model.checkpoint.HUB_PATTERNS (a test keeps the two equal).
@@ -115,12 +117,13 @@ def _get_json(url: str, timeout: float, repo: str, cache_dir) -> tuple[object, d
     request = urllib.request.Request(url, headers={"Accept": "application/json",
                                                    "User-Agent": "text2earth-qgis"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with open_http(request, timeout=timeout) as response:
             return json.loads(response.read()), dict(response.headers)
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403, 404):
-            raise DownloadError(f"the hub has no public model {repo} (HTTP {exc.code})") from None
-        raise OfflineError(offline_message(repo, cache_dir, f"HTTP {exc.code}"),
+            raise DownloadError(f"the hub has no public model {repo}: check its name, or "
+                                "whether it needs a login") from None
+        raise OfflineError(offline_message(repo, cache_dir, "the hub refused the request"),
                            download_command(repo, cache_dir)) from None
     except NETWORK_ERRORS as exc:
         reason = getattr(exc, "reason", None) or exc
@@ -188,7 +191,7 @@ def select_files(files: list[RemoteFile], repo: str = "") -> list[RemoteFile]:
 def _hasher(remote: RemoteFile):
     if remote.sha256:
         return hashlib.sha256()
-    digest = hashlib.sha1()  # noqa: S324 - git's blob id, not a security hash
+    digest = hashlib.sha1(usedforsecurity=False)  # git's blob id, not a security hash
     digest.update(f"blob {remote.size}\0".encode())
     return digest
 
@@ -240,12 +243,13 @@ def _fetch_range(url: str, partial: Path, have: int, on_bytes, is_canceled, time
         headers["Range"] = f"bytes={have}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = open_http(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416:  # nothing left to send: the partial file is whole
             return
         if exc.code in (401, 403, 404):
-            raise DownloadError(f"{url} is not available (HTTP {exc.code})") from None
+            raise DownloadError(f"{url} is not available: the hub no longer has this "
+                                "file, or it needs a login") from None
         raise
     with response:
         mode = "ab" if have and response.status == 206 else "wb"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from .client import EngineClient, JobCancelled, JobFailed, ServiceError
 from .failure_advice import job_message
+from .files import unused_name
+from .job_spec import is_pipeline_check, pipeline_check_name
 
 
 def progress_percent(status: dict) -> float:
@@ -30,8 +32,16 @@ def status_text(status: dict) -> str:
     if status.get("queue_position"):
         text = f"queued (position {status['queue_position']})"
     if status.get("eta_s") is not None:
-        text += f", about {status['eta_s']:.0f} s left"
+        text += f", about {duration(status['eta_s'])} left"
     return text
+
+
+def duration(seconds: float) -> str:
+    """'40 s', '3 min', '1 h 20 min': as precise as a waiting user needs."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def run_job(
@@ -96,4 +106,11 @@ def _run_job(client, job, destination, overwrite, on_status, is_canceled, on_pre
         if staged.is_file():
             staged.unlink()
         raise JobCancelled("cancelled")
+    destination = Path(destination)
+    if is_pipeline_check(result):  # demo weights: the file name says so, whatever was asked
+        name = pipeline_check_name(destination.name)
+        if name != destination.name:
+            folder = destination.parent
+            destination = folder / (name if overwrite else unused_name(
+                name, lambda n: (folder / n).exists()))
     return result, client.download(job_id, destination, overwrite)

@@ -23,7 +23,7 @@ import os
 import queue
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 - pip and Python run with list argv, never a shell
 import sys
 import threading
 import time
@@ -35,6 +35,7 @@ from pathlib import Path
 
 from .engine_manager import venv_python
 from .gpu_driver import NO_WINDOW, detect_nvidia_driver
+from .http_open import open_http
 
 MIN_PYTHON = (3, 10)
 # Newest first among those torch has long had wheels for; newer ones only if nothing else.
@@ -105,8 +106,9 @@ class PythonInfo:
 def probe_python(path: str, timeout: float = 20.0) -> PythonInfo:
     """Ask an interpreter what it is; any failure becomes ``error``, never an exception."""
     try:
-        out = subprocess.run([path, "-I", "-c", PYTHON_PROBE], capture_output=True, text=True,
-                             timeout=timeout, creationflags=NO_WINDOW, env=clean_env())
+        out = subprocess.run(  # nosec B603 - list argv, no shell
+            [path, "-I", "-c", PYTHON_PROBE], capture_output=True, text=True,
+            timeout=timeout, creationflags=NO_WINDOW, env=clean_env())
     except (OSError, subprocess.SubprocessError) as exc:
         return PythonInfo(path, error=f"cannot run {path}: {exc}")
     if out.returncode != 0:
@@ -321,7 +323,7 @@ def index_check(plan: SetupPlan, step: str, timeout: float = 8.0) -> str:
     url = plan.index_url or (plan.torch.index_url if step == "torch" else None) \
         or os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple/"
     try:
-        with urllib.request.urlopen(url, timeout=timeout):
+        with open_http(url, timeout=timeout):
             return ""
     except urllib.error.HTTPError:
         return ""  # it answered: reachable
@@ -337,9 +339,10 @@ def run_logged(step: str, args: list[str], log, on_line: Callable[[str], None],
     log.write(f"\n$ {' '.join(args)}\n")
     log.flush()
     try:
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=env, text=True,
-                                   errors="replace", creationflags=NO_WINDOW)
+        process = subprocess.Popen(  # nosec B603 - pip's list argv, no shell
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env, text=True,
+            errors="replace", creationflags=NO_WINDOW)
     except OSError as exc:
         log.write(f"cannot run {args[0]}: {exc}\n")
         raise SetupError(step, f"cannot run {args[0]}: {exc}", output=str(exc)) from None
@@ -384,9 +387,10 @@ def venv_works(plan: SetupPlan, env: dict) -> bool:
     if not plan.venv_python.is_file():
         return False
     try:
-        out = subprocess.run([str(plan.venv_python), "-c", "import sys, pip; print(sys.prefix)"],
-                             capture_output=True, text=True, timeout=30, env=env,
-                             creationflags=NO_WINDOW)
+        out = subprocess.run(  # nosec B603 - list argv, no shell
+            [str(plan.venv_python), "-c", "import sys, pip; print(sys.prefix)"],
+            capture_output=True, text=True, timeout=30, env=env,
+            creationflags=NO_WINDOW)
     except (OSError, subprocess.SubprocessError):
         return False
     return out.returncode == 0
@@ -491,6 +495,24 @@ def checkout_root(plugin_dir: Path | None = None) -> Path | None:
     return None
 
 
+def buildable_engine_source(root: Path, work: Path,
+                            plugin_dir: Path | None = None) -> Path:
+    """A folder pip can build the engine from. The zip ships the engine's source without a
+    second copy of the plugin's core (which the engine imports): the plugin's own core is
+    put beside it in ``work`` for the build. A checkout is used as it is."""
+    if (root / "text2earth_qgis" / "core").is_dir():
+        return root
+    plugin_dir = plugin_dir or Path(__file__).resolve().parents[1]
+    build = work / "source"
+    shutil.rmtree(build, ignore_errors=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(root, build, ignore=skip)
+    (build / "text2earth_qgis").mkdir(exist_ok=True)
+    shutil.copy2(plugin_dir / "__init__.py", build / "text2earth_qgis" / "__init__.py")
+    shutil.copytree(plugin_dir / "core", build / "text2earth_qgis" / "core", ignore=skip)
+    return build
+
+
 def default_venv(data_dir: str | Path) -> Path:
     return Path(data_dir) / "engine-venv"
 
@@ -507,7 +529,8 @@ def make_plan(venv: str | Path, python: str | None = None, torch: str = "auto",
     if not requirements_file or not Path(requirements_file).is_file():
         raise SetupError("requirements", "no requirements file: choose the engine's "
                          "requirements.txt (it comes with the engine's source)")
-    engine_source = engine_source or (str(root) if root else None)
+    if not engine_source and root is not None:
+        engine_source = str(buildable_engine_source(root, Path(venv).parent / "engine-build"))
     if not engine_source:
         raise SetupError("engine", "the engine's source is not next to the plugin: give its "
                          "folder, wheel or download URL")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingException
 
-from ..core.client import EngineError, JobCancelled
+from ..core.client import EngineError, JobCancelled, ServiceError
 from ..core.engine_manager import EngineManager
 from ..core.run_job import progress_percent, run_job
 
@@ -29,6 +29,8 @@ def run_on_engine(manager: EngineManager, job: dict, destination: str, feedback)
                                on_status=on_status, is_canceled=feedback.isCanceled)
     except JobCancelled:
         raise QgsProcessingException("cancelled: nothing was written") from None
+    except ServiceError as exc:  # the service's own reason; its HTTP status is no user's
+        raise QgsProcessingException(exc.message) from None
     except EngineError as exc:
         raise QgsProcessingException(str(exc)) from None
     feedback.pushInfo(

@@ -1,0 +1,108 @@
+"""Screenshots of the real QGIS desktop at 1366 x 768 with the Text2Earth dock: run by QGIS
+itself (``qgis --code``), under a virtual X server; `make screenshots` starts it:
+
+    xvfb-run -a -s "-screen 0 1366x768x24" qgis --nologo --noversioncheck --noplugins \
+        --profiles-path /tmp/profile --code tests/qgis_desktop_screenshot.py
+
+The engine is this checkout's (its .venv), serving the built-in demo weights as a fresh
+install does, so the dock announces them and the layer is named a pipeline check. Writes
+docs/screenshot.png (after a run) and docs/screenshot-edit.png (the Edit raster tab), and a
+JSON report beside them in $T2E_SHOT_DIR (default: a temp folder), then exits QGIS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.PyQt.QtCore import QCoreApplication, QTimer
+from qgis.PyQt.QtWidgets import QApplication
+from qgis.utils import iface
+
+ROOT = Path(os.environ.get("T2E_ROOT", "/work/wt-plugin"))
+sys.path.insert(0, str(ROOT))
+DOCS = ROOT / "docs"
+RASTER = os.environ.get("T2E_RASTER", str(ROOT.parent / "shared/data/rasters/RGB.byte.tif"))
+WORK = Path(os.environ.get("T2E_SHOT_DIR") or tempfile.mkdtemp(prefix="t2e-desktop-"))
+report: dict = {}
+
+
+def wait(condition, timeout=240.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        QCoreApplication.processEvents()
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def grab(path: Path) -> None:
+    wait(lambda: False, 1.0)
+    iface.mapCanvas().waitWhileRendering()
+    wait(lambda: False, 0.5)
+    shot = QApplication.primaryScreen().grabWindow(0)
+    report[path.name] = {"saved": shot.save(str(path)), "size": [shot.width(), shot.height()]}
+
+
+def main() -> None:
+    window = iface.mainWindow()
+    window.setGeometry(0, 0, 1366, 768)
+    window.showMaximized()
+    wait(lambda: False, 1.0)
+    layer = QgsRasterLayer(RASTER, "Landsat scene (RGB.byte.tif)", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    QgsProject.instance().setCrs(layer.crs())
+    centre = layer.extent().center()
+    canvas = iface.mapCanvas()
+    canvas.setExtent(QgsRectangle(centre.x() - 30000, centre.y() - 20000,
+                                  centre.x() + 30000, centre.y() + 20000))
+    import text2earth_qgis
+
+    plugin = text2earth_qgis.classFactory(iface)
+    settings = plugin.manager.settings
+    settings.python = str(ROOT / ".venv" / "bin" / "python")
+    settings.device = "cpu"
+    settings.staging_dir = str(WORK / "staging")
+    settings.token_file = str(WORK / "token")
+    plugin.initGui()
+    plugin.toggle_action.trigger()
+    dock = plugin.dock
+    wait(lambda: dock.engine_task is None)
+    gen = dock.generate
+    gen.prompt_edit.setPlainText("a river meanders through dense green forest")
+    gen.quality_combo.setCurrentText("Draft")
+    gen.steps_spin.setValue(4)
+    gen.mode_combo.setCurrentIndex(gen.mode_combo.findData("level"))
+    gen.level_spin.setValue(13)
+    gen.folder_widget.setFilePath(str(WORK / "out"))
+    gen.set_extent(QgsRectangle(centre.x() - 9000, centre.y() - 6000,
+                                centre.x() + 9000, centre.y() + 6000), layer.crs())
+    report["engine"] = dock.engine_bar.label.text()
+    report["demo_row_visible"] = dock.engine_bar.model_row.isVisible()
+    grab(DOCS / "screenshot-extent.png")
+    gen.generate_button.click()
+    wait(lambda: gen.task is None and not gen.pending)
+    report["status"] = gen.status_label.text()
+    report["layers"] = [lay.name() for lay in QgsProject.instance().mapLayers().values()]
+    grab(DOCS / "screenshot.png")
+    dock.tabs.setCurrentWidget(dock.edit_panel)
+    dock.edit_panel.raster_combo.setLayer(layer)
+    grab(DOCS / "screenshot-edit.png")
+    report["window"] = [window.width(), window.height()]
+    buttons = [gen.generate_button, gen.cancel_button, dock.edit_panel.run_button,
+               dock.edit_panel.cancel_button]
+    report["buttons_bottom"] = [b.mapTo(window, b.rect().bottomRight()).y() for b in buttons]
+    plugin.unload()
+    (WORK / "desktop_report.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report), flush=True)
+    QgsApplication.instance().processEvents()
+    os._exit(0)  # no "save the project?" question from QGIS's own exit
+
+
+QTimer.singleShot(2000, main)

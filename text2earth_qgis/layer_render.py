@@ -1,0 +1,122 @@
+"""A raster layer with no file behind it (WMS, WMTS, XYZ, a memory or virtual raster)
+rendered for an area into a GeoTIFF with QGIS's own raster writer, as the user sees it, so
+the engine can edit it. The GeoTIFF stays in the output folder: it is the edit's source."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from qgis.core import (
+    Qgis,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsDistanceArea,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterBandStats,
+    QgsRasterFileWriter,
+    QgsRasterLayer,
+    QgsRasterPipe,
+    QgsRectangle,
+)
+
+from .core import scale
+from .core.files import place_file
+from .core.job_spec import slug
+
+WEB_MERCATOR = ("EPSG:3857", "EPSG:900913", "EPSG:102100")
+NO_ERROR = getattr(QgsRasterFileWriter, "WriterError", QgsRasterFileWriter).NoError
+# QGIS 3.22's name, else 3.40's (Qgis.RasterBandStatistic).
+STAT_MAX = getattr(getattr(QgsRasterBandStats, "Stats", None), "Max", None) or getattr(
+    getattr(Qgis, "RasterBandStatistic", None), "Max", None)
+MAX_RENDER_PX = 8192 * 8192  # a bigger area at that level: choose a coarser level
+CONTEXT = 0.25  # the model sees a quarter of the area around the polygons on every side
+MIN_CONTEXT_PX = 64
+
+
+def pixel_size(layer, centre: QgsPointXY, level: int) -> tuple[float, float]:
+    """The level's pixel at ``centre`` in the layer CRS's units (XYZ: the tiles' own)."""
+    crs = layer.crs()
+    if crs.authid() in WEB_MERCATOR:
+        side = scale.mercator_resolution(level)
+        return side, side
+    to_wgs84 = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"),
+                                      QgsProject.instance())
+    latitude = to_wgs84.transform(centre).y()
+    ground = scale.ground_resolution(level, latitude)
+    area = QgsDistanceArea()
+    area.setSourceCrs(crs, QgsProject.instance().transformContext())
+    area.setEllipsoid(crs.ellipsoidAcronym() or "WGS84")
+    step = 1e-3 if crs.isGeographic() else 1.0
+    gx = area.measureLine(QgsPointXY(centre.x() - step / 2, centre.y()),
+                          QgsPointXY(centre.x() + step / 2, centre.y())) / step
+    gy = area.measureLine(QgsPointXY(centre.x(), centre.y() - step / 2),
+                          QgsPointXY(centre.x(), centre.y() + step / 2)) / step
+    return ground / gx, ground / gy
+
+
+def area_to_render(bounds: QgsRectangle, layer_extent: QgsRectangle,
+                   pixel: tuple[float, float]) -> QgsRectangle:
+    """The polygons' bounds with context around them, snapped to whole pixels, inside the
+    layer's extent."""
+    grow_x = max(bounds.width() * CONTEXT, MIN_CONTEXT_PX * pixel[0])
+    grow_y = max(bounds.height() * CONTEXT, MIN_CONTEXT_PX * pixel[1])
+    area = QgsRectangle(bounds.xMinimum() - grow_x, bounds.yMinimum() - grow_y,
+                        bounds.xMaximum() + grow_x, bounds.yMaximum() + grow_y)
+    if not layer_extent.isEmpty():
+        area = area.intersect(layer_extent)
+    x0 = math.floor(area.xMinimum() / pixel[0]) * pixel[0]
+    y0 = math.floor(area.yMinimum() / pixel[1]) * pixel[1]
+    x1 = math.ceil(area.xMaximum() / pixel[0]) * pixel[0]
+    y1 = math.ceil(area.yMaximum() / pixel[1]) * pixel[1]
+    return QgsRectangle(x0, y0, x1, y1)
+
+
+def render_name(layer_name: str, level: int) -> str:
+    return f"{slug(layer_name)}_rendered_L{level}.tif"
+
+
+def render_to_geotiff(layer, bounds: QgsRectangle, level: int, path: Path) -> Path:
+    """Write what ``layer`` shows around ``bounds`` (its CRS) at ``level`` to ``path``
+    (RGB + alpha); ValueError with the user's message when it cannot."""
+    pixel = pixel_size(layer, bounds.center(), level)
+    area = area_to_render(bounds, layer.extent(), pixel)
+    cols, rows = round(area.width() / pixel[0]), round(area.height() / pixel[1])
+    if cols < 1 or rows < 1:
+        raise ValueError("the polygons are outside the layer's area")
+    if cols * rows > MAX_RENDER_PX:
+        raise ValueError(
+            f"the area around the polygons is {cols:,} x {rows:,} pixels at level {level}: "
+            "too large to render; choose a lower level or smaller polygons")
+    pipe = QgsRasterPipe()
+    if not pipe.set(layer.dataProvider().clone()):
+        raise ValueError(f"QGIS cannot read the layer {layer.name()!r} for rendering")
+    if layer.renderer() is not None:
+        pipe.set(layer.renderer().clone())  # the colours the user sees, not raw values
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part.tif")
+    writer = QgsRasterFileWriter(str(tmp))
+    writer.setOutputFormat("GTiff")
+    writer.setCreateOptions(["COMPRESS=DEFLATE", "PHOTOMETRIC=RGB", "ALPHA=YES", "TILED=YES"])
+    error = writer.writeRaster(pipe, cols, rows, area, layer.crs(),
+                               QgsProject.instance().transformContext())
+    try:
+        if error != NO_ERROR or not tmp.is_file() or not _shows_anything(tmp):
+            raise ValueError(f"QGIS could not render {layer.name()!r} to a GeoTIFF: is its "
+                             "service reachable, and does it cover the polygons?")
+        place_file(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _shows_anything(path: Path) -> bool:
+    """False when every pixel is transparent: the service sent nothing (down, or no tiles
+    there), and editing that would only invent imagery from nothing."""
+    rendered = QgsRasterLayer(str(path), "rendered", "gdal")
+    if not rendered.isValid():
+        return False
+    alpha = rendered.dataProvider().bandStatistics(4, STAT_MAX)
+    return alpha.maximumValue > 0

@@ -1,0 +1,45 @@
+#!/bin/bash
+# The plugin's headless probes in a newer QGIS: a Debian chroot built from Debian's archive
+# (cached under build/chroots/SUITE), the checkout bound read-only at /repo inside it.
+#   tools/qgis_chroot.sh trixie     # QGIS 3.40 on Python 3.13
+#   tools/qgis_chroot.sh sid        # QGIS 3.44 on Python 3.14
+# Needs root (debootstrap, chroot, bind mounts). Prints each probe's JSON line, prefixed.
+set -euo pipefail
+suite=${1:?suite: trixie or sid}
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir="$root/build/chroots/$suite"
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+if [ ! -f "$dir/.ready" ]; then
+  rm -rf "$dir" && mkdir -p "$dir"
+  debootstrap --variant=minbase "$suite" "$dir" "$mirror"
+  chroot "$dir" apt-get -o Acquire::Check-Valid-Until=false update -q
+  DEBIAN_FRONTEND=noninteractive chroot "$dir" apt-get install -y -q --no-install-recommends \
+    python3-qgis qgis-providers
+  touch "$dir/.ready"
+fi
+
+mkdir -p "$dir/repo" "$dir/rasters"
+cleanup() {
+  for m in repo rasters proc dev; do umount "$dir/$m" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+mount --bind "$root" "$dir/repo" && mount -o remount,bind,ro "$dir/repo"
+mount --bind "$root/../shared/data/rasters" "$dir/rasters"
+mount -t proc proc "$dir/proc"
+mount --bind /dev "$dir/dev"
+
+version=$(chroot "$dir" dpkg-query -W -f '${Version}' python3-qgis)
+python=$(chroot "$dir" python3 -c 'import sys; print(sys.version.split()[0])')
+echo "$suite: QGIS $version, Python $python"
+# Each probe prints its JSON report as its last line; QGIS may still crash while exiting,
+# so a probe is judged by its report, not its exit status.
+set +e +o pipefail
+probe() {  # name [env...]
+  local name=$1; shift
+  chroot "$dir" sh -c "cd /repo/tests && env -i HOME=/tmp PATH=/usr/bin:/bin \
+    QT_QPA_PLATFORM=offscreen PYTHONDONTWRITEBYTECODE=1 $* python3 $name" \
+    2>"$root/build/chroots/$suite-$name.log" | tail -1 | sed "s/^/$suite $name: /"
+}
+probe plugin_probe.py
+probe plugin_layout_probe.py T2E_RASTER=/rasters/RGB.byte.tif
