@@ -81,7 +81,7 @@ def test_tiny_output_is_named_in_pixels_and_metres():
 
 def test_limit_is_said_in_megapixels_without_http_codes():
     at_limit = check_size(25000, 25000, 15, 3.1)
-    assert at_limit.problem is None and at_limit.windows == 65 * 65  # 384 px strides
+    assert at_limit.problem is None and at_limit.windows == 130 * 130  # 192 px strides
     over = check_size(25001, 25000, 15, 3.1)
     assert over.problem.startswith("Too large: 25,001 x 25,000 pixels (625 megapixels)")
     assert "limit of 625 megapixels" in over.problem and "lower level" in over.problem
@@ -94,8 +94,8 @@ def test_window_count_follows_the_quality_windows():
     plan = plan_scene(1000, 1000, draft.tile, draft.overlap)
     assert check_size(1000, 1000, 17, 0.8, tile=draft.tile,
                       overlap=draft.overlap).windows == plan.nx * plan.ny
-    # 384 px windows with 64 px overlap: 320 px strides, so 3 x 3 windows cover 1000 px.
-    assert plan.nx * plan.ny == 9
+    # 256 px windows with 32 px overlap: 224 px strides, so 5 x 5 windows cover 1000 px.
+    assert plan.nx * plan.ny == 25
 
 
 # ----- names ---------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def test_quality_presets_go_into_the_job():
     job = build_job(extent, "a farm", Resolution("level", 17), steps=draft.steps,
                     scheduler=draft.scheduler, tile=draft.tile, overlap=draft.overlap)
     assert (job["steps"], job["scheduler"], job["tile"], job["overlap"]) == (
-        15, "dpm++", 384, 64)
+        15, "dpm++", 256, 32)
     job = build_job(extent, "a farm", Resolution("level", 17), steps=best.steps,
                     scheduler=best.scheduler, tile=best.tile, overlap=best.overlap)
     assert "tile" not in job and "overlap" not in job  # the engine's defaults: no field

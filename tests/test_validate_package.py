@@ -59,12 +59,14 @@ def test_a_zip_without_license_or_with_a_secret_or_pyqt5_code_is_refused(good_zi
     assert any(p.startswith("PROBLEM: bandit B602 text2earth_qgis/shell.py") for p in problems)
 
 
-def test_release_mode_refuses_placeholder_urls_and_pending_engine_findings(good_zip):
+def test_release_mode_refuses_placeholder_urls_and_the_zip_is_bandit_clean(good_zip):
     code, out = validate(good_zip, "--release")
     assert code == 1
     assert "PROBLEM: release: homepage is a placeholder" in out
+    assert "bandit" not in out  # the plugin and the engine it carries: no finding, none pending
     code, out = validate(good_zip)
     assert code == 0, out
+    assert "0 pending engine finding(s)" in out
 
 
 def test_metadata_without_changelog_entry_or_qt6_flag_is_refused(good_zip, tmp_path):

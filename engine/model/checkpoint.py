@@ -107,7 +107,7 @@ def resolve_checkpoint(
     if offline is None:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
-        path = Path(snapshot_download(
+        path = Path(snapshot_download(  # nosec B615 - safetensors and configs only (HUB_PATTERNS); no hub code is ever run
             spec, allow_patterns=HUB_PATTERNS, local_files_only=True, cache_dir=cache_dir
         ))
         source = "hub cache"
@@ -115,7 +115,8 @@ def resolve_checkpoint(
         if offline:
             raise ModelNotFoundError(missing_model_advice(spec)) from None
         try:
-            path = Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS, cache_dir=cache_dir))
+            path = Path(snapshot_download(  # nosec B615 - safetensors and configs only
+                spec, allow_patterns=HUB_PATTERNS, cache_dir=cache_dir))
         except Exception as exc:  # noqa: BLE001 - offline, DNS, 404, gated: one message for all
             raise ModelNotFoundError(
                 missing_model_advice(spec) + f" (hub said: {type(exc).__name__})"

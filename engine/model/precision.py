@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
+import subprocess  # nosec B404 - one fixed argv (sysctl) on macOS
 from dataclasses import dataclass, field
 
 import torch
@@ -99,7 +99,7 @@ def _cpu_flags() -> frozenset[str]:
         pass
     if platform.system() == "Darwin":
         try:
-            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"],
+            out = subprocess.run(["/usr/sbin/sysctl", "-n", "hw.optional.arm.FEAT_BF16"],  # nosec B603
                                  capture_output=True, text=True, timeout=5).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             out = ""

@@ -114,11 +114,12 @@ def write_clip_tokenizer(folder: Path) -> CLIPTokenizer:
     tokens = byte_chars + [c + "</w>" for c in byte_chars]
     tokens += ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
-    assert len(tokens) == CLIP_VOCAB_SIZE, len(tokens)
+    if len(tokens) != CLIP_VOCAB_SIZE:  # the wheel's BPE vocabulary is not the one we know
+        raise ValueError(f"CLIP vocabulary of {len(tokens)} tokens, expected {CLIP_VOCAB_SIZE}")
     tokenizer = CLIPTokenizer(
         vocab={t: i for i, t in enumerate(tokens)},
         merges=merges,
-        pad_token="!",  # SD2 pads with id 0, as OpenCLIP does
+        pad_token="!",  # nosec B106 - SD2 pads with id 0 ("!"), as OpenCLIP does
         model_max_length=77,
     )
     tokenizer.save_pretrained(folder)

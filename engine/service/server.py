@@ -71,6 +71,8 @@ def serve(args) -> int:
 def _preload(models: ModelManager) -> None:
     try:
         models.get()
-    except Exception:  # noqa: BLE001 - reported by /health (model_error) and by each job
+    # Reported by /health (model_error) and by each job; not logged, so that the log tail of a
+    # later crash is not read as this.
+    except Exception:  # noqa: BLE001 # nosec B110
         pass
 

@@ -25,7 +25,7 @@ def load_or_create_token(path: str | Path) -> str:
     try:
         token = path.read_text().strip()
     except FileNotFoundError:
-        token = ""
+        token = ""  # nosec B105 - no token file yet: one is made below
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the token file {path}: {exc}") from None
     if token:
