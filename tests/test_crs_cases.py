@@ -297,6 +297,29 @@ def test_extend_north_past_the_pole_is_refused(tmp_path):
     assert "90" in message and "north" in message
 
 
+@pytest.mark.parametrize("crs,top,pixel", [
+    ("EPSG:4326", 84.9, 2e-4),  # 1000 px of 2e-4 degrees: to 85.1 N, past 85.0511
+    ("EPSG:3857", 20037000.0, 1.0),  # 1000 px of 1 m: to y = 20038000, past 20037508.34
+])
+def test_extend_past_web_mercators_latitude_limit_is_refused(tmp_path, crs, top, pixel):
+    """Generate refuses extents past 85.0511 N (no zoom levels there); extend must too."""
+    from engine.jobs.edit import ExtendRequest, open_source, plan_extend
+
+    raster = tmp_path / "north.tif"
+    profile = dict(driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs=crs,
+                   transform=Affine(pixel, 0.0, 10.0 if crs == "EPSG:4326" else 1e6, 0.0,
+                                    -pixel, top))
+    with rasterio.open(raster, "w", **profile) as ds:
+        ds.write(np.full((3, 64, 64), 120, np.uint8))
+    request = ExtendRequest(raster=raster, prompt="x", by="1000px", side="north",
+                            out=tmp_path / "o.tif", tile=64, overlap=16)
+    message = plan_error(plan_extend, request)
+    assert "Web Mercator" in message and "north" in message
+    with open_source(raster) as src:  # short of the limit it plans
+        plan_extend(ExtendRequest(raster=raster, prompt="x", by="10px", side="north",
+                                  out=tmp_path / "o.tif", tile=64, overlap=16), src)
+
+
 def test_extend_north_short_of_the_pole_is_planned(tmp_path):
     from engine.jobs.edit import ExtendRequest, open_source, plan_extend
 

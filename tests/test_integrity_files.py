@@ -28,7 +28,7 @@ from rasterio.errors import RasterioIOError
 from rio_cogeo.cogeo import cog_validate
 
 from engine.cli import main
-from engine.errors import DiskFullError, InputError, WriteError
+from engine.errors import DiskFullError, GenerationCancelled, InputError, WriteError
 from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
 from engine.jobs.edit import EditRequest, edit_raster
 from engine.jobs.generate import GenerateRequest, generate
@@ -186,6 +186,20 @@ def test_full_disk_edit(small_fs, tmp_path, inpaint_model):
             edit_raster(EditRequest(raster=source, mask=centre_box(source),
                                     out=folder / "edited.tif", **EDIT), inpaint_model)
         assert left_on(folder) == []
+
+
+def test_failed_edit_removes_the_folders_it_made(tmp_path, inpaint_model):
+    """A refused or failed job leaves no folder (here: cancelled at its first step)."""
+    source = rgb_source(tmp_path / "src.tif")
+
+    def cancel(*args, **kwargs):
+        raise GenerationCancelled("cancelled")
+
+    with pytest.raises(GenerationCancelled):
+        edit_raster(EditRequest(raster=source, mask=centre_box(source),
+                                out=tmp_path / "new" / "deeper" / "e.tif", **EDIT),
+                    inpaint_model, cancel)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.tif"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def test_cli_service_and_plugin_offer_the_same_list():
     from engine.service.schemas import EditJob, GenerateJob
     from text2earth_qgis.core import job_spec
 
-    assert job_spec.SCHEDULERS == SCHEDULER_NAMES  # the plugin's copy (it cannot import us)
+    assert job_spec.SCHEDULERS == SCHEDULER_NAMES  # one list, in the plugin's stdlib contract
     assert job_spec.DEFAULT_SCHEDULER == DEFAULT_SCHEDULER
     for body in (GenerateJob, EditJob):
         field = body.model_json_schema()["properties"]["scheduler"]

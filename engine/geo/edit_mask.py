@@ -18,7 +18,6 @@ from engine.errors import InputError
 
 GEOJSON_CRS = "OGC:CRS84"  # RFC 7946: GeoJSON is lon/lat unless said otherwise
 POLYGONAL = {"Polygon", "MultiPolygon"}
-VECTOR_SUFFIXES = {".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite", ".gdb"}
 
 
 def _geometries_of(obj: dict) -> list[dict]:

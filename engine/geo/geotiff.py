@@ -48,12 +48,12 @@ DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlg
 COMPOSITE_SOURCE_TYPE = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 )
-MIN_OVERVIEW_SIDE = 128
 BLOCK = 256
 # Our temp files beside an output: ".t2e-<pid>-<8 hex>.<kind>", short whatever the output's
 # name, so a name the file system accepts for the output also fits its temp files.
 TEMP_PREFIX = ".t2e-"
-TEMP_NAME_MAX = 40
+SCRATCH_PREFIX = ".t2e-scene-"  # + a hash of the output's name; .tif canvas, .json state
+TEMP_NAME_MAX = 48
 LOW_SPACE = 4 << 20  # bytes: a write that fails with less than this left met a full disk
 
 
@@ -193,14 +193,6 @@ def check_confined(path: Path, allowed_dirs) -> None:
         folders = ", ".join(str(r) for r in roots)
         raise InputError(f"{path} now resolves to {parent}, outside the allowed output folders "
                          f"({folders}): was a folder replaced by a link?")
-
-
-def overview_factors(width: int, height: int) -> list[int]:
-    factors, f = [], 2
-    while max(width, height) // f >= MIN_OVERVIEW_SIDE:
-        factors.append(f)
-        f *= 2
-    return factors
 
 
 def synthetic_tags(fields: dict[str, object]) -> dict[str, str]:

@@ -218,10 +218,13 @@ def _ground_metres_per_unit(crs: CRS, x: float, y: float, step_x: float, step_y:
     return gx, gy
 
 
-def _check_latitudes(lonlat: LonLat, bbox: tuple[float, float, float, float]) -> None:
+def check_latitudes(lonlat: LonLat, bbox: tuple[float, float, float, float]) -> None:
     """Google's levels end at Web Mercator's limit: every part of the extent must be inside,
     not only its centre (an extent in EPSG:3857 may reach past y = 20037508)."""
-    south, north = lonlat.latitude_range(bbox)
+    check_latitudes_range(*lonlat.latitude_range(bbox))
+
+
+def check_latitudes_range(south: float, north: float) -> None:
     for edge, lat in (("north", north), ("south", south)):
         try:
             scale.check_latitude(lat)
@@ -317,7 +320,7 @@ def build_grid(
     except ValueError as exc:
         raise InputError(f"the extent's centre: {exc}") from None
     _check_area_of_use(dst, lon, lat)
-    _check_latitudes(lonlat, bbox)
+    check_latitudes(lonlat, bbox)
 
     gx, gy = _ground_metres_per_unit(dst, cx, cy, width_units * 1e-3, height_units * 1e-3)
     long_side_m = max(width_units * gx, height_units * gy)

@@ -20,8 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.geo.geotiff import TEMP_PREFIX
-from engine.jobs.scene import SCRATCH_PREFIX
+from engine.geo.geotiff import SCRATCH_PREFIX, TEMP_PREFIX
 
 TEMP_RE = re.compile(rf"^{re.escape(TEMP_PREFIX)}(\d+)-[0-9a-z_]{{8}}\.[a-z0-9.-]+$")
 LEGACY_TEMP_RE = re.compile(

@@ -34,6 +34,7 @@ from rasterio.windows import Window
 
 from engine.errors import DiskFullError, GenerationCancelled, WriteError
 from engine.geo.geotiff import (
+    SCRATCH_PREFIX,
     check_confined,
     checked_writes,
     copy_window,
@@ -56,7 +57,6 @@ from engine.jobs.window_batch import batch_size_for, chunks, joint_noise, wavefr
 from engine.model.pipeline import LATENT_DTYPE, resolve_prompt_level
 
 OUTPAINT, JOINT = "outpaint", "joint"
-SCRATCH_PREFIX = ".t2e-scene-"  # + a hash of the output's name; .tif canvas, .json state
 SCENE_GDAL_CACHE_MB = 64
 # diffusers' step callback (pipe, step index, timestep, tensors); for scenes the tensors dict
 # also carries "tile" (from 1) and "tiles", so one callback serves single images and scenes.

@@ -84,10 +84,6 @@ def part_dtypes(precision: str) -> dict[str, torch.dtype]:
     }
 
 
-def precision_of(dtype: torch.dtype) -> str:
-    return {v: k for k, v in DTYPES.items()}[dtype]
-
-
 def _cpu_flags() -> frozenset[str]:
     """The CPU's feature names: /proc/cpuinfo on Linux, sysctl on macOS, else torch's probe."""
     try:

@@ -1,23 +1,25 @@
 """The samplers a job may name: the one list the CLI, the service and the pipeline share.
 
 Stdlib only at import (the diffusers classes are looked up when a scheduler is made), so the
-CLI can build its --help and the service its schema without loading torch. The plugin cannot
-import the engine; it keeps a copy in text2earth_qgis.core.job_spec.SCHEDULERS that a test
-holds equal to this one.
+CLI can build its --help and the service its schema without loading torch. The names and the
+default come from the plugin's stdlib contract (text2earth_qgis.core.samplers), so the dock
+offers exactly these.
 """
 
 from __future__ import annotations
 
 from engine.errors import InputError
+from text2earth_qgis.core import samplers
 
 # name -> (diffusers scheduler class, overrides of the checkpoint's scheduler config)
-SCHEDULERS: dict[str, tuple[str, dict]] = {
+CLASSES: dict[str, tuple[str, dict]] = {
     "euler": ("EulerDiscreteScheduler", {}),
     "ddim": ("DDIMScheduler", {}),
     "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
 }
-SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
-DEFAULT_SCHEDULER = "euler"  # the authors' choice in their examples
+SCHEDULERS = {name: CLASSES[name] for name in samplers.SCHEDULERS}  # KeyError at import if not
+SCHEDULER_NAMES: tuple[str, ...] = samplers.SCHEDULERS
+DEFAULT_SCHEDULER = samplers.DEFAULT_SCHEDULER
 
 
 def check_scheduler(name: str) -> str:

@@ -38,9 +38,10 @@ def load_or_create_token(path: str | Path) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as exc:
         raise InputError(f"cannot write the token file {path}: {exc}") from None
+    # An existing empty file may have wider permissions: narrow them before the token is in.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
-    os.chmod(path, 0o600)  # an existing empty file may have had wider permissions
     return token
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from . import scale
 from .output_plan import window_count  # noqa: F401 - where the dock and tests find it
+from .samplers import DEFAULT_SCHEDULER, SCHEDULERS  # noqa: F401 - re-exported for the dock
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
 AUTO, LEVEL, RESOLUTION = "auto", "level", "resolution"
@@ -19,10 +20,6 @@ LAYER_PREFIX = "Text2Earth (synthetic): "
 PIPELINE_CHECK_PREFIX = "Text2Earth (pipeline check, not imagery): "
 PIPELINE_CHECK_TAG = "TEXT2EARTH_PIPELINE_CHECK"
 DEFAULT_PATTERN = "{date}_{prompt}_s{seed}.tif"
-# The engine's samplers (engine.model.schedulers): the plugin cannot import the engine, so it
-# keeps this copy; tests/test_plugin_core.py holds the two equal.
-SCHEDULERS = ("euler", "ddim", "dpm++")
-DEFAULT_SCHEDULER = "euler"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from engine.geo.edit_mask import burn, grow, pixel_bounds, polygon_parts, read_m
 from engine.geo.geotiff import (
     check_output_path,
 )
+from engine.geo.grid import check_latitudes_range
 from engine.geo.lonlat import LonLat, degrees_per_unit
 from engine.geo.raster_source import (
     BandMapping,
@@ -369,12 +370,31 @@ def _check_grown_extent(crs, transform: Affine, width: int, height: int,
                 f"extending {how} reaches latitude {worst:.4f}, past the "
                 f"{'north' if worst > 0 else 'south'} pole (90 degrees): extend by less"
             )
-        return
-    lon, lat = LonLat(crs)([x for x, _ in points], [y for _, y in points])
-    if not all(math.isfinite(v) for v in (*lon, *lat)):
-        raise InputError(
-            f"extending {how} leaves the area where {crs.name} is defined: extend by less"
-        )
+    else:
+        lon, lat = LonLat(crs)([x for x, _ in points], [y for _, y in points])
+        if not all(math.isfinite(v) for v in (*lon, *lat)):
+            raise InputError(
+                f"extending {how} leaves the area where {crs.name} is defined: extend by less"
+            )
+    # Google's levels, and so the model's resolutions, end at Web Mercator's latitude limit,
+    # as for generate: the new pixels may not reach past it (a source already past it is
+    # judged by its own scale, not refused here).
+    lonlat = LonLat(crs)
+    grown = lonlat.latitude_range(_bbox(transform, 0, 0, width, height))
+    source = lonlat.latitude_range(_bbox(
+        transform, grow_px["west"], grow_px["north"], width - grow_px["east"],
+        height - grow_px["south"]))
+    south = grown[0] if grown[0] < min(source[0], 0.0) else max(grown[0], -scales.MAX_LATITUDE)
+    north = grown[1] if grown[1] > max(source[1], 0.0) else min(grown[1], scales.MAX_LATITUDE)
+    try:
+        check_latitudes_range(south, north)
+    except InputError as exc:
+        raise InputError(f"extending {how} reaches too far: {exc}; extend by less") from None
+
+
+def _bbox(transform: Affine, c0: int, r0: int, c1: int, r1: int) -> tuple[float, ...]:
+    xs, ys = zip(*(transform * (c, r) for c in (c0, c1) for r in (r0, r1)), strict=True)
+    return min(xs), min(ys), max(xs), max(ys)
 
 
 def _strip_region(strip: Window):

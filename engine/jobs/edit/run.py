@@ -15,6 +15,7 @@ from engine.geo.geotiff import (
     check_output_path,
     checked_writes,
     make_folders,
+    remove_folders,
     synthetic_tags,
     temp_stem,
 )
@@ -67,12 +68,13 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
     tags["DIGITAL_SOURCE_TYPE"] = COMPOSITE_SOURCE_TYPE
     pipe = model.pipeline
     pipe.use_scheduler(request.scheduler)
-    make_folders(out.parent)  # iteratively: a path may be 2000 folders deep
     stem = temp_stem(out.parent).name  # short and pid-tagged, whatever the output's name
     masked = has_mask_band(src)
     generate = generate_window(request.prompt.strip(), request.negative_prompt,
                                plan.level.level, request.steps, request.guidance, callback,
                                plan.windows)
+    # Iteratively (a path may be 2000 folders deep); removed again if the job fails.
+    created = make_folders(out.parent)
     try:
         with checked_writes(out), rasterio.Env(GDAL_CACHEMAX=64), ExitStack() as stack:
             areas, done = [], 0
@@ -97,8 +99,12 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
                     ) from None
                 areas.append((area, store, written))
             path = write_output(request, src, plan, areas, out, tags)
-    finally:
+    except BaseException:
         for leftover in out.parent.glob(f"{stem}.edit-*.tif"):
             leftover.unlink(missing_ok=True)
+        remove_folders(created)
+        raise
+    for leftover in out.parent.glob(f"{stem}.edit-*.tif"):
+        leftover.unlink(missing_ok=True)
     return RasterResult(path, plan.grid.width, plan.grid.height, plan.info.crs,
                         plan.transform, plan.level.level, request.seed, tags, plan.notes)
