@@ -16,16 +16,20 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle
-from qgis.PyQt.QtCore import QCoreApplication, QTimer
+from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QApplication
 from qgis.utils import iface
 
-ROOT = Path(os.environ.get("T2E_ROOT", "/work/wt-plugin"))
+# QGIS runs this file through --code (no __file__): `make screenshots` names the checkout, and
+# it is also the folder QGIS starts in.
+ROOT = Path(os.environ.get("T2E_ROOT") or Path.cwd())
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+from probe_support import wait_for  # noqa: E402 - the probes' one wait
+
 DOCS = ROOT / "docs"
 RASTER = os.environ.get("T2E_RASTER", str(ROOT.parent / "shared/data/rasters/RGB.byte.tif"))
 WORK = Path(os.environ.get("T2E_SHOT_DIR") or tempfile.mkdtemp(prefix="t2e-desktop-"))
@@ -33,13 +37,7 @@ report: dict = {}
 
 
 def wait(condition, timeout=240.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        QCoreApplication.processEvents()
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
+    return wait_for(condition, timeout)
 
 
 def grab(path: Path) -> None:

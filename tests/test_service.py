@@ -150,10 +150,8 @@ def service(tiny_t2i, dirs):
     svc.stop()
 
 
-@pytest.fixture
-def client(service) -> EngineClient:
-    yield service.client
-    # A test that failed half-way must not leave a long job blocking the next tests.
+def leave_idle(service, timeout: float) -> None:
+    """A test that failed half-way must not leave a long job blocking the next tests."""
     if service.process.poll() is None:
         for left in service.client.jobs():
             if left["state"] in ("queued", "running"):
@@ -161,8 +159,14 @@ def client(service) -> EngineClient:
                     service.client.cancel(left["id"])
                 except ServiceError:
                     pass
-        wait_for(lambda: service.client.health()["running"] is None, timeout=30,
+        wait_for(lambda: service.client.health()["running"] is None, timeout=timeout,
                  what="the shared service to be idle")
+
+
+@pytest.fixture
+def client(service) -> EngineClient:
+    yield service.client
+    leave_idle(service, timeout=30)
 
 
 def test_serve_help_lists_the_options():

@@ -20,7 +20,18 @@ from pathlib import Path
 
 import pytest
 import rasterio
-from test_service import BBOX, LONG, WAIT, detail, files_under, job, raw, start, wait_for
+from test_service import (
+    BBOX,
+    LONG,
+    WAIT,
+    detail,
+    files_under,
+    job,
+    leave_idle,
+    raw,
+    start,
+    wait_for,
+)
 
 from engine.errors import INTERNAL_KIND
 from engine.service.job_queue import MAX_QUEUED
@@ -64,15 +75,7 @@ def service(tiny_t2i, base):
 @pytest.fixture
 def client(service):
     yield service.client
-    if service.process.poll() is None:  # a failed test must not leave the worker busy
-        for left in service.client.jobs():
-            if left["state"] in ("queued", "running"):
-                try:
-                    service.client.cancel(left["id"])
-                except ServiceError:
-                    pass
-        wait_for(lambda: service.client.health()["running"] is None, timeout=60,
-                 what="the service to be idle")
+    leave_idle(service, timeout=60)
 
 
 # ---------------------------------------------------------------------------------------------
