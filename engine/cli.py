@@ -4,6 +4,7 @@ line and a non-zero exit for every bad input."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -17,6 +18,11 @@ from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
 from engine.model.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from text2earth_qgis.core import scale
 from text2earth_qgis.core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
+
+# Subcommands in their own modules (engine/commands/): each adds its parser with handler=run.
+# One line per module, so that adding a command touches nothing else here.
+COMMAND_MODULES: tuple[str, ...] = (
+)
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
@@ -157,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lv = sub.add_parser("levels", help="print the level table")
     lv.add_argument("--lat", type=float, default=0.0, help="latitude for ground m/px")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 
@@ -471,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
     try:
+        if getattr(args, "handler", None) is not None:
+            return args.handler(args)
         if args.command == "levels":
             return cmd_levels(args)
         if args.command == "serve":
