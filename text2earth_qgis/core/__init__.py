@@ -6,4 +6,4 @@ driver probe and the samplers' names, so the two sides cannot drift apart and th
 never depends on the rest.
 """
 
-ENGINE_CONTRACT = ("scale", "tiles", "files", "gpu_driver", "samplers")
+ENGINE_CONTRACT = ("scale", "tiles", "files", "gpu_driver", "samplers", "prompt_library")
