@@ -29,6 +29,7 @@ from engine.model.checkpoint import check_folder, is_local_path
 from engine.model.precision import check_precision
 from engine.service import error_kinds as kinds
 from engine.service.body_limit import MAX_BODY_BYTES, BodyLimit
+from engine.service.demo_status import demo_weights_expected
 from engine.service.device_report import device_report
 from engine.service.edit_jobs import raster_request
 from engine.service.job_queue import CANCELLED, DONE, FAILED, Job, JobQueue, QueueFull
@@ -188,6 +189,9 @@ def create_app(
             "pid": os.getpid(),  # lets a later plugin session recognise its leftover service
             "models": models.describe(),
             "model_error": models.error,
+            "max_pixels": config.max_pixels,  # the dock sizes outputs against this limit
+            "demo_weights": demo_weights_expected(config.demo_fallback, config.model,
+                                                  models.describe()),
             "queue_length": queue.queue_length,
             "running": running.id if running else None,
             # Stopped CLI scenes kept for a resume in the output folders (top level).

@@ -14,8 +14,20 @@ from dataclasses import dataclass
 from . import scale
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, plan_scene
 
-DEFAULT_MAX_PIXELS = 25000 * 25000  # the engine's default limit (engine/grid.py)
+DEFAULT_MAX_PIXELS = 25000 * 25000  # the engine's default limit (engine/geo/grid.py;
+# tests/test_engine_plugin_agreement.py holds the two equal); a connected engine's own
+# limit comes from its /health (limit_from_health)
 MIN_USEFUL_PX = 64  # below this a side shows nothing the model can draw
+
+
+def limit_from_health(health: dict | None) -> int:
+    """The engine's pixel limit from its /health answer (``max_pixels``), else the default:
+    not connected yet, or an engine older than the field. A value that is no positive whole
+    number is ignored rather than trusted to refuse or allow everything."""
+    value = (health or {}).get("max_pixels")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return DEFAULT_MAX_PIXELS
 
 
 def pixel_size_units(ground_m: float, metres_per_unit_x: float, metres_per_unit_y: float,
