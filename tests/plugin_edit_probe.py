@@ -421,6 +421,7 @@ def e2e(section):
     section["small_style"] = style_of(small)
     section["extend"] = run_and_observe(small, panel.extend_buttons["east"])
     section["xyz"] = edit_xyz_layer()
+    section["processing_xyz"] = processing_xyz_edit()
 
 
 XYZ_AREA = (8.398, 48.998, 8.406, 49.004)  # lon/lat around the polygon, Karlsruhe
@@ -462,6 +463,25 @@ def edit_xyz_layer():
     observed["rendered_files"] = sorted(p.name for p in OUT.glob("*_rendered_*"))
     panel.use_selected_check.setChecked(False)
     return observed
+
+
+def processing_xyz_edit():
+    """Processing's "Edit raster" on an XYZ layer, level auto (the tiles' finest, 17): the
+    area is rendered next to the output and edited by the real engine."""
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    layer = QgsRasterLayer(xyz_tiles(WORK / "tiles"), "tiles for processing", "wms")
+    project.addMapLayer(layer)
+    mask = lonlat_polygons("processing xyz mask", [XYZ_POLYGON])
+    out = WORK / "processing-out" / "xyz_edited.tif"
+    out.parent.mkdir()
+    result, errors = run_edit_algorithm({
+        "INPUT": layer, "MASK": mask, "PROMPT": "a green park with trees", "SEED": 5,
+        "STEPS": 2, "LEVEL": 0, "DILATE": 4, "OUTPUT": str(out),
+        "MODEL": os.environ["T2E_INPAINT_MODEL"]})
+    return {"valid": layer.isValid(), "result": result, "errors": errors,
+            "files": sorted(p.name for p in out.parent.iterdir())}
 
 
 def cancel_mid_run(source):

@@ -28,6 +28,7 @@ from rasterio.windows import Window
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).with_name("plugin_edit_probe.py")
 RASTER = ROOT.parent / "shared" / "data" / "rasters" / "RGB.byte.tif"
+XYZ_POLYGON = [(8.4012, 49.0003), (8.4028, 49.0004), (8.4026, 49.0016), (8.4011, 49.0014)]
 EDIT_PREFIX = "Text2Earth (synthetic edit): "
 
 
@@ -202,7 +203,9 @@ def test_processing_algorithm_sends_the_selected_features_in_the_rasters_crs(pro
 
 def test_processing_algorithm_refuses_bad_inputs_before_the_engine(proc):
     assert proc["sent_count"] == 1
-    assert any("export it to GeoTIFF first" in e for e in proc["xyz_errors"]), proc["xyz_errors"]
+    # An XYZ layer is rendered first: here its service is down, said in a user's words.
+    down = "QGIS could not render 'tiles for processing' to a GeoTIFF: is its service reachable"
+    assert any(e.startswith(down) for e in proc["xyz_errors"]), proc["xyz_errors"]
     assert any(e.startswith("no mask: ") for e in proc["empty_errors"]), proc["empty_errors"]
     assert any("must be a GeoTIFF" in e for e in proc["png_errors"]), proc["png_errors"]
 
@@ -333,6 +336,42 @@ def test_an_xyz_layer_is_rendered_at_the_level_and_edited(e2e):
                          transform=src.transform, all_touched=True).astype(bool)
         grown = grow(mask, xyz["job"]["dilate"] + 1)
         assert np.array_equal(src.read()[:, ~grown], out.read()[:, ~grown])
+
+
+def test_processing_edits_an_xyz_layer_rendered_at_its_finest_level(e2e):
+    run = e2e["processing_xyz"]
+    assert run["valid"] is True and run["errors"] == [], run["errors"]
+    out = Path(run["result"]["OUTPUT"])
+    assert out.name == "xyz_edited.tif"
+    # The source rendered next to the output, at zmax 17 (LEVEL auto), then edited.
+    assert run["files"] == ["tiles-for-processing_rendered_L17.tif", "xyz_edited.tif"]
+    rendered = out.with_name("tiles-for-processing_rendered_L17.tif")
+    to_lonlat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
+    with rasterio.open(rendered) as src, rasterio.open(out) as edited:
+        assert src.crs.to_epsg() == 3857 == edited.crs.to_epsg()
+        assert src.res == pytest.approx((156543.03392804097 / 2**17,) * 2, rel=1e-9)
+        assert edited.transform == src.transform and edited.count == src.count == 4
+        before, after = src.read(), edited.read()
+        polygon = {"type": "Polygon", "coordinates": [[
+            Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(*p)
+            for p in [*XYZ_POLYGON, XYZ_POLYGON[0]]]]}
+        mask = rasterize([polygon], out_shape=(src.height, src.width),
+                         transform=src.transform, all_touched=True).astype(bool)
+        inside = rasterize([polygon], out_shape=(src.height, src.width),
+                           transform=src.transform).astype(bool)
+        grown = grow(mask, 4 + 1)
+        # Outside the (grown) polygon: the tiles' own colours, unchanged by the edit.
+        checked = 0
+        for row in range(3, src.height, 29):
+            for col in range(3, src.width, 31):
+                if grown[row, col]:
+                    continue
+                lon, lat = to_lonlat.transform(*src.xy(row, col))
+                assert list(after[:3, row, col]) == xyz_colour(lon, lat, 17), (row, col)
+                checked += 1
+        assert checked > 20
+        assert np.array_equal(before[:, ~grown], after[:, ~grown])
+        assert inside.sum() > 100 and (before[:3, inside] != after[:3, inside]).any()
 
 
 def test_cancelling_an_edit_leaves_no_layer_and_no_file(e2e):

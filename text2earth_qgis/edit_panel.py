@@ -16,7 +16,6 @@ from qgis.core import (
     QgsGeometry,
     QgsPointXY,
     QgsProject,
-    QgsRectangle,
 )
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QCoreApplication, pyqtSignal
@@ -54,7 +53,7 @@ from .core.edit_spec import (
     unused_name,
 )
 from .form_layout import fit_width, narrow, remembered_section, scrolled_form, wrapping_form
-from .layer_render import render_name, render_to_geotiff
+from .layer_render import geojson_bounds, render_for_edit
 from .layers import add_edited_layer
 from .qgis_compat import crs_for_engine, layer_filter
 from .run_view import RunView
@@ -64,23 +63,6 @@ from .tasks import GenerateTask
 
 EDIT_TYPES = ("edit", "extend")
 AUTO_LEVEL = scale.MIN_LEVEL - 1  # the level spin box's "auto" (its special value)
-
-
-def geojson_bounds(geometries: list[dict]) -> QgsRectangle:
-    """The bounding box of GeoJSON polygons (their CRS's units)."""
-    xs, ys = [], []
-
-    def walk(coords) -> None:
-        if coords and isinstance(coords[0], (int, float)):
-            xs.append(coords[0])
-            ys.append(coords[1])
-            return
-        for part in coords:
-            walk(part)
-
-    for geometry in geometries:
-        walk(geometry.get("coordinates") or [])
-    return QgsRectangle(min(xs), min(ys), max(xs), max(ys))
 
 
 class EditPanel(QWidget):
@@ -361,13 +343,10 @@ class EditPanel(QWidget):
         return scale.level_for_resolution(self.dock.generate.screen_pixel_m(), latitude).level
 
     def _render(self, layer, geometries: list[dict]) -> Path:
-        bounds = geojson_bounds(geometries)
-        level = self.render_level(bounds.center())
+        level = self.render_level(geojson_bounds(geometries).center())
         self.status_label.setText(f"rendering {layer.name()} at level {level} to a GeoTIFF…")
         QCoreApplication.processEvents()
-        folder = self.dock.output_folder()
-        name = unused_name(render_name(layer.name(), level), lambda n: (folder / n).exists())
-        return render_to_geotiff(layer, bounds, level, folder / name)
+        return render_for_edit(layer, geometries, level, self.dock.output_folder())
 
     def build_extend(self, side: str) -> tuple[dict, Path]:
         _, path = self._source()

@@ -15,6 +15,7 @@ from qgis.core import (
     QgsDistanceArea,
     QgsPointXY,
     QgsProject,
+    QgsProviderRegistry,
     QgsRasterBandStats,
     QgsRasterFileWriter,
     QgsRasterLayer,
@@ -23,7 +24,7 @@ from qgis.core import (
 )
 
 from .core import scale
-from .core.files import place_file
+from .core.files import place_file, unused_name
 from .core.job_spec import slug
 
 WEB_MERCATOR = ("EPSG:3857", "EPSG:900913", "EPSG:102100")
@@ -34,6 +35,60 @@ STAT_MAX = getattr(getattr(QgsRasterBandStats, "Stats", None), "Max", None) or g
 MAX_RENDER_PX = 8192 * 8192  # a bigger area at that level: choose a coarser level
 CONTEXT = 0.25  # the model sees a quarter of the area around the polygons on every side
 MIN_CONTEXT_PX = 64
+
+
+def needs_render(layer) -> bool:
+    """A valid raster layer with no file behind it: WMS, WMTS, XYZ, memory, virtual."""
+    return layer is not None and layer.isValid() and layer.providerType() != "gdal"
+
+
+def geojson_bounds(geometries: list[dict]) -> QgsRectangle:
+    """The bounding box of GeoJSON polygons (their CRS's units)."""
+    xs, ys = [], []
+
+    def walk(coords) -> None:
+        if coords and isinstance(coords[0], (int, float)):
+            xs.append(coords[0])
+            ys.append(coords[1])
+            return
+        for part in coords:
+            walk(part)
+
+    for geometry in geometries:
+        walk(geometry.get("coordinates") or [])
+    return QgsRectangle(min(xs), min(ys), max(xs), max(ys))
+
+
+def native_level(layer) -> int | None:
+    """The level an XYZ layer's finest tiles are (its zmax, held to the model's 10..18);
+    None for a layer that has no levels of its own (WMS, memory)."""
+    parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
+    if str(parts.get("type", "")).lower() != "xyz":
+        return None
+    try:
+        zmax = int(parts.get("zmax", scale.LEVELS[-1]))
+    except (TypeError, ValueError):
+        zmax = scale.LEVELS[-1]
+    return min(max(zmax, scale.LEVELS[0]), scale.LEVELS[-1])
+
+
+def render_level(layer, chosen: int | None) -> int:
+    """The level a layer is rendered at: the chosen one, else the XYZ tiles' finest;
+    ValueError for a layer with no levels of its own and none chosen."""
+    if chosen is not None:
+        return chosen
+    level = native_level(layer)
+    if level is None:
+        raise ValueError(f"{layer.name()!r} has no resolution of its own (a WMS or memory "
+                         "layer): choose the Google level to render it at")
+    return level
+
+
+def render_for_edit(layer, geometries: list[dict], level: int, folder: Path) -> Path:
+    """The layer rendered around the polygons (GeoJSON in the layer's CRS) at ``level`` into
+    a new GeoTIFF in ``folder``: the edit's source, kept next to the result."""
+    name = unused_name(render_name(layer.name(), level), lambda n: (folder / n).exists())
+    return render_to_geotiff(layer, geojson_bounds(geometries), level, folder / name)
 
 
 def pixel_size(layer, centre: QgsPointXY, level: int) -> tuple[float, float]:
@@ -109,6 +164,8 @@ def render_to_geotiff(layer, bounds: QgsRectangle, level: int, path: Path) -> Pa
         place_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        # The statistics read by _shows_anything leave GDAL's sidecar of the temp name.
+        tmp.with_name(tmp.name + ".aux.xml").unlink(missing_ok=True)
     return path
 
 

@@ -4,6 +4,7 @@ raster's grid, regenerated inside the polygons only."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from qgis.core import (
     QgsCoordinateTransform,
@@ -30,6 +31,7 @@ from ..core.edit_spec import (
     require_crs,
 )
 from ..core.engine_manager import EngineManager
+from ..layer_render import needs_render, render_for_edit, render_level
 from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
 from .engine_run import geotiff_destination, run_on_engine
 from .generate_algorithm import LEVEL_CHOICES
@@ -64,7 +66,10 @@ class EditRasterAlgorithm(QgsProcessingAlgorithm):
             "grid, bands, data type and nodata, in which every pixel outside the (grown) "
             "polygons is the source's, unchanged. The new pixels are SYNTHETIC. The source "
             "file is never written. Use 'Selected features only' on the mask to edit a few "
-            "polygons of a layer."
+            "polygons of a layer. A layer with no file behind it (WMS, WMTS, XYZ, memory) is "
+            "first rendered around the polygons, as it is shown, at the chosen Google level "
+            "(auto: an XYZ layer's finest tiles) into a GeoTIFF next to the output, which is "
+            "then edited."
         )
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
@@ -102,8 +107,13 @@ class EditRasterAlgorithm(QgsProcessingAlgorithm):
             self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
         choice = self.parameterAsEnum(parameters, self.LEVEL_PARAM, context)
         try:
-            path = raster_file(layer.providerType() if layer else None,
-                               layer.source() if layer else None)
+            try:
+                path = raster_file(layer.providerType() if layer else None,
+                                   layer.source() if layer else None)
+            except ValueError:
+                if not needs_render(layer):
+                    raise
+                path = None  # rendered to a GeoTIFF once the polygons are known
             mask_crs = require_crs(crs_for_engine(layer.crs()))
             to_raster = QgsCoordinateTransform(source.sourceCrs(), layer.crs(),
                                                context.transformContext())
@@ -114,19 +124,33 @@ class EditRasterAlgorithm(QgsProcessingAlgorithm):
                     continue
                 geometry.transform(to_raster)
                 geometries.append(json.loads(geometry.asJson()))
+            level = None if choice == 0 else scale.LEVELS[choice - 1]
             options = EditOptions(
                 prompt=self.parameterAsString(parameters, self.PROMPT, context),
                 negative_prompt=self.parameterAsString(parameters, self.NEGATIVE, context),
-                level=None if choice == 0 else scale.LEVELS[choice - 1],
+                level=level,
                 model=self.parameterAsString(parameters, self.MODEL, context).strip() or None,
                 **sampling_values(self, parameters, context),
             )
             job = build_edit_job(
-                path, geometries, mask_crs, options,
+                path or "", geometries, mask_crs, options,
                 dilate=self.parameterAsInt(parameters, self.DILATE, context),
                 feather=self.parameterAsInt(parameters, self.FEATHER, context),
                 fill_nodata=self.parameterAsBoolean(parameters, self.FILL_NODATA, context),
             )
+            if path is None:  # every input checked: now the (slower) rendering
+                job["raster"] = str(self._render(layer, geometries, level, destination,
+                                                 feedback))
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from None
         return {self.OUTPUT: run_on_engine(self.manager, job, destination, feedback)}
+
+    @staticmethod
+    def _render(layer, geometries: list[dict], level: int | None, destination: str,
+                feedback) -> Path:
+        level = render_level(layer, level)
+        feedback.pushInfo(f"rendering {layer.name()} around the polygons at level {level} "
+                          "to a GeoTIFF…")
+        rendered = render_for_edit(layer, geometries, level, Path(destination).parent)
+        feedback.pushInfo(f"rendered: {rendered}")
+        return rendered
