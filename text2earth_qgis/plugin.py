@@ -15,6 +15,7 @@ except ImportError:
 from .core.engine_manager import EngineManager
 from .qgis_compat import raster_layer_type
 from .settings import engine_settings
+from .swipe_tool import SwipeAction
 
 MENU = "&Text2Earth"
 
@@ -30,6 +31,7 @@ class Text2EarthPlugin:
         self.dock = None
         self.provider = None
         self.regenerate_action: QAction | None = None
+        self.swipe: SwipeAction | None = None
         self.menu_actions: list[QAction] = []  # set-up and model: the menu only
         self.dialogs: dict = {}
         self.manager = EngineManager(engine_settings())
@@ -63,6 +65,7 @@ class Text2EarthPlugin:
         self.iface.addCustomActionForLayerType(
             self.regenerate_action, "", raster_layer_type(), False)
         QgsApplication.instance().aboutToQuit.connect(self.manager.stop)
+        self.swipe = SwipeAction(self.iface)  # "Swipe…" in raster layers' context menu
         # Layers generated earlier (a reopened project) get the action too.
         QgsProject.instance().layersAdded.connect(self._offer_regenerate_on)
         self._offer_regenerate_on(QgsProject.instance().mapLayers().values())
@@ -160,6 +163,9 @@ class Text2EarthPlugin:
             dialog.close()
             dialog.deleteLater()
         self.dialogs.clear()
+        if self.swipe is not None:
+            self.swipe.unload()
+            self.swipe = None
         if self.regenerate_action is not None:
             self.iface.removeCustomActionForLayerType(self.regenerate_action)
             self.regenerate_action.deleteLater()
