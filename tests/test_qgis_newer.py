@@ -1,31 +1,56 @@
 """The plugin in newer QGIS releases: Debian chroots (tools/qgis_chroot.sh; trixie: QGIS 3.40
 on Python 3.13, sid: QGIS 3.44 on Python 3.14) run the load/unload and 1366 x 768 layout
-probes. Building a chroot takes minutes and needs root, so these run from
-`make test-qgis-newer` (T2E_NEWER_QGIS=trixie,sid), not from the default `make test`."""
+probes, and one Generate through the dock against an engine served from this checkout's venv
+on 127.0.0.1 (the demo weights), whose file is read here with rasterio. Building a chroot takes
+minutes and needs root, so these run from `make test-qgis-newer` (T2E_NEWER_QGIS=trixie,sid),
+not from the default `make test`."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import rasterio
+
+from text2earth_qgis.core.client import start_local_service
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = [s for s in os.environ.get("T2E_NEWER_QGIS", "").split(",") if s]
 pytestmark = pytest.mark.skipif(not SUITES, reason="make test-qgis-newer runs these")
 
 
+PROBES = ("plugin_probe.py", "plugin_layout_probe.py", "plugin_swipe_probe.py",
+          "plugin_generate_probe.py")
+BBOX = [447000.0, 5411000.0, 447300.0, 5411250.0]  # plugin_generate_probe's, EPSG:32632
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """The engine from this venv, serving on 127.0.0.1 with the demo weights (no hub)."""
+    work = tmp_path_factory.mktemp("engine")
+    service = start_local_service(sys.executable, output_dirs=[str(work / "out")],
+                                  token_file=str(work / "token"), device="cpu",
+                                  extra_args=["--demo-fallback"],
+                                  env={"HF_HUB_OFFLINE": "1"}, timeout=300)
+    yield {"url": service.url, "token": str(work / "token")}
+    service.stop()
+
+
 @pytest.fixture(scope="module", params=SUITES or ["none"])
-def chroot(request):
+def chroot(request, engine):
+    env = dict(os.environ, T2E_ENGINE_URL=engine["url"], T2E_ENGINE_TOKEN=engine["token"])
     out = subprocess.run([str(ROOT / "tools" / "qgis_chroot.sh"), request.param],
-                         capture_output=True, text=True, timeout=3600)
-    reports = {"suite": request.param, "stdout": out.stdout}
+                         capture_output=True, text=True, timeout=3600, env=env)
+    reports = {"suite": request.param, "stdout": out.stdout,
+               "root": ROOT / "build" / "chroots" / request.param}
     for line in out.stdout.splitlines():
         if line.startswith(f"{request.param}: QGIS "):
             reports["version"] = line.split(": ", 1)[1]
-        for probe in ("plugin_probe.py", "plugin_layout_probe.py"):
+        for probe in PROBES:
             prefix = f"{request.param} {probe}: "
             if line.startswith(prefix):
                 reports[probe] = json.loads(line[len(prefix):])
@@ -54,3 +79,42 @@ def test_dock_fits_1366_x_768_and_first_run_offers_set_up(chroot):
     assert rows["country"]["generate_enabled"] is False
     assert rows["utm_block"]["planned"] == [764, 509]  # the engine's grid (tests/test_grid)
     assert report["slot_errors"] == []
+
+
+def test_the_dock_generates_against_the_hosts_engine_and_loads_the_layer(chroot):
+    report = chroot["plugin_generate_probe.py"]
+    assert report["slot_errors"] == []
+    run = report["generate"]
+    assert "error" not in run, run["error"]
+    print(chroot["suite"], run["qgis"], run["python"])
+    assert run["connected"] and run["engine_state"] == "connected"
+    assert run["health"]["demo_weights"] is True  # announced before the job, by /health
+    assert run["started"] and run["finished"] and run["messages"] == []
+    (layer,) = run["new_layers"]
+    assert layer["valid"] and layer["authid"] == "EPSG:32632"
+    assert layer["name"] == "Text2Earth (pipeline check, not imagery): a park near the river"
+    assert run["status"] == f"done: {layer['source']}"
+    assert run["files"] == [Path(layer["source"]).name]
+    # The file the chroot's QGIS loaded, read on the host: the extent drawn, in its CRS, at
+    # level 16 (2.36 m Mercator pixel x cos(48.85 N) = 1.57 m).
+    path = chroot["root"] / layer["source"].lstrip("/")
+    with rasterio.open(path) as src:
+        assert src.crs.to_epsg() == 32632
+        assert list(src.bounds) == pytest.approx(BBOX, abs=1e-6)
+        assert [src.width, src.height] == layer["size"]
+        assert src.res[0] == pytest.approx(1.57, abs=0.01)
+        assert src.tags()["TEXT2EARTH_LEVEL"] == "16"
+
+
+def test_the_swipe_shows_the_base_left_and_the_result_right_of_the_line(chroot):
+    report = chroot["plugin_swipe_probe.py"]
+    assert report["slot_errors"] == [] and "error" not in report["swipe"], report["swipe"]
+    seen = report["swipe"]
+    assert seen["tool_active"] and seen["rendered"] and seen["fraction_after_drag"] == 0.7
+    for shot, line in (("at_0_3", 240), ("after_drag", 560)):
+        for x, rgb in seen[shot]["rows"]["300"]:
+            if 0 < x < line - 4:
+                assert rgb == [0, 0, 255], (shot, x)
+            elif x > line + 4:
+                assert rgb == [255, 0, 0], (shot, x)
+    assert seen["items_after_esc"] == 0 and seen["items_after_removal"] == 0

@@ -3,6 +3,9 @@
 # (cached under build/chroots/SUITE), the checkout bound read-only at /repo inside it.
 #   tools/qgis_chroot.sh trixie     # QGIS 3.40 on Python 3.13
 #   tools/qgis_chroot.sh sid        # QGIS 3.44 on Python 3.14
+# With T2E_ENGINE_URL and T2E_ENGINE_TOKEN (an engine serving on the host's 127.0.0.1, and its
+# token file), the dock also runs one Generate against it (tests/plugin_generate_probe.py); its
+# output stays in build/chroots/SUITE/tmp/t2e-generate for the test to read.
 # Needs root (debootstrap, chroot, bind mounts). Prints each probe's JSON line, prefixed.
 set -euo pipefail
 suite=${1:?suite: trixie or sid}
@@ -43,3 +46,12 @@ probe() {  # name [env...]
 }
 probe plugin_probe.py
 probe plugin_layout_probe.py T2E_RASTER=/rasters/RGB.byte.tif
+rm -rf "$dir/tmp/t2e-swipe" && mkdir -p "$dir/tmp/t2e-swipe"
+probe plugin_swipe_probe.py T2E_WORK=/tmp/t2e-swipe
+if [ -n "${T2E_ENGINE_URL:-}" ]; then
+  rm -rf "$dir/tmp/t2e-generate" && mkdir -p "$dir/tmp/t2e-generate"
+  install -m 600 "$T2E_ENGINE_TOKEN" "$dir/tmp/t2e-token"
+  probe plugin_generate_probe.py T2E_ENGINE_URL="$T2E_ENGINE_URL" \
+    T2E_TOKEN_FILE=/tmp/t2e-token T2E_WORK=/tmp/t2e-generate
+  rm -f "$dir/tmp/t2e-token"
+fi
