@@ -69,7 +69,8 @@ def test_plugin_loads_registers_processing_and_opens_its_dock(probe):
     assert load["actions"] == ["Text2Earth"]
     assert load["toolbar_added"] is True
     assert load["menu_added"] == ["&Text2Earth"]
-    assert load["layer_action_added"] == 1  # 'Regenerate with these settings' on rasters
+    # On rasters: 'Regenerate with these settings' and 'Swipe: compare with the layers under it'
+    assert load["layer_action_added"] == 2
     assert load["provider"] == "Text2Earth"
     assert load["algorithm"] == "Generate scene"
     assert {"EXTENT", "PROMPT", "LEVEL", "RESOLUTION", "SEED", "STEPS", "OUTPUT"} <= set(
@@ -94,7 +95,7 @@ def test_unload_removes_actions_dock_provider_and_engine(probe):
     assert unload["actions_left"] == 0
     assert unload["toolbar_removed"] is True
     assert unload["menu_removed"] == ["&Text2Earth"]
-    assert unload["layer_action_removed"] == 1
+    assert unload["layer_action_removed"] == 2
     assert unload["dock_removed_call"] is True
     assert unload["dock_deleted"] is True
     assert unload["plugin_dock"] is False
