@@ -26,6 +26,7 @@ from engine.jobs.leftovers import resumable_scenes
 from engine.jobs.model_choice import planned_scene_method
 from engine.jobs.scene import JOINT
 from engine.model.checkpoint import check_folder, is_local_path
+from engine.model.img2img import kept_steps
 from engine.model.precision import check_precision
 from engine.service import error_kinds as kinds
 from engine.service.body_limit import MAX_BODY_BYTES, BodyLimit
@@ -207,7 +208,10 @@ def create_app(
                     check_folder(Path(body.model).expanduser())
             except Text2EarthError as exc:
                 return error(422, str(exc), exc.kind)
-            job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
+            # A restyle runs only the steps its strength keeps: progress counts those.
+            steps = (kept_steps(body.steps, body.strength) if body.type == "restyle"
+                     else body.steps)
+            job = Job(type=body.type, request=request, steps=steps, out=str(out),
                       model=body.model, id=job_id, precision=body.precision)
             job.tiles = windows
             return enqueue(job)
