@@ -18,7 +18,6 @@ the output is the source, bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.errors import InputError
@@ -26,8 +25,9 @@ from engine.geo.raster_source import describe_source, open_source
 from engine.jobs.edit.plan import plan_edit
 from engine.jobs.edit.request import EditRequest, RasterPlan, RasterResult
 from engine.jobs.edit.run import run_plan
+from engine.jobs.regenerate import img2img_window
 from engine.model.checkpoint import LoadedModel
-from engine.model.img2img import check_strength, img2img, kept_steps
+from engine.model.img2img import check_strength, kept_steps
 from engine.model.pipeline import StepCallback
 
 DEFAULT_STRENGTH = 0.6
@@ -86,31 +86,11 @@ def plan_restyle(request: RestyleRequest, src) -> RasterPlan:
     return plan
 
 
-def restyle_window(request: RestyleRequest, level: int, callback: StepCallback | None,
-                   tiles: int, inpainting: bool) -> Callable:
-    """Regenerator.run's ``generate``: one image-to-image call per window, seeded by the
-    window's position; the inpainting model keeps the window's masked-out context."""
-    prompt = request.prompt.strip()
-
-    def generate(pipe, image, mask, seed, tile_no):
-        def on_step(p, i, t, tensors):
-            if callback is not None:
-                callback(p, i, t, {**tensors, "tile": tile_no, "tiles": tiles})
-            return tensors
-
-        return img2img(pipe, prompt, image, request.strength, level=level,
-                       negative_prompt=request.negative_prompt,
-                       num_inference_steps=request.steps, guidance_scale=request.guidance,
-                       generator=seed, mask=mask if inpainting else None,
-                       callback_on_step_end=on_step).images[0]
-
-    return generate
-
-
 def restyle_raster(request: RestyleRequest, model: LoadedModel,
                    callback: StepCallback | None = None) -> RasterResult:
     with open_source(request.raster) as src:
         plan = plan_restyle(request, src)
-        generate = restyle_window(request, plan.level.level, callback, plan.windows,
-                                  model.inpainting)
+        generate = img2img_window(request.prompt.strip(), request.negative_prompt,
+                                  plan.level.level, request.strength, request.steps,
+                                  request.guidance, callback, plan.windows, model.inpainting)
         return run_plan(request, src, plan, model, callback, generate)

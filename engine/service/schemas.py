@@ -62,6 +62,12 @@ class GenerateJob(BaseModel):
         None, description="arithmetic; default: the service's --precision")
     regions: list[PromptRegionBody] | None = Field(
         None, max_length=1000, description="prompt regions (GeoJSON polygons in lon/lat)")
+    init_raster: str | None = Field(
+        None, min_length=1, max_length=4096,
+        description="absolute path of a raster in any CRS to start from (warped onto the "
+                    "output grid, then image-to-image)")
+    strength: float = Field(0.6, ge=0, le=1, description="with init_raster: how far from it, "
+                            "0 keeps it, 1 ignores it")
 
     @field_validator("scale")
     @classmethod
