@@ -189,22 +189,44 @@ def test_batch_items_equal_single_runs(t2i_model):
     assert np.abs(batch[1].astype(int) - single).max() <= 1
 
 
-def test_inpainting_model_keeps_its_masked_out_context(tiny_inpaint):
+def test_inpainting_model_matches_diffusers_inpaint_with_a_strength(tiny_inpaint):
+    """With the 9-channel model, img2img with a mask is diffusers' own
+    StableDiffusionInpaintPipeline with strength < 1 (plus the level hook)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
     from engine.model.checkpoint import load_model
 
     pipe = load_model(str(tiny_inpaint), "cpu", precision="fp32").pipeline
+    pipe.use_scheduler("ddim")
     image = make_image()
     mask = np.ones((64, 64), np.float32)
     mask[:, :16] = 0
+    ref = StableDiffusionInpaintPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+        unet=pipe.unet, scheduler=DDIMScheduler.from_config(pipe.scheduler.config),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
     seen = []
-    hook = pipe.unet.register_forward_pre_hook(
-        lambda m, a, kw: seen.append(a[0].shape[1]), with_kwargs=True)
+
+    def add_level(module, args, kwargs):
+        seen.append(args[0].shape[1])
+        n = args[0].shape[0] // 2
+        kwargs["class_labels"] = torch.tensor([0.0] * n + [17.0] * n)
+        return args, kwargs
+
+    hook = pipe.unet.register_forward_pre_hook(add_level, with_kwargs=True)
     try:
-        out = img2img(pipe, "harbour", image, 0.5, level=17, num_inference_steps=4,
-                      generator=3, mask=mask).images[0]
+        expected = ref("harbour", image=Image.fromarray(image),
+                       mask_image=Image.fromarray((mask * 255).astype(np.uint8)),
+                       height=64, width=64, strength=0.5, num_inference_steps=STEPS,
+                       guidance_scale=3.5, generator=torch.Generator("cpu").manual_seed(3),
+                       output_type="pil").images[0]
     finally:
         hook.remove()
-    assert out.shape == image.shape and seen and set(seen) == {9}
+    got = img2img(pipe, "harbour", image, 0.5, level=17, num_inference_steps=STEPS,
+                  guidance_scale=3.5, generator=3, mask=mask).images[0]
+    assert seen and set(seen) == {9}
+    assert np.abs(got.astype(int) - np.asarray(expected).astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize("strength", [-0.1, 1.5, float("nan"), "much"])

@@ -145,6 +145,14 @@ def test_strength_outside_0_1_is_refused(tmp_path, strength):
         plan(request(tmp_path, init, strength=strength))
 
 
+def test_prompt_regions_with_an_init_raster_are_refused(tmp_path):
+    init = init_geotiff(tmp_path / "init.tif")
+    region = {"geometry": {"type": "Polygon", "coordinates": [[
+        [10.0, 45.0], [10.002, 45.0], [10.002, 45.002], [10.0, 45.0]]]}, "prompt": "lake"}
+    with pytest.raises(InputError, match="cannot be combined"):
+        plan(request(tmp_path, init, regions=[region]))
+
+
 def test_init_raster_that_does_not_overlap_is_refused(tmp_path):
     init = init_geotiff(tmp_path / "init.tif")
     to = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)

@@ -111,6 +111,9 @@ def plan(request: GenerateRequest) -> OutputGrid:
     if request.regions:
         parse_regions(request.regions, request.regions_crs, grid.crs)
     if request.init_raster is not None:
+        if request.regions:
+            raise InputError("prompt regions and an init raster cannot be combined: the "
+                             "windows made from an init raster all take the one prompt")
         check_init_raster(request.init_raster, grid, request.strength)
     return grid
 
