@@ -82,7 +82,13 @@ def refuse_models(model):
 
 @pytest.mark.parametrize("palette", [False, True])
 @pytest.mark.parametrize("tile", [256, 64])  # one canvas; a scene of windows
-def test_strength_zero_puts_the_init_where_pyproj_says(tmp_path, t2i_model, palette, tile):
+def test_strength_zero_puts_the_init_where_pyproj_says(tmp_path, t2i_model, palette, tile,
+                                                      monkeypatch):
+    from engine.jobs import init_image
+
+    # scenes warp in strips, the fill colour from a decimated warp: small ones here
+    monkeypatch.setattr(init_image, "WARP_ROWS", 37)
+    monkeypatch.setattr(init_image, "MEAN_SIDE", 40)
     init = init_geotiff(tmp_path / "init.tif", palette)
     req = request(tmp_path, init, tile=tile)
     grid = plan(req)
@@ -109,6 +115,30 @@ def test_strength_zero_puts_the_init_where_pyproj_says(tmp_path, t2i_model, pale
         assert np.all(reds | np.all(out == DARK, axis=2))
     assert tags["TEXT2EARTH_STRENGTH"] == "0" and tags["TEXT2EARTH_INIT_RASTER"] == "init.tif"
     assert float(tags["TEXT2EARTH_INIT_COVERAGE"]) == 1.0
+
+
+@pytest.mark.parametrize("tile", [256, 64])
+def test_where_the_init_does_not_reach_its_mean_colour_fills_in(tmp_path, t2i_model, tile,
+                                                                monkeypatch):
+    """The extent: the init's top rows (dark only) and as much again east of it."""
+    from engine.jobs import init_image
+
+    monkeypatch.setattr(init_image, "WARP_ROWS", 37)
+    monkeypatch.setattr(init_image, "MEAN_SIDE", 40)
+    init = init_geotiff(tmp_path / "init.tif")
+    to = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+    east = LON0 + 100 * DEG
+    x0, y0 = to.transform(LON0 + 0.0008, LAT0 + 0.0026)
+    x1, y1 = to.transform(east + (east - LON0 - 0.0008), LAT0 + 0.0038)
+    result = generate(request(tmp_path, init, tile=tile, bbox=(x0, y0, x1, y1)), t2i_model)
+    with rasterio.open(result.path) as ds:
+        out = np.moveaxis(ds.read(), 0, 2)
+        coverage = float(ds.tags()["TEXT2EARTH_INIT_COVERAGE"])
+        # the init's east edge, by pyproj, in output columns
+        edge = (~ds.transform * to.transform(east, LAT0 + 0.003))[0]
+    assert np.all(out == DARK)
+    assert coverage == pytest.approx(edge / out.shape[1], abs=0.02)
+    assert coverage == pytest.approx(0.5, abs=0.02)
 
 
 @pytest.mark.parametrize("tile", [256, 64])

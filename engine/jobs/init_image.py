@@ -1,12 +1,13 @@
 """Start a generation from an existing raster (`generate --init-raster R --strength S`).
 
 R may be in any CRS and of any kind: a photo, a land-cover classification with a palette, a
-rendered map, a sketch. It is first warped onto the output grid (rasterio.warp.reproject:
-nearest neighbour for palettes and one-band classes would be wrong to blend, so palettes
-are expanded to RGB first and warped by nearest; other rasters bilinearly), made RGB the way
-engine.geo.raster_source reads rasters (colour bands by their interpretation, one gray band
-repeated, other types stretched to bytes), and where it does not reach the output, filled
-with its mean colour. Then image-to-image (engine.model.img2img) makes the imagery:
+rendered map, a sketch. It is first warped onto the output grid (rasterio.warp.reproject: a
+palette's class indices by nearest neighbour, then looked up in its colour table, so classes
+never blend; other rasters bilinearly), made RGB the way engine.geo.raster_source reads
+rasters (colour bands by their interpretation, one gray band repeated, other types stretched
+to bytes), and where it does not reach the output, filled with its mean colour. A scene's
+init is warped in strips of rows straight into a scratch file (bounded memory).
+Then image-to-image (engine.model.img2img) makes the imagery:
 
 - one canvas: the warped image on the model canvas, one img2img call (the text-to-image
   model, the same seed as a plain generation);
@@ -19,6 +20,7 @@ with its mean colour. Then image-to-image (engine.model.img2img) makes the image
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,8 @@ from engine.jobs.regenerate import (
 )
 from engine.model.img2img import check_strength, img2img, kept_steps
 
+MEAN_SIDE = 1024  # the fill colour is measured on a warp at most this many px wide
+WARP_ROWS = 512  # a scene's init is warped this many rows at a time
 BYTES = BandMapping((1, 2, 3), (0.0,) * 3, (255.0,) * 3, "uint8")
 
 
@@ -89,67 +93,100 @@ def _check_crs_and_overlap(src, grid: OutputGrid) -> None:
             "CRS right?")
 
 
+class InitSource:
+    """An open init raster, read as the model's RGB bytes on any grid: a paletted band's
+    class indices are warped by nearest neighbour and then looked up in its colour table
+    (the same as warping the colours by nearest, without expanding the whole raster);
+    other rasters' colour bands are warped bilinearly and mapped to bytes as
+    engine.geo.raster_source maps them (one gray band repeated)."""
+
+    def __init__(self, src, crs: CRS) -> None:
+        self.src = src
+        self.dst_crs = rasterio.crs.CRS.from_wkt(crs.to_wkt())
+        self.palette = ColorInterp.palette in src.colorinterp
+        if self.palette:
+            self.table = np.zeros((65536, 4), np.uint8)
+            for index, colour in src.colormap(1).items():
+                self.table[index] = colour
+        else:
+            self.info = describe_source(src)
+            self.mapping = band_mapping(src, self.info)
+
+    def warp(self, transform: Affine, width: int, height: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """((3, height, width) uint8, where the raster has data) on a grid."""
+        src = self.src
+        if self.palette:
+            index = self._band(1, transform, width, height, Resampling.nearest, src.nodata)
+            valid = np.isfinite(index)
+            colours = self.table[np.nan_to_num(index).astype(np.int64).clip(0, 65535)]
+            valid &= colours[..., 3] > 0
+            return np.moveaxis(colours[..., :3], 2, 0), valid
+        planes, valid = [], np.ones((height, width), bool)
+        for k, b in enumerate(self.info.rgb_bands):
+            band = self._band(b, transform, width, height, Resampling.bilinear, src.nodata)
+            valid &= np.isfinite(band)
+            planes.append(self.mapping.to_bytes(np.nan_to_num(band), k))
+        if self.info.alpha_band is not None:
+            alpha = self._band(self.info.alpha_band, transform, width, height,
+                               Resampling.nearest, None)
+            valid &= np.nan_to_num(alpha) > 0
+        return np.stack(planes * 3 if len(planes) == 1 else planes), valid
+
+    def _band(self, band: int, transform: Affine, width: int, height: int,
+              resampling: Resampling, src_nodata) -> np.ndarray:
+        """One band warped onto the grid as float32, NaN where the source has no data."""
+        out = np.full((height, width), np.nan, np.float32)
+        reproject(rasterio.band(self.src, band), out, dst_crs=self.dst_crs,
+                  dst_transform=transform, dst_nodata=np.nan, src_nodata=src_nodata,
+                  resampling=resampling)
+        return out
+
+
+def _no_valid(path) -> InputError:
+    return InputError(f"the init raster {Path(path).name} holds no valid pixels over the "
+                      "extent (all nodata or transparent there)")
+
+
+def _mean(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    return np.rint(rgb[:, valid].astype(np.float64).mean(axis=1)).astype(np.uint8)
+
+
 def warp_init(path: str | Path, crs: CRS, transform: Affine, width: int, height: int,
               output: Window | None = None) -> tuple[np.ndarray, float]:
-    """(the raster warped onto a grid as (height, width, 3) uint8, the share of ``output``
-    (the part of the grid that is the output; default all of it) it covers); uncovered
-    pixels get the mean colour of the covered ones."""
+    """(the raster warped onto a (small) grid as (height, width, 3) uint8, the share of
+    ``output`` (the part of the grid that is the output; default all of it) it covers);
+    uncovered pixels get the mean colour of the covered ones."""
     with open_source(path) as src:
-        dst_crs = rasterio.crs.CRS.from_wkt(crs.to_wkt())
-        if ColorInterp.palette in src.colorinterp:
-            colours, resampling = _palette_rgb(src), Resampling.nearest
-            source_crs, source_transform = src.crs, src.transform
-            planes = [colours[..., k].astype(np.float32) for k in range(3)]
-            planes = [np.where(colours[..., 3] > 0, p, np.nan) for p in planes]
-            warped = [_warp(p, source_crs, source_transform, dst_crs, transform, width, height,
-                            resampling, np.nan) for p in planes]
-            data = np.stack(warped)
-            valid = np.all(np.isfinite(data), axis=0)
-            rgb = np.nan_to_num(data).clip(0, 255).round().astype(np.uint8)
-        else:
-            info = describe_source(src)
-            mapping = band_mapping(src, info)
-            planes, valid = [], np.ones((height, width), bool)
-            for k, b in enumerate(info.rgb_bands):
-                band = _warp(rasterio.band(src, b), None, None, dst_crs, transform, width,
-                             height, Resampling.bilinear, src.nodata)
-                valid &= np.isfinite(band)
-                planes.append(mapping.to_bytes(np.nan_to_num(band), k))
-            if info.alpha_band is not None:
-                alpha = _warp(rasterio.band(src, info.alpha_band), None, None, dst_crs,
-                              transform, width, height, Resampling.nearest, None)
-                valid &= np.nan_to_num(alpha) > 0
-            if len(planes) == 1:
-                planes *= 3
-            rgb = np.stack(planes)
+        rgb, valid = InitSource(src, crs).warp(transform, width, height)
     inside = valid if output is None else valid[output.toslices()]
     if not inside.any():
-        raise InputError(f"the init raster {Path(path).name} holds no valid pixels over the "
-                         "extent (all nodata or transparent there)")
-    mean = np.rint(rgb[:, valid].astype(np.float64).mean(axis=1)).astype(np.uint8)
-    rgb = np.where(valid[None], rgb, mean[:, None, None])
+        raise _no_valid(path)
+    rgb = np.where(valid[None], rgb, _mean(rgb, valid)[:, None, None])
     return np.ascontiguousarray(np.moveaxis(rgb, 0, 2)), float(inside.mean())
 
 
-def _palette_rgb(src) -> np.ndarray:
-    """A paletted band through its colour table: (rows, cols, 4) RGBA, nodata transparent."""
-    table = np.zeros((65536, 4), np.uint8)
-    for index, colour in src.colormap(1).items():
-        table[index] = colour
-    values = src.read(1)
-    if src.nodata is not None:
-        table[int(src.nodata), 3] = 0
-    return table[values.astype(np.int64).clip(0, 65535)]
-
-
-def _warp(source, src_crs, src_transform, dst_crs, transform: Affine, width: int,
-          height: int, resampling: Resampling, src_nodata) -> np.ndarray:
-    """One band warped onto the grid as float32, NaN where the source has no data."""
-    out = np.full((height, width), np.nan, np.float32)
-    kwargs = {} if src_crs is None else dict(src_crs=src_crs, src_transform=src_transform)
-    reproject(source, out, dst_crs=dst_crs, dst_transform=transform, dst_nodata=np.nan,
-              src_nodata=src_nodata, resampling=resampling, **kwargs)
-    return out
+def warp_init_into(store, path: str | Path, crs: CRS, transform: Affine, width: int,
+                   height: int) -> float:
+    """warp_init for a scene: written into ``store`` in strips of rows (each output pixel is
+    warped from the source alone, so strips equal one whole warp), in bounded memory; the
+    fill colour is the mean of a decimated warp of the same extent. Returns the coverage."""
+    with open_source(path) as src:
+        init = InitSource(src, crs)
+        factor = max(1, math.ceil(max(width, height) / MEAN_SIDE))
+        small, small_valid = init.warp(transform * Affine.scale(factor),
+                                       math.ceil(width / factor), math.ceil(height / factor))
+        fill = _mean(small, small_valid) if small_valid.any() else np.full(3, 128, np.uint8)
+        covered = 0
+        for r in range(0, height, WARP_ROWS):
+            n = min(WARP_ROWS, height - r)
+            rgb, valid = init.warp(transform * Affine.translation(0, r), width, n)
+            covered += int(valid.sum())
+            store.write(np.where(valid[None], rgb, fill[:, None, None]),
+                        window=Window(0, r, width, n))
+    if not covered:
+        raise _no_valid(path)
+    return covered / (width * height)
 
 
 def generate_from_init(request, grid: OutputGrid, windows: ScenePlan | None, model, text: str,
@@ -176,11 +213,8 @@ def generate_from_init(request, grid: OutputGrid, windows: ScenePlan | None, mod
                                                            col:col + grid.width],
                              grid.crs, grid.transform, tags, request.overwrite,
                              software=software, allowed_dirs=request.allowed_dirs)
-    image, covered = warp_init(request.init_raster, grid.crs, grid.transform, grid.width,
-                               grid.height)
-    tags.update(TEXT2EARTH_INIT_COVERAGE=f"{covered:.4g}",
-                TEXT2EARTH_SCENE_METHOD="img2img windows" + (
-                    " (inpainting context)" if model.inpainting else " (feathered)"))
+    tags["TEXT2EARTH_SCENE_METHOD"] = "img2img windows" + (
+        " (inpainting context)" if model.inpainting else " (feathered)")
     out = Path(request.out)
     stem = temp_stem(out.parent).name
     scratch = out.with_name(f"{stem}.init-scratch.tif")
@@ -190,8 +224,9 @@ def generate_from_init(request, grid: OutputGrid, windows: ScenePlan | None, mod
     try:
         with checked_writes(scratch), rasterio.Env(GDAL_CACHEMAX=64), \
                 open_store(scratch, profile, grid.width, grid.height) as store:
-            store.write(np.moveaxis(image, 2, 0))
-            del image
+            covered = warp_init_into(store, request.init_raster, grid.crs, grid.transform,
+                                     grid.width, grid.height)
+            tags["TEXT2EARTH_INIT_COVERAGE"] = f"{covered:.4g}"
             regen = Regenerator(Grid(grid.width, grid.height), ModelScale(1.0, 1.0), BYTES, 0,
                                 store, (0, 0), None, None, 0.0)
             scene = plan_pass(Window(0, 0, grid.width, grid.height), ModelScale(1.0, 1.0),
