@@ -22,6 +22,7 @@ from text2earth_qgis.core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 # Subcommands in their own modules (engine/commands/): each adds its parser with handler=run.
 # One line per module, so that adding a command touches nothing else here.
 COMMAND_MODULES: tuple[str, ...] = (
+    "engine.commands.restyle",
 )
 
 
@@ -111,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--regions", default=None,
                      help="GeoJSON FeatureCollection of polygons with a 'prompt' property: "
                           "scene windows inside a polygon use its prompt")
+    gen.add_argument("--init-raster", default=None,
+                     help="start from this raster (any CRS: a photo, a land-cover map, a "
+                          "rendered map, a sketch), warped onto the output grid, then "
+                          "image-to-image")
+    gen.add_argument("--strength", type=float, default=0.6,
+                     help="with --init-raster, how far from it, 0..1: 0 returns it warped, "
+                          "1 ignores it (default 0.6)")
     gen.add_argument("--no-resume", action="store_true",
                      help="start a scene afresh even if a stopped run of it left its windows")
     _output_arguments(gen)
@@ -334,7 +342,7 @@ def cmd_generate(args) -> int:
         steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
         overwrite=args.overwrite, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         tile=args.tile, overlap=args.overlap, scene_method=args.scene_method,
-        resume=not args.no_resume,
+        resume=not args.no_resume, init_raster=args.init_raster, strength=args.strength,
     )
     if args.regions:
         from engine.geo.regions import read_regions_file
@@ -375,8 +383,12 @@ def cmd_generate(args) -> int:
              "with the text-to-image model (--inpaint-model sets one).")
 
     tiles = 1 if windows is None else windows.nx * windows.ny
-    joint = windows is not None and not model.inpainting
+    joint = windows is not None and not model.inpainting and not args.init_raster
     total = request.steps if windows is None or joint else request.steps * tiles
+    if args.init_raster:  # image-to-image runs the steps its strength keeps, per window
+        from engine.model.img2img import kept_steps
+
+        total = kept_steps(request.steps, request.strength) * tiles
     label = "denoising" if windows is None else f"{tiles} windows"
     with progress_bar(total, label, args.quiet) as callback:
         result = generate(request, model, callback)

@@ -15,6 +15,7 @@ from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
 from engine.geo.grid import DEFAULT_MAX_PIXELS, LevelRequest, OutputGrid, build_grid
 from engine.geo.regions import GEOJSON_CRS, parse_regions, window_prompts
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
+from engine.jobs.init_image import check_init_raster, generate_from_init
 from engine.jobs.scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
 from engine.model.checkpoint import LoadedModel
 from engine.model.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, StepCallback, split_level_prefix
@@ -50,6 +51,8 @@ class GenerateRequest:
     regions_crs: str = GEOJSON_CRS  # the regions' CRS (GeoJSON: lon/lat)
     allowed_dirs: tuple[Path, ...] | None = None  # the service confines writes to these
     window_batch: int | None = None  # scene windows per UNet call; None: fit to free memory
+    init_raster: str | Path | None = None  # start from this raster (jobs/init_image.py)
+    strength: float = 0.6  # how far from the init raster, 0..1 (only with init_raster)
     extra_tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -107,6 +110,11 @@ def plan(request: GenerateRequest) -> OutputGrid:
     )
     if request.regions:
         parse_regions(request.regions, request.regions_crs, grid.crs)
+    if request.init_raster is not None:
+        if request.regions:
+            raise InputError("prompt regions and an init raster cannot be combined: the "
+                             "windows made from an init raster all take the one prompt")
+        check_init_raster(request.init_raster, grid, request.strength)
     return grid
 
 
@@ -189,7 +197,10 @@ def generate(
     tags = synthetic_tags(fields) | request.extra_tags
     software = f"Text2Earth engine {__version__}"
     try:
-        if windows is None:
+        if request.init_raster is not None:
+            path = generate_from_init(request, grid, windows, model, text, seed, tags,
+                                      software, callback_on_step_end)
+        elif windows is None:
             output = pipe(
                 text,
                 level=grid.level,

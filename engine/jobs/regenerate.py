@@ -31,6 +31,7 @@ from engine.geo.tiling import (
     plan_scene,
     tile_seed,
 )
+from engine.model.img2img import img2img
 
 SNAP_LOG2 = 0.1  # within 7 % of the model's pixel size the raster is used as it is
 # Rectangles of grid pixels are rasterio Windows (whole pixels; may reach past the grid).
@@ -370,6 +371,28 @@ def generate_window(prompt: str, negative_prompt: str | None, level: int, steps:
                       generator=torch.Generator("cpu").manual_seed(seed),
                       callback_on_step_end=on_step)
         return output.images[0]
+
+    return generate
+
+
+def img2img_window(prompt: str, negative_prompt: str | None, level: int, strength: float,
+                   steps: int, guidance: float, callback: Callable | None, tiles: int,
+                   inpainting: bool) -> Callable:
+    """Regenerator.run's ``generate``: one image-to-image call per window, seeded by the
+    window's position; the inpainting model keeps the window's masked-out context (what
+    earlier windows made in the shared strips, and what lies outside the region)."""
+
+    def generate(pipe, image, mask, seed, tile_no):
+        def on_step(p, i, t, tensors):
+            if callback is not None:
+                callback(p, i, t, {**tensors, "tile": tile_no, "tiles": tiles})
+            return tensors
+
+        return img2img(pipe, prompt, image, strength, level=level,
+                       negative_prompt=negative_prompt, num_inference_steps=steps,
+                       guidance_scale=guidance, generator=seed,
+                       mask=mask if inpainting else None, callback_on_step_end=on_step
+                       ).images[0]
 
     return generate
 

@@ -26,6 +26,7 @@ from engine.jobs.leftovers import resumable_scenes
 from engine.jobs.model_choice import planned_scene_method
 from engine.jobs.scene import JOINT
 from engine.model.checkpoint import check_folder, is_local_path
+from engine.model.img2img import kept_steps
 from engine.model.precision import check_precision
 from engine.service import error_kinds as kinds
 from engine.service.body_limit import MAX_BODY_BYTES, BodyLimit
@@ -211,7 +212,10 @@ def create_app(
                     check_folder(Path(body.model).expanduser())
             except Text2EarthError as exc:
                 return error(422, str(exc), exc.kind)
-            job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
+            # A restyle runs only the steps its strength keeps: progress counts those.
+            steps = (kept_steps(body.steps, body.strength) if body.type == "restyle"
+                     else body.steps)
+            job = Job(type=body.type, request=request, steps=steps, out=str(out),
                       model=body.model, id=job_id, precision=body.precision)
             job.tiles = windows
             return enqueue(job)
@@ -230,7 +234,11 @@ def create_app(
                 overlap=body.overlap, scene_method=body.scene_method,
                 regions=[r.model_dump() for r in body.regions] if body.regions else None,
                 resume=False,  # service jobs are not resumed: a failed job's scratch goes
+                init_raster=body.init_raster, strength=body.strength,
             )
+            if body.init_raster and not Path(body.init_raster).expanduser().is_absolute():
+                raise InputError(f"init_raster must be an absolute path, got "
+                                 f"{body.init_raster!r}")
             grid = plan(request)  # all that needs no model fails now, not in the queue
             check_precision(body.precision or config.precision, config.device)
             for spec in (body.model, body.inpaint_model):
@@ -238,11 +246,14 @@ def create_app(
                     check_folder(Path(spec).expanduser())  # a missing folder is a 422 now
         except Text2EarthError as exc:  # bad input, or a model folder that is not one
             return error(422, str(exc), exc.kind)
-        job = Job(type=body.type, request=request, steps=body.steps, out=str(out),
+        steps = kept_steps(body.steps, body.strength) if body.init_raster else body.steps
+        job = Job(type=body.type, request=request, steps=steps, out=str(out),
                   model=body.model, inpaint_model=body.inpaint_model, id=job_id,
                   precision=body.precision)
         windows = scene_plan(request, grid)
-        if windows is not None:
+        if windows is not None and body.init_raster:
+            job.tiles = windows.nx * windows.ny  # image-to-image window by window
+        elif windows is not None:
             # auto without the inpainting model on this machine is joint denoising (one
             # pass over all windows): pinned now, so the count reported is the one run.
             method = planned_scene_method(request, grid, body.inpaint_model)

@@ -19,14 +19,15 @@ from engine.jobs.edit import (
 )
 from engine.jobs.generate import MAX_SEED
 from engine.jobs.model_choice import choose_inpainting_checkpoint
+from engine.jobs.restyle import RestyleRequest, plan_restyle, restyle_raster
 from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
 from engine.service.job_queue import Job, JobCancelledError
 from engine.service.outputs import file_identity
 from engine.service.runner import ModelManager, ServiceConfig, step_reporter
-from engine.service.schemas import EditJob, ExtendJob
+from engine.service.schemas import EditJob, ExtendJob, RestyleJob
 
 
-def raster_request(body: EditJob | ExtendJob, out: Path, config: ServiceConfig):
+def raster_request(body: EditJob | ExtendJob | RestyleJob, out: Path, config: ServiceConfig):
     """(request, windows): everything that needs no model is checked now (a 422 at once)."""
     if not Path(body.raster).expanduser().is_absolute():
         raise InputError(f"raster must be an absolute path, got {body.raster!r}")
@@ -42,6 +43,10 @@ def raster_request(body: EditJob | ExtendJob, out: Path, config: ServiceConfig):
         request = EditRequest(mask=body.mask, mask_crs=body.mask_crs, dilate=body.dilate,
                               feather=body.feather, fill_nodata=body.fill_nodata, **common)
         planner = plan_edit
+    elif body.type == "restyle":
+        request = RestyleRequest(mask=body.mask, mask_crs=body.mask_crs, dilate=body.dilate,
+                                 feather=body.feather, strength=body.strength, **common)
+        planner = plan_restyle
     else:
         request = ExtendRequest(by=body.by, side=body.side, **common)
         planner = plan_extend
@@ -51,7 +56,7 @@ def raster_request(body: EditJob | ExtendJob, out: Path, config: ServiceConfig):
 
 
 def run_raster_job(job: Job, models: ModelManager) -> dict:
-    request: EditRequest | ExtendRequest = job.request
+    request: EditRequest | ExtendRequest | RestyleRequest = job.request
     checkpoint, demo = choose_inpainting_checkpoint(
         job.model or None, None, models.config.demo_fallback,
         lambda inpainting: str(demo_checkpoint_dir(inpainting)))
@@ -63,7 +68,10 @@ def run_raster_job(job: Job, models: ModelManager) -> dict:
         job.out = str(request.out)
     if job.cancel_requested.is_set():
         raise JobCancelledError()
-    run = edit_raster if isinstance(request, EditRequest) else extend_raster
+    if isinstance(request, RestyleRequest):  # an EditRequest too: asked first
+        run = restyle_raster
+    else:
+        run = edit_raster if isinstance(request, EditRequest) else extend_raster
     try:
         result = run(request, model, step_reporter(job))
     except GenerationCancelled:

@@ -62,6 +62,12 @@ class GenerateJob(BaseModel):
         None, description="arithmetic; default: the service's --precision")
     regions: list[PromptRegionBody] | None = Field(
         None, max_length=1000, description="prompt regions (GeoJSON polygons in lon/lat)")
+    init_raster: str | None = Field(
+        None, min_length=1, max_length=4096,
+        description="absolute path of a raster in any CRS to start from (warped onto the "
+                    "output grid, then image-to-image)")
+    strength: float = Field(0.6, ge=0, le=1, description="with init_raster: how far from it, "
+                            "0 keeps it, 1 ignores it")
 
     @field_validator("scale")
     @classmethod
@@ -119,6 +125,18 @@ class EditJob(RasterJobBody):
     fill_nodata: bool = False
 
 
+class RestyleJob(RasterJobBody):
+    type: Literal["restyle"]
+    strength: float = Field(0.6, ge=0, le=1, description="how far from the source: 0 keeps "
+                            "it exactly, 1 ignores it")
+    mask: dict | str | None = Field(None, description="optional: restyle only inside these "
+                                    "polygons (as edit); default: the whole raster")
+    mask_crs: str | None = Field(None, max_length=20000,
+                                 description="default: GeoJSON lon/lat, WKT the raster's CRS")
+    dilate: int = Field(4, ge=0, le=64, description="grow the mask by N raster pixels")
+    feather: int = Field(4, ge=0, le=64, description="soft edge in raster pixels")
+
+
 class ExtendJob(RasterJobBody):
     type: Literal["extend"]
     by: float | str = Field(description="metres on the ground, or '500m', '1.5km', '200px'")
@@ -137,6 +155,6 @@ def _job_type(body) -> str | None:
 # A body without "type" is a generate job, as before edit and extend existed.
 AnyJob = Annotated[
     Annotated[GenerateJob, Tag("generate")] | Annotated[EditJob, Tag("edit")]
-    | Annotated[ExtendJob, Tag("extend")],
+    | Annotated[ExtendJob, Tag("extend")] | Annotated[RestyleJob, Tag("restyle")],
     Discriminator(_job_type),
 ]

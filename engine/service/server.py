@@ -36,7 +36,8 @@ def serve(args) -> int:
     config = ServiceConfig(args.model, args.device, output_dirs, args.max_pixels,
                            args.demo_fallback, args.precision, args.compile)
     models = ModelManager(config)
-    runners = {"generate": run_generate, "edit": run_raster_job, "extend": run_raster_job}
+    runners = {"generate": run_generate, "edit": run_raster_job, "extend": run_raster_job,
+               "restyle": run_raster_job}
     queue = JobQueue(lambda job: runners[job.type](job, models))
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]

@@ -3,6 +3,7 @@ stores, then into the output."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 
 import rasterio
@@ -37,18 +38,20 @@ from engine.model.pipeline import StepCallback
 def edit_raster(request: EditRequest, model: LoadedModel,
                 callback: StepCallback | None = None) -> RasterResult:
     with open_source(request.raster) as src:
-        return _run(request, src, plan_edit(request, src), model, callback)
+        return run_plan(request, src, plan_edit(request, src), model, callback)
 
 
 def extend_raster(request: ExtendRequest, model: LoadedModel,
                   callback: StepCallback | None = None) -> RasterResult:
     with open_source(request.raster) as src:
-        return _run(request, src, plan_extend(request, src), model, callback)
+        return run_plan(request, src, plan_extend(request, src), model, callback)
 
 
-def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
-         callback: StepCallback | None) -> RasterResult:
-    if not model.inpainting:
+def run_plan(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
+             callback: StepCallback | None, generate: Callable | None = None) -> RasterResult:
+    """``generate``: Regenerator.run's window function (default: inpainting, which needs the
+    inpainting checkpoint; restyle brings its image-to-image one)."""
+    if generate is None and not model.inpainting:
         raise InputError(
             f"editing needs the inpainting checkpoint (a 9-channel UNet, such as "
             f"lcybuaa/Text2Earth-inpainting), and {model.checkpoint.model_id} is a "
@@ -70,9 +73,9 @@ def _run(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
     pipe.use_scheduler(request.scheduler)
     stem = temp_stem(out.parent).name  # short and pid-tagged, whatever the output's name
     masked = has_mask_band(src)
-    generate = generate_window(request.prompt.strip(), request.negative_prompt,
-                               plan.level.level, request.steps, request.guidance, callback,
-                               plan.windows)
+    generate = generate or generate_window(
+        request.prompt.strip(), request.negative_prompt, plan.level.level, request.steps,
+        request.guidance, callback, plan.windows)
     # Iteratively (a path may be 2000 folders deep); removed again if the job fails.
     created = make_folders(out.parent)
     try:
