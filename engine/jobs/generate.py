@@ -15,6 +15,7 @@ from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
 from engine.geo.grid import DEFAULT_MAX_PIXELS, LevelRequest, OutputGrid, build_grid
 from engine.geo.regions import GEOJSON_CRS, parse_regions, window_prompts
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
+from engine.jobs.cascade_ladder import CASCADE, check_ladder_options, plan_ladder
 from engine.jobs.scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
 from engine.model.checkpoint import LoadedModel
 from engine.model.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, StepCallback, split_level_prefix
@@ -44,7 +45,9 @@ class GenerateRequest:
     pipeline_check: bool = False  # demo weights: the output is a plumbing test, not imagery
     tile: int = DEFAULT_TILE  # scenes larger than one tile are built window by window
     overlap: int = DEFAULT_OVERLAP
-    scene_method: str = "auto"  # auto | outpaint | joint
+    scene_method: str = "auto"  # auto | outpaint | joint | cascade
+    cascade_strengths: tuple[float, ...] | None = None  # per level step, coarse to fine
+    cascade_coarse_level: int | None = None  # None: auto (engine.jobs.cascade_ladder)
     resume: bool = True  # continue a stopped scene from the windows already made
     regions: list[dict] | None = None  # [{"geometry": GeoJSON polygon, "prompt": "..."}]
     regions_crs: str = GEOJSON_CRS  # the regions' CRS (GeoJSON: lon/lat)
@@ -100,11 +103,14 @@ def plan(request: GenerateRequest) -> OutputGrid:
         raise InputError("the prompt is empty: describe the scene to generate")
     check_sampling(request)
     check_output_path(request.out, request.overwrite)
-    if request.scene_method not in ("auto", OUTPAINT, JOINT):
-        raise InputError(f"scene method must be auto, {OUTPAINT} or {JOINT}")
+    if request.scene_method not in ("auto", OUTPAINT, JOINT, CASCADE):
+        raise InputError(f"scene method must be auto, {OUTPAINT}, {JOINT} or {CASCADE}")
+    check_ladder_options(request)
     grid = build_grid(
         request.bbox, request.crs, level_request(request), request.out_crs, request.max_pixels
     )
+    if request.scene_method == CASCADE and scene_plan(request, grid) is not None:
+        plan_ladder(request, grid)  # a ladder that does not fit fails before the model loads
     if request.regions:
         parse_regions(request.regions, request.regions_crs, grid.crs)
     return grid
@@ -129,8 +135,9 @@ def scene_method(request: GenerateRequest, model: LoadedModel) -> str:
             f"lcybuaa/Text2Earth-inpainting), and {model.checkpoint.model_id} is a "
             "text-to-image one; use --scene-method joint to build the scene with it"
         )
-    if request.scene_method == JOINT and model.inpainting:
-        raise InputError("joint denoising needs the text-to-image checkpoint")
+    if request.scene_method in (JOINT, CASCADE) and model.inpainting:
+        raise InputError(f"the {request.scene_method} scene method needs the text-to-image "
+                         "checkpoint (e.g. lcybuaa/Text2Earth)")
     return request.scene_method
 
 
@@ -180,6 +187,8 @@ def generate(
         fields.update(scene_method=method, tile=windows.tile, overlap=windows.overlap,
                       windows=f"{windows.nx}x{windows.ny}",
                       canvas=f"{windows.canvas_width}x{windows.canvas_height}")
+        ladder = plan_ladder(request, grid, text) if method == CASCADE else None
+        fields.update(ladder.describe() if ladder else {})
     if request.regions:
         fields["prompt_regions"] = json.dumps([r.get("prompt") for r in request.regions])
     if model.speed and model.speed.get("memory_savers"):
@@ -216,7 +225,7 @@ def generate(
             job = SceneJob(text, request.negative_prompt, grid.level, request.steps,
                            request.guidance, seed, Path(request.out), grid.crs, grid.transform,
                            request.overwrite, request.allowed_dirs, prompts,
-                           window_batch=request.window_batch)
+                           window_batch=request.window_batch, ladder=ladder)
             path = run_scene(pipe, job, windows, method, model.weights_sha256,
                              request.scheduler, tags, software, callback_on_step_end,
                              request.resume)
