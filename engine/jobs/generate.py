@@ -109,7 +109,7 @@ def plan(request: GenerateRequest) -> OutputGrid:
     grid = build_grid(
         request.bbox, request.crs, level_request(request), request.out_crs, request.max_pixels
     )
-    if request.scene_method == CASCADE and scene_plan(request, grid) is not None:
+    if request.scene_method == CASCADE:  # (checked even where one canvas holds the output)
         plan_ladder(request, grid)  # a ladder that does not fit fails before the model loads
     if request.regions:
         parse_regions(request.regions, request.regions_crs, grid.crs)
