@@ -395,7 +395,8 @@ def cmd_generate(args) -> int:
     joint = windows is not None and not model.inpainting
     total = request.steps if windows is None or joint else request.steps * tiles
     if windows is not None and request.scene_method == "cascade":
-        from engine.jobs.cascade_ladder import plan_ladder, progress_steps
+        from engine.jobs.cascade import progress_steps
+        from engine.jobs.cascade_ladder import plan_ladder
 
         ladder = plan_ladder(request, grid)
         tiles, total = ladder.windows, progress_steps(ladder, request.steps)

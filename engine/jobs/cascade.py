@@ -82,11 +82,10 @@ def upsampled(source: Path, dst_transform: Affine, size: int) -> np.ndarray:
     return np.clip(np.moveaxis(out, 0, 2), 0, 255)
 
 
-def _pixels(images) -> torch.Tensor:
-    """(B, H, W, 3) in 0..255 -> (B, 3, H, W) in [-1, 1], contiguous (the layout picks the
-    conv kernels, and with them the last bits)."""
-    array = np.stack([np.asarray(i, np.float32) for i in images])
-    return (torch.from_numpy(array).permute(0, 3, 1, 2).contiguous() / 127.5 - 1.0)
+def progress_steps(ladder: Ladder, steps: int) -> int:
+    """Step callbacks a cascade makes: one per window and denoising step actually run."""
+    return sum(r.plan.nx * r.plan.ny * (steps if i == 0 else img2img.kept_steps(steps, r.strength))
+               for i, r in enumerate(ladder.rungs))
 
 
 @torch.no_grad()
@@ -98,24 +97,23 @@ def refine(pipe, texts: list[str], inits: list[np.ndarray] | None, context: list
     ``context`` (pixels already made). Returns (B, tile, tile, 3) uint8."""
     device = pipe._execution_device
     scheduler = pipe.scheduler
-    scheduler.set_timesteps(job.steps, device=device)
-    if inits is not None:
-        timesteps, _ = img2img.strength_timesteps(scheduler, job.steps, strength)
-        if strength == 0 or len(timesteps) == 0:  # nothing to redo: the init as it is
-            return np.stack([np.rint(i) for i in inits]).astype(np.uint8)
+    if inits is not None and img2img.kept_steps(job.steps, strength) == 0:
+        return np.stack(inits)  # nothing to redo: the init as it is, no model call
     embeds, labels = pipe.condition_batch(texts, job.negative_prompt, level, job.guidance)
     generator = generators if len(generators) > 1 else generators[0]
     size = masks[0].shape[0]
     if inits is None:
+        scheduler.set_timesteps(job.steps, device=device)
         timesteps = scheduler.timesteps
         latents = pipe.prepare_latents(len(texts), pipe.num_channels_latents, size, size,
                                        LATENT_DTYPE, device, generator)
     else:
-        latents = img2img.noised_latents(pipe, _pixels(inits).to(device), strength, generator,
-                                         scheduler).to(LATENT_DTYPE)
+        latents = img2img.noised_latents(pipe, img2img.to_tensor(inits), strength, generator,
+                                         scheduler, job.steps)
+        timesteps, _ = img2img.strength_timesteps(scheduler, job.steps, strength, device)
     known = None
     if min(m.min() for m in masks) < 0.5:
-        pixels = _pixels(context).to(device, pipe.vae.dtype)
+        pixels = img2img.to_tensor(context).to(device, pipe.vae.dtype)
         known = pipe.vae.encode(pixels).latent_dist.mode().to(LATENT_DTYPE)
         known = known * pipe.vae.config.scaling_factor
         noise = randn_tensor(known.shape, generator=generator, device=device, dtype=LATENT_DTYPE)
@@ -142,9 +140,9 @@ def _run_level(pipe, job: SceneJob, rung: Rung, canvas: Path, coarser: Path | No
     for front in wavefronts(plan):
         for group in chunks([w for w in front if w.key not in done], size):
             context = [_read(canvas, w.col, w.row, plan.tile) for w in group]
-            inits = None if coarser is None else [
+            inits = None if coarser is None else [np.rint(
                 upsampled(coarser, transform * Affine.translation(w.col, w.row), plan.tile)
-                for w in group]
+            ).astype(np.uint8) for w in group]
 
             def on_step(p, i, t, tensors, group=group):
                 if callback is not None:  # per window, as if they had run one by one

@@ -74,17 +74,6 @@ class Ladder:
                       sorted((r.prompts or {}).items())) for r in self.rungs])
 
 
-def kept_steps(steps: int, strength: float) -> int:
-    """Denoising steps an image-to-image pass runs (diffusers' rule, engine.model.img2img)."""
-    return min(int(steps * strength), steps)
-
-
-def progress_steps(ladder: Ladder, steps: int) -> int:
-    """Step callbacks a cascade makes: one per window and step actually run."""
-    return sum(r.plan.nx * r.plan.ny * (steps if i == 0 else kept_steps(steps, r.strength))
-               for i, r in enumerate(ladder.rungs))
-
-
 def ladder_text(levels) -> str:
     return " -> ".join(map(str, levels))
 
