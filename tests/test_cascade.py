@@ -198,3 +198,16 @@ def test_cli_and_service_take_the_cascade_options(capsys, tmp_path):
                 dict(scene_method="cascades")):
         with pytest.raises(ValidationError):
             GenerateJob(**{**body, **bad})
+
+
+def test_low_frequency_seams_see_a_layout_step_at_a_window_border():
+    from engine.bench.cascade import low_frequency_seams
+
+    rng = np.random.default_rng(0)
+    # 3 x 1 windows of 256 (overlap 64): 640 x 256 px; windows start at x = 192 and 384.
+    texture = rng.normal(128, 20, (256, 640, 1)).repeat(3, axis=2)
+    smooth = np.clip(texture + np.linspace(0, 40, 640)[None, :, None], 0, 255)
+    assert low_frequency_seams(smooth, 256, 64) == pytest.approx(1.0, abs=0.35)
+    stepped = smooth.copy()
+    stepped[:, 384:] += 60  # the third window invented its own, brighter layout
+    assert low_frequency_seams(np.clip(stepped, 0, 255), 256, 64) > 3
