@@ -15,6 +15,7 @@ from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
 from engine.geo.grid import DEFAULT_MAX_PIXELS, LevelRequest, OutputGrid, build_grid
 from engine.geo.regions import GEOJSON_CRS, parse_regions, window_prompts
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
+from engine.jobs.cascade import run_cascade
 from engine.jobs.cascade_ladder import CASCADE, check_ladder_options, plan_ladder
 from engine.jobs.scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
 from engine.model.checkpoint import LoadedModel
@@ -228,7 +229,7 @@ def generate(
                            window_batch=request.window_batch, ladder=ladder)
             path = run_scene(pipe, job, windows, method, model.weights_sha256,
                              request.scheduler, tags, software, callback_on_step_end,
-                             request.resume)
+                             request.resume, run_cascade if method == CASCADE else None)
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(
             f"out of memory on {model.device} for {grid.width} x {grid.height} px: choose a "

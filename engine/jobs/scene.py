@@ -267,8 +267,10 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
 
 def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: str,
               scheduler: str, tags: dict[str, str], software: str,
-              callback: SceneCallback | None = None, resume: bool = True) -> Path:
-    """Generate the scene into the scratch canvas, then write the output COG from it."""
+              callback: SceneCallback | None = None, resume: bool = True,
+              runner: Callable | None = None) -> Path:
+    """Generate the scene into the scratch canvas, then write the output COG from it
+    (``runner``: the cascade method's, engine.jobs.cascade.run_cascade)."""
     scratch, state = scratch_paths(job.out)
     check_confined(job.out, job.allowed_dirs)  # the scratch can be GBs: same rules as output
     key = fingerprint(job, plan, method, weights_sha, scheduler)
@@ -290,7 +292,7 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
         # GDAL's block cache would otherwise grow with the scene (5 % of RAM by default).
         with rasterio.Env(GDAL_CACHEMAX=SCENE_GDAL_CACHE_MB):
             path = _build(pipe, job, plan, method, scratch, state, key, done, callback, tags,
-                          software)
+                          software, runner)
     except BaseException as exc:
         # A cancel means "discard", and so does a failed write (a full disk needs the space
         # back, and a scratch that failed to keep a window cannot be trusted); another
@@ -307,15 +309,14 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
     return path
 
 
-def _build(pipe, job, plan, method, scratch, state, key, done, callback, tags, software) -> Path:
+def _build(pipe, job, plan, method, scratch, state, key, done, callback, tags, software,
+           runner) -> Path:
     col, row = plan.offset
     with checked_writes(scratch):
         if method == OUTPAINT:
             run_outpaint(pipe, job, plan, scratch, state, key, done, callback)
-        elif method == CASCADE:
-            from engine.jobs.cascade import run_cascade  # it builds on this module
-
-            run_cascade(pipe, job, scratch, state, key, done, callback)
+        elif method == CASCADE:  # engine.jobs.cascade.run_cascade (it builds on this module)
+            runner(pipe, job, scratch, state, key, done, callback)
         else:
             run_joint(pipe, job, plan, scratch, callback)
     with rasterio.open(scratch) as src:
