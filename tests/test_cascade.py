@@ -211,3 +211,18 @@ def test_low_frequency_seams_see_a_layout_step_at_a_window_border():
     stepped = smooth.copy()
     stepped[:, 384:] += 60  # the third window invented its own, brighter layout
     assert low_frequency_seams(np.clip(stepped, 0, 255), 256, 64) > 3
+
+
+def test_cli_runs_a_cascade_and_its_progress_bar_counts_every_step(capsys, tiny_t2i,
+                                                                   tmp_path):
+    out = tmp_path / "cli.tif"
+    code = main(["generate", "--bbox", ",".join(map(str, BBOX)), "--crs", UTM, "--prompt",
+                 "farmland", "--level", "17", "--scene-method", "cascade", "--model",
+                 str(tiny_t2i), "--device", "cpu", "--precision", "fp32", "--steps", "4",
+                 "--seed", "2", "--cascade-strengths", "0.5,0.75,0.25", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    # 4 steps: the coarse window runs 4, then int(4 * s) per window: 2, 3 and 1 x 6 windows
+    assert "9 windows" in err and "15/15" in err and "16/15" not in err, err
+    with rasterio.open(out) as ds:
+        assert ds.tags()["TEXT2EARTH_CASCADE_STRENGTHS"] == "0.5,0.75,0.25"
