@@ -52,6 +52,14 @@ def _resolution(text: str) -> float:
     return value
 
 
+def _strengths(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers in 0..1 separated by commas, got {text!r}") from None
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Bad arguments give one line, like every other bad input, not a page of usage."""
 
@@ -104,9 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "untested with the real weights)")
     gen.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                      help=f"window overlap in px (default {DEFAULT_OVERLAP})")
-    gen.add_argument("--scene-method", default="auto", choices=["auto", "outpaint", "joint"],
-                     help="outpaint with the inpainting model (auto when it is available), or "
-                          "joint denoising with the text-to-image model")
+    gen.add_argument("--scene-method", default="auto",
+                     choices=["auto", "outpaint", "joint", "cascade"],
+                     help="outpaint with the inpainting model (auto when it is available), "
+                          "joint denoising with the text-to-image model, or cascade: the "
+                          "extent at a coarse level first, refined level by level")
+    gen.add_argument("--cascade-strengths", type=_strengths, default=None,
+                     help="cascade: image-to-image strength of each level step, coarse to "
+                          "fine, e.g. 0.6,0.6,0.5 (default: 0.6 per step, 0.5 into the target)")
+    gen.add_argument("--cascade-coarse-level", type=int, default=None,
+                     help="cascade: the level to start from (default: target - 3, or coarser "
+                          "until the extent fits in two windows)")
     gen.add_argument("--inpaint-model", default=None,
                      help="inpainting model for scenes (default: lcybuaa/Text2Earth-inpainting)")
     gen.add_argument("--regions", default=None,
@@ -343,6 +359,8 @@ def cmd_generate(args) -> int:
         overwrite=args.overwrite, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         tile=args.tile, overlap=args.overlap, scene_method=args.scene_method,
         resume=not args.no_resume, init_raster=args.init_raster, strength=args.strength,
+        cascade_strengths=args.cascade_strengths,
+        cascade_coarse_level=args.cascade_coarse_level,
     )
     if args.regions:
         from engine.geo.regions import read_regions_file
@@ -389,6 +407,12 @@ def cmd_generate(args) -> int:
         from engine.model.img2img import kept_steps
 
         total = kept_steps(request.steps, request.strength) * tiles
+    elif windows is not None and request.scene_method == "cascade":
+        from engine.jobs.cascade import progress_steps
+        from engine.jobs.cascade_ladder import plan_ladder
+
+        ladder = plan_ladder(request, grid)
+        tiles, total = ladder.windows, progress_steps(ladder, request.steps)
     label = "denoising" if windows is None else f"{tiles} windows"
     with progress_bar(total, label, args.quiet) as callback:
         result = generate(request, model, callback)

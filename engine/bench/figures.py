@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the precision, scene-per-megapixel and big-scene figures")
     parser.add_argument("--big-sides", default="1024,2048,4096",
                         help="sides in px of the big-scene memory runs (20000 is the goal)")
+    parser.add_argument("--skip-cascade", action="store_true",
+                        help="skip cascade vs outpaint vs joint (engine.bench.cascade)")
     parser.add_argument("--gpu", action="store_true",
                         help="only the GPU figures (fp16 eager reference vs compiled engine)")
     parser.add_argument("--json", default="output/bench.json")
@@ -278,6 +280,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"overlap vs the same number of non-overlapping windows {same_n:.3f} "
                   f"(goal <= 1.35); peak memory 64 / 4 windows {memory:.3f} (goal <= 1.1)",
                   flush=True)
+        if not args.skip_cascade and not args.gpu:
+            from engine.bench import cascade as bench_cascade
+
+            methods = bench_cascade.compare(8, 3, args.device, Path(tmp) / "cascade")
+            methods["planned"] = bench_cascade.coarse_shares()
+            bench_cascade.print_compare(methods)
+            bench_cascade.print_shares(methods["planned"])
+            results.append({"scene_methods": methods})
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"goal: engine / bare <= 1.03; figures in {args.json}")

@@ -15,6 +15,8 @@ from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
 from engine.geo.grid import DEFAULT_MAX_PIXELS, LevelRequest, OutputGrid, build_grid
 from engine.geo.regions import GEOJSON_CRS, parse_regions, window_prompts
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
+from engine.jobs.cascade import run_cascade
+from engine.jobs.cascade_ladder import CASCADE, check_ladder_options, plan_ladder
 from engine.jobs.init_image import check_init_raster, generate_from_init
 from engine.jobs.scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
 from engine.model.checkpoint import LoadedModel
@@ -45,7 +47,9 @@ class GenerateRequest:
     pipeline_check: bool = False  # demo weights: the output is a plumbing test, not imagery
     tile: int = DEFAULT_TILE  # scenes larger than one tile are built window by window
     overlap: int = DEFAULT_OVERLAP
-    scene_method: str = "auto"  # auto | outpaint | joint
+    scene_method: str = "auto"  # auto | outpaint | joint | cascade
+    cascade_strengths: tuple[float, ...] | None = None  # per level step, coarse to fine
+    cascade_coarse_level: int | None = None  # None: auto (engine.jobs.cascade_ladder)
     resume: bool = True  # continue a stopped scene from the windows already made
     regions: list[dict] | None = None  # [{"geometry": GeoJSON polygon, "prompt": "..."}]
     regions_crs: str = GEOJSON_CRS  # the regions' CRS (GeoJSON: lon/lat)
@@ -103,17 +107,23 @@ def plan(request: GenerateRequest) -> OutputGrid:
         raise InputError("the prompt is empty: describe the scene to generate")
     check_sampling(request)
     check_output_path(request.out, request.overwrite)
-    if request.scene_method not in ("auto", OUTPAINT, JOINT):
-        raise InputError(f"scene method must be auto, {OUTPAINT} or {JOINT}")
+    if request.scene_method not in ("auto", OUTPAINT, JOINT, CASCADE):
+        raise InputError(f"scene method must be auto, {OUTPAINT}, {JOINT} or {CASCADE}")
+    check_ladder_options(request)
     grid = build_grid(
         request.bbox, request.crs, level_request(request), request.out_crs, request.max_pixels
     )
+    if request.scene_method == CASCADE:  # (checked even where one canvas holds the output)
+        plan_ladder(request, grid)  # a ladder that does not fit fails before the model loads
     if request.regions:
         parse_regions(request.regions, request.regions_crs, grid.crs)
     if request.init_raster is not None:
         if request.regions:
             raise InputError("prompt regions and an init raster cannot be combined: the "
                              "windows made from an init raster all take the one prompt")
+        if request.scene_method == CASCADE:
+            raise InputError("the cascade scene method builds its own coarse start: it cannot "
+                             "also start from an init raster (choose auto, outpaint or joint)")
         check_init_raster(request.init_raster, grid, request.strength)
     return grid
 
@@ -137,8 +147,9 @@ def scene_method(request: GenerateRequest, model: LoadedModel) -> str:
             f"lcybuaa/Text2Earth-inpainting), and {model.checkpoint.model_id} is a "
             "text-to-image one; use --scene-method joint to build the scene with it"
         )
-    if request.scene_method == JOINT and model.inpainting:
-        raise InputError("joint denoising needs the text-to-image checkpoint")
+    if request.scene_method in (JOINT, CASCADE) and model.inpainting:
+        raise InputError(f"the {request.scene_method} scene method needs the text-to-image "
+                         "checkpoint (e.g. lcybuaa/Text2Earth)")
     return request.scene_method
 
 
@@ -188,6 +199,8 @@ def generate(
         fields.update(scene_method=method, tile=windows.tile, overlap=windows.overlap,
                       windows=f"{windows.nx}x{windows.ny}",
                       canvas=f"{windows.canvas_width}x{windows.canvas_height}")
+        ladder = plan_ladder(request, grid, text) if method == CASCADE else None
+        fields.update(ladder.describe() if ladder else {})
     if request.regions:
         fields["prompt_regions"] = json.dumps([r.get("prompt") for r in request.regions])
     if model.speed and model.speed.get("memory_savers"):
@@ -227,10 +240,10 @@ def generate(
             job = SceneJob(text, request.negative_prompt, grid.level, request.steps,
                            request.guidance, seed, Path(request.out), grid.crs, grid.transform,
                            request.overwrite, request.allowed_dirs, prompts,
-                           window_batch=request.window_batch)
+                           window_batch=request.window_batch, ladder=ladder)
             path = run_scene(pipe, job, windows, method, model.weights_sha256,
                              request.scheduler, tags, software, callback_on_step_end,
-                             request.resume)
+                             request.resume, run_cascade if method == CASCADE else None)
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(
             f"out of memory on {model.device} for {grid.width} x {grid.height} px: choose a "

@@ -2,7 +2,8 @@
 
 Single images use the text-to-image model. A scene is outpainted with the inpainting model
 when it is on this machine (``auto``) or was asked for (``outpaint``, which may download it),
-and otherwise built by joint denoising with the text-to-image model. Without real weights,
+and otherwise built by joint denoising with the text-to-image model (cascades always use
+the text-to-image model: their image-to-image runs on it). Without real weights,
 the built-in demo checkpoints stand in only where the user allowed it (``demo_fallback``).
 """
 
@@ -12,13 +13,14 @@ from collections.abc import Callable
 
 from engine.errors import ModelNotFoundError
 from engine.geo.grid import OutputGrid
+from engine.jobs.cascade_ladder import CASCADE
 from engine.jobs.generate import GenerateRequest, scene_plan
 from engine.jobs.scene import JOINT, OUTPAINT
 from engine.model.checkpoint import INPAINTING_MODEL, MODEL_ENV, Checkpoint, resolve_checkpoint
 
 
 def wants_inpainting(request: GenerateRequest, grid: OutputGrid) -> bool:
-    return scene_plan(request, grid) is not None and request.scene_method != JOINT
+    return scene_plan(request, grid) is not None and request.scene_method not in (JOINT, CASCADE)
 
 
 def local_inpainting(inpaint_model: str | None) -> Checkpoint | None:

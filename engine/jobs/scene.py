@@ -53,6 +53,7 @@ from engine.geo.tiling import (
     outpaint_mask,
     tile_seed,
 )
+from engine.jobs.cascade_ladder import CASCADE
 from engine.jobs.window_batch import batch_size_for, chunks, joint_noise, wavefronts
 from engine.model.pipeline import LATENT_DTYPE, resolve_prompt_level
 
@@ -78,6 +79,7 @@ class SceneJob:
     allowed_dirs: tuple | None
     prompts: dict | None = None  # window key -> prompt, from prompt regions
     window_batch: int | None = None  # windows per UNet call; None: as many as memory allows
+    ladder: object | None = None  # the cascade method's levels (engine.jobs.cascade_ladder)
 
 
 def scratch_paths(out: Path) -> tuple[Path, Path]:
@@ -96,6 +98,8 @@ def fingerprint(job: SceneJob, plan: ScenePlan, method: str, weights_sha: str,
               job.steps, job.guidance, job.seed,
               plan.width, plan.height, plan.tile, plan.overlap, method, weights_sha, scheduler,
               tuple(job.transform), job.crs.to_wkt()]
+    if job.ladder is not None:
+        fields.append(job.ladder.key())
     return hashlib.sha256(repr(fields).encode()).hexdigest()
 
 
@@ -263,14 +267,17 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path,
 
 def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: str,
               scheduler: str, tags: dict[str, str], software: str,
-              callback: SceneCallback | None = None, resume: bool = True) -> Path:
-    """Generate the scene into the scratch canvas, then write the output COG from it."""
+              callback: SceneCallback | None = None, resume: bool = True,
+              runner: Callable | None = None) -> Path:
+    """Generate the scene into the scratch canvas, then write the output COG from it
+    (``runner``: the cascade method's, engine.jobs.cascade.run_cascade)."""
     scratch, state = scratch_paths(job.out)
     check_confined(job.out, job.allowed_dirs)  # the scratch can be GBs: same rules as output
     key = fingerprint(job, plan, method, weights_sha, scheduler)
     done = _load_state(state, key) if resume and scratch.is_file() else None
-    # Only outpainting records finished windows; only a resumable run keeps its scratch.
-    keep_on_failure = resume and method == OUTPAINT
+    # Only outpainting and cascades record finished windows; only a resumable run keeps its
+    # scratch.
+    keep_on_failure = resume and method in (OUTPAINT, CASCADE)
     created: list[Path] = []
     try:
         created = make_folders(job.out.parent)
@@ -285,7 +292,7 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
         # GDAL's block cache would otherwise grow with the scene (5 % of RAM by default).
         with rasterio.Env(GDAL_CACHEMAX=SCENE_GDAL_CACHE_MB):
             path = _build(pipe, job, plan, method, scratch, state, key, done, callback, tags,
-                          software)
+                          software, runner)
     except BaseException as exc:
         # A cancel means "discard", and so does a failed write (a full disk needs the space
         # back, and a scratch that failed to keep a window cannot be trusted); another
@@ -302,11 +309,14 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
     return path
 
 
-def _build(pipe, job, plan, method, scratch, state, key, done, callback, tags, software) -> Path:
+def _build(pipe, job, plan, method, scratch, state, key, done, callback, tags, software,
+           runner) -> Path:
     col, row = plan.offset
     with checked_writes(scratch):
         if method == OUTPAINT:
             run_outpaint(pipe, job, plan, scratch, state, key, done, callback)
+        elif method == CASCADE:  # engine.jobs.cascade.run_cascade (it builds on this module)
+            runner(pipe, job, scratch, state, key, done, callback)
         else:
             run_joint(pipe, job, plan, scratch, callback)
     with rasterio.open(scratch) as src:

@@ -232,6 +232,8 @@ def create_app(
                 scheduler=body.scheduler, overwrite=body.overwrite, max_pixels=config.max_pixels,
                 allowed_dirs=tuple(config.output_dirs), tile=body.tile,
                 overlap=body.overlap, scene_method=body.scene_method,
+                cascade_strengths=body.cascade_strengths,
+                cascade_coarse_level=body.cascade_coarse_level,
                 regions=[r.model_dump() for r in body.regions] if body.regions else None,
                 resume=False,  # service jobs are not resumed: a failed job's scratch goes
                 init_raster=body.init_raster, strength=body.strength,

@@ -55,7 +55,12 @@ class GenerateJob(BaseModel):
                               description="hub id or local folder; default: the service's")
     tile: int = Field(DEFAULT_TILE, ge=64, le=2048, description="scene window size in px")
     overlap: int = Field(DEFAULT_OVERLAP, ge=0, le=1024, description="scene window overlap in px")
-    scene_method: Literal["auto", "outpaint", "joint"] = "auto"
+    scene_method: Literal["auto", "outpaint", "joint", "cascade"] = "auto"
+    cascade_strengths: list[Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        None, max_length=MAX_LEVEL - MIN_LEVEL,
+        description="cascade: image-to-image strength per level step, coarse to fine")
+    cascade_coarse_level: int | None = Field(None, ge=MIN_LEVEL, le=MAX_LEVEL,
+                                             description="cascade: the level to start from")
     inpaint_model: str | None = Field(None, max_length=4096,
                                       description="inpainting model for outpainted scenes")
     precision: Literal["auto", "fp32", "bf16", "fp16"] | None = Field(

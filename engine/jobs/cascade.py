@@ -1,0 +1,207 @@
+"""Coarse-to-fine scenes (``--scene-method cascade``), after MetaEarth's resolution-guided
+self-cascading: the whole extent first at a coarse level (one or two windows: the layout of
+rivers, roads and districts is decided where one window sees all of it), then each finer level
+up to the target by image-to-image (SDEdit, engine.model.img2img) from the coarser result
+upsampled onto that level's grid. The ladder (levels, strengths, grids) is planned by
+engine.jobs.cascade_ladder and written into the tags.
+
+Overlaps: each level is built window by window in the outpainting schedule (wavefronts of
+engine.jobs.window_batch, several windows per UNet call). Where a window overlaps windows
+already refined (above, left), their pixels are its context: at every step the latents of
+that strip are replaced by the strip's own latents noised to the step (the way diffusers'
+4-channel inpainting keeps a known region), and the strip is feathered in pixel space as
+outpainting does. Chosen over joint denoising (MultiDiffusion, averaging overlapping
+windows' latents every step) because windows stay independent within a wavefront: a stopped
+cascade resumes window by window, memory stays bounded, and the wavefronts can go to several
+workers; the seams have less to hide than in a plain outpainted scene, since both sides of a
+border start from the same upsampled coarser level. Chosen over the 9-channel inpainting
+model because image-to-image runs on the text-to-image model: a cascade needs one
+checkpoint, for its coarse pass too.
+
+Every level's canvas is an uncompressed GeoTIFF on the level's own grid (the target level's
+is the scene's scratch, engine.jobs.scene); each window's init is read from the coarser
+level's canvas and resampled by GDAL (rasterio, cubic) onto the window's pixels, mirrored at
+the coarser canvas's edges. Deterministic for a seed: each window draws from a generator
+seeded from the seed, its level and its position. Resume: the target level records its
+finished windows in the scene's state like outpainting; a resumed cascade redoes its coarser
+levels (the same pixels again, a fraction of the work) and then only the target level's
+missing windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from diffusers.utils.torch_utils import randn_tensor
+from rasterio.warp import Resampling, reproject
+from rasterio.windows import Window
+
+from engine.geo.geotiff import open_scratch, temp_stem
+from engine.geo.tiling import canvas_transform, outpaint_blend, outpaint_mask, tile_seed
+from engine.jobs.cascade_ladder import Ladder, Rung
+from engine.jobs.scene import SceneCallback, SceneJob, _read, _save_state, _write
+from engine.jobs.window_batch import batch_size_for, chunks, wavefronts
+from engine.model import img2img
+from engine.model.pipeline import LATENT_DTYPE, resolve_prompt_level
+
+RESAMPLING = Resampling.cubic
+EDGE = 4  # source pixels beyond a window read for the resampling kernel
+
+
+def level_seed(seed: int, level: int) -> int:
+    """The seed of one level's windows (each window then gets its tile_seed from it)."""
+    digest = hashlib.sha256(f"text2earth-cascade:{seed}:{level}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def upsampled(source: Path, dst_transform: Affine, size: int) -> np.ndarray:
+    """The coarser canvas ``source`` resampled onto ``size`` x ``size`` pixels at
+    ``dst_transform`` (same CRS), as (size, size, 3) float32 in 0..255. Pixels past the
+    source's edges mirror it (a finer canvas's margin may reach a little past a coarser one)."""
+    with rasterio.open(source) as src:
+        inverse = ~src.transform
+        points = [inverse * (dst_transform * (c, r)) for c in (0, size) for r in (0, size)]
+        c0 = min(math.floor(min(p[0] for p in points)) - EDGE, src.width - 1)
+        c1 = max(math.ceil(max(p[0] for p in points)) + EDGE, 1)
+        r0 = min(math.floor(min(p[1] for p in points)) - EDGE, src.height - 1)
+        r1 = max(math.ceil(max(p[1] for p in points)) + EDGE, 1)
+        rc0, rc1 = max(c0, 0), min(c1, src.width)
+        rr0, rr1 = max(r0, 0), min(r1, src.height)
+        block = src.read(window=Window(rc0, rr0, rc1 - rc0, rr1 - rr0)).astype(np.float32)
+        crs, transform = src.crs, src.transform
+    block = np.pad(block, ((0, 0), (rr0 - r0, r1 - rr1), (rc0 - c0, c1 - rc1)), mode="symmetric")
+    out = np.zeros((block.shape[0], size, size), np.float32)
+    reproject(block, out, src_transform=transform * Affine.translation(c0, r0), src_crs=crs,
+              dst_transform=dst_transform, dst_crs=crs, resampling=RESAMPLING)
+    return np.clip(np.moveaxis(out, 0, 2), 0, 255)
+
+
+def progress_steps(ladder: Ladder, steps: int) -> int:
+    """Step callbacks a cascade makes: one per window and denoising step actually run."""
+    return sum(r.plan.nx * r.plan.ny * (steps if i == 0 else img2img.kept_steps(steps, r.strength))
+               for i, r in enumerate(ladder.rungs))
+
+
+@torch.no_grad()
+def refine(pipe, texts: list[str], inits: list[np.ndarray] | None, context: list[np.ndarray],
+           masks: list[np.ndarray], strength: float, level: int, job: SceneJob,
+           generators: list[torch.Generator], on_step) -> np.ndarray:
+    """One UNet batch of windows: generated from noise (``inits`` None: the coarse pass) or
+    image-to-image from ``inits`` at ``strength``; where ``masks`` are 0 the windows keep
+    ``context`` (pixels already made). Returns (B, tile, tile, 3) uint8."""
+    device = pipe._execution_device
+    scheduler = pipe.scheduler
+    if inits is not None and img2img.kept_steps(job.steps, strength) == 0:
+        return np.stack(inits)  # nothing to redo: the init as it is, no model call
+    embeds, labels = pipe.condition_batch(texts, job.negative_prompt, level, job.guidance)
+    generator = generators if len(generators) > 1 else generators[0]
+    size = masks[0].shape[0]
+    if inits is None:
+        scheduler.set_timesteps(job.steps, device=device)
+        timesteps = scheduler.timesteps
+        latents = pipe.prepare_latents(len(texts), pipe.num_channels_latents, size, size,
+                                       LATENT_DTYPE, device, generator)
+    else:
+        latents = img2img.noised_latents(pipe, img2img.to_tensor(inits), strength, generator,
+                                         scheduler, job.steps)
+        timesteps, _ = img2img.strength_timesteps(scheduler, job.steps, strength, device)
+    known = None
+    if min(m.min() for m in masks) < 0.5:
+        pixels = img2img.to_tensor(context).to(device, pipe.vae.dtype)
+        known = pipe.vae.encode(pixels).latent_dist.mode().to(LATENT_DTYPE)
+        known = known * pipe.vae.config.scaling_factor
+        noise = randn_tensor(known.shape, generator=generator, device=device, dtype=LATENT_DTYPE)
+        new = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
+        new = torch.nn.functional.interpolate(new, size=latents.shape[2:]).to(device)
+    for i, t in enumerate(timesteps):
+        noise_pred = pipe.predict_noise(latents, t, embeds, labels, job.guidance)
+        latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+        if known is not None:
+            last = i == len(timesteps) - 1
+            proper = known if last else scheduler.add_noise(known, noise, timesteps[i + 1 : i + 2])
+            latents = new * latents + (1.0 - new) * proper
+        latents = pipe.end_step(on_step, i, t, {"latents": latents}, len(timesteps))["latents"]
+    return pipe.decode(latents)
+
+
+def _run_level(pipe, job: SceneJob, rung: Rung, canvas: Path, coarser: Path | None,
+               done: set[str], save, first_tile: int, tiles: int,
+               callback: SceneCallback | None) -> None:
+    plan = rung.plan
+    transform = canvas_transform(plan, rung.grid.transform)
+    seed = level_seed(job.seed, rung.level)
+    size = batch_size_for(pipe, plan.tile, job.guidance > 1.0, job.window_batch)
+    for front in wavefronts(plan):
+        for group in chunks([w for w in front if w.key not in done], size):
+            context = [_read(canvas, w.col, w.row, plan.tile) for w in group]
+            inits = None if coarser is None else [np.rint(
+                upsampled(coarser, transform * Affine.translation(w.col, w.row), plan.tile)
+            ).astype(np.uint8) for w in group]
+
+            def on_step(p, i, t, tensors, group=group):
+                if callback is not None:  # per window, as if they had run one by one
+                    for k, w in enumerate(group):
+                        callback(p, i, t, {**tensors, "latents": tensors["latents"][k : k + 1],
+                                           "tile": first_tile + w.index, "tiles": tiles})
+                return tensors
+
+            images = refine(
+                pipe,
+                [resolve_prompt_level((rung.prompts or {}).get(w.key, job.prompt),
+                                      rung.level)[1] for w in group],
+                inits, context, [outpaint_mask(plan, w) for w in group], rung.strength,
+                rung.level, job,
+                [torch.Generator("cpu").manual_seed(tile_seed(seed, w.ix, w.iy)) for w in group],
+                on_step)
+            for w, image, before in zip(group, images, context, strict=True):
+                weight = outpaint_blend(plan, w)[..., None]
+                blended = weight * image + (1.0 - weight) * before
+                _write(canvas, np.rint(blended).astype(np.uint8), w.col, w.row)
+                done.add(w.key)
+            save(done)
+
+
+def run_cascade(pipe, job: SceneJob, scratch: Path, state: Path, key: str, done: set[str],
+                callback: SceneCallback | None) -> None:
+    """Every level of ``job.ladder`` in turn; the target level into the scene's ``scratch``
+    (resumed from ``done``), the coarser ones into temp canvases removed at the end."""
+    ladder: Ladder = job.ladder
+    pipe.begin_run()
+    final = ladder.rungs[-1]
+    if len(done) >= final.plan.nx * final.plan.ny:
+        return  # every target window is in the scratch: only the output is left to write
+    coarser: Path | None = None
+    first_tile = 1
+    temps: list[Path] = []
+    try:
+        for rung in ladder.rungs:
+            if rung is final:
+                canvas, level_done = scratch, done
+
+                def save(d):
+                    _save_state(state, key, d, job.seed)
+            else:
+                canvas = temp_stem(job.out.parent).with_suffix(f".level{rung.level}.tif")
+                temps.append(canvas)
+                open_scratch(canvas, rung.plan.canvas_width, rung.plan.canvas_height,
+                             rung.grid.crs, canvas_transform(rung.plan, rung.grid.transform),
+                             reuse=False).close()
+                level_done = set()
+
+                def save(d):
+                    return None
+            _run_level(pipe, job, rung, canvas, coarser, level_done, save, first_tile,
+                       ladder.windows, callback)
+            if coarser is not None:
+                coarser.unlink(missing_ok=True)
+            coarser = canvas
+            first_tile += rung.plan.nx * rung.plan.ny
+    finally:
+        for path in temps:
+            path.unlink(missing_ok=True)
