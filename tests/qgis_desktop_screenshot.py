@@ -85,7 +85,7 @@ def main() -> None:
     report["demo_row_visible"] = dock.engine_bar.model_row.isVisible()
     grab(DOCS / "screenshot-extent.png")
     gen.generate_button.click()
-    wait(lambda: gen.task is None and not gen.pending)
+    wait(lambda: gen.task is None)
     report["status"] = gen.status_label.text()
     report["layers"] = [lay.name() for lay in QgsProject.instance().mapLayers().values()]
     grab(DOCS / "screenshot.png")
