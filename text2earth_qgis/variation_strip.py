@@ -41,7 +41,7 @@ class VariationStrip(QWidget):
         self.thumbs.setMovement(QListView.Movement.Static)
         self.thumbs.setIconSize(QSize(THUMB_PX, THUMB_PX))
         self.thumbs.setGridSize(QSize(THUMB_PX + 30, THUMB_PX + 34))
-        self.thumbs.setFixedHeight(THUMB_PX + 40 + self.thumbs.horizontalScrollBar()
+        self.thumbs.setFixedHeight(THUMB_PX + 38 + self.thumbs.horizontalScrollBar()
                                    .sizeHint().height())
         self.thumbs.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.thumbs.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -51,17 +51,21 @@ class VariationStrip(QWidget):
         self.remove_button = QPushButton("Remove unticked")
         self.remove_button.setToolTip("the unticked variations' layers leave the project")
         self.remove_button.clicked.connect(self.remove_unticked)
-        self.delete_check = QCheckBox("and delete their files")
+        self.delete_check = QCheckBox()
         self.delete_check.setToolTip("also delete the unticked variations' GeoTIFFs from the "
                                      "output folder (this cannot be undone)")
         self.hide_button = QPushButton("Hide")
         self.hide_button.setToolTip("close this strip; the layers stay as they are")
         self.hide_button.clicked.connect(self.clear)
-        layout.addWidget(self.thumbs, 0, 0, 1, 3)
-        layout.addWidget(self.remove_button, 1, 0)
+        # The buttons beside the thumbnails, not under them: every pixel of height counts on
+        # a 768 px screen.
+        self.delete_check.setText("delete files too")
+        layout.addWidget(self.thumbs, 0, 0, 4, 1)
+        layout.addWidget(self.remove_button, 0, 1)
         layout.addWidget(self.delete_check, 1, 1)
-        layout.addWidget(self.hide_button, 1, 2)
-        layout.setColumnStretch(1, 1)
+        layout.addWidget(self.hide_button, 2, 1)
+        layout.setColumnStretch(0, 1)
+        layout.setRowStretch(3, 1)
         self.removed: list[str] = []
         self.deleted: list[str] = []
         self.hide()
