@@ -6,24 +6,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from osgeo import gdal  # QGIS's own GDAL, shipped with every QGIS
 from qgis.core import (
+    Qgis,
     QgsCoordinateReferenceSystem,
     QgsMapRendererCustomPainterJob,
     QgsMapSettings,
     QgsProject,
+    QgsRasterBlock,
+    QgsRasterFileWriter,
+    QgsRasterLayer,
     QgsRectangle,
 )
-from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtCore import QByteArray, QSize
 from qgis.PyQt.QtGui import QColor, QImage, QPainter
 
 from .core.files import place_file
 from .core.init_image import temp_name
-from .qgis_compat import gdal_wkt_variant
 
 MAX_RENDER_PX = 8192 * 8192  # beyond this, the picture would not fit a desktop's memory
 BACKGROUND = QColor(255, 255, 255)  # where no layer draws: a blank map sheet
 RGBA = QImage.Format.Format_RGBA8888  # bytes r, g, b, a on every platform
+BYTE = Qgis.DataType.Byte
 
 
 def map_settings(layers: list, extent: QgsRectangle, crs: QgsCoordinateReferenceSystem,
@@ -70,24 +73,22 @@ def render_layers_to_geotiff(layers: list, extent: QgsRectangle,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(temp_name(path.name))
     try:
-        memory = gdal.GetDriverByName("MEM").Create("", width, height, 3, gdal.GDT_Byte)
-        memory.SetGeoTransform((drawn.xMinimum(), drawn.width() / width, 0.0,
-                                drawn.yMaximum(), 0.0, -drawn.height() / height))
-        memory.SetProjection(crs.toWkt(gdal_wkt_variant()))
-        for band, interpretation in enumerate((gdal.GCI_RedBand, gdal.GCI_GreenBand,
-                                               gdal.GCI_BlueBand)):
-            out = memory.GetRasterBand(band + 1)
-            out.WriteRaster(0, 0, width, height, data[band::4])
-            out.SetColorInterpretation(interpretation)
-        written = gdal.GetDriverByName("GTiff").CreateCopy(
-            str(tmp), memory, options=["COMPRESS=DEFLATE", "PHOTOMETRIC=RGB", "TILED=YES"])
-        ok = written is not None
-        written = memory = None  # closes and flushes the file
-        check = gdal.Open(str(tmp)) if ok else None
-        if check is None or (check.RasterXSize, check.RasterYSize) != (width, height):
+        writer = QgsRasterFileWriter(str(tmp))
+        writer.setOutputFormat("GTiff")
+        writer.setCreateOptions(["COMPRESS=DEFLATE", "PHOTOMETRIC=RGB", "TILED=YES"])
+        provider = writer.createMultiBandRaster(BYTE, width, height, drawn, crs, 3)
+        ok = provider is not None and provider.isValid()
+        for band in range(3) if ok else ():
+            block = QgsRasterBlock(BYTE, width, height)
+            block.setData(QByteArray(data[band::4]))
+            ok = ok and provider.writeBlock(block, band + 1, 0, 0)
+        del provider  # closes the file
+        written = QgsRasterLayer(str(tmp), "check", "gdal") if ok else None
+        if written is None or not written.isValid() or (
+                written.width(), written.height(), written.bandCount()) != (width, height, 3):
             raise ValueError(f"QGIS could not write the rendered layers to {path.parent}: is "
                              "the folder writable, with space left?")
-        check = None
+        del written
         place_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -54,8 +54,3 @@ def crs_for_engine(crs: QgsCoordinateReferenceSystem) -> str:
         return authid
     return crs.toWkt(wkt2_variant())
 
-
-def gdal_wkt_variant():
-    """The WKT flavour GDAL reads best (a GeoTIFF's projection)."""
-    return _new_or_old("CrsWktVariant", "PreferredGdal",
-                       lambda: QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL)
