@@ -53,4 +53,3 @@ def crs_for_engine(crs: QgsCoordinateReferenceSystem) -> str:
     if authid and authid.split(":")[0].upper() in ENGINE_AUTHORITIES:
         return authid
     return crs.toWkt(wkt2_variant())
-
