@@ -94,19 +94,26 @@ def main() -> None:
     report["status"] = gen.status_label.text()
     report["layers"] = [lay.name() for lay in QgsProject.instance().mapLayers().values()]
     grab(DOCS / "screenshot.png")
-    variations(dock, gen, layer)
     dock.tabs.setCurrentWidget(dock.edit_panel)
     dock.edit_panel.raster_combo.setLayer(layer)
     grab(DOCS / "screenshot-edit.png")
+    report["buttons_bottom"] = bottoms(window, dock.edit_panel.run_button,
+                                       dock.edit_panel.cancel_button)
+    dock.tabs.setCurrentWidget(gen)
+    variations(dock, gen, layer)
+    report["buttons_bottom"] += bottoms(window, gen.generate_button, gen.cancel_button,
+                                        gen.strip.remove_button, gen.strip.hide_button)
     report["window"] = [window.width(), window.height()]
-    buttons = [gen.generate_button, gen.cancel_button, dock.edit_panel.run_button,
-               dock.edit_panel.cancel_button, gen.strip.remove_button, gen.strip.hide_button]
-    report["buttons_bottom"] = [b.mapTo(window, b.rect().bottomRight()).y() for b in buttons]
     plugin.unload()
     (WORK / "desktop_report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report), flush=True)
     QgsApplication.instance().processEvents()
     os._exit(0)  # no "save the project?" question from QGIS's own exit
+
+
+def bottoms(window, *buttons) -> list[int]:
+    """Where each button ends, in the main window: under 768 means on the screen."""
+    return [b.mapTo(window, b.rect().bottomRight()).y() for b in buttons if b.isVisible()]
 
 
 def variations(dock, gen, layer) -> None:
@@ -121,8 +128,11 @@ def variations(dock, gen, layer) -> None:
     def make_file(job, index, path):
         gdal.Translate(str(path), real, bandList=orders[index])
 
+    # The files are the demo-weight result's: named as pipeline checks, as the real would be.
     service = FakeService(WORK / "fake-staging", scores={1: 0.58, 2: 0.71, 3: 0.64},
-                          make_file=make_file).__enter__()
+                          make_file=make_file, tags={
+                              "TEXT2EARTH_PIPELINE_CHECK": "yes: random demo weights"}
+                          ).__enter__()
     settings = dock.manager.settings
     local = (settings.url, settings.python)
     settings.url = service.url

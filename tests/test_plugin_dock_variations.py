@@ -62,8 +62,12 @@ def test_n_variations_are_one_job_and_n_layers_best_first(probe):
     seeds = [seed_of(k) for k in best_first]
     # The strip: thumbnails in the engine's order, with seed and score; all kept at first.
     assert [item["text"] for item in run["strip"]] == [
-        f"#{rank} seed {seed}\nmatch {SCORES[k]:.2f}"
-        for rank, (k, seed) in enumerate(zip(best_first, seeds, strict=True), start=1)]
+        f"{SCORES[k]:.2f}" for k in best_first]
+    for rank, (item, k, seed) in enumerate(zip(run["strip"], best_first, seeds, strict=True),
+                                           start=1):
+        assert item["tooltip"].startswith(f"variation {rank}, seed {seed}\n")
+        assert f"match {SCORES[k]:.2f}: how well the image matches the prompt" in \
+            item["tooltip"]
     assert all(item["checked"] and item["icon"] for item in run["strip"])
     assert run["strip_visible"] is True
     assert "Git-RSCLIP" in run["strip"][0]["tooltip"]

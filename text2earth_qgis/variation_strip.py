@@ -40,14 +40,15 @@ class VariationStrip(QWidget):
         self.thumbs.setWrapping(False)
         self.thumbs.setMovement(QListView.Movement.Static)
         self.thumbs.setIconSize(QSize(THUMB_PX, THUMB_PX))
-        self.thumbs.setGridSize(QSize(THUMB_PX + 30, THUMB_PX + 34))
-        self.thumbs.setFixedHeight(THUMB_PX + 38 + self.thumbs.horizontalScrollBar()
+        self.thumbs.setGridSize(QSize(THUMB_PX + 34, THUMB_PX + 22))
+        self.thumbs.setFixedHeight(THUMB_PX + 26 + self.thumbs.horizontalScrollBar()
                                    .sizeHint().height())
         self.thumbs.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.thumbs.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.thumbs.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.thumbs.setToolTip("this run's variations, best first: untick the ones you do "
-                               "not want to keep")
+        self.thumbs.setToolTip("this run's variations, best first, with how well each "
+                               "matches the prompt (0 to 1): untick the ones you do not want "
+                               "to keep")
         self.remove_button = QPushButton("Remove unticked")
         self.remove_button.setToolTip("the unticked variations' layers leave the project")
         self.remove_button.clicked.connect(self.remove_unticked)
@@ -74,12 +75,12 @@ class VariationStrip(QWidget):
         """``variations``: (layer, candidate, path) best first."""
         self.thumbs.clear()
         for rank, (layer, candidate, path) in enumerate(variations, start=1):
-            lines = [f"#{rank} seed {candidate.seed}"]
-            if candidate.score is not None:
-                lines.append(score_text(candidate.score))
-            item = QListWidgetItem("\n".join(lines))
+            # Under the thumbnail only what fits a narrow dock: the score (the order says the
+            # rank), else the rank; seed, file and what the score means in the tooltip.
+            text = f"#{rank}" if candidate.score is None else f"{candidate.score:.2f}"
+            item = QListWidgetItem(text)
             item.setIcon(QIcon(thumbnail(layer)))
-            item.setToolTip(f"{Path(path).name}\n" + (
+            item.setToolTip(f"variation {rank}, seed {candidate.seed}\n{Path(path).name}\n" + (
                 f"{score_text(candidate.score)}: {SCORE_HELP}" if candidate.score is not None
                 else "not scored: the engine has no Git-RSCLIP model"))
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
