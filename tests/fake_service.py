@@ -29,7 +29,8 @@ class FakeService:
     def __init__(self, staging: Path, scores: dict[int, float] | None = None,
                  remote: bool = False,
                  make_file: Callable[[dict, int, Path], None] = default_file,
-                 seed_step: int = 1000, tags: dict | None = None) -> None:
+                 seed_step: int = 1000, tags: dict | None = None,
+                 older: bool = False) -> None:
         self.staging = Path(staging)
         self.staging.mkdir(parents=True, exist_ok=True)
         self.scores = scores
@@ -37,6 +38,7 @@ class FakeService:
         self.make_file = make_file
         self.seed_step = seed_step
         self.tags = tags or {}
+        self.older = older  # answer as an engine from before these fields existed
         self.jobs: list[dict] = []  # bodies as received
         self.results: dict[str, dict] = {}
         self.requests: list[str] = []
@@ -57,6 +59,17 @@ class FakeService:
         self.server.server_close()
 
     # ----- what the engine would do ----------------------------------------------------
+
+    def refuse_as_older(self, body: dict) -> list[dict]:
+        """An engine before the contracts: pydantic's strict model, extra fields forbidden,
+        scene_method one of three (the errors list engine/service/app.py sends)."""
+        errors = [{"field": name, "message": "Extra inputs are not permitted"}
+                  for name in ("candidates", "keep_candidates", "init_raster", "strength")
+                  if name in body]
+        if body.get("scene_method", "auto") not in ("auto", "outpaint", "joint"):
+            errors.append({"field": "scene_method",
+                           "message": "Input should be 'auto', 'outpaint' or 'joint'"})
+        return errors
 
     def refuse(self, body: dict) -> str | None:
         """The service's validation of the fields the contracts add (one sentence)."""
@@ -177,6 +190,11 @@ class FakeService:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 service.requests.append(self.path)
                 service.jobs.append(body)
+                errors = service.refuse_as_older(body) if service.older else []
+                if errors:
+                    return self.send_json({
+                        "detail": "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                        "error_kind": "bad_input", "errors": errors}, 422)
                 problem = service.refuse(body)
                 if problem:
                     return self.error(422, problem, "bad_input")

@@ -154,6 +154,24 @@ def single(section):
     service.scores = {1: 0.41, 2: 0.87, 3: 0.63}
 
 
+@phase("unscored_and_older")
+def unscored_and_older(section):
+    """An engine without Git-RSCLIP (no scores: generation order, no score shown), then one
+    older than the plugin (it refuses the new fields)."""
+    service.scores = None
+    fill("two unscored farms", 5, count=2)
+    section["unscored"] = run()
+    section["unscored_strip"] = [{"text": item.text(), "tooltip": item.toolTip()}
+                                 for item in gen.strip.items()]
+    gen.strip.clear()
+    service.older = True
+    fill("an older engine", 6, count=3)
+    section["older"] = run()
+    section["older_status"] = gen.status_label.text()
+    service.older = False
+    service.scores = {1: 0.41, 2: 0.87, 3: 0.63}
+
+
 @phase("scene_method")
 def scene_method(section):
     section["choices"] = [gen.scene_combo.itemData(i) for i in range(gen.scene_combo.count())]
@@ -245,7 +263,8 @@ def start_layers(section):
     box.box.setCollapsed(True)
 
 
-for step in (variations, single, scene_method, examples, start_layers):
+for step in (variations, single, unscored_and_older, scene_method, examples,
+             start_layers):
     step()
 plugin.unload()
 service.__exit__()

@@ -123,6 +123,27 @@ def test_one_variation_sends_the_same_job_as_before_and_shows_its_score(probe):
     assert run["strip_visible"] is False
 
 
+def test_without_scores_the_strip_shows_ranks_in_generation_order(probe):
+    part = section(probe, "unscored_and_older")
+    run = part["unscored"]
+    assert not [m for m in run["messages"] if "could not be delivered" in m]
+    assert [item["text"] for item in part["unscored_strip"]] == ["#1", "#2"]
+    assert part["unscored_strip"][0]["tooltip"].startswith("variation 1, seed 5\n")
+    assert "not scored" in part["unscored_strip"][0]["tooltip"]
+    assert all("Prompt match" not in layer["abstract"] for layer in run["new_layers"])
+    assert all("match" not in line for line in run["history"][:2])
+
+
+def test_an_older_engine_says_what_it_cannot_do_and_adds_nothing(probe):
+    older = section(probe, "unscored_and_older")["older"]
+    assert older["started"] and older["finished"] and older["new_layers"] == []
+    (message,) = [m for m in older["messages"] if m.startswith("This engine")]
+    assert message.startswith("This engine is older than the plugin: it cannot do several "
+                              "variations in one run yet.")
+    assert "choose 1 variation" in message and "HTTP" not in message
+    assert section(probe, "unscored_and_older")["older_status"] == "failed: " + message
+
+
 def test_cascade_scene_method_is_offered_sent_and_reloaded(probe):
     run = section(probe, "scene_method")
     assert run["choices"] == ["auto", "outpaint", "joint", "cascade"]
@@ -153,7 +174,7 @@ def test_start_from_layers_lists_visible_layers_and_starts_off(probe):
     assert "hidden layer" not in part["listed"]
     refused = part["nothing_ticked"]
     assert refused["started"] is False and refused["sent"] == []
-    assert refused["messages"][-1] == "tick at least one layer to start from"
+    assert "tick at least one layer to start from" in refused["messages"]
 
 
 def test_start_from_layers_sends_the_rendered_layers_and_the_strength(probe):

@@ -25,6 +25,7 @@ from text2earth_qgis.core.candidates import (
     score_text,
 )
 from text2earth_qgis.core.client import EngineClient, EngineError, JobCancelled, ServiceError
+from text2earth_qgis.core.failure_advice import older_engine_advice
 from text2earth_qgis.core.job_spec import Extent, Resolution, build_job
 from text2earth_qgis.core.run_job import run_candidates, run_job
 
@@ -195,3 +196,22 @@ def test_a_missing_variation_does_not_stop_the_others(tmp_path):
                                                 namer(tmp_path / "out"))
     assert [c.index for c, _ in delivered] == [2, 1]
     assert len(problems) == 1 and re.match(r"variation 3: the disk is full", problems[0])
+
+
+def test_an_older_engine_refusing_the_new_fields_is_said_in_a_users_words(tmp_path):
+    with FakeService(tmp_path / "staging", scores=None, older=True) as service:
+        client = EngineClient(service.url)
+        with pytest.raises(ServiceError) as info:
+            run_candidates(client, {**job(3), "scene_method": "cascade"},
+                           namer(tmp_path / "out"))
+        message = older_engine_advice(info.value.errors)
+        assert message.startswith("This engine is older than the plugin: it cannot do "
+                                  "several variations in one run or cascade scenes yet.")
+        assert "choose 1 variation and choose another scene method" in message
+        assert "HTTP" not in message and "Extra inputs" not in message
+        # One variation, nothing new: the same engine takes it.
+        _, path = run_job(client, job(1), tmp_path / "out" / "one.tif")
+    assert path.is_file() and not (tmp_path / "out" / "one.tif.part").exists()
+    # Any other refusal is left to the engine's own words.
+    assert older_engine_advice([{"field": "bbox", "message": "inverted"}]) is None
+    assert older_engine_advice([]) is None

@@ -7,7 +7,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from .core.client import EngineError, JobCancelled, ServiceError
 from .core.engine_manager import EngineManager
-from .core.failure_advice import job_message
+from .core.failure_advice import job_message, older_engine_advice
 from .core.run_job import progress_percent, run_candidates, run_job
 
 
@@ -84,7 +84,7 @@ class GenerateTask(QgsTask):
             self.was_cancelled = True
             return True
         except ServiceError as exc:  # the service's own reason; the HTTP status is no user's
-            self.error = job_message(exc.message)
+            self.error = older_engine_advice(exc.errors) or job_message(exc.message)
             return False
         except EngineError as exc:
             self.error = job_message(str(exc))
