@@ -229,6 +229,13 @@ def start_layers(section):
     section["nothing_ticked"] = run()
     box.tick([red.id(), blue.id()])
     box.set_strength(0.35)
+    # An engine that cannot start from layers refuses the job: the drawn picture goes too.
+    service.older = True
+    refused = run()
+    service.older = False
+    section["refused_by_older"] = {
+        "sent_init": [job.get("init_raster") for job in refused["sent"]],
+        "start_files_after": sorted(p.name for p in OUT.glob("*.start*"))}
     section.update(run())
     sent = section["sent"][0] if section["sent"] else {}
     init = sent.get("init_raster")

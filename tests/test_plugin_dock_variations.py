@@ -184,7 +184,14 @@ def test_start_from_layers_sends_the_rendered_layers_and_the_strength(probe):
     assert init.is_absolute() and init.is_file()
     assert init.parent == Path(probe["work"]) / "out" and init.name.endswith(".start.tif")
     assert sent["strength"] == 0.35
-    assert not [p for p in init.parent.iterdir() if p.name.endswith(".part.tif")]
+    assert not [p for p in init.parent.iterdir() if ".part" in p.name]  # no temp file left
+
+
+def test_a_refused_start_from_layers_run_leaves_no_picture_behind(probe):
+    refused = section(probe, "start_layers")["refused_by_older"]
+    (init,) = refused["sent_init"]
+    assert init.endswith(".start.tif")  # it was drawn and sent ...
+    assert refused["start_files_after"] == []  # ... and removed when the engine refused
 
 
 def test_rendered_layers_sit_on_the_output_grid_of_the_extent(probe):

@@ -607,6 +607,9 @@ class GeneratePanel(QWidget):
         if layer is not None and task.problems:
             self.dock.show_message("Some variations could not be delivered: "
                                    + "; ".join(task.problems), warning=True)
+        if layer is None and task.job.get("init_raster"):
+            # Drawn for this run only: a cancelled or failed run leaves nothing behind.
+            Path(task.job["init_raster"]).unlink(missing_ok=True)
         # The run is over: its outline would only hide the new layer's edge.
         self.outline_wanted = False
         self.hide_outline()

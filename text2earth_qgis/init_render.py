@@ -91,7 +91,9 @@ def render_layers_to_geotiff(layers: list, extent: QgsRectangle,
         del written
         place_file(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        # GDAL's side file of the temp name (statistics QGIS computed) goes with it.
+        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
+            leftover.unlink(missing_ok=True)
     return path
 
 
