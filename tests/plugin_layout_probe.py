@@ -149,6 +149,7 @@ def edit_tab(section):
 def advanced_remembered(section):
     gen = plugin.dock.generate
     gen.advanced_box.setCollapsed(False)
+    gen.start_layers.box.setCollapsed(False)
     pump(0.05)
     plugin.unload()
     pump(0.1)
@@ -157,7 +158,11 @@ def advanced_remembered(section):
     pump(0.2)
     wait_engine(plugin.dock)
     section["open_after_reload"] = not plugin.dock.generate.advanced_box.isCollapsed()
+    section["start_layers_open_after_reload"] = \
+        not plugin.dock.generate.start_layers.box.isCollapsed()
+    section["start_layers_active_after_reload"] = plugin.dock.generate.start_layers.active
     plugin.dock.generate.advanced_box.setCollapsed(True)
+    plugin.dock.generate.start_layers.box.setCollapsed(True)
 
 
 @phase("variations_fit")

@@ -90,7 +90,11 @@ def test_status_line_stays_one_line_and_keeps_its_text(probe):
 
 
 def test_advanced_section_remembers_it_was_opened(probe):
-    assert section(probe, "advanced_remembered")["open_after_reload"] is True
+    remembered = section(probe, "advanced_remembered")
+    assert remembered["open_after_reload"] is True
+    # "Start from layers" too remembers it was opened, but is never on by itself.
+    assert remembered["start_layers_open_after_reload"] is True
+    assert remembered["start_layers_active_after_reload"] is False
 
 
 def test_first_run_without_an_engine_offers_set_up_engine(probe):

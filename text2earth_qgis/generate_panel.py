@@ -466,6 +466,7 @@ class GeneratePanel(QWidget):
         except ValueError as exc:
             self.info_label.setText(str(exc))
             self.run_view.block(str(exc))
+            self.show_examples(None)
             return
         self.current_level = choice.level
         self.show_examples(choice.level)
