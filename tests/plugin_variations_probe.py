@@ -126,6 +126,10 @@ def variations(section):
                          "checked": item.checkState() == Qt.CheckState.Checked,
                          "icon": not item.icon().isNull()} for item in strip.items()]
     section["group_order"] = group_order()
+    section["history_thumbs"] = [len(entry.thumbnail_png_b64)
+                                 for entry in dock.history_panel.history]
+    section["history_thumb_pngs"] = len({entry.thumbnail_png_b64
+                                         for entry in dock.history_panel.history})
     section["compare_layer"] = gen.run_view.result_layer_id
     # Untick the last: Remove unticked takes its layer off the map; its file stays.
     items = strip.items()

@@ -89,7 +89,9 @@ def test_n_variations_are_one_job_and_n_layers_best_first(probe):
     # The best is on top of the group, and Before/after compares the best.
     assert run["group_order"] == [layers[item["layer"]]["source"] for item in run["strip"]]
     assert run["compare_layer"] == run["strip"][0]["layer"]
-    # History: one entry per variation, with its score.
+    # History: one entry per variation, with its score and its own thumbnail.
+    assert len(run["history_thumbs"]) == 3 and all(n > 0 for n in run["history_thumbs"])
+    assert run["history_thumb_pngs"] == 3
     for k in best_first:
         assert any(f"seed {seed_of(k)}, level 16, match {SCORES[k]:.2f}" in line
                    for line in run["history"])

@@ -76,7 +76,7 @@ from .run_view import RunView
 from .sampling_widgets import MAX_SEED
 from .start_layers import StartLayersSection
 from .tasks import GenerateTask
-from .variation_strip import VariationStrip
+from .variation_strip import VariationStrip, thumbnail_png
 
 SETTINGS = "text2earth/"
 WGS84 = "EPSG:4326"
@@ -634,7 +634,8 @@ class GeneratePanel(QWidget):
             layer = add_result_layer(str(path), job, result, variation=(rank, count))
             if layer is None:
                 continue
-            self.finished_run.emit(job, result, self.run_view.last_preview)
+            # Each variation's own picture in the history (the live preview shows one).
+            self.finished_run.emit(job, result, thumbnail_png(layer))
             self.layer_added.emit(layer)
             added.insert(0, (layer, candidate, path))
         if not added:

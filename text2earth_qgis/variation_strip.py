@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import QgsProject
-from qgis.PyQt.QtCore import QSize, Qt
+from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice, QSize, Qt
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
@@ -126,3 +126,13 @@ def thumbnail(layer) -> QPixmap:
     """The layer as its renderer draws it, small."""
     image = layer.previewAsImage(QSize(THUMB_PX, THUMB_PX), QColor(255, 255, 255))
     return QPixmap.fromImage(image)
+
+
+def thumbnail_png(layer) -> bytes:
+    """The thumbnail as PNG bytes (a history entry's own picture)."""
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    thumbnail(layer).save(buffer, "PNG")
+    buffer.close()
+    return bytes(data)
