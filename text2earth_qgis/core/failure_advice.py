@@ -196,6 +196,6 @@ def older_engine_advice(errors: list | None) -> str | None:
         return None
     asked = list(dict.fromkeys(NEWER_FIELDS[f] for f in fields))
     return ("This engine is older than the plugin: it cannot do "
-            + " or ".join(what for what, _ in asked) + " yet. Update the engine to the "
-            "plugin's version (Set up engine… in the Engine tab), or meanwhile "
+            + " or ".join(what for what, _ in asked) + " yet. Bring the engine up to "
+            "date (Set up engine… in the Engine tab), or meanwhile "
             + " and ".join(todo for _, todo in asked) + ".")
