@@ -109,6 +109,7 @@ def generate_tab(section):
             ("prompt", gen.prompt_edit), ("draw", gen.draw_button),
             ("canvas", gen.canvas_button), ("mode", gen.mode_combo))}
     section["advanced_collapsed"] = gen.advanced_box.isCollapsed()
+    section["start_layers_collapsed"] = gen.start_layers.box.isCollapsed()
     section["horizontal_scroll"] = gen.scroll.horizontalScrollBar().isVisible()
     section["band_fill_alpha"] = gen.band.fillColor().alpha()
     section["band_vertices_after_choice"] = gen.band.numberOfVertices()
@@ -148,6 +149,7 @@ def edit_tab(section):
 def advanced_remembered(section):
     gen = plugin.dock.generate
     gen.advanced_box.setCollapsed(False)
+    gen.start_layers.box.setCollapsed(False)
     pump(0.05)
     plugin.unload()
     pump(0.1)
@@ -156,7 +158,54 @@ def advanced_remembered(section):
     pump(0.2)
     wait_engine(plugin.dock)
     section["open_after_reload"] = not plugin.dock.generate.advanced_box.isCollapsed()
+    section["start_layers_open_after_reload"] = \
+        not plugin.dock.generate.start_layers.box.isCollapsed()
+    section["start_layers_active_after_reload"] = plugin.dock.generate.start_layers.active
     plugin.dock.generate.advanced_box.setCollapsed(True)
+    plugin.dock.generate.start_layers.box.setCollapsed(True)
+
+
+@phase("variations_fit")
+def variations_fit(section):
+    """After a run of three variations: the strip, Generate and Cancel all on the screen,
+    the essential path still in view; and with "Start from layers" opened too."""
+    from text2earth_qgis.core.candidates import Candidate
+
+    dock = plugin.dock
+    gen = dock.generate
+    dock.tabs.setCurrentWidget(gen)
+    layers = [QgsRasterLayer(RASTER, f"variation {k}", "gdal") for k in (1, 2, 3)]
+    QgsProject.instance().addMapLayers(layers)
+    gen.strip.show_variations([
+        (layer, Candidate(k, 10 * k, 0.9 - 0.1 * k, RASTER), RASTER)
+        for k, layer in enumerate(layers, start=1)])
+    pump(0.3)
+    section["window"] = [window.width(), window.height()]
+    section["widgets"] = [inside_window(w) for w in (
+        gen.strip.thumbs, gen.strip.remove_button, gen.strip.delete_check,
+        gen.strip.hide_button, gen.generate_button, gen.cancel_button, gen.progress)]
+    section["essential_in_view"] = {
+        name: in_viewport(widget, gen.scroll) for name, widget in (
+            ("prompt", gen.prompt_edit), ("draw", gen.draw_button),
+            ("canvas", gen.canvas_button), ("mode", gen.mode_combo))}
+    section["heights"] = {"strip": gen.strip.height(), "viewport": gen.scroll.viewport().height(),
+                          "run_view": gen.run_view.height(),
+                          "mode_bottom": gen.mode_combo.mapTo(gen.scroll.viewport(), QPoint(
+                              0, gen.mode_combo.height())).y()}
+    strip_rect = gen.strip.thumbs.viewport().rect()
+    section["thumbs_shown"] = [
+        strip_rect.contains(gen.strip.thumbs.visualItemRect(item))
+        for item in gen.strip.items()]
+    section["strip_horizontal_scroll"] = gen.strip.thumbs.horizontalScrollBar().isVisible()
+    gen.start_layers.box.setCollapsed(False)
+    pump(0.2)
+    section["with_start_layers"] = [inside_window(w) for w in (
+        gen.generate_button, gen.cancel_button, gen.strip.remove_button)]
+    section["start_layers_horizontal_scroll"] = gen.scroll.horizontalScrollBar().isVisible()
+    gen.start_layers.box.setCollapsed(True)
+    gen.strip.clear()
+    QgsProject.instance().removeMapLayers([layer.id() for layer in layers])
+    pump(0.05)
 
 
 @phase("size_checks")
@@ -199,8 +248,8 @@ def outline_and_folder(section):
     section["temp"] = tempfile.gettempdir()
 
 
-for step in (first_run, generate_tab, edit_tab, advanced_remembered, size_checks,
-             outline_and_folder):
+for step in (first_run, generate_tab, edit_tab, advanced_remembered, variations_fit,
+             size_checks, outline_and_folder):
     step()
 plugin.unload()
 report["slot_errors"] = slot_errors

@@ -8,6 +8,11 @@ The engine is this checkout's (its .venv), serving the built-in demo weights as 
 install does, so the dock announces them and the layer is named a pipeline check. Writes
 docs/screenshot.png (after a run) and docs/screenshot-edit.png (the Edit raster tab), and a
 JSON report beside them in $T2E_SHOT_DIR (default: a temp folder), then exits QGIS.
+
+docs/screenshot-variations.png shows three variations in the strip and "Start from layers"
+opened. Until the engine of this checkout makes candidates itself, that run is answered by
+tests/fake_service.py, whose three files are the real run's result with its bands reordered
+(so the thumbnails differ); the dock around them is the real one.
 """
 
 from __future__ import annotations
@@ -85,22 +90,68 @@ def main() -> None:
     report["demo_row_visible"] = dock.engine_bar.model_row.isVisible()
     grab(DOCS / "screenshot-extent.png")
     gen.generate_button.click()
-    wait(lambda: gen.task is None and not gen.pending)
+    wait(lambda: gen.task is None)
     report["status"] = gen.status_label.text()
     report["layers"] = [lay.name() for lay in QgsProject.instance().mapLayers().values()]
     grab(DOCS / "screenshot.png")
     dock.tabs.setCurrentWidget(dock.edit_panel)
     dock.edit_panel.raster_combo.setLayer(layer)
     grab(DOCS / "screenshot-edit.png")
+    report["buttons_bottom"] = bottoms(window, dock.edit_panel.run_button,
+                                       dock.edit_panel.cancel_button)
+    dock.tabs.setCurrentWidget(gen)
+    variations(dock, gen, layer)
+    report["buttons_bottom"] += bottoms(window, gen.generate_button, gen.cancel_button,
+                                        gen.strip.remove_button, gen.strip.hide_button)
     report["window"] = [window.width(), window.height()]
-    buttons = [gen.generate_button, gen.cancel_button, dock.edit_panel.run_button,
-               dock.edit_panel.cancel_button]
-    report["buttons_bottom"] = [b.mapTo(window, b.rect().bottomRight()).y() for b in buttons]
     plugin.unload()
     (WORK / "desktop_report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report), flush=True)
     QgsApplication.instance().processEvents()
     os._exit(0)  # no "save the project?" question from QGIS's own exit
+
+
+def bottoms(window, *buttons) -> list[int]:
+    """Where each button ends, in the main window: under 768 means on the screen."""
+    return [b.mapTo(window, b.rect().bottomRight()).y() for b in buttons if b.isVisible()]
+
+
+def variations(dock, gen, layer) -> None:
+    """Three variations in one job (a fake engine reusing the real result), Start from layers
+    open with the Landsat layer ticked."""
+    from fake_service import FakeService
+    from osgeo import gdal
+
+    real = report["status"].removeprefix("done: ")
+    orders = {1: [1, 2, 3], 2: [3, 2, 1], 3: [2, 3, 1]}
+
+    def make_file(job, index, path):
+        gdal.Translate(str(path), real, bandList=orders[index])
+
+    # The files are the demo-weight result's: named as pipeline checks, as the real would be.
+    service = FakeService(WORK / "fake-staging", scores={1: 0.58, 2: 0.71, 3: 0.64},
+                          make_file=make_file, tags={
+                              "TEXT2EARTH_PIPELINE_CHECK": "yes: random demo weights"}
+                          ).__enter__()
+    settings = dock.manager.settings
+    local = (settings.url, settings.python)
+    settings.url = service.url
+    dock.manager.stop()
+    gen.variations_spin.setValue(3)
+    gen.start_layers.box.setCollapsed(False)
+    gen.generate_button.click()
+    wait(lambda: gen.task is None)
+    gen.start_layers.box.setChecked(True)
+    gen.start_layers.tick([layer.id()])
+    gen.scroll.ensureWidgetVisible(gen.start_layers.box)
+    report["variations_status"] = gen.status_label.text()
+    report["strip"] = [item.text() for item in gen.strip.items()]
+    grab(DOCS / "screenshot-variations.png")
+    gen.start_layers.box.setChecked(False)
+    gen.start_layers.box.setCollapsed(True)
+    gen.variations_spin.setValue(1)
+    settings.url, settings.python = local
+    service.__exit__()
 
 
 QTimer.singleShot(2000, main)

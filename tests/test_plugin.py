@@ -314,37 +314,28 @@ def test_two_generates_with_unchanged_settings_give_two_layers(probe):
         assert run["outline_vertices"] == 0  # the extent's outline left with the run
 
 
-def test_n_variations_give_n_layers(probe):
-    (series,) = section(probe, "variations")["series"]
-    assert len(series["layers"]) == 3
-    assert len({layer["seed"] for layer in series["layers"]}) == 3
-    assert len({layer["source"] for layer in series["layers"]}) == 3
-    assert all(Path(layer["source"]).is_file() for layer in series["layers"])
-    for number in (1, 2, 3):
-        assert any(label.startswith(f"variation {number} of 3: ")
-                   for label in series["labels"]), series["labels"]
-
-
 def test_before_after_hides_and_shows_the_last_result(probe):
     runs = section(probe, "variations")
     compare = runs["compare"]
     assert compare["enabled"] is True
-    sources = [layer["source"] for layer in runs["series"][0]["layers"]]
+    sources = [run["layers"][0]["source"] for run in runs["free"] + runs["locked"]]
     newest = max(sources, key=lambda source: Path(source).stat().st_mtime_ns)
-    assert compare["layer"] == newest  # the series' last result
+    assert compare["layer"] == newest  # the last run's result
     assert compare["visible"] == [True, False, True]
 
 
-def test_keeping_one_variation_removes_the_others_layers_not_their_files(probe):
+def test_removing_runs_from_the_map_keeps_their_files(probe):
     runs = section(probe, "variations")
     keep = runs["keep"]
-    series = sorted(layer["source"] for layer in runs["series"][0]["layers"])
-    assert keep["removed"] == 2 and len(keep["removed_paths"]) == 2
-    assert set(keep["removed_paths"]) < set(series)
+    sources = sorted(run["layers"][0]["source"] for run in runs["free"] + runs["locked"])
+    # The History list shows the newest first: rows 1 and 2 are locked[0] and free[1].
+    expected = sorted([runs["locked"][0]["layers"][0]["source"],
+                       runs["free"][1]["layers"][0]["source"]])
+    assert keep["removed"] == 2 and keep["removed_paths"] == expected
     for path in keep["removed_paths"]:
         assert path not in keep["sources_left"] and Path(path).is_file()
-    (kept,) = set(series) - set(keep["removed_paths"])
-    assert kept in keep["sources_left"]
+    for path in set(sources) - set(expected):
+        assert path in keep["sources_left"]
 
 
 def test_history_zoom_to_shows_the_entry(probe):

@@ -64,8 +64,23 @@ def test_the_essential_path_shows_without_scrolling(probe):
         assert gen[part]["visible"] and gen[part]["inside"], part
     assert gen["horizontal_scroll"] is False
     assert gen["advanced_collapsed"] is True  # sampling details out of the way at first
+    assert gen["start_layers_collapsed"] is True  # likewise "Start from layers"
     # Small enough to sit under QGIS's menus and toolbars on a 768 px screen.
     assert gen["dock_min"][1] <= 400 and gen["dock_min"][0] <= 420
+
+
+def test_variation_strip_and_start_from_layers_fit_a_1366_x_768_screen(probe):
+    fit = section(probe, "variations_fit")
+    assert fit["window"] == [SCREEN_W, SCREEN_H]
+    for widget in fit["widgets"] + fit["with_start_layers"]:
+        assert widget["visible"] and widget["inside"], widget
+    assert [w["text"] for w in fit["widgets"][1:6]] == [
+        "Remove unticked", "delete files too", "Hide", "Generate", "Cancel"]
+    # The strip does not push the essential path out of view, and shows all three.
+    assert fit["essential_in_view"] == {"prompt": True, "draw": True, "canvas": True,
+                                        "mode": True}
+    assert fit["thumbs_shown"] == [True, True, True]
+    assert fit["start_layers_horizontal_scroll"] is False
 
 
 def test_status_line_stays_one_line_and_keeps_its_text(probe):
@@ -75,7 +90,11 @@ def test_status_line_stays_one_line_and_keeps_its_text(probe):
 
 
 def test_advanced_section_remembers_it_was_opened(probe):
-    assert section(probe, "advanced_remembered")["open_after_reload"] is True
+    remembered = section(probe, "advanced_remembered")
+    assert remembered["open_after_reload"] is True
+    # "Start from layers" too remembers it was opened, but is never on by itself.
+    assert remembered["start_layers_open_after_reload"] is True
+    assert remembered["start_layers_active_after_reload"] is False
 
 
 def test_first_run_without_an_engine_offers_set_up_engine(probe):

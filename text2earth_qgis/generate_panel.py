@@ -39,7 +39,15 @@ from qgis.PyQt.QtWidgets import (
 
 from . import sampling_widgets
 from .core import scale
+from .core.candidates import (
+    MAX_CANDIDATES,
+    candidate_fields,
+    candidate_job,
+    candidate_paths,
+    candidate_result,
+)
 from .core.files import default_output_folder, unused_name
+from .core.init_image import init_fields, init_image_name
 from .core.job_spec import (
     AUTO,
     DEFAULT_PATTERN,
@@ -48,6 +56,7 @@ from .core.job_spec import (
     LEVEL,
     QUALITY,
     RESOLUTION,
+    SCENE_METHODS,
     SCHEDULERS,
     Extent,
     Resolution,
@@ -57,31 +66,24 @@ from .core.job_spec import (
 )
 from .core.model_presence import demo_expected
 from .core.output_plan import DEFAULT_MAX_PIXELS, check_size, grid_size, pixel_size_units
+from .core.prompt_examples import examples_for
 from .core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 from .form_layout import fit_width, narrow, remembered_section, scrolled_form, wrapping_form
+from .init_render import render_layers_to_geotiff
 from .layers import add_result_layer
 from .qgis_compat import crs_for_engine, polygon_geometry_type
 from .run_view import RunView
 from .sampling_widgets import MAX_SEED
+from .start_layers import StartLayersSection
 from .tasks import GenerateTask
+from .variation_strip import VariationStrip, thumbnail_png
 
 SETTINGS = "text2earth/"
 WGS84 = "EPSG:4326"
 WEB_MERCATOR = ("EPSG:3857", "EPSG:900913", "EPSG:102100")
 CUSTOM = "Custom"
-MAX_VARIATIONS = 8
-
-
-def resource_path(name: str) -> Path:
-    return Path(__file__).resolve().parent / "resources" / name
-
-
-def example_prompts() -> list[str]:
-    try:
-        lines = resource_path("example_prompts.txt").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+MAX_VARIATIONS = MAX_CANDIDATES
+EXAMPLES_TITLE = "Examples…"
 
 
 def documents_folder() -> str:
@@ -116,10 +118,9 @@ class GeneratePanel(QWidget):
         self.extent_crs = QgsCoordinateReferenceSystem()
         self.outline_wanted = False
         self.task: GenerateTask | None = None
-        self.pending: list[tuple[dict, str]] = []
-        self.series = 0
         self.tile, self.overlap = DEFAULT_TILE, DEFAULT_OVERLAP
         self.current_level: int | None = None
+        self.examples_level: object = False  # the level the examples were listed for
         self.tool = QgsMapToolExtent(self.canvas)
         self.tool.extentChanged.connect(self.set_extent_from_tool)
         self.band = QgsRubberBand(self.canvas, polygon_geometry_type())
@@ -137,7 +138,14 @@ class GeneratePanel(QWidget):
     def _build_ui(self) -> None:
         settings = QgsSettings()
         self.run_view = RunView("Generate")
-        layout = scrolled_form(self, self.run_view)
+        self.strip = VariationStrip()
+        pinned = QWidget()
+        pinned_layout = QVBoxLayout(pinned)
+        pinned_layout.setContentsMargins(0, 0, 0, 0)
+        pinned_layout.setSpacing(0)
+        pinned_layout.addWidget(self.strip)
+        pinned_layout.addWidget(self.run_view)
+        layout = scrolled_form(self, pinned)
 
         prompt_box = QGroupBox("Prompt")
         prompt_layout = QVBoxLayout(prompt_box)
@@ -145,8 +153,9 @@ class GeneratePanel(QWidget):
         self.prompt_edit.setPlaceholderText("e.g. a river meanders through dense green forest")
         self.prompt_edit.setFixedHeight(52)
         self.examples = QComboBox()
-        self.examples.addItem("Examples…")
-        self.examples.addItems(example_prompts())
+        self.examples.addItem(EXAMPLES_TITLE)
+        self.examples.setToolTip("prompts written for the current level, in the style the "
+                                 "model was trained on")
         self.examples.activated.connect(self.use_example)
         prompt_layout.addWidget(self.prompt_edit)
         prompt_layout.addWidget(self.examples)
@@ -226,12 +235,16 @@ class GeneratePanel(QWidget):
             lambda _text: self.seed_lock_check.setChecked(True))
         self.variations_spin = QSpinBox()
         self.variations_spin.setRange(1, MAX_VARIATIONS)
-        self.variations_spin.setToolTip("candidates per Generate, each with its own seed and "
-                                        "layer: keep the ones you like")
+        self.variations_spin.setToolTip(
+            "images per Generate, made in one run, each with its own seed and layer, best "
+            "match to the prompt first: keep the ones you like")
         run_form.addRow("Quality", self.quality_combo)
         run_form.addRow("Seed", seed_row)
         run_form.addRow("Variations", self.variations_spin)
         layout.addWidget(run_box)
+
+        self.start_layers = StartLayersSection(SETTINGS + "start_layers_collapsed")
+        layout.addWidget(self.start_layers.box)
 
         self.advanced_box = remembered_section("Advanced", SETTINGS + "advanced_collapsed")
         adv = wrapping_form(self.advanced_box)
@@ -241,6 +254,13 @@ class GeneratePanel(QWidget):
         self.guidance_spin = sampling_widgets.guidance_spin(4.0)
         self.scheduler_combo = QComboBox()
         self.scheduler_combo.addItems(list(SCHEDULERS))
+        self.scene_combo = QComboBox()
+        for key, text in SCENE_METHODS.items():
+            self.scene_combo.addItem(text, key)
+        self.scene_combo.setToolTip(
+            "how an extent larger than one model window is painted; Cascade paints the whole "
+            "extent at a coarser level first and refines it, so rivers, roads and districts "
+            "continue across the scene")
         self.model_edit = QLineEdit(settings.value(SETTINGS + "model", "", type=str))
         self.model_edit.setPlaceholderText("default (lcybuaa/Text2Earth)")
         self.pattern_edit = QLineEdit(
@@ -251,6 +271,7 @@ class GeneratePanel(QWidget):
         adv.addRow("Steps", self.steps_spin)
         adv.addRow("Guidance", self.guidance_spin)
         adv.addRow("Scheduler", self.scheduler_combo)
+        adv.addRow("Scene", self.scene_combo)
         adv.addRow("Model", self.model_edit)
         adv.addRow("File name", self.pattern_edit)
         layout.addWidget(self.advanced_box)
@@ -265,7 +286,8 @@ class GeneratePanel(QWidget):
         out_layout.addWidget(self.folder_widget)
         layout.addWidget(out_box)
         layout.addStretch(1)
-        narrow(self.examples, self.mode_combo, self.quality_combo, self.scheduler_combo)
+        narrow(self.examples, self.mode_combo, self.quality_combo, self.scheduler_combo,
+               self.scene_combo)
 
         self.generate_button = self.run_view.run_button
         self.generate_button.clicked.connect(self.generate)
@@ -444,8 +466,10 @@ class GeneratePanel(QWidget):
         except ValueError as exc:
             self.info_label.setText(str(exc))
             self.run_view.block(str(exc))
+            self.show_examples(None)
             return
         self.current_level = choice.level
+        self.show_examples(choice.level)
         text = f"{choice.message} — {ground:.3g} m/px on the ground"
         problem = ""
         if self.extent:
@@ -513,7 +537,9 @@ class GeneratePanel(QWidget):
             precision=self.dock.precision(),
             tile=self.tile,
             overlap=self.overlap,
+            scene_method=self.scene_combo.currentData(),
         )
+        job.update(candidate_fields(self.variations_spin.value()))
         name = output_name(self.pattern_edit.text() or DEFAULT_PATTERN, prompt, seed,
                            self.current_level)
         if self.demo_weights():
@@ -527,39 +553,44 @@ class GeneratePanel(QWidget):
             self.seed_spin.setValue(random.randint(0, MAX_SEED))  # noqa: S311 # nosec B311 - a seed, not a secret
         return self.seed_spin.value()
 
+    def render_start_image(self, destination: Path) -> Path:
+        """The ticked layers drawn for the extent at the output's size, beside the output."""
+        width, height = getattr(self, "planned", None) or (0, 0)
+        folder = destination.parent
+        name = unused_name(init_image_name(destination.name), lambda n: (folder / n).exists())
+        return render_layers_to_geotiff(self.start_layers.ticked_layers(), self.extent,
+                                        self.extent_crs, width, height, folder / name)
+
     def generate(self) -> None:
         if self.task is not None:
             return
-        count = self.variations_spin.value()
         try:
-            first = self.next_seed()
-            seeds = [first] + [
-                (first + i) % (MAX_SEED + 1) if self.seed_lock_check.isChecked()
-                else random.randint(0, MAX_SEED)  # noqa: S311 # nosec B311 - a seed, not a secret
-                for i in range(1, count)]
-            runs, taken = [], set()
-            for seed in seeds:
-                job, destination = self.build_job(seed, taken)
-                taken.add(destination.name)
-                runs.append((job, str(destination)))
+            job, destination = self.build_job(self.next_seed())
+            if self.start_layers.active:
+                self.status_label.setText("drawing the layers to start from…")
+                start = self.render_start_image(destination)
+                job.update(init_fields(start, self.start_layers.strength))
         except ValueError as exc:
+            self.status_label.setText("")
             self.dock.show_message(str(exc), warning=True)
             return
         self._remember_settings()
-        self.pending, self.series = runs, len(runs)
-        self._start_next()
+        self.strip.clear()
+        paths_for = None
+        count = job.get("candidates", 1)
+        if count > 1:
+            folder, pattern = destination.parent, self.pattern_edit.text() or DEFAULT_PATTERN
+            prompt, level = self.prompt_edit.toPlainText(), self.current_level
 
-    def _start_next(self) -> None:
-        job, destination = self.pending.pop(0)
-        self.task = GenerateTask(self.manager, job, destination)
-        number = self.series - len(self.pending)
-        prefix = f"variation {number} of {self.series}: " if self.series > 1 else ""
-        self.run_view.follow(self.task, prefix)
+            def paths_for(candidates, pipeline_check):
+                return candidate_paths(folder, pattern, prompt, level, candidates,
+                                       pipeline_check or self.demo_weights())
+        self.task = GenerateTask(self.manager, job, str(destination), paths_for)
+        self.run_view.follow(self.task, f"{count} variations: " if count > 1 else "")
         self.task.completed.connect(self.generation_finished)
         QgsApplication.taskManager().addTask(self.task)
 
     def cancel(self) -> None:
-        self.pending = []
         if self.task is not None:
             self.run_view.cancelling()
             self.task.cancel()
@@ -571,20 +602,46 @@ class GeneratePanel(QWidget):
             self.run_view.set_running(False)
             return
         layer = self.run_view.ended(
-            task, ok, lambda t: add_result_layer(t.path, t.job, t.result),
+            task, ok, self._add_layers,
             lambda text: self.dock.show_message(text, warning=True), "the generation failed",
             inform=lambda text: self.dock.show_message(text))
-        if layer is not None:
-            self.finished_run.emit(task.job, {**task.result, "path": task.path},
-                                   self.run_view.last_preview)
-            self.layer_added.emit(layer)
-        if layer is not None and self.pending:
-            self._start_next()
-            return
-        self.pending = []
+        if layer is not None and task.problems:
+            self.dock.show_message("Some variations could not be delivered: "
+                                   + "; ".join(task.problems), warning=True)
+        if layer is None and task.job.get("init_raster"):
+            # Drawn for this run only: a cancelled or failed run leaves nothing behind.
+            Path(task.job["init_raster"]).unlink(missing_ok=True)
         # The run is over: its outline would only hide the new layer's edge.
         self.outline_wanted = False
         self.hide_outline()
+
+    def _add_layers(self, task: GenerateTask):
+        """The run's layer(s), history entries and, for variations, the strip; the best's
+        layer (the one Before/after shows), or None when QGIS cannot open it."""
+        if not task.delivered:
+            layer = add_result_layer(task.path, task.job, task.result)
+            if layer is not None:
+                self.finished_run.emit(task.job, {**task.result, "path": task.path},
+                                       self.run_view.last_preview)
+                self.layer_added.emit(layer)
+            return layer
+        count, added = len(task.delivered), []
+        # Added worst first, so the best ends on top of the group.
+        for rank in range(count, 0, -1):
+            candidate, path = task.delivered[rank - 1]
+            result = candidate_result(task.result, candidate, path)
+            job = candidate_job(task.job, candidate)
+            layer = add_result_layer(str(path), job, result, variation=(rank, count))
+            if layer is None:
+                continue
+            # Each variation's own picture in the history (the live preview shows one).
+            self.finished_run.emit(job, result, thumbnail_png(layer))
+            self.layer_added.emit(layer)
+            added.insert(0, (layer, candidate, path))
+        if not added:
+            return None
+        self.strip.show_variations(added)
+        return added[0][0]
 
     # ----- settings, reuse -----------------------------------------------------------------
 
@@ -594,6 +651,17 @@ class GeneratePanel(QWidget):
         settings.setValue(SETTINGS + "pattern", self.pattern_edit.text())
         settings.setValue(SETTINGS + "model", self.model_edit.text())
         settings.setValue(SETTINGS + "quality", self.quality_combo.currentText())
+
+    def show_examples(self, level: int | None) -> None:
+        """The examples written for ``level`` (the general ones where it has none)."""
+        if level == self.examples_level:
+            return
+        self.examples_level = level
+        self.examples.blockSignals(True)
+        self.examples.clear()
+        self.examples.addItem(EXAMPLES_TITLE)
+        self.examples.addItems(examples_for(level))
+        self.examples.blockSignals(False)
 
     def use_example(self, index: int) -> None:
         if index > 0:
@@ -611,6 +679,11 @@ class GeneratePanel(QWidget):
         self.scheduler_combo.setCurrentText(job.get("scheduler", DEFAULT_SCHEDULER))
         self.tile = int(job.get("tile", DEFAULT_TILE))
         self.overlap = int(job.get("overlap", DEFAULT_OVERLAP))
+        self.scene_combo.setCurrentIndex(max(0, self.scene_combo.findData(
+            job.get("scene_method", "auto"))))
+        self.variations_spin.setValue(int(job.get("candidates", 1)))
+        if job.get("strength") is not None:
+            self.start_layers.set_strength(float(job["strength"]))
         if job.get("level") is None and job.get("scale") is not None:
             # A map-scale job (scripts may send them): pin the level it meant.
             bbox, crs = job.get("bbox") or [0, 0, 0, 0], job.get("crs", "")
@@ -631,9 +704,9 @@ class GeneratePanel(QWidget):
                 self.set_extent(QgsRectangle(*bbox), target)
 
     def cleanup(self) -> None:
-        self.pending = []
         if self.task is not None:
             self.task.cancel()
+        self.start_layers.cleanup()
         for signal in (self.canvas.scaleChanged, self.canvas.destinationCrsChanged):
             try:
                 signal.disconnect(self.update_info)

@@ -6,6 +6,7 @@ import json
 
 from qgis.core import QgsLayerMetadata, QgsMapLayerStyle, QgsProject, QgsRasterLayer
 
+from .core.candidates import result_score
 from .core.edit_spec import result_layer_name
 from .core.job_spec import (
     LAYER_PREFIX,
@@ -23,12 +24,17 @@ PARTLY_SYNTHETIC = (
     "Text2Earth AI model, not photographed; the others are the source raster's.")
 
 
-def add_result_layer(path: str, job: dict, result: dict, project: QgsProject | None = None):
-    """Add the GeoTIFF on top of the 'Text2Earth' group; returns the layer (or None if invalid)."""
+def add_result_layer(path: str, job: dict, result: dict, project: QgsProject | None = None,
+                     variation: tuple[int, int] | None = None):
+    """Add the GeoTIFF on top of the 'Text2Earth' group; returns the layer (or None if invalid).
+
+    ``variation`` (rank, of): one of a run's variations, named with its rank (1: the best)."""
     project = project or QgsProject.instance()
-    layer = QgsRasterLayer(path, layer_name(job.get("prompt", ""), prefix=LAYER_PREFIX), "gdal")
-    if is_pipeline_check(result):  # demo weights: noise, and the name says so
-        layer.setName(layer_name(job.get("prompt", ""), prefix=PIPELINE_CHECK_PREFIX))
+    prefix = PIPELINE_CHECK_PREFIX if is_pipeline_check(result) else LAYER_PREFIX
+    name = layer_name(job.get("prompt", ""), prefix=prefix)  # demo weights: the name says so
+    if variation is not None:
+        name += f" (variation {variation[0]} of {variation[1]})"
+    layer = QgsRasterLayer(path, name, "gdal")
     if not layer.isValid():
         return None
     _describe(layer, job, result, SYNTHETIC)
@@ -75,6 +81,9 @@ def _describe(layer, job: dict, result: dict, what: str) -> None:
     params = metadata_from_tags(result.get("tags") or {})
     metadata = QgsLayerMetadata(layer.metadata())
     metadata.setTitle(layer.name())
+    score = result_score(result)
+    if score is not None:  # how well it matches its prompt, said before the parameters
+        what += f"\nPrompt match (Git-RSCLIP score, 0 to 1): {score:.3f}"
     metadata.setAbstract(
         what + "\n\n" + "\n".join(f"{key}: {value}" for key, value in sorted(params.items()))
     )

@@ -95,7 +95,7 @@ class RunView(QWidget):
         self.running = False
         self.cancel_requested = False
         self.time_left = TimeLeft()
-        self.prefix = ""  # "variation 2 of 3: " while a series runs
+        self.prefix = ""  # "3 variations: " while a run makes several
 
     def follow(self, task: GenerateTask, prefix: str = "") -> None:
         """Show this task's progress and previews from now on; only Cancel until it ends."""

@@ -7,8 +7,8 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from .core.client import EngineError, JobCancelled, ServiceError
 from .core.engine_manager import EngineManager
-from .core.failure_advice import job_message
-from .core.run_job import progress_percent, run_job
+from .core.failure_advice import job_message, older_engine_advice
+from .core.run_job import progress_percent, run_candidates, run_job
 
 
 def task_flags():
@@ -48,13 +48,18 @@ class GenerateTask(QgsTask):
     previewed = pyqtSignal(bytes)
     completed = pyqtSignal(bool)
 
-    def __init__(self, manager: EngineManager, job: dict, destination: str) -> None:
+    def __init__(self, manager: EngineManager, job: dict, destination: str,
+                 paths_for=None) -> None:
+        """``paths_for(candidates, pipeline_check)``: a job of N variations, named by it."""
         super().__init__(f"Text2Earth: {job.get('prompt', '')[:40]}", task_flags())
         self.manager = manager
         self.job = job
         self.destination = destination
+        self.paths_for = paths_for
         self.result: dict | None = None
         self.path: str | None = None
+        self.delivered: list = []  # (candidate, path) best first, for N variations
+        self.problems: list[str] = []
         self.error = ""
         self.was_cancelled = False
 
@@ -65,6 +70,8 @@ class GenerateTask(QgsTask):
     def run(self) -> bool:
         try:
             client = self.manager.ensure_running()
+            if self.paths_for is not None:
+                return self._run_candidates(client)
             self.result, path = run_job(
                 client, self.job, self.destination,
                 on_status=self._status, is_canceled=self.isCanceled,
@@ -77,11 +84,21 @@ class GenerateTask(QgsTask):
             self.was_cancelled = True
             return True
         except ServiceError as exc:  # the service's own reason; the HTTP status is no user's
-            self.error = job_message(exc.message)
+            self.error = older_engine_advice(exc.errors) or job_message(exc.message)
             return False
         except EngineError as exc:
             self.error = job_message(str(exc))
             return False
+
+    def _run_candidates(self, client) -> bool:
+        self.result, self.delivered, self.problems = run_candidates(
+            client, self.job, self.paths_for, on_status=self._status,
+            is_canceled=self.isCanceled, on_preview=self.previewed.emit)
+        if not self.delivered:
+            self.error = "the engine delivered no variation: " + "; ".join(self.problems)
+            return False
+        self.path = str(self.delivered[0][1])
+        return True
 
     def finished(self, ok: bool) -> None:
         if not ok and self.isCanceled():

@@ -158,29 +158,40 @@ class EngineClient:
                 return None
             raise
 
-    def download(self, job_id: str, destination: str | Path, overwrite: bool = False) -> Path:
-        """The job's GeoTIFF into ``destination``: a local move when the engine's file is on
-        this machine, else a download; via a temp file, never clobbering unless asked."""
+    def download(self, job_id: str, destination: str | Path, overwrite: bool = False,
+                 candidate: int | None = None) -> Path:
+        """The job's GeoTIFF (or its variation ``candidate``, 1-based) into ``destination``: a
+        local move when the engine's file is on this machine, else a download; via a temp
+        file, never clobbering unless asked."""
         destination = Path(destination)
         if destination.exists() and not overwrite:
             raise EngineError(f"{destination} already exists")
+        result = self.result(job_id)
+        route = f"/jobs/{job_id}/file"
+        if candidate is None:
+            staged = result.get("path")
+        else:
+            route += f"?candidate={int(candidate)}"
+            entries = [c for c in result.get("candidates") or []
+                       if isinstance(c, dict) and c.get("index") == candidate]
+            staged = entries[0].get("path") if entries else None
         destination.parent.mkdir(parents=True, exist_ok=True)
         tmp = destination.with_name(f".{destination.name}.{os.getpid()}.part")
-        source = Path(self.result(job_id)["path"])
+        source = Path(staged) if staged else None
+        local = source is not None and source.is_file()
         try:
-            if source.is_file():
+            if local:
                 try:
                     os.link(source, tmp)  # same file system: no copy at all
                 except OSError:
                     shutil.copyfile(source, tmp)
-            else:
-                self._request("GET", f"/jobs/{job_id}/file", timeout=max(self.timeout, 300),
-                              into=tmp)
+            else:  # the engine is elsewhere, or says which variations it kept (404 not_kept)
+                self._request("GET", route, timeout=max(self.timeout, 300), into=tmp)
             try:
                 place_file(tmp, destination, overwrite)
             except FileExistsError:
                 raise EngineError(f"{destination} already exists") from None
-            if source.is_file() and source.resolve() != destination.resolve():
+            if local and source.resolve() != destination.resolve():
                 source.unlink()  # the staging copy is not needed any more
         finally:
             tmp.unlink(missing_ok=True)

@@ -176,3 +176,26 @@ def job_message(text: str, kind: str | None = None) -> str:
     if advice.kind in WORDING_FALLBACK:
         return f"{advice.problem} {advice.action}\n({text})"
     return text
+
+
+# Job fields newer than some engines: (what the user asked for, what to do meanwhile).
+NEWER_FIELDS = {
+    "candidates": ("several variations in one run", "choose 1 variation"),
+    "keep_candidates": ("several variations in one run", "choose 1 variation"),
+    "init_raster": ("starting from map layers", "untick Start from layers"),
+    "strength": ("starting from map layers", "untick Start from layers"),
+    "scene_method": ("cascade scenes", "choose another scene method under Advanced"),
+}
+
+
+def older_engine_advice(errors: list | None) -> str | None:
+    """When an engine refused a job only for fields it does not know yet (the plugin is newer
+    than the engine), one message that says so; None for any other refusal."""
+    fields = [e.get("field") for e in errors or [] if isinstance(e, dict)]
+    if not fields or any(f not in NEWER_FIELDS for f in fields):
+        return None
+    asked = list(dict.fromkeys(NEWER_FIELDS[f] for f in fields))
+    return ("This engine is older than the plugin: it cannot do "
+            + " or ".join(what for what, _ in asked) + " yet. Bring the engine up to "
+            "date (Set up engine… in the Engine tab), or meanwhile "
+            + " and ".join(todo for _, todo in asked) + ".")

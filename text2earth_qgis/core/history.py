@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+from .candidates import result_score, score_text
+
 MAX_ENTRIES = 200
 
 
@@ -20,13 +22,16 @@ class HistoryEntry:
     crs: str
     job: dict = field(default_factory=dict)  # the request, for "reuse settings"
     thumbnail_png_b64: str = ""
+    score: float | None = None  # Git-RSCLIP: how well the result matches its prompt
 
     @property
     def label(self) -> str:
         when = self.when.replace("T", " ")[:16]
         kind = self.job.get("type")
         prefix = f"{kind}: " if kind in ("edit", "extend") else ""
-        return f"{prefix}{self.prompt[:48]}\nseed {self.seed}, level {self.level}, {when}"
+        score = f", {score_text(self.score)}" if self.score is not None else ""
+        return (f"{prefix}{self.prompt[:48]}\nseed {self.seed}, level {self.level}{score}, "
+                f"{when}")
 
 
 def new_entry(job: dict, result: dict, thumbnail_b64: str = "") -> HistoryEntry:
@@ -40,6 +45,7 @@ def new_entry(job: dict, result: dict, thumbnail_b64: str = "") -> HistoryEntry:
         crs=result.get("crs_authid") or job.get("crs", ""),
         job=dict(job),
         thumbnail_png_b64=thumbnail_b64,
+        score=result_score(result),
     )
 
 

@@ -20,6 +20,14 @@ LAYER_PREFIX = "Text2Earth (synthetic): "
 PIPELINE_CHECK_PREFIX = "Text2Earth (pipeline check, not imagery): "
 PIPELINE_CHECK_TAG = "TEXT2EARTH_PIPELINE_CHECK"
 DEFAULT_PATTERN = "{date}_{prompt}_s{seed}.tif"
+# How a scene past one model window is built (the engine's scene_method); "cascade" paints the
+# whole extent at a coarser level first, then refines it level by level.
+SCENE_METHODS = {
+    "auto": "Auto (the engine chooses)",
+    "outpaint": "Outpaint (window by window)",
+    "joint": "Joint (all windows at once)",
+    "cascade": "Cascade (coarse to fine)",
+}
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,7 @@ def build_job(
     precision: str = "auto",
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
+    scene_method: str = "auto",
 ) -> dict:
     """The JSON body of POST /jobs; raises ValueError with a message for the user."""
     if extent.is_empty():
@@ -180,6 +189,11 @@ def build_job(
         job["precision"] = precision
     if (tile, overlap) != (DEFAULT_TILE, DEFAULT_OVERLAP):  # likewise for the defaults
         job["tile"], job["overlap"] = int(tile), int(overlap)
+    if scene_method not in SCENE_METHODS:
+        raise ValueError(f"unknown scene method {scene_method!r}: "
+                         f"{', '.join(SCENE_METHODS)}")
+    if scene_method != "auto":
+        job["scene_method"] = scene_method
     return job
 
 

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .client import EngineClient, JobCancelled, JobFailed, ServiceError
+from .candidates import Candidate, candidates_of
+from .client import EngineClient, EngineError, JobCancelled, JobFailed, ServiceError
 from .failure_advice import job_message
 from .files import unused_name
 from .job_spec import is_pipeline_check, pipeline_check_name
@@ -44,23 +45,11 @@ def duration(seconds: float) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
-def run_job(
-    client: EngineClient,
-    job: dict,
-    destination: str | Path,
-    overwrite: bool = False,
-    on_status: Callable[[dict], None] | None = None,
-    is_canceled: Callable[[], bool] = lambda: False,
-    on_preview: Callable[[bytes], None] | None = None,
-    preview_every_s: float = 1.0,
-) -> tuple[dict, Path]:
-    """(result, delivered path); raises JobCancelled, JobFailed, ServiceError, ...
-
-    A JobFailed or ServiceError carrying the engine's ``error_kind`` comes with the advice
-    for that kind already in its message (and the kind kept on ``kind``)."""
+def _with_advice(call):
+    """Run ``call``; a JobFailed or ServiceError carrying the engine's ``error_kind`` comes
+    with the advice for that kind already in its message (and the kind kept on ``kind``)."""
     try:
-        return _run_job(client, job, destination, overwrite, on_status, is_canceled,
-                        on_preview, preview_every_s)
+        return call()
     except JobFailed as exc:
         if exc.kind is None:
             raise
@@ -72,8 +61,59 @@ def run_job(
                            exc.kind) from None
 
 
-def _run_job(client, job, destination, overwrite, on_status, is_canceled, on_preview,
-             preview_every_s) -> tuple[dict, Path]:
+def run_job(
+    client: EngineClient,
+    job: dict,
+    destination: str | Path,
+    overwrite: bool = False,
+    on_status: Callable[[dict], None] | None = None,
+    is_canceled: Callable[[], bool] = lambda: False,
+    on_preview: Callable[[bytes], None] | None = None,
+    preview_every_s: float = 1.0,
+) -> tuple[dict, Path]:
+    """(result, delivered path); raises JobCancelled, JobFailed, ServiceError, ..."""
+    def run():
+        job_id, result = _follow(client, job, on_status, is_canceled, on_preview,
+                                 preview_every_s)
+        return result, _deliver(client, job_id, result, destination, overwrite)
+
+    return _with_advice(run)
+
+
+def run_candidates(
+    client: EngineClient,
+    job: dict,
+    paths_for: Callable[[list[Candidate], bool], list[Path]],
+    on_status: Callable[[dict], None] | None = None,
+    is_canceled: Callable[[], bool] = lambda: False,
+    on_preview: Callable[[bytes], None] | None = None,
+    preview_every_s: float = 1.0,
+) -> tuple[dict, list[tuple[Candidate, Path]], list[str]]:
+    """One job of N variations: (result, [(candidate, delivered path)] best first, problems).
+
+    ``paths_for(kept candidates, pipeline_check)`` names their files. A variation that cannot
+    be delivered is said in ``problems``; the others still arrive."""
+    def run():
+        job_id, result = _follow(client, job, on_status, is_canceled, on_preview,
+                                 preview_every_s)
+        listed = isinstance(result.get("candidates"), list) and bool(result["candidates"])
+        kept = [c for c in candidates_of(result) if c.path or not listed]
+        delivered, problems = [], []
+        for candidate, path in zip(kept, paths_for(kept, is_pipeline_check(result)),
+                                   strict=True):
+            try:
+                delivered.append((candidate, client.download(
+                    job_id, path, False, candidate=candidate.index if listed else None)))
+            except EngineError as exc:
+                problems.append(f"variation {candidate.index}: {exc}")
+        return result, delivered, problems
+
+    return _with_advice(run)
+
+
+def _follow(client, job, on_status, is_canceled, on_preview,
+            preview_every_s) -> tuple[str, dict]:
+    """Submit, follow to the end, honour a cancel: (job id, result)."""
     if is_canceled():
         raise JobCancelled("cancelled before the job was sent")
     job_id = client.submit(job)["id"]
@@ -102,10 +142,14 @@ def _run_job(client, job, destination, overwrite, on_status, is_canceled, on_pre
 
     result = client.wait(job_id, poll=0.5, on_progress=follow)
     if is_canceled():  # finished just as the user cancelled: honour the cancel, keep no file
-        staged = Path(result.get("path") or "")
-        if staged.is_file():
-            staged.unlink()
+        staged = {result.get("path") or ""} | {c.path or "" for c in candidates_of(result)}
+        for name in staged - {""}:
+            Path(name).unlink(missing_ok=True)
         raise JobCancelled("cancelled")
+    return job_id, result
+
+
+def _deliver(client, job_id: str, result: dict, destination, overwrite: bool) -> Path:
     destination = Path(destination)
     if is_pipeline_check(result):  # demo weights: the file name says so, whatever was asked
         name = pipeline_check_name(destination.name)
@@ -113,4 +157,4 @@ def _run_job(client, job, destination, overwrite, on_status, is_canceled, on_pre
             folder = destination.parent
             destination = folder / (name if overwrite else unused_name(
                 name, lambda n: (folder / n).exists()))
-    return result, client.download(job_id, destination, overwrite)
+    return client.download(job_id, destination, overwrite)
