@@ -215,3 +215,35 @@ def test_service_stop_flag_is_honoured_after_a_start(monkeypatch, tmp_path):
     with pytest.raises(Exception, match="stopped while it was starting"):
         manager.ensure_running()
     assert stopped.is_set() and manager.client is None
+
+
+def test_a_stop_during_the_start_ends_the_spawned_engine_at_once(monkeypatch, tmp_path):
+    """QGIS closing (or the plugin unloading) while the engine still starts must not leave the
+    engine process running unowned: stop() ends the process the start spawned, at once."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\nexec sleep 120\n")  # never becomes healthy
+    fake_python.chmod(0o755)
+    monkeypatch.setattr("text2earth_qgis.core.engine_manager.find_engine_python",
+                        lambda c: str(fake_python))
+    manager = EngineManager(EngineSettings(staging_dir=str(tmp_path), start_timeout=60))
+    failures: list[Exception] = []
+
+    def start() -> None:
+        try:
+            manager.ensure_running()
+        except Exception as exc:  # noqa: BLE001 - the test reads it
+            failures.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while manager._spawned is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process = manager._spawned
+    assert process is not None
+    manager.stop()
+    assert process.wait(timeout=5) is not None  # ended, not left for a minute
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert failures and "stopped while it was starting" in str(failures[0])
+    assert manager.state == "stopped"

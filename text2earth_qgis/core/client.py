@@ -279,9 +279,11 @@ def start_local_service(
     timeout: float = 120.0,
     env: dict | None = None,
     port: int = 0,
+    on_spawn: Callable[[subprocess.Popen], None] | None = None,
 ) -> LocalService:
     """Start `python -m engine.cli serve` on a loopback port (0: any free one) and wait for
-    /health."""
+    /health. ``on_spawn`` gets the process as soon as it exists, so that a stop asked during
+    the wait (QGIS closing) can end it instead of leaving it running unowned."""
     workdir = Path(tempfile.mkdtemp(prefix="text2earth-service-"))
     port_file = workdir / "port"
     log_path = workdir / "service.log"
@@ -311,6 +313,8 @@ def start_local_service(
         raise ServiceStartError(f"cannot run the engine's Python {python!r}: {exc}") from None
     finally:
         log.close()
+    if on_spawn is not None:
+        on_spawn(process)
 
     def tail() -> str:
         """The log's last lines, then the start's temp folder is removed."""

@@ -80,6 +80,7 @@ class EngineManager:
     _client: EngineClient | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop_requested: bool = False
+    _spawned: object | None = None  # the service process while it starts (a Popen)
     _adopted: service_record.ServiceRecord | None = None
     last_log: str = ""  # the log's last lines when the service failed or crashed
 
@@ -131,14 +132,21 @@ class EngineManager:
                     token_file=self.settings.token_file,
                     extra_args=extra,
                     timeout=self.settings.start_timeout,
+                    on_spawn=self._note_spawned,
                 )
             except EngineError as exc:
+                self._spawned = None
+                if self._stop_requested:  # stop() ended the process while it started
+                    self._stop_requested = False
+                    self.state, self.message = STOPPED, "stopped"
+                    raise EngineError("the engine was stopped while it was starting") from None
                 advice = explain(str(exc), SERVICE)
                 self.state, self.last_log, self.message = FAILED, str(exc), str(exc)
                 if advice.kind == "failed":  # no known cause: the error says it best
                     raise
                 self.message = advice.message(with_log=False)
                 raise EngineError(f"{self.message}\n{exc}") from None
+            self._spawned = None
             if self._stop_requested:  # QGIS closed, or the plugin unloaded, meanwhile
                 self._stop_requested = False
                 service.stop()
@@ -152,6 +160,11 @@ class EngineManager:
             if port_note:
                 self.message += f" ({port_note})"
             return service.client
+
+    def _note_spawned(self, process) -> None:
+        self._spawned = process
+        if self._stop_requested and process.poll() is None:  # stop() came before the spawn
+            process.terminate()
 
     def _forget_service(self) -> None:
         """The engine stopped answering: if our process died, say why and offer a restart."""
@@ -199,6 +212,10 @@ class EngineManager:
         """
         if not self._lock.acquire(timeout=0.2):
             self._stop_requested = True
+            # QGIS may exit before the start returns: end the process now, or nobody will.
+            process = self._spawned
+            if process is not None and process.poll() is None:
+                process.terminate()
             return
         try:
             if self._service is not None:
