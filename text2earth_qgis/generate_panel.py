@@ -65,7 +65,7 @@ from .core.job_spec import (
     pipeline_check_name,
 )
 from .core.model_presence import demo_expected
-from .core.output_plan import DEFAULT_MAX_PIXELS, check_size, grid_size, pixel_size_units
+from .core.output_plan import check_size, grid_size, limit_from_health, pixel_size_units
 from .core.prompt_examples import examples_for
 from .core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 from .form_layout import fit_width, narrow, remembered_section, scrolled_form, wrapping_form
@@ -435,7 +435,7 @@ class GeneratePanel(QWidget):
 
     def max_pixels(self) -> int:
         # A service that reports its limit is believed; else the engine's default.
-        return int((self.manager.health or {}).get("max_pixels") or DEFAULT_MAX_PIXELS)
+        return limit_from_health(self.manager.health)
 
     # ----- resolution --------------------------------------------------------------------
 
