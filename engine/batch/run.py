@@ -24,7 +24,7 @@ from engine.batch.tasks import (
     is_done,
     tasks_for,
 )
-from engine.batch.workers import InProcess, ModelSpec, make_workers
+from engine.batch.workers import InProcess, ModelSpec, check_reachable, make_workers
 from engine.errors import InputError, Text2EarthError
 
 REPORT = "batch-report.json"
@@ -100,6 +100,8 @@ def run_batch(options: BatchOptions, workers=None) -> BatchReport:
     """Run the batch; ``workers`` (InProcess / RayWorkers) may be given to reuse a loaded
     model or a running pool (tests, bench)."""
     start = time.perf_counter()
+    if options.address and workers is None:
+        check_reachable(options.address)  # in seconds, before any other work
     out_dir = Path(options.out_dir).expanduser()
     items, problems = read_items(options.items)
     try:

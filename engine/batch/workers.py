@@ -200,10 +200,10 @@ def start_ray(address: str | None, workers: int, runtime_env: dict | None = None
     ``workers``; False when Ray was already running in this process (leave it running)."""
     import ray
 
-    if ray.is_initialized():
-        return False
     if address:
         check_reachable(address)
+    if ray.is_initialized():
+        return False
     kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
                   ignore_reinit_error=True)
     try:
