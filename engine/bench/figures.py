@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-full-size", action="store_true")
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument("--skip-scenes", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true",
+                        help="skip the batch figures (local Ray vs in-process, scaling model)")
     parser.add_argument("--skip-speed", action="store_true",
                         help="skip the precision, scene-per-megapixel and big-scene figures")
     parser.add_argument("--big-sides", default="1024,2048,4096",
@@ -278,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"overlap vs the same number of non-overlapping windows {same_n:.3f} "
                   f"(goal <= 1.35); peak memory 64 / 4 windows {memory:.3f} (goal <= 1.1)",
                   flush=True)
+        if not args.skip_batch and not args.gpu:
+            from engine.bench.batch import print_batch_bench, run_batch_bench
+
+            batch = run_batch_bench(args.steps, max(2, args.repeats // 2))
+            print_batch_bench(batch)
+            results.append({"batch": {k: v for k, v in batch.items() if k != "_tables"}})
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"goal: engine / bare <= 1.03; figures in {args.json}")
