@@ -32,7 +32,7 @@ class Settings:
     steps: int = 50
     guidance: float = 4.0
     scheduler: str = "ddim"
-    tile: int = 512
+    tile: int = 256
     overlap: int = 64
     max_pixels: int | None = None
 
