@@ -43,7 +43,6 @@ def test_generate_batch_algorithm_loads_the_results_as_a_group(tmp_path, tiny_t2
 def probe() -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     import qgis_harness  # noqa: F401 - starts the QGIS app
-
     from qgis.core import (
         QgsApplication,
         QgsFeature,

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from rio_cogeo.cogeo import cog_validate
 
 from engine.batch.run import BatchOptions, run_batch
@@ -100,31 +99,25 @@ def test_ray_workers_without_the_engine_get_shipping_advice():
 
 
 def test_ray_huge_scene_split_over_two_workers_equals_one_process(tmp_path, tiny_inpaint):
-    from engine.batch.scene_split import RayWindows, generate_split
-    from engine.jobs.generate import GenerateRequest, generate
+    """`text2earth batch --split-scenes --workers 2`: a 3 x 2 window outpainted scene
+    (wavefronts of 1, 1, 2, 1, 1 windows) made on two Ray actors equals the one-process one."""
     from engine.model.checkpoint import load_model
 
-    def request(name):  # 3 x 2 windows of 256 px: wavefronts of 1, 1, 2, 1, 1 windows
-        return GenerateRequest(bbox=(447000.0, 5411000.0, 447400.0, 5411300.0), crs=UTM,
-                               prompt="farmland", out=tmp_path / name, level=17, seed=3,
-                               steps=2, tile=256, overlap=64, window_batch=1)
-
+    items = tmp_path / "items.csv"
+    items.write_text('id,prompt,bbox,crs,level,seed\n'
+                     'city,farmland,"447000,5411000,447400,5411300",EPSG:32632,17,3\n')
+    settings = Settings(model=str(tiny_inpaint), precision="fp32", steps=2, tile=256,
+                        overlap=64)
+    spec = ModelSpec(str(tiny_inpaint), "fp32", "cpu", threads=1)
     model = load_model(str(tiny_inpaint), "cpu", precision="fp32")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        generate(request("one.tif"), model)
-    finally:
-        torch.set_num_threads(threads)
-    executor = RayWindows(ModelSpec(str(tiny_inpaint), "fp32", "cpu", threads=1), 2)
-    try:
-        assert len(set(executor.pids)) == 2
-        generate_split(request("split.tif"), model, executor)
-    finally:
-        executor.close()
-    one, tags = read(tmp_path / "one.tif")
-    split, split_tags = read(tmp_path / "split.tif")
+    one = run_batch(BatchOptions(items, tmp_path / "one", settings, spec, quiet=True),
+                    InProcess(spec, model))
+    split = run_batch(BatchOptions(items, tmp_path / "split", settings, spec, workers=2,
+                                   split_scenes=True, quiet=True))
+    assert one.count("done") == split.count("done") == 1, split.results
+    pixels, tags = read(tmp_path / "one" / "city.tif")
+    split_pixels, _ = read(tmp_path / "split" / "city.tif")
     assert tags["TEXT2EARTH_SCENE_METHOD"] == "outpaint" and tags["TEXT2EARTH_WINDOWS"] == "3x2"
-    assert np.array_equal(one, split)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".t2e-")]
+    assert np.array_equal(pixels, split_pixels)
+    assert not [p for p in (tmp_path / "split").rglob(".t2e-*")]
 

@@ -42,6 +42,9 @@ class BatchOptions:
     gpus_per_worker: float | None = None
     actor_env: dict | None = None  # environment variables of each Ray actor
     quiet: bool = False
+    # Items one after the other on this process, each scene's wavefronts on the Ray
+    # workers (engine.batch.scene_split): for a few huge outpainted extents.
+    split_scenes: bool = False
 
 
 @dataclass
@@ -126,9 +129,7 @@ def run_batch(options: BatchOptions, workers=None) -> BatchReport:
     try:
         if todo:
             if own:
-                workers = make_workers(options.spec, options.workers, options.address,
-                                       options.runtime_env, options.gpus_per_worker,
-                                       options.actor_env)
+                workers = _workers(options)
             for result in workers.run(todo):
                 report.results.append(result)
                 progress.update(result)
@@ -143,6 +144,17 @@ def run_batch(options: BatchOptions, workers=None) -> BatchReport:
     report.seconds = time.perf_counter() - start
     report.report = _write_report(out_dir, report)
     return report
+
+
+def _workers(options: BatchOptions):
+    if not options.split_scenes:
+        return make_workers(options.spec, options.workers, options.address,
+                            options.runtime_env, options.gpus_per_worker, options.actor_env)
+    from engine.batch.scene_split import RayWindows, SplitScenes
+
+    windows = RayWindows(options.spec, options.workers, options.address, options.runtime_env,
+                         options.gpus_per_worker)
+    return SplitScenes(InProcess(options.spec), windows)
 
 
 def _sweep(out_dir: Path) -> None:

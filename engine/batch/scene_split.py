@@ -113,6 +113,24 @@ class RayWindows:
             ray.shutdown()
 
 
+class SplitScenes:
+    """Batch workers for a few huge extents: the items run one after the other on the
+    driver (``local``), each scene's wavefronts on ``windows``' Ray actors."""
+
+    def __init__(self, local, windows: RayWindows):
+        self.local, self.windows = local, windows
+
+    def run(self, tasks):
+        from engine.jobs.window_batch import window_executor
+
+        with window_executor(self.windows):
+            yield from self.local.run(tasks)
+
+    def close(self) -> None:
+        self.windows.close()
+        self.local.close()
+
+
 def generate_split(request, model, executor: RayWindows):
     """engine.jobs.generate.generate for one scene, its wavefronts on ``executor``'s
     workers. ``model`` (the driver's) is used for the job's checks and tags only: the

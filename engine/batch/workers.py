@@ -174,10 +174,13 @@ def missing_module(exc: BaseException) -> str | None:
 
 
 def probe_imports(modules: tuple[str, ...]) -> dict:
-    import importlib
+    """Found without being imported (a cold torch import costs seconds): a missing one
+    raises the ModuleNotFoundError that :func:`missing_module` reads."""
+    import importlib.util
 
     for name in modules:
-        importlib.import_module(name)
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
     return {"pid": os.getpid()}
 
 

@@ -44,6 +44,10 @@ def add_parser(sub) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=None,
                    help="GPU share of each worker (default: one GPU each, shared when workers "
                         "outnumber GPUs; none on a CPU-only cluster)")
+    p.add_argument("--split-scenes", action="store_true",
+                   help="for a few huge extents: items one after the other, each scene's "
+                        "windows spread over the workers (outpainting: give the inpainting "
+                        "model as --model)")
     p.add_argument("--model", default=None,
                    help="hub id or local folder (default: $TEXT2EARTH_MODEL, else "
                         "lcybuaa/Text2Earth)")
@@ -85,7 +89,7 @@ def run(args) -> int:
         spec=ModelSpec(model, args.precision, args.device, threads=args.threads),
         workers=args.workers,
         address=args.ray_address, runtime_env=args.runtime_env,
-        gpus_per_worker=args.gpus_per_worker, quiet=args.quiet)
+        gpus_per_worker=args.gpus_per_worker, quiet=args.quiet, split_scenes=args.split_scenes)
     report = run_batch(options)
     print(f"{report.count('done')} done, {report.count('skipped')} already there, "
           f"{report.count('failed')} failed in {report.seconds:.1f} s; catalog "
