@@ -238,3 +238,21 @@ def test_the_cli_runs_a_batch_and_refuses_an_unreachable_cluster(tmp_path, three
     assert time.monotonic() - start < 30  # a cold interpreter's imports included
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and address in lines[0]
+
+
+def test_the_scaling_model_on_known_numbers():
+    from engine.batch.scaling import city_side, scaling_table, scene_seconds, wavefront_sizes
+
+    side = city_side()  # 1.6 Gpx: 40,000 px square
+    sizes = wavefront_sizes(side, side)
+    # 512 px windows at stride 448: ceil((40000 - 64) / 448) = 90 per side; wavefronts
+    # k = ix + 2 iy run 0 .. 89 + 2 * 89, the widest holds one window per iy in 45 rows
+    assert side == 40_000 and sum(sizes) == 90 * 90
+    assert len(sizes) == 89 + 2 * 89 + 1 and max(sizes) == 45
+    # wavefronts of 1, 2, 1 windows on 2 GPUs: 3 rounds; on 1 GPU: 4
+    assert scene_seconds([1, 2, 1], 2, 1.0, round_trip_s=0) == 3
+    assert scene_seconds([1, 2, 1], 1, 1.0, 0.5, round_trip_s=0) == 4 + 4 * 0.5
+    rows = scaling_table(sizes, 1.5, 0.0, gpus=(1, 64, 1000))
+    # 64 GPUs or more: one round per wavefront, 268 rounds instead of 8100
+    assert rows[1].seconds == pytest.approx(268 * 1.5 + 268 * 0.005)
+    assert rows[2].seconds == rows[1].seconds and rows[1].speedup < 8100 / 268

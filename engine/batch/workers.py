@@ -279,6 +279,7 @@ class RayWorkers:
 
         for actor in self.actors:
             submit(actor)
+        alive = len(self.actors)
         while inflight:
             (ref,), _ = ray.wait(list(inflight), num_returns=1)
             actor, task = inflight.pop(ref)
@@ -286,8 +287,15 @@ class RayWorkers:
                 yield ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - the worker died past its retries
                 yield TaskResult(task.key, task.item.id, task.out, FAILED, 0.0,
-                                 f"the worker running it failed: {_last_line(exc)}", "worker")
+                                 f"{task.item.id}: the worker running it failed: "
+                                 f"{_last_line(exc)}", "worker")
+                if isinstance(exc, ray.exceptions.RayActorError):
+                    alive -= 1  # given up by Ray: its share goes to the others
+                    continue
             submit(actor)
+        for task in pending if not alive else ():
+            yield TaskResult(task.key, task.item.id, task.out, FAILED, 0.0,
+                             f"{task.item.id}: not run: every worker was lost", "worker")
 
     def close(self) -> None:
         import ray
