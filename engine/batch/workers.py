@@ -166,11 +166,15 @@ def shipping_advice(address: str | None, missing: str) -> str:
 
 def missing_module(exc: BaseException) -> str | None:
     """The module a worker could not import, from a Ray error's text (None: another error)."""
+    cause = getattr(exc, "cause", None)  # a RayTaskError carries the worker's exception
+    if isinstance(cause, ModuleNotFoundError) and cause.name:
+        return cause.name
     text = str(exc)
     marker = "No module named "
     if marker not in text:
         return None
-    return text.split(marker, 1)[1].split()[0].strip("'\":,")
+    # the last one: Ray's text also quotes the traceback's source lines
+    return text.rsplit(marker, 1)[1].split()[0].strip("'\":,")
 
 
 def probe_imports(modules: tuple[str, ...]) -> dict:
