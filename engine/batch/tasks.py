@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.batch.items import BatchItem, item_seed
 from engine.errors import Text2EarthError
+from engine.model.schedulers import DEFAULT_SCHEDULER
 
 FINGERPRINT_TAG = "TEXT2EARTH_BATCH_FINGERPRINT"
 ITEM_TAG = "TEXT2EARTH_BATCH_ITEM"
@@ -31,7 +32,7 @@ class Settings:
     precision: str = "fp32"
     steps: int = 50
     guidance: float = 4.0
-    scheduler: str = "ddim"
+    scheduler: str = DEFAULT_SCHEDULER
     tile: int = 256
     overlap: int = 64
     max_pixels: int | None = None
