@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-full-size", action="store_true")
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument("--skip-scenes", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true",
+                        help="skip the batch figures (local Ray vs in-process, scaling model)")
     parser.add_argument("--skip-speed", action="store_true",
                         help="skip the precision, scene-per-megapixel and big-scene figures")
     parser.add_argument("--big-sides", default="1024,2048,4096",
@@ -288,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
             bench_cascade.print_compare(methods)
             bench_cascade.print_shares(methods["planned"])
             results.append({"scene_methods": methods})
+        if not args.skip_batch and not args.gpu:
+            from engine.bench.batch import print_batch_bench, run_batch_bench
+
+            batch = run_batch_bench(args.steps, max(2, args.repeats // 2))
+            print_batch_bench(batch)
+            results.append({"batch": {k: v for k, v in batch.items() if k != "_tables"}})
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"goal: engine / bare <= 1.03; figures in {args.json}")

@@ -54,7 +54,13 @@ from engine.geo.tiling import (
     tile_seed,
 )
 from engine.jobs.cascade_ladder import CASCADE
-from engine.jobs.window_batch import batch_size_for, chunks, joint_noise, wavefronts
+from engine.jobs.window_batch import (
+    batch_size_for,
+    chunks,
+    current_executor,
+    joint_noise,
+    wavefronts,
+)
 from engine.model.pipeline import LATENT_DTYPE, resolve_prompt_level
 
 OUTPAINT, JOINT = "outpaint", "joint"
@@ -168,8 +174,11 @@ def run_outpaint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path, state: Pat
     """Windows by wavefront, several per UNet call: the same result as row order (see
     engine.jobs.window_batch for why), each window seeded from its position."""
     windows = plan.windows()
-    size = batch_size_for(pipe, plan.tile, job.guidance > 1.0, job.window_batch)
-    for front in wavefronts(plan):
+    fronts = wavefronts(plan)
+    executor = current_executor()  # elsewhere (Ray workers): a whole wavefront at a time
+    size = (max(map(len, fronts)) if executor is not None
+            else batch_size_for(pipe, plan.tile, job.guidance > 1.0, job.window_batch))
+    for front in fronts:
         for group in chunks([w for w in front if w.key not in done], size):
             existing = [_read(scratch, w.col, w.row, plan.tile) for w in group]
 
@@ -180,16 +189,19 @@ def run_outpaint(pipe, job: SceneJob, plan: ScenePlan, scratch: Path, state: Pat
                                            "tile": w.index + 1, "tiles": len(windows)})
                 return tensors
 
-            output = pipe.inpaint_batch(
-                [resolve_prompt_level((job.prompts or {}).get(w.key, job.prompt), job.level)[1]
-                 for w in group],
-                existing, [outpaint_mask(plan, w) for w in group], job.level,
-                job.negative_prompt, job.steps, job.guidance,
-                [torch.Generator("cpu").manual_seed(tile_seed(job.seed, w.ix, w.iy))
-                 for w in group],
-                callback_on_step_end=on_step,
-            )
-            for w, image, before in zip(group, output.images, existing, strict=True):
+            prompts = [resolve_prompt_level((job.prompts or {}).get(w.key, job.prompt),
+                                            job.level)[1] for w in group]
+            masks = [outpaint_mask(plan, w) for w in group]
+            seeds = [tile_seed(job.seed, w.ix, w.iy) for w in group]
+            if executor is not None:
+                images = executor.outpaint(pipe, job, prompts, existing, masks, seeds)
+            else:
+                images = pipe.inpaint_batch(
+                    prompts, existing, masks, job.level, job.negative_prompt, job.steps,
+                    job.guidance, [torch.Generator("cpu").manual_seed(s) for s in seeds],
+                    callback_on_step_end=on_step,
+                ).images
+            for w, image, before in zip(group, images, existing, strict=True):
                 weight = outpaint_blend(plan, w)[..., None]
                 blended = weight * image + (1.0 - weight) * before
                 _write(scratch, np.rint(blended).astype(np.uint8), w.col, w.row)

@@ -17,13 +17,22 @@ pixels it reads in row order, and every canvas pixel receives its blends in the 
 the result equals the sequential one for the same seed (each window keeps its own generator),
 again up to the floating-point effect of batching on the kernels. The scratch file records
 finished windows, so a stopped batched run resumes like a sequential one.
+
+The windows of one wavefront may also run elsewhere: a :class:`WindowExecutor` set with
+:func:`window_executor` (engine.batch.scene_split puts them on Ray workers) gets each
+wavefront's pending windows and returns their images; the driver blends and writes them into
+the scratch as before. Without one, they run here (``pipe.inpaint_batch``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Protocol
 
+import numpy as np
 import torch
 
 from engine.geo.tiling import ScenePlan, TileWindow
@@ -32,6 +41,30 @@ from engine.model.pipeline import stack_conditions
 
 MAX_WINDOW_BATCH = 16  # beyond this a GPU gains nothing and previews/cancel get coarse
 MEMORY_HEADROOM = 0.6  # of the free memory, for activations: the rest is for everything else
+
+
+class WindowExecutor(Protocol):
+    def outpaint(self, pipe, job, prompts: list[str], existing: list[np.ndarray],
+                 masks: list[np.ndarray], seeds: list[int]) -> list[np.ndarray]:
+        """The generated (H, W, 3) images of independent windows (one wavefront's), each
+        from its own seed, as ``pipe.inpaint_batch`` with one window per call gives them."""
+
+
+_EXECUTOR: ContextVar[WindowExecutor | None] = ContextVar("window_executor", default=None)
+
+
+def current_executor() -> WindowExecutor | None:
+    return _EXECUTOR.get()
+
+
+@contextmanager
+def window_executor(executor: WindowExecutor | None) -> Iterator[None]:
+    """Outpainting scenes started inside run their wavefronts' windows on ``executor``."""
+    token = _EXECUTOR.set(executor)
+    try:
+        yield
+    finally:
+        _EXECUTOR.reset(token)
 
 
 def overlap_reach(plan: ScenePlan) -> int:

@@ -8,6 +8,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.engine_manager import EngineManager
+from .batch_algorithm import GenerateBatchAlgorithm
 from .edit_algorithm import EditRasterAlgorithm
 from .generate_algorithm import GenerateSceneAlgorithm
 from .restyle_algorithm import RestyleRasterAlgorithm
@@ -31,3 +32,4 @@ class Text2EarthProvider(QgsProcessingProvider):
         self.addAlgorithm(GenerateSceneAlgorithm(self.manager))
         self.addAlgorithm(EditRasterAlgorithm(self.manager))
         self.addAlgorithm(RestyleRasterAlgorithm(self.manager))
+        self.addAlgorithm(GenerateBatchAlgorithm(self.manager))

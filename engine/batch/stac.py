@@ -1,0 +1,141 @@
+"""The batch's STAC collection (pystac): one Item per output COG, its bbox / geometry in
+WGS 84, the ``proj:`` extension fields of the file's own grid, and what made it (prompt,
+level, seed, model, precision) with the synthetic marks, all read back from the written file,
+never from what was asked. Failed items are listed in the collection (``text2earth:failures``).
+
+Written self-contained (relative links) beside the COGs; a file whose content did not change
+is not rewritten, so a rerun that skips every item leaves the folder as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from engine.batch.tasks import ITEM_TAG, TaskResult
+
+COLLECTION_ID = "text2earth-batch"
+EDGE_POINTS = 21  # per side: a footprint follows the curved edges of a projected grid
+SYNTHETIC_URI = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+
+
+def footprint(crs, transform, width: int, height: int) -> list[tuple[float, float]]:
+    """The raster's outline in lon/lat (WGS 84), densified, closed, counter-clockwise."""
+    from pyproj import CRS, Transformer
+
+    to_wgs84 = Transformer.from_crs(CRS.from_user_input(crs.to_wkt()), "EPSG:4326",
+                                    always_xy=True)
+    n = EDGE_POINTS - 1
+    ring = ([(width * i / n, height) for i in range(n)] + [(width, height - height * i / n)
+            for i in range(n)] + [(width - width * i / n, 0) for i in range(n)]
+            + [(0, height * i / n) for i in range(n)])
+    xs, ys = zip(*[transform * (c, r) for c, r in ring], strict=True)
+    lons, lats = to_wgs84.transform(xs, ys)
+    points = list(zip(lons, lats, strict=True))
+    return points + points[:1]
+
+
+def _datetime(value: str | None) -> datetime:
+    try:
+        return datetime.strptime(value or "", "%Y:%m:%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def stac_item(path: Path):
+    """The STAC Item of one written output (everything read from the file)."""
+    import pystac
+    import rasterio
+    from pystac.extensions.projection import ProjectionExtension
+
+    with rasterio.open(path) as src:
+        tags = src.tags()
+        crs, transform, width, height = src.crs, src.transform, src.width, src.height
+        bounds = src.bounds
+    ring = footprint(crs, transform, width, height)
+    lons, lats = [p[0] for p in ring], [p[1] for p in ring]
+    properties = {
+        "title": f"Synthetic image: {tags.get('TEXT2EARTH_PROMPT', '')}",
+        "text2earth:synthetic": True,
+        "text2earth:digital_source_type": SYNTHETIC_URI,
+        "text2earth:prompt": tags.get("TEXT2EARTH_PROMPT"),
+        "text2earth:negative_prompt": tags.get("TEXT2EARTH_NEGATIVE_PROMPT") or None,
+        "text2earth:level": int(tags["TEXT2EARTH_LEVEL"]) if "TEXT2EARTH_LEVEL" in tags else None,
+        "text2earth:seed": int(tags["TEXT2EARTH_SEED"]) if "TEXT2EARTH_SEED" in tags else None,
+        "text2earth:model": tags.get("TEXT2EARTH_MODEL_ID"),
+        "text2earth:model_sha256": tags.get("TEXT2EARTH_MODEL_SHA256"),
+        "text2earth:precision": tags.get("TEXT2EARTH_PRECISION"),
+        "text2earth:steps": int(tags["TEXT2EARTH_STEPS"]) if "TEXT2EARTH_STEPS" in tags else None,
+        "text2earth:ground_resolution_m": float(tags.get("TEXT2EARTH_GROUND_RESOLUTION_M", 0))
+        or None,
+        "text2earth:batch_item": tags.get(ITEM_TAG),
+        "gsd": abs(transform.a),
+    }
+    item = pystac.Item(
+        id=path.stem,
+        geometry={"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
+        bbox=[min(lons), min(lats), max(lons), max(lats)],
+        datetime=_datetime(tags.get("TIFFTAG_DATETIME")),
+        properties={k: v for k, v in properties.items() if v is not None},
+    )
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    epsg = crs.to_epsg()
+    proj.code = f"EPSG:{epsg}" if epsg else None
+    proj.wkt2 = None if epsg else crs.to_wkt()
+    proj.bbox = [bounds.left, bounds.bottom, bounds.right, bounds.top]
+    proj.shape = [height, width]
+    proj.transform = list(transform)[:6]
+    item.add_asset("image", pystac.Asset(
+        href=str(path), media_type=pystac.MediaType.COG, roles=["data"],
+        title="synthetic RGB (Text2Earth)"))
+    return item
+
+
+def build_collection(outputs: list[Path], failures: list[TaskResult]):
+    import pystac
+
+    items = [stac_item(p) for p in sorted(outputs)]
+    if items:
+        boxes = [i.bbox for i in items]
+        bbox = [min(b[0] for b in boxes), min(b[1] for b in boxes),
+                max(b[2] for b in boxes), max(b[3] for b in boxes)]
+        times = sorted(i.datetime for i in items)
+        interval = [times[0], times[-1]]
+    else:
+        bbox, interval = [-180.0, -90.0, 180.0, 90.0], [None, None]
+    collection = pystac.Collection(
+        id=COLLECTION_ID,
+        description="Synthetic remote-sensing images generated by Text2Earth (trained "
+                    "algorithmic media, not observations).",
+        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([interval])),
+        license="other",
+        extra_fields={"text2earth:synthetic": True, "text2earth:failures": [
+            {"id": f.key, "item": f.item_id, "error": f.error, "kind": f.kind}
+            for f in sorted(failures, key=lambda f: f.key)]},
+    )
+    collection.add_items(items)
+    return collection
+
+
+def write_collection(out_dir: Path, outputs: list[Path], failures: list[TaskResult]) -> Path:
+    """collection.json and ``<id>/<id>.json`` in ``out_dir``, hrefs relative (self-contained,
+    as pystac saves it); a file whose content is unchanged is left as it is."""
+    import pystac
+
+    out_dir = Path(out_dir)
+    collection = build_collection(outputs, failures)
+    collection.catalog_type = pystac.CatalogType.SELF_CONTAINED
+    collection.normalize_hrefs(str(out_dir))
+    collection.make_all_asset_hrefs_relative()
+    for obj in [collection, *collection.get_items()]:
+        path = Path(obj.get_self_href())
+        text = json.dumps(obj.to_dict(include_self_link=False, transform_hrefs=True), indent=2)
+        if path.is_file() and path.read_text() == text:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".t2e-stac-{os.getpid()}-{path.name}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return out_dir / "collection.json"

@@ -1,0 +1,123 @@
+"""Batch and scenes on an embedded local Ray (``ray.init(num_cpus=2)`` once per session, shut
+down at the end); tiny models, fp32, one CPU thread on every side so pixels can be compared
+exactly. Select these with ``-k ray`` (or this file); deselect with ``-k "not ray"``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+from engine.batch.run import BatchOptions, run_batch
+from engine.batch.tasks import FINGERPRINT_TAG, Settings
+from engine.batch.workers import (
+    FAULT_ENV,
+    ClusterError,
+    InProcess,
+    ModelSpec,
+    check_workers,
+)
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+UTM = "EPSG:32632"
+ITEMS = [
+    ("farm", "farmland", "447000,5411000,447060,5411060", UTM, 17, 1),
+    ("wood", "a forest", "447100,5411000,447150,5411040", UTM, 17, 2),
+    ("town", "dense city", "10.3,48.8,10.3006,48.8004", "EPSG:4326", 17, 3),
+]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def read(path: Path):
+    with rasterio.open(path) as src:
+        return src.read(), src.tags()
+
+
+@pytest.fixture(scope="module")
+def ray_batch(tmp_path_factory, tiny_t2i, t2i_model):
+    """The same 3 items in-process and on 2 Ray workers, one of which is killed (os._exit,
+    as abrupt as kill -9) at the first denoising step of its first item."""
+    folder = tmp_path_factory.mktemp("raybatch")
+    items = folder / "items.csv"
+    items.write_text("id,prompt,bbox,crs,level,seed\n" + "".join(
+        f'{i},{p},"{b}",{c},{lv},{s}\n' for i, p, b, c, lv, s in ITEMS))
+    settings = Settings(model=str(tiny_t2i), precision="fp32", steps=2, tile=256, overlap=64)
+    spec = ModelSpec(str(tiny_t2i), "fp32", "cpu", threads=1)
+    local = BatchOptions(items, folder / "local", settings, spec, quiet=True)
+    in_process = run_batch(local, InProcess(spec, t2i_model))
+    marker = folder / "killed-once"
+    on_ray = BatchOptions(items, folder / "ray", settings, spec, workers=2, quiet=True,
+                          actor_env={FAULT_ENV: f"die-once:{marker}"})
+    return folder, in_process, run_batch(on_ray), marker
+
+
+def test_ray_batch_writes_the_same_cogs_as_in_process(ray_batch):
+    folder, in_process, on_ray, _ = ray_batch
+    assert in_process.count("done") == on_ray.count("done") == 3
+    for name, *_ in ITEMS:
+        local, local_tags = read(folder / "local" / f"{name}.tif")
+        remote, remote_tags = read(folder / "ray" / f"{name}.tif")
+        assert np.array_equal(local, remote), name
+        assert local_tags[FINGERPRINT_TAG] == remote_tags[FINGERPRINT_TAG]
+        valid, errors, _ = cog_validate(str(folder / "ray" / f"{name}.tif"), strict=False)
+        assert valid, errors
+
+
+def test_ray_worker_killed_mid_item_is_retried_and_leaves_nothing_partial(ray_batch):
+    folder, _, on_ray, marker = ray_batch
+    assert marker.is_file()  # a worker really died mid-item
+    assert on_ray.count("failed") == 0
+    assert sorted(p.name for p in (folder / "ray").glob("*.tif")) == [
+        "farm.tif", "town.tif", "wood.tif"]
+    assert not [p for p in (folder / "ray").rglob(".t2e-*")]
+
+
+def test_ray_stac_collection_lists_every_output(ray_batch):
+    import pystac
+
+    folder = ray_batch[0]
+    collection = pystac.read_file(str(folder / "ray" / "collection.json"))
+    assert sorted(i.id for i in collection.get_items()) == ["farm", "town", "wood"]
+
+
+def test_ray_workers_without_the_engine_get_shipping_advice():
+    with pytest.raises(ClusterError) as info:
+        check_workers(None, modules=("engine.batch.tasks", "t2e_absent_package"))
+    message = str(info.value)
+    assert "t2e_absent_package" in message and "--runtime-env" in message
+    assert "\n" not in message
+
+
+def test_ray_huge_scene_split_over_two_workers_equals_one_process(tmp_path, tiny_inpaint):
+    """`text2earth batch --split-scenes --workers 2`: a 3 x 2 window outpainted scene
+    (wavefronts of 1, 1, 2, 1, 1 windows) made on two Ray actors equals the one-process one."""
+    from engine.model.checkpoint import load_model
+
+    items = tmp_path / "items.csv"
+    items.write_text('id,prompt,bbox,crs,level,seed\n'
+                     'city,farmland,"447000,5411000,447400,5411300",EPSG:32632,17,3\n')
+    settings = Settings(model=str(tiny_inpaint), precision="fp32", steps=2, tile=256,
+                        overlap=64)
+    spec = ModelSpec(str(tiny_inpaint), "fp32", "cpu", threads=1)
+    model = load_model(str(tiny_inpaint), "cpu", precision="fp32")
+    one = run_batch(BatchOptions(items, tmp_path / "one", settings, spec, quiet=True),
+                    InProcess(spec, model))
+    split = run_batch(BatchOptions(items, tmp_path / "split", settings, spec, workers=2,
+                                   split_scenes=True, quiet=True))
+    assert one.count("done") == split.count("done") == 1, split.results
+    pixels, tags = read(tmp_path / "one" / "city.tif")
+    split_pixels, _ = read(tmp_path / "split" / "city.tif")
+    assert tags["TEXT2EARTH_SCENE_METHOD"] == "outpaint" and tags["TEXT2EARTH_WINDOWS"] == "3x2"
+    assert np.array_equal(pixels, split_pixels)
+    assert not [p for p in (tmp_path / "split").rglob(".t2e-*")]
+

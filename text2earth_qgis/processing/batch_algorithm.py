@@ -1,0 +1,213 @@
+"""Processing algorithm "Generate batch": a vector layer of extents + a prompt field -> one
+synthetic COG per feature and a STAC collection, loaded as a layer group.
+
+The batch runs as the engine's CLI (``python -m engine.cli batch``) from the engine's own venv,
+in a child process: many items can take hours, and a Ray pool has no place in the service.
+The features go to the engine as a CSV (bbox in the layer's CRS, crs, prompt, id, level), so
+the engine reads exactly what the layer says, in its CRS.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess  # nosec B404 - runs the engine's own CLI, an argument list
+import tempfile
+import time
+from pathlib import Path
+
+from qgis.core import (
+    NULL,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsProject,
+    QgsRasterLayer,
+)
+
+from ..core import scale
+from ..core.engine_manager import NO_ENGINE_MESSAGE, EngineManager, find_engine_python
+from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
+
+LEVEL_CHOICES = [f"{lv} (~{scale.nominal_resolution(lv):g} m/px)" for lv in scale.LEVELS]
+GROUP_PREFIX = "Text2Earth batch (synthetic): "
+POLL_S = 0.5
+
+
+def _text(value) -> str:
+    """A field's value as text; NULL (QVariant or None) as empty."""
+    return "" if value is None or value == NULL else str(value)
+
+
+def items_csv(source, prompt_field: str, id_field: str | None, level: int, path: Path) -> int:
+    """The features as the engine's CSV; returns how many. Empty geometries are passed on
+    with an empty bbox, so the engine reports them in its one-line way."""
+    crs = crs_for_engine(source.sourceCrs())
+    count = 0
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "prompt", "bbox", "crs", "level"])
+        for feature in source.getFeatures():
+            geometry = feature.geometry()
+            box = "" if geometry.isEmpty() else geometry.boundingBox()
+            bbox = "" if box == "" else (f"{box.xMinimum()!r},{box.yMinimum()!r},"
+                                         f"{box.xMaximum()!r},{box.yMaximum()!r}")
+            ident = _text(feature[id_field]) if id_field else f"feature-{feature.id()}"
+            writer.writerow([ident, _text(feature[prompt_field]), bbox, crs, level])
+            count += 1
+    return count
+
+
+class GenerateBatchAlgorithm(QgsProcessingAlgorithm):
+    INPUT, PROMPT_FIELD, ID_FIELD, LEVEL_PARAM = "INPUT", "PROMPT_FIELD", "ID_FIELD", "LEVEL"
+    STEPS, WORKERS, RAY_ADDRESS, OUTPUT = "STEPS", "WORKERS", "RAY_ADDRESS", "OUTPUT"
+
+    def __init__(self, manager: EngineManager) -> None:
+        super().__init__()
+        self.manager = manager
+        self._outputs: list[str] = []
+        self._group = ""
+
+    def createInstance(self):  # noqa: N802 - QGIS's name
+        return GenerateBatchAlgorithm(self.manager)
+
+    def name(self) -> str:
+        return "generatebatch"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Generate batch"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Generates one SYNTHETIC image (Text2Earth AI model) per polygon of a layer, over "
+            "its bounding box in the layer's CRS, with the prompt in the chosen field, into a "
+            "folder of Cloud-Optimized GeoTIFFs with a STAC collection (collection.json). "
+            "Features already generated with the same inputs are skipped; a feature that fails "
+            "is reported and the others go on. Several workers run on Ray, locally or on a "
+            "cluster (Ray address). The results are loaded as a group."
+        )
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.INPUT, "Extents (polygons)", [polygon_source_type()]))
+        self.addParameter(QgsProcessingParameterField(
+            self.PROMPT_FIELD, "Prompt field", parentLayerParameterName=self.INPUT))
+        self.addParameter(QgsProcessingParameterField(
+            self.ID_FIELD, "Id field (names the files; default: the feature id)",
+            parentLayerParameterName=self.INPUT, optional=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.LEVEL_PARAM, "Google level", options=LEVEL_CHOICES,
+            defaultValue=scale.LEVELS.index(17)))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.STEPS, "Steps", number_type("Integer"), defaultValue=50, minValue=1,
+            maxValue=1000))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.WORKERS, "Workers (more than 1: Ray)", number_type("Integer"), defaultValue=1,
+            minValue=1, maxValue=256))
+        self.addParameter(QgsProcessingParameterString(
+            self.RAY_ADDRESS, "Ray cluster address (host:port; empty: this machine)",
+            optional=True))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            self.OUTPUT, "Output folder"))
+
+    def command(self, python: str, items: Path, out_dir: str, steps: int, workers: int,
+                address: str) -> list[str]:
+        cmd = [python, "-m", "engine.cli", "batch", str(items), "--out-dir", out_dir,
+               "--steps", str(steps), "--workers", str(workers), "--quiet"]
+        settings = self.manager.settings
+        if settings.model:
+            cmd += ["--model", settings.model]
+        if settings.device and settings.device != "auto":
+            cmd += ["--device", settings.device]
+        if address:
+            cmd += ["--ray-address", address]
+        return cmd
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException("choose a polygon layer of extents")
+        prompt_field = self.parameterAsString(parameters, self.PROMPT_FIELD, context)
+        if not prompt_field:
+            raise QgsProcessingException("choose the field that holds each extent's prompt")
+        id_field = self.parameterAsString(parameters, self.ID_FIELD, context) or None
+        level = scale.LEVELS[self.parameterAsEnum(parameters, self.LEVEL_PARAM, context)]
+        out_dir = self.parameterAsString(parameters, self.OUTPUT, context)
+        python = find_engine_python(self.manager.settings.python)
+        if python is None:
+            raise QgsProcessingException(NO_ENGINE_MESSAGE)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="t2e-batch-") as tmp:
+            items = Path(tmp) / "items.csv"
+            total = items_csv(source, prompt_field, id_field, level, items)
+            if total == 0:
+                raise QgsProcessingException("the layer has no features")
+            cmd = self.command(
+                python, items, out_dir,
+                self.parameterAsInt(parameters, self.STEPS, context),
+                self.parameterAsInt(parameters, self.WORKERS, context),
+                self.parameterAsString(parameters, self.RAY_ADDRESS, context).strip())
+            feedback.pushInfo(f"running the Text2Earth engine on {total} extent(s)…")
+            stderr = self._run(cmd, Path(out_dir), total, feedback)
+        report = self._report(Path(out_dir), stderr)
+        for failure in (r for r in report["results"] if r["status"] == "failed"):
+            feedback.reportError(f"{failure['key']}: {failure['error']}", False)
+        self._outputs = sorted(r["out"] for r in report["results"]
+                               if r["status"] in ("done", "skipped"))
+        self._group = f"{GROUP_PREFIX}{Path(out_dir).name}"
+        feedback.pushInfo(f"{report['done']} made, {report['skipped']} already there, "
+                          f"{report['failed']} failed; STAC: {Path(out_dir) / 'collection.json'}")
+        return {self.OUTPUT: out_dir}
+
+    def _run(self, cmd: list[str], out_dir: Path, total: int, feedback) -> str:
+        """Progress from the COGs appearing; cancel stops the engine (its checked writes
+        leave nothing partial)."""
+        with tempfile.TemporaryFile(mode="w+") as err:
+            process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)  # nosec B603 - no shell; the engine's python, our arguments
+            before = {p.name for p in out_dir.glob("*.tif")}
+            while process.poll() is None:
+                if feedback.isCanceled():
+                    process.terminate()
+                    process.wait(timeout=30)
+                    raise QgsProcessingException("cancelled: the items made so far are kept; "
+                                                 "running again skips them")
+                made = len({p.name for p in out_dir.glob("*.tif")} - before)
+                feedback.setProgress(min(99.0, 100.0 * made / total))
+                time.sleep(POLL_S)
+            err.seek(0)
+            text = err.read()
+        if process.returncode not in (0, 7):  # 7: some items failed, the others were made
+            lines = [line for line in text.strip().splitlines() if line.strip()]
+            raise QgsProcessingException(
+                (lines[-1] if lines else f"the engine stopped (exit {process.returncode})")
+                .removeprefix("text2earth: error: "))
+        return text
+
+    def _report(self, out_dir: Path, stderr: str) -> dict:
+        try:
+            return json.loads((out_dir / "batch-report.json").read_text())
+        except (OSError, ValueError):
+            raise QgsProcessingException(f"the engine wrote no batch report: {stderr[-300:]}") \
+                from None
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802 - main thread
+        if not self._outputs:
+            return {}
+        project = context.project() or QgsProject.instance()
+        root = project.layerTreeRoot()
+        old = root.findGroup(self._group)
+        if old is not None:  # a rerun replaces its group, layers and all
+            project.removeMapLayers(old.findLayerIds())
+            root.removeChildNode(old)
+        group = root.insertGroup(0, self._group)
+        for path in self._outputs:
+            layer = QgsRasterLayer(path, f"{Path(path).stem} (synthetic)", "gdal")
+            if layer.isValid():
+                project.addMapLayer(layer, False)
+                group.addLayer(layer)
+        return {}
