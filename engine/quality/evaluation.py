@@ -106,9 +106,9 @@ def _load_rank_model(name, device, offline=None):
 
 
 def _rank_default() -> str:
-    from engine.quality.rank_model import RANK_MODEL, RANK_MODEL_ENV
+    from engine.quality.rank_model import rank_model_spec
 
-    return os.environ.get(RANK_MODEL_ENV) or RANK_MODEL
+    return rank_model_spec(None)
 
 
 def _load_clip(name, device, offline=None):
@@ -200,8 +200,6 @@ def evaluate(request: EvalRequest, feature_extractor: torch.nn.Module | None = N
     device = str(select_device(request.device)[0])
     extractor = feature_extractor or fid_metrics.standard_feature_extractor(
         request.fid_weights, device)
-    extractor_name = fid_metrics.FEATURES_NAME if feature_extractor is None else (
-        f"custom: {type(feature_extractor).__name__}")
     rank = _scorer("Git-RSCLIP", _load_rank_model, request.rank_model, _rank_default(), device,
                    request.notes)
     general = _scorer("general CLIP", _load_clip, request.clip_model, GENERAL_CLIP, device,
@@ -286,7 +284,7 @@ def evaluate(request: EvalRequest, feature_extractor: torch.nn.Module | None = N
         "generated": {"folder": str(Path(next(iter(generated.values()))).parent),
                       "made_here": generation},
         "image_size": request.size,
-        "features": extractor_name,
+        "features": fid_metrics.describe(extractor),
         "fid": overall["fid"],
         "kid": overall["kid"],
         "clip_score": {
@@ -330,7 +328,10 @@ def _write_outputs(report: dict, paths: dict[str, Path], scores: dict, ref_score
             series[label.replace("generated", "reference")] = np.array(
                 list(ref_scores[key].values()))
     rsclip = scores["git_rsclip"]
-    labelled = [(image, f"{i} {rsclip[i]:.1f}" if i in rsclip else i) for image, i in samples]
+    level = {im["id"]: im["level"] for im in report["images"]}
+    labelled = [(image, " ".join([i] + ([f"L{level[i]}"] if level[i] else [])
+                                 + ([f"RS {rsclip[i]:.1f}"] if i in rsclip else [])))
+                for image, i in samples]
     _write_atomic(paths["plot"], lambda tmp: score_histograms(series).save(tmp, format="PNG"))
     _write_atomic(paths["samples"], lambda tmp: sample_grid(labelled).save(tmp, format="PNG"))
     _write_atomic(paths["report"], lambda tmp: tmp.write_text(

@@ -16,6 +16,7 @@ breakdown without running Inception three times.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,15 @@ def standard_feature_extractor(weights: str | Path | None = None,
     return network.to(device)
 
 
+def describe(extractor: torch.nn.Module) -> str:
+    """What the features are, for the report."""
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    if isinstance(extractor, NoTrainInceptionV3):
+        return FEATURES_NAME
+    return f"custom feature extractor {type(extractor).__name__} (not comparable to any FID)"
+
+
 @torch.no_grad()
 def extract(extractor: torch.nn.Module, images: list, device: str = "cpu") -> torch.Tensor:
     """(N, D) float64 features of uint8 (H, W, 3) images."""
@@ -105,8 +115,10 @@ def kid(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> dict:
     from torchmetrics.image.kid import KernelInceptionDistance
 
     subset_size = min(KID_SUBSET_SIZE, len(real), len(fake))
-    metric = KernelInceptionDistance(feature=_Features(real.shape[1]), subsets=KID_SUBSETS,
-                                     subset_size=subset_size)
+    with warnings.catch_warnings():  # "will save all extracted features": features are small
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=_Features(real.shape[1]), subsets=KID_SUBSETS,
+                                         subset_size=subset_size)
     metric.update(real, real=True)
     metric.update(fake, real=False)
     with torch.random.fork_rng(devices=[]):  # the subsets are drawn with torch's global RNG
