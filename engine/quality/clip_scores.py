@@ -71,9 +71,10 @@ def load_general_clip(name_or_path: str | None = None, device: str = "cpu",
     try:
         source = str(local) if local.is_dir() else spec
         local_only = offline or local.is_dir()
-        model = CLIPModel.from_pretrained(source, use_safetensors=True,
-                                          local_files_only=local_only)
-        processor = CLIPProcessor.from_pretrained(source, local_files_only=local_only)
+        model = CLIPModel.from_pretrained(  # nosec B615 - safetensors only, no hub code run
+            source, use_safetensors=True, local_files_only=local_only, trust_remote_code=False)
+        processor = CLIPProcessor.from_pretrained(  # nosec B615 - configs and vocabulary
+            source, local_files_only=local_only, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - missing, offline, pickle-only: one message
         raise ModelNotFoundError(
             f"the general CLIP {spec} is not on this machine ({type(exc).__name__}); download it "
