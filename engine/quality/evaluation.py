@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,11 +116,6 @@ def _load_clip(name, device, offline=None):
     return load_general_clip(name, device=device, offline=offline)
 
 
-def _batches(ids: list[str], size: int):
-    for start in range(0, len(ids), size):
-        yield ids[start:start + size]
-
-
 def _mean_std(values) -> dict | None:
     values = np.asarray(list(values), dtype=float)
     if not len(values):
@@ -176,20 +172,74 @@ def _generate(request: EvalRequest, captions: list[Caption], folder: Path,
     return paths, {**asdict(settings), "folder": str(folder)}
 
 
-def evaluate(request: EvalRequest, feature_extractor: torch.nn.Module | None = None,
-             say: Callable[[str], None] | None = None) -> dict:
-    """Run the evaluation and write the report and its PNGs; returns the report."""
-    say = say or (lambda line: None)
-    from engine.model.device import select_device
+@dataclass
+class Measured:
+    """One image set through the feature extractor and the scorers."""
 
-    started = time.perf_counter()
+    ids: list[str]
+    features: torch.Tensor  # (N, D) float64, rows in ids' order
+    scores: dict[str, dict[str, float]]  # scorer -> id -> CLIP score (scored ids only)
+    samples: list  # the first few (image, id), for the grid
+
+    def rows(self, ids: list[str]) -> torch.Tensor:
+        index = {i: n for n, i in enumerate(self.ids)}
+        return self.features[[index[i] for i in ids]]
+
+
+def _measure(paths: dict[str, Path], by_id: dict[str, Caption], extractor, scorers: dict,
+             request: EvalRequest, device: str, keep: int = 0,
+             say: Callable[[str], None] = lambda line: None) -> Measured:
+    """Features of every image; CLIP scores of those whose id names a caption."""
+    ids = list(paths)
+    features, scores, samples = [], {key: {} for key in scorers}, []
+    for start in range(0, len(ids), request.batch_size):
+        batch = ids[start:start + request.batch_size]
+        images = [read_rgb(paths[i], request.size) for i in batch]
+        features.append(fid_metrics.extract(extractor, images, device))
+        captioned = [(image, i) for image, i in zip(images, batch, strict=True) if i in by_id]
+        for key, scorer in scorers.items():
+            if scorer is not None and captioned:
+                values = clip_scores(scorer.embed_images([image for image, _ in captioned]),
+                                     scorer.embed_texts([by_id[i].text for _, i in captioned]))
+                scores[key].update(zip([i for _, i in captioned], values.tolist(), strict=True))
+        samples.extend(captioned[:max(0, keep - len(samples))])
+        say(f"measured {start + len(batch)}/{len(ids)} images")
+    return Measured(ids, torch.cat(features), scores, samples)
+
+
+def _per_level(captions: list[Caption], fake: Measured, real: Measured) -> dict | None:
+    levels: dict[str, list[str]] = {}
+    for c in captions:
+        levels.setdefault(str(c.level) if c.level else NO_LEVEL, []).append(c.id)
+    if list(levels) == [NO_LEVEL]:
+        return None
+    per_level = {}
+    real_ids = set(real.ids)
+    for level, members in sorted(levels.items()):
+        matched = [i for i in members if i in real_ids]
+        entry = {"n_captions": len(members), "n_reference_matched": len(matched)}
+        for key, values in fake.scores.items():
+            entry[key] = _mean_std(values[i] for i in members if i in values)
+        if len(matched) >= 2 and len(members) >= 2:
+            entry.update(_set_metrics(real.rows(matched), fake.rows(members)))
+        else:
+            entry.update(fid=None, kid=None,
+                         why="per-level FID/KID need at least 2 reference images whose names "
+                             "match this level's caption ids")
+        per_level[level] = entry
+    return per_level
+
+
+def _plan(request: EvalRequest) -> tuple[list[Caption], dict[str, Path], dict[str, Path] | None,
+                                         dict[str, Path]]:
+    """Every check on the inputs and outputs, before anything is loaded."""
     _check_numbers(request)
     captions = read_captions(request.captions, request.level, request.split)
     reference = list_images(request.reference, "reference")
     if len(reference) < 2:
         raise InputError(f"the reference folder {request.reference} needs at least 2 images")
-    paths = _check_outputs(request)
-    generated: dict[str, Path] | None = None
+    outputs = _check_outputs(request)
+    generated = None
     if request.generated is not None:
         found = list_images(request.generated, "generated")
         missing = [c.id for c in captions if c.id not in found]
@@ -197,91 +247,58 @@ def evaluate(request: EvalRequest, feature_extractor: torch.nn.Module | None = N
             raise InputError(f"{request.generated} has no image for {len(missing)} caption(s), "
                              f"e.g. {', '.join(missing[:3])} (images are named <id>.png/.jpg)")
         generated = {c.id: found[c.id] for c in captions}
+    return captions, reference, generated, outputs
+
+
+def evaluate(request: EvalRequest, feature_extractor: torch.nn.Module | None = None,
+             say: Callable[[str], None] | None = None) -> dict:
+    """Run the evaluation and write the report and its PNGs; returns the report.
+
+    ``feature_extractor``: any module mapping uint8 (N, 3, H, W) to (N, D) features, instead of
+    the standard FID Inception-v3 (e.g. one fine-tuned on a scene dataset)."""
+    from engine.model.device import select_device
+
+    say = say or (lambda line: None)
+    started = time.perf_counter()
+    captions, reference, generated, outputs = _plan(request)
     device = str(select_device(request.device)[0])
     extractor = feature_extractor or fid_metrics.standard_feature_extractor(
         request.fid_weights, device)
-    rank = _scorer("Git-RSCLIP", _load_rank_model, request.rank_model, _rank_default(), device,
-                   request.notes)
-    general = _scorer("general CLIP", _load_clip, request.clip_model, GENERAL_CLIP, device,
-                      request.notes)
-
+    scorers = {
+        "git_rsclip": _scorer("Git-RSCLIP", _load_rank_model, request.rank_model,
+                              _rank_default(), device, request.notes),
+        "general_clip": _scorer("general CLIP", _load_clip, request.clip_model, GENERAL_CLIP,
+                                device, request.notes),
+    }
     generation = None
-    gen_started = time.perf_counter()
     if generated is None:
         folder = request.out.parent / f"{request.out.stem}_images"
         generated, generation = _generate(request, captions, folder, say)
-    gen_seconds = time.perf_counter() - gen_started
+    gen_seconds = time.perf_counter() - started
 
-    metric_started = time.perf_counter()
     by_id = {c.id: c for c in captions}
-    ids = [c.id for c in captions]
-    fake_features, scores = [], {"git_rsclip": {}, "general_clip": {}}
-    samples = []
-    for batch in _batches(ids, request.batch_size):
-        images = [read_rgb(generated[i], request.size) for i in batch]
-        fake_features.append(fid_metrics.extract(extractor, images, device))
-        texts = [by_id[i].text for i in batch]
-        for key, scorer in (("git_rsclip", rank), ("general_clip", general)):
-            if scorer is not None:
-                values = clip_scores(scorer.embed_images(images), scorer.embed_texts(texts))
-                scores[key].update(zip(batch, values.tolist(), strict=True))
-        samples.extend((image, i) for image, i in zip(images, batch, strict=True))
-        del samples[request.samples:]
-        say(f"scored {min(len(ids), ids.index(batch[-1]) + 1)}/{len(ids)} generated images")
-    fake = torch.cat(fake_features)
-    fake_index = {i: n for n, i in enumerate(ids)}
-
-    ref_ids = list(reference)
-    real_features, ref_scores = [], {"git_rsclip": {}, "general_clip": {}}
-    for batch in _batches(ref_ids, request.batch_size):
-        images = [read_rgb(reference[i], request.size) for i in batch]
-        real_features.append(fid_metrics.extract(extractor, images, device))
-        matched = [(image, i) for image, i in zip(images, batch, strict=True)
-                   if i in by_id]
-        for key, scorer in (("git_rsclip", rank), ("general_clip", general)):
-            if scorer is not None and matched:
-                values = clip_scores(scorer.embed_images([m[0] for m in matched]),
-                                     scorer.embed_texts([by_id[m[1]].text for m in matched]))
-                ref_scores[key].update(zip([m[1] for m in matched], values.tolist(),
-                                           strict=True))
-    real = torch.cat(real_features)
-    real_index = {i: n for n, i in enumerate(ref_ids)}
+    fake = _measure(generated, by_id, extractor, scorers, request, device, request.samples, say)
+    real = _measure(reference, by_id, extractor, scorers, request, device, 0, say)
     say("computing FID and KID")
-
-    overall = _set_metrics(real, fake)
-    levels: dict[str, list[str]] = {}
-    for c in captions:
-        levels.setdefault(str(c.level) if c.level else NO_LEVEL, []).append(c.id)
-    per_level = {}
-    if len(levels) > 1 or NO_LEVEL not in levels:
-        for level, members in sorted(levels.items()):
-            matched = [i for i in members if i in real_index]
-            entry = {"n_captions": len(members), "n_reference_matched": len(matched)}
-            for key in scores:
-                entry[key] = _mean_std(scores[key][i] for i in members if i in scores[key])
-            if len(matched) >= 2 and len(members) >= 2:
-                entry.update(_set_metrics(real[[real_index[i] for i in matched]],
-                                          fake[[fake_index[i] for i in members]]))
-            else:
-                entry.update(fid=None, kid=None,
-                             why="per-level FID/KID need at least 2 reference images whose "
-                                 "names match this level's caption ids")
-            per_level[level] = entry
+    overall = _set_metrics(real.features, fake.features)
 
     notes = list(request.notes)
-    smallest = min(len(real), len(fake))
+    smallest = min(len(real.ids), len(fake.ids))
     if smallest < 2048:
         notes.append(f"FID from {smallest} images per side is biased upwards (the 2048-d "
                      "covariance needs more samples); compare FIDs only at equal image counts. "
                      "KID is unbiased and steadier at this size.")
+    names = {"git_rsclip": request.rank_model or _rank_default(),
+             "general_clip": request.clip_model or GENERAL_CLIP}
     report = {
         "version": REPORT_VERSION,
         "engine": f"Text2Earth engine {__version__}",
         "captions": {"file": str(request.captions), "n": len(captions),
-                     "levels": {k: len(v) for k, v in sorted(levels.items())}},
+                     "levels": dict(sorted(Counter(str(c.level or NO_LEVEL)
+                                                   for c in captions).items()))},
         "reference": {"folder": str(request.reference), "n": len(reference),
                       "matched_to_captions": sum(i in by_id for i in reference)},
-        "generated": {"folder": str(Path(next(iter(generated.values()))).parent),
+        "generated": {"folder": str(next(iter(generated.values())).parent),
                       "made_here": generation},
         "image_size": request.size,
         "features": fid_metrics.describe(extractor),
@@ -290,28 +307,24 @@ def evaluate(request: EvalRequest, feature_extractor: torch.nn.Module | None = N
         "clip_score": {
             "definition": "100 * max(cos(image embedding, text embedding), 0) per image; "
                           "mean over images; the caption's text without its level prefix",
-            "git_rsclip": ({"model": _rank_default() if not request.rank_model
-                            else request.rank_model, **_mean_std(scores["git_rsclip"].values())}
-                           if rank is not None else None),
-            "general_clip": ({"model": general.name, **_mean_std(scores["general_clip"].values())}
-                             if general is not None else None),
-            "reference_images": {k: _mean_std(v.values()) for k, v in ref_scores.items()
-                                 if v} or None,
+            **{key: ({"model": names[key], **_mean_std(fake.scores[key].values())}
+                     if scorers[key] is not None else None) for key in scorers},
+            "reference_images": {key: _mean_std(values.values())
+                                 for key, values in real.scores.items() if values} or None,
         },
-        "levels": per_level or None,
+        "levels": _per_level(captions, fake, real),
         "images": [{"id": c.id, "level": c.level, "caption": c.text,
                     "seed": request.seed + n if generation else None,
-                    "git_rsclip": scores["git_rsclip"].get(c.id),
-                    "general_clip": scores["general_clip"].get(c.id)}
+                    **{key: fake.scores[key].get(c.id) for key in scorers}}
                    for n, c in enumerate(captions)],
         "anchor": published_anchor(),
         "notes": notes,
         "seconds": {"generation": round(gen_seconds, 2),
-                    "metrics": round(time.perf_counter() - metric_started, 2),
+                    "metrics": round(time.perf_counter() - started - gen_seconds, 2),
                     "total": round(time.perf_counter() - started, 2)},
-        "files": {k: str(v) for k, v in paths.items()},
+        "files": {k: str(v) for k, v in outputs.items()},
     }
-    _write_outputs(report, paths, scores, ref_scores, samples)
+    _write_outputs(report, outputs, fake.scores, real.scores, fake.samples)
     return report
 
 
