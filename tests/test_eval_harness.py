@@ -245,18 +245,28 @@ def test_missing_fid_weights_stop_before_any_generation(capsys, workspace, tiny_
     assert not (workspace / "report_images").exists() and not (workspace / "report.json").exists()
 
 
-def test_an_existing_report_is_kept_and_other_settings_are_not_mixed(capsys, workspace,
-                                                                     extractor, tiny_t2i):
+def test_an_existing_report_is_kept_other_settings_are_not_mixed_and_runs_repeat(
+        capsys, workspace, extractor, tiny_t2i):
     (workspace / "report.json").write_text("{}")
     code, _, err = run_eval(capsys, workspace, "--model", str(tiny_t2i))
     assert code == 2 and "pass --overwrite" in err
     assert (workspace / "report.json").read_text() == "{}"
 
-    (workspace / "report.json").unlink()
     base = ["--model", str(tiny_t2i), "--precision", "fp32", "--steps", "1"]
-    assert run_eval(capsys, workspace, *base)[0] == 0
-    (workspace / "report.json").unlink()
-    for p in ("report.scores.png", "report.samples.png"):
-        (workspace / p).unlink()
+    assert run_eval(capsys, workspace, *base, "--overwrite")[0] == 0
+    first = json.loads((workspace / "report.json").read_text())
+    pixels = {p.name: np.asarray(Image.open(p))
+              for p in (workspace / "report_images").glob("*.png")}
+    for name in ("report.json", "report.scores.png", "report.samples.png"):
+        (workspace / name).unlink()
     code, _, err = run_eval(capsys, workspace, *base[:-1], "2")  # other steps, same folder
     assert code == 2 and "other settings" in err and err.count("\n") == 1
+
+    # reproducible: the same settings make the same pixels and the same numbers
+    assert run_eval(capsys, workspace, *base, "--overwrite")[0] == 0
+    again = json.loads((workspace / "report.json").read_text())
+    assert again["fid"] == first["fid"] and again["kid"] == first["kid"]
+    assert len(pixels) == 5
+    for name, image in pixels.items():
+        np.testing.assert_array_equal(np.asarray(Image.open(workspace / "report_images" / name)),
+                                      image)

@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0, help="seed of the first caption (+1 each)")
-    p.add_argument("--sampler", choices=samplers.SCHEDULERS, default=None)
+    p.add_argument("--scheduler", choices=samplers.SCHEDULERS, default=samplers.DEFAULT_SCHEDULER)
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     request = EvalRequest(
         captions=args.captions, reference=args.reference, out=args.out,
         generated=args.generated, model=args.model, steps=args.steps, guidance=args.guidance,
-        seed=args.seed, scheduler=args.sampler, negative_prompt=args.negative_prompt,
+        seed=args.seed, scheduler=args.scheduler, negative_prompt=args.negative_prompt,
         precision=None if args.precision == "auto" else args.precision, device=args.device,
         level=args.level, split=args.split, size=args.size, fid_weights=args.fid_weights,
         rank_model=args.rank_model, clip_model=args.clip_model, batch_size=args.batch_size,
