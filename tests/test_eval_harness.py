@@ -270,3 +270,28 @@ def test_an_existing_report_is_kept_other_settings_are_not_mixed_and_runs_repeat
     for name, image in pixels.items():
         np.testing.assert_array_equal(np.asarray(Image.open(workspace / "report_images" / name)),
                                       image)
+
+
+def test_absent_default_scorers_are_skipped_but_a_named_one_must_be_there(
+        capsys, workspace, extractor, tmp_path, monkeypatch):
+    from engine.quality.rank_model import RANK_MODEL_ENV
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))  # no cached Git-RSCLIP or CLIP
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf" / "hub"))
+    monkeypatch.delenv(RANK_MODEL_ENV, raising=False)
+    images = workspace / "made"
+    images.mkdir()
+    for n, image in enumerate(random_images(5, SIZE, 21), 1):
+        Image.fromarray(image).save(images / f"{n:04d}.png")
+    code, _, err = run_eval(capsys, workspace, "--generated", str(images))
+    assert code == 0, err
+    report = json.loads((workspace / "report.json").read_text())
+    assert report["clip_score"]["git_rsclip"] is None
+    assert report["clip_score"]["general_clip"] is None
+    assert any(note.startswith("Git-RSCLIP score skipped: lcybuaa/Git-RSCLIP")
+               for note in report["notes"])
+    assert np.isfinite(report["fid"])  # FID and KID do not need either
+
+    monkeypatch.setenv(RANK_MODEL_ENV, str(tmp_path / "no-such-rank-model"))
+    code, _, err = run_eval(capsys, workspace, "--generated", str(images), "--overwrite")
+    assert code == 3 and "no-such-rank-model" in err and err.count("\n") == 1

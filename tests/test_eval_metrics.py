@@ -136,6 +136,8 @@ def test_the_standard_extractor_loads_local_weights_and_gives_2048_features(
     network = fid_metrics.standard_feature_extractor()
     features = fid_metrics.extract(network, random_images(2, 64, 4))
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
+    # random weights are not the standard ones, and the report must not claim they are
+    assert "NON-standard weights" in fid_metrics.describe(network)
 
 
 def test_a_weights_file_that_needs_code_to_load_is_refused(tmp_path):

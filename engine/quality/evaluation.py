@@ -112,6 +112,13 @@ def _rank_default() -> str:
     return rank_model_spec(None)
 
 
+def _rank_asked(request: EvalRequest) -> str | None:
+    """--rank-model or $TEXT2EARTH_RANK_MODEL: named, so it must be there (not skipped)."""
+    from engine.quality.rank_model import RANK_MODEL_ENV
+
+    return request.rank_model or os.environ.get(RANK_MODEL_ENV) or None
+
+
 def _load_clip(name, device, offline=None):
     return load_general_clip(name, device=device, offline=offline)
 
@@ -265,7 +272,7 @@ def evaluate(request: EvalRequest, feature_extractor: torch.nn.Module | None = N
     extractor = feature_extractor or fid_metrics.standard_feature_extractor(
         request.fid_weights, device)
     scorers = {
-        "git_rsclip": _scorer("Git-RSCLIP", _load_rank_model, request.rank_model,
+        "git_rsclip": _scorer("Git-RSCLIP", _load_rank_model, _rank_asked(request),
                               _rank_default(), device, request.notes),
         "general_clip": _scorer("general CLIP", _load_clip, request.clip_model, GENERAL_CLIP,
                                 device, request.notes),

@@ -15,6 +15,7 @@ breakdown without running Inception three times.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 from engine.errors import InputError, ModelNotFoundError
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_SHA256_PREFIX = "6726825d"  # torch hub's convention: the name carries the hash's head
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  + INCEPTION_FILE)
 FID_WEIGHTS_ENV = "TEXT2EARTH_FID_WEIGHTS"
@@ -69,6 +71,11 @@ def standard_feature_extractor(weights: str | Path | None = None,
     except RuntimeError as exc:  # wrong keys or shapes
         raise InputError(f"{path} does not hold the Inception-v3 FID weights: "
                          f"{str(exc).splitlines()[0][:200]}") from None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    network.weights_sha256 = digest.hexdigest()  # the report says whether they are the standard
     return network.to(device)
 
 
@@ -77,7 +84,11 @@ def describe(extractor: torch.nn.Module) -> str:
     from torchmetrics.image.fid import NoTrainInceptionV3
 
     if isinstance(extractor, NoTrainInceptionV3):
-        return FEATURES_NAME
+        digest = getattr(extractor, "weights_sha256", "")
+        if digest.startswith(INCEPTION_SHA256_PREFIX):
+            return FEATURES_NAME
+        return (f"Inception-v3 (torch-fidelity's network) with NON-standard weights, sha256 "
+                f"{digest[:16]}...: not the FID every paper reports")
     return f"custom feature extractor {type(extractor).__name__} (not comparable to any FID)"
 
 
