@@ -291,8 +291,9 @@ def evaluate(request: EvalRequest, feature_extractor: torch.nn.Module | None = N
 
     notes = list(request.notes)
     smallest = min(len(real.ids), len(fake.ids))
-    if smallest < 2048:
-        notes.append(f"FID from {smallest} images per side is biased upwards (the 2048-d "
+    dims = fake.features.shape[1]
+    if smallest < max(2048, dims):
+        notes.append(f"FID from {smallest} images per side is biased upwards (a {dims}-d "
                      "covariance needs more samples); compare FIDs only at equal image counts. "
                      "KID is unbiased and steadier at this size.")
     names = {"git_rsclip": request.rank_model or _rank_default(),
