@@ -24,6 +24,8 @@ from text2earth_qgis.core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.restyle",
     "engine.commands.batch",
+    "engine.commands.prompts",
+    "engine.commands.eval",
 )
 
 
