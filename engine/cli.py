@@ -22,6 +22,7 @@ from text2earth_qgis.core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 # Subcommands in their own modules (engine/commands/): each adds its parser with handler=run.
 # One line per module, so that adding a command touches nothing else here.
 COMMAND_MODULES: tuple[str, ...] = (
+    "engine.commands.score",
 )
 
 
