@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "scene windows inside a polygon use its prompt")
     gen.add_argument("--no-resume", action="store_true",
                      help="start a scene afresh even if a stopped run of it left its windows")
+    gen.add_argument("--candidates", type=int, default=1, metavar="N",
+                     help="make N images (1..8; scenes: N whole scenes) with seeds derived from "
+                          "--seed and keep the one Git-RSCLIP scores highest")
+    gen.add_argument("--keep-candidates", action="store_true",
+                     help="also write the other candidates as <out>_c<K>.tif")
+    gen.add_argument("--rank-model", default=None,
+                     help="Git-RSCLIP for scores and ranking, hub id or local folder, or none "
+                          "(default: $TEXT2EARTH_RANK_MODEL, else lcybuaa/Git-RSCLIP when "
+                          "already on this machine)")
     _output_arguments(gen)
 
     srv = sub.add_parser("serve", help="run the local job service (HTTP + JSON)")
@@ -327,6 +336,7 @@ def cmd_generate(args) -> int:
         missing_model_advice,
     )
     from engine.model.precision import check_precision
+    from engine.quality.rank_model import job_rank_model
 
     request = GenerateRequest(
         bbox=args.bbox, crs=args.crs, prompt=args.prompt, out=args.out,
@@ -335,7 +345,8 @@ def cmd_generate(args) -> int:
         steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
         overwrite=args.overwrite, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         tile=args.tile, overlap=args.overlap, scene_method=args.scene_method,
-        resume=not args.no_resume,
+        resume=not args.no_resume, candidates=args.candidates,
+        keep_candidates=args.keep_candidates,
     )
     if args.regions:
         from engine.geo.regions import read_regions_file
@@ -374,10 +385,22 @@ def cmd_generate(args) -> int:
     if wants_inpainting(request, grid) and not model.inpainting and not args.quiet:
         _say("No inpainting model on this machine: building the scene by joint denoising "
              "with the text-to-image model (--inpaint-model sets one).")
+    request.ranker = job_rank_model(args.rank_model, args.device, args.offline or None)
+    if request.ranker is None and request.candidates > 1 and not args.quiet:
+        _say(f"No rank model (Git-RSCLIP): all {request.candidates} candidates are kept, in "
+             "generation order (--rank-model names one).")
 
     tiles = 1 if windows is None else windows.nx * windows.ny
     joint = windows is not None and not model.inpainting
     total = request.steps if windows is None or joint else request.steps * tiles
+    if windows is None and request.candidates > 1:  # one progress run per batch
+        from engine.jobs.window_batch import batch_size_for
+
+        per_batch = batch_size_for(model.pipeline, max(grid.canvas_width, grid.canvas_height),
+                                   request.guidance > 1.0, request.window_batch)
+        total *= -(-request.candidates // per_batch)
+    else:
+        total *= request.candidates
     label = "denoising" if windows is None else f"{tiles} windows"
     with progress_bar(total, label, args.quiet) as callback:
         result = generate(request, model, callback)
@@ -390,6 +413,12 @@ def cmd_generate(args) -> int:
             f"{right:.6f},{top:.6f}",
             file=sys.stderr,
         )
+        for c in result.candidates if len(result.candidates) > 1 else []:
+            score = "no score" if c.score is None else f"score {c.score:.4f}"
+            print(f"candidate {c.index}: seed {c.seed}, {score}, "
+                  f"{c.path if c.path is not None else 'not kept'}", file=sys.stderr)
+        if result.score is not None:
+            print(f"Git-RSCLIP score {result.score:.4f}", file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,7 @@ from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
 from engine.geo.grid import DEFAULT_MAX_PIXELS, LevelRequest, OutputGrid, build_grid
 from engine.geo.regions import GEOJSON_CRS, parse_regions, window_prompts
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
+from engine.jobs import candidates
 from engine.jobs.scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
 from engine.model.checkpoint import LoadedModel
 from engine.model.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, StepCallback, split_level_prefix
@@ -51,6 +52,9 @@ class GenerateRequest:
     allowed_dirs: tuple[Path, ...] | None = None  # the service confines writes to these
     window_batch: int | None = None  # scene windows per UNet call; None: fit to free memory
     extra_tags: dict[str, str] = field(default_factory=dict)
+    candidates: int = 1  # N images (N whole scenes), ranked by the rank model: jobs.candidates
+    keep_candidates: bool = False  # also write the others as <stem>_c<K>.tif
+    ranker: object | None = None  # a loaded engine.quality RankModel: outputs get a score
 
 
 @dataclass
@@ -59,6 +63,8 @@ class GenerateResult:
     grid: OutputGrid
     seed: int
     tags: dict[str, str]
+    score: float | None = None  # the output's Git-RSCLIP score (None: no rank model)
+    candidates: list = field(default_factory=list)  # jobs.candidates.Candidate, best first
 
 
 def level_request(request: GenerateRequest) -> LevelRequest:
@@ -99,6 +105,7 @@ def plan(request: GenerateRequest) -> OutputGrid:
     if not request.prompt or not split_level_prefix(request.prompt)[1].strip():
         raise InputError("the prompt is empty: describe the scene to generate")
     check_sampling(request)
+    candidates.check_candidates(request.candidates)
     check_output_path(request.out, request.overwrite)
     if request.scene_method not in ("auto", OUTPAINT, JOINT):
         raise InputError(f"scene method must be auto, {OUTPAINT} or {JOINT}")
@@ -188,8 +195,12 @@ def generate(
         fields["pipeline_check"] = "yes: random demo weights, not imagery"
     tags = synthetic_tags(fields) | request.extra_tags
     software = f"Text2Earth engine {__version__}"
+    ranked = request.candidates > 1 or request.ranker is not None
     try:
-        if windows is None:
+        if windows is None and ranked:
+            best = candidates.single_images(pipe, request, grid, text, seed, tags, software,
+                                            callback_on_step_end)
+        elif windows is None:
             output = pipe(
                 text,
                 level=grid.level,
@@ -213,16 +224,26 @@ def generate(
                 prompts = window_prompts(
                     windows, canvas_transform(windows, grid.transform),
                     parse_regions(request.regions, request.regions_crs, grid.crs), text)
-            job = SceneJob(text, request.negative_prompt, grid.level, request.steps,
-                           request.guidance, seed, Path(request.out), grid.crs, grid.transform,
-                           request.overwrite, request.allowed_dirs, prompts,
-                           window_batch=request.window_batch)
-            path = run_scene(pipe, job, windows, method, model.weights_sha256,
-                             request.scheduler, tags, software, callback_on_step_end,
-                             request.resume)
+
+            def scene(seed: int, out: Path) -> Path:
+                job = SceneJob(text, request.negative_prompt, grid.level, request.steps,
+                               request.guidance, seed, out, grid.crs, grid.transform,
+                               request.overwrite, request.allowed_dirs, prompts,
+                               window_batch=request.window_batch)
+                return run_scene(pipe, job, windows, method, model.weights_sha256,
+                                 request.scheduler, tags | {"TEXT2EARTH_SEED": str(seed)},
+                                 software, callback_on_step_end, request.resume)
+
+            if ranked:
+                best = candidates.scenes(scene, request, seed, text, software)
+            else:
+                path = scene(seed, Path(request.out))
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(
             f"out of memory on {model.device} for {grid.width} x {grid.height} px: choose a "
             "smaller extent, a coarser level, or a smaller --tile"
         ) from None
+    if ranked:
+        return GenerateResult(best.path, grid, best.candidates[0].seed, best.tags, best.score,
+                              best.candidates)
     return GenerateResult(path, grid, seed, tags)

@@ -223,3 +223,24 @@ def load_rank_model(
         raise CheckpointError(f"{checkpoint.path} has no SigLIP processor (image + tokenizer)")
     model.eval().to(torch_device)
     return RankModel(model, processor, checkpoint, torch_device)
+
+
+OFF = ("none", "off")  # --rank-model none: no scores, no ranking
+
+
+def job_rank_model(name_or_path: str | None = None, device: str = "cpu",
+                   offline: bool | None = None) -> RankModel | None:
+    """The rank model a generation job scores its outputs with, or None.
+
+    Asked for by name (``--rank-model``): it must be found (downloaded unless offline), else
+    the missing-model advice. Not asked for: $TEXT2EARTH_RANK_MODEL or Git-RSCLIP when it is
+    already on this machine (never a download nobody asked for), else None: no score.
+    ``none`` / ``off``: None.
+    """
+    if name_or_path is not None and name_or_path.strip().lower() in OFF:
+        return None
+    if name_or_path:
+        return load_rank_model(name_or_path, device, offline)
+    checkpoint = local_rank_model()
+    return None if checkpoint is None else load_rank_model(device=device,
+                                                           checkpoint=checkpoint)
