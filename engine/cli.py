@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-pixels", type=int, default=None, help="refuse larger outputs")
     srv.add_argument("--demo-fallback", action="store_true",
                      help="without real weights, serve the built-in tiny demo checkpoint")
+    srv.add_argument("--rank-model", default=None,
+                     help="Git-RSCLIP for jobs' scores and candidates, hub id, folder or none "
+                          "(default: $TEXT2EARTH_RANK_MODEL, else lcybuaa/Git-RSCLIP when "
+                          "already on this machine)")
 
     ed = sub.add_parser(
         "edit", help="regenerate what lies inside polygons of an existing raster (new file)")

@@ -134,3 +134,27 @@ def test_cli_candidates_with_rank_model(capsys, tiny_t2i, tiny_rank, tmp_path):
                  str(tmp_path / "nowhere"), "--out", str(tmp_path / "y.tif"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 3 and err.count("\n") == 1 and "rank model" in err
+
+
+def test_scene_candidates_are_whole_scenes_ranked(t2i_model, ranker, tiny_rank, tmp_path):
+    """A scene of 2 x 2 windows (128 px tiles), built twice by joint denoising, ranked whole."""
+    out = tmp_path / "scene.tif"
+    result = generate(request(out, candidates=2, keep_candidates=True, ranker=ranker, tile=128,
+                              overlap=32, scene_method="joint"), t2i_model)
+    assert tags(out)["TEXT2EARTH_WINDOWS"] == "2x2"
+    files = {c.index: c.path for c in result.candidates}
+    reference = {k: reference_probabilities(tiny_rank, [read_rgb(p)], [PROMPT])[0, 0]
+                 for k, p in files.items()}
+    best = max(reference, key=reference.get)
+    assert files[best] == out and result.score == pytest.approx(reference[best], abs=1e-3)
+    other = candidate_path(out, 3 - best)
+    assert files[3 - best] == other and other.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, other.name])
+    for k, path in files.items():
+        t = tags(path)
+        assert float(t["TEXT2EARTH_RSCLIP_SCORE"]) == pytest.approx(reference[k], abs=1e-3)
+        assert int(t["TEXT2EARTH_SEED"]) == candidate_seeds(11, 2)[k - 1]
+        assert t["TEXT2EARTH_SYNTHETIC"] == "yes"
+    from rio_cogeo.cogeo import cog_validate
+
+    assert cog_validate(str(out))[0]  # re-tagged by a copy: still a valid COG

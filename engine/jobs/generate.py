@@ -54,6 +54,7 @@ class GenerateRequest:
     extra_tags: dict[str, str] = field(default_factory=dict)
     candidates: int = 1  # N images (N whole scenes), ranked by the rank model: jobs.candidates
     keep_candidates: bool = False  # also write the others as <stem>_c<K>.tif
+    rank_model: str | None = None  # which rank model the caller should load (service jobs)
     ranker: object | None = None  # a loaded engine.quality RankModel: outputs get a score
 
 

@@ -66,7 +66,6 @@ def write_tiny_rank_model(folder: Path, seed: int = 0, image_size: int = IMAGE_S
         SiglipProcessor,
         SiglipTokenizer,
     )
-
     from transformers.utils import logging as tlog
 
     tlog.set_verbosity_error()  # SiglipConfig's defaults warn before our sizes replace them
