@@ -23,6 +23,7 @@ from text2earth_qgis.core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 # One line per module, so that adding a command touches nothing else here.
 COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.score",
+    "engine.commands.label",
 )
 
 

@@ -209,6 +209,7 @@ def load_rank_model(
     checkpoint = checkpoint or resolve_rank_model(name_or_path, offline)
     dtype = torch.float32 if torch_device.type == "cpu" else half
     tlog.set_verbosity_error()
+    tlog.disable_progress_bar()  # one line per error, no bars: the CLI's own output only
     try:
         # A resolved local folder (never a hub id here): nothing is downloaded, no code run.
         model = AutoModel.from_pretrained(  # nosec B615 - a local folder, safetensors only
