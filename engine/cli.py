@@ -215,6 +215,10 @@ def _raster_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"window overlap in px (default {DEFAULT_OVERLAP})")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger work")
+    p.add_argument("--rank-model", default=None,
+                   help="Git-RSCLIP for the regenerated areas' score, hub id, folder or none "
+                        "(default: $TEXT2EARTH_RANK_MODEL, else lcybuaa/Git-RSCLIP when "
+                        "already on this machine)")
     _output_arguments(p)
 
 
@@ -487,6 +491,9 @@ def cmd_edit_raster(args) -> int:
             planner(request, src)
     model = load_model(device=args.device, checkpoint=checkpoint, precision=args.precision,
                        compile=args.compile)
+    from engine.quality.rank_model import job_rank_model
+
+    request.ranker = job_rank_model(args.rank_model, args.device, args.offline or None)
     with progress_bar(request.steps * plan.windows, f"{plan.windows} windows",
                       args.quiet) as callback:
         result = runner(request, model, callback)

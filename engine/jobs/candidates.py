@@ -31,6 +31,7 @@ from rasterio.windows import Window
 
 from engine.errors import InputError
 from engine.geo.geotiff import TAG_PREFIX, check_output_path, write_geotiff, write_geotiff_blocks
+from engine.jobs.output_score import score_tags
 from engine.jobs.window_batch import batch_size_for, chunks
 from engine.model.pipeline import LATENT_DTYPE
 from engine.quality.raster_rgb import score_raster
@@ -147,8 +148,7 @@ def candidate_tags(tags: dict[str, str], ranked: list[Candidate], this: Candidat
     tags[f"{TAG_PREFIX}CANDIDATES"] = json.dumps(
         [{"index": c.index, "seed": c.seed, "score": c.score} for c in ranked])
     if this.score is not None:
-        tags[f"{TAG_PREFIX}RSCLIP_SCORE"] = f"{this.score:.6f}"
-        tags[f"{TAG_PREFIX}RSCLIP_MODEL"] = rank_model_id or ""
+        tags.update(score_tags(this.score, rank_model_id or ""))
     return tags
 
 

@@ -63,6 +63,7 @@ def run_raster_job(job: Job, models: ModelManager) -> dict:
         job.out = str(request.out)
     if job.cancel_requested.is_set():
         raise JobCancelledError()
+    request.ranker = models.ranker(None)  # the service's rank model: a score in the tags
     run = edit_raster if isinstance(request, EditRequest) else extend_raster
     try:
         result = run(request, model, step_reporter(job))
