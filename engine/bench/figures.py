@@ -224,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="sides in px of the big-scene memory runs (20000 is the goal)")
     parser.add_argument("--gpu", action="store_true",
                         help="only the GPU figures (fp16 eager reference vs compiled engine)")
+    parser.add_argument("--skip-ranking", action="store_true",
+                        help="skip the Git-RSCLIP ranking figures (engine.bench.ranking)")
+    parser.add_argument("--candidates", type=int, default=4,
+                        help="candidates in the batched-vs-sequential figure")
     parser.add_argument("--json", default="output/bench.json")
     args = parser.parse_args(argv)
 
@@ -278,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"overlap vs the same number of non-overlapping windows {same_n:.3f} "
                   f"(goal <= 1.35); peak memory 64 / 4 windows {memory:.3f} (goal <= 1.1)",
                   flush=True)
+        if not args.skip_ranking:
+            from engine.bench import ranking
+
+            for full_size in (False, True) if not args.skip_full_size else (False,):
+                rank = ranking.run(full_size, args.steps, args.repeats, args.candidates,
+                                   args.device)
+                results.append({"ranking": rank})
+                print(ranking.report(rank), flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"goal: engine / bare <= 1.03; figures in {args.json}")
