@@ -10,6 +10,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..core.engine_manager import EngineManager
 from .edit_algorithm import EditRasterAlgorithm
 from .generate_algorithm import GenerateSceneAlgorithm
+from .label_algorithm import LabelRasterAlgorithm
 
 
 class Text2EarthProvider(QgsProcessingProvider):
@@ -29,3 +30,4 @@ class Text2EarthProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS's name
         self.addAlgorithm(GenerateSceneAlgorithm(self.manager))
         self.addAlgorithm(EditRasterAlgorithm(self.manager))
+        self.addAlgorithm(LabelRasterAlgorithm(self.manager))
