@@ -22,7 +22,7 @@ from engine.jobs.model_choice import choose_inpainting_checkpoint
 from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
 from engine.service.job_queue import Job, JobCancelledError
 from engine.service.outputs import file_identity
-from engine.service.runner import ModelManager, ServiceConfig, step_reporter
+from engine.service.runner import ModelManager, ServiceConfig, step_reporter, use_ranker
 from engine.service.schemas import EditJob, ExtendJob
 
 
@@ -63,7 +63,7 @@ def run_raster_job(job: Job, models: ModelManager) -> dict:
         job.out = str(request.out)
     if job.cancel_requested.is_set():
         raise JobCancelledError()
-    request.ranker = models.ranker(None)  # the service's rank model: a score in the tags
+    use_ranker(request, models)  # the service's rank model: a score in the tags
     run = edit_raster if isinstance(request, EditRequest) else extend_raster
     try:
         result = run(request, model, step_reporter(job))

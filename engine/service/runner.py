@@ -152,6 +152,13 @@ def _save_memory(model: LoadedModel) -> None:
     model.pipeline.vae.enable_tiling()
 
 
+def use_ranker(request, models) -> None:
+    """The job's rank model (a manager without one, as in some tests, scores nothing)."""
+    choose = getattr(models, "ranker", None)
+    if choose is not None:
+        request.ranker = choose(getattr(request, "rank_model", None))
+
+
 def step_reporter(job: Job):
     """The step callback of a service job: progress, a preview, and cancel."""
 
@@ -183,7 +190,7 @@ def run_generate(job: Job, models: ModelManager) -> dict:
     if job.cancel_requested.is_set():  # cancelled while the model loaded
         raise JobCancelledError()
 
-    request.ranker = models.ranker(request.rank_model)
+    use_ranker(request, models)
     on_step = step_reporter(job)
     try:
         try:
