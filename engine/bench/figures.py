@@ -290,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
                                    args.device)
                 results.append({"ranking": rank})
                 print(ranking.report(rank), flush=True)
+            flops = ranking.flop_share(not args.skip_full_size)
+            results.append({"ranking_flops": flops})
+            print(f"  ranking in operations ({flops['model']}): one score "
+                  f"{flops['score_gflop']:.0f} GFLOP = {flops['ranking_overhead_pct_flops']:.2f} % "
+                  f"of a {ranking.REFERENCE_STEPS}-step 256 px generation "
+                  f"({flops['generation_50_steps_tflop']:.1f} TFLOP; goal < 2 %)", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"goal: engine / bare <= 1.03; figures in {args.json}")

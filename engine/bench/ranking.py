@@ -7,6 +7,8 @@
   counts and the 50-step time taken from the straight line through them (fixed cost + steps x
   per step), so the bench does not spend minutes per figure on a CPU.
 - Candidates: N candidates denoised as one batch vs N one at a time, seconds per image.
+- The same share counted in floating-point operations (torch's FlopCounterMode on the meta
+  device: no weights, no compute), which no machine load can skew.
 """
 
 from __future__ import annotations
@@ -144,6 +146,41 @@ def run(full_size: bool, steps: int, repeats: int, candidates: int,
         "sequential_s_per_image": round(sequential_s / candidates, 4),
         "batched_vs_sequential": round(batched_s / sequential_s, 3),
     }
+
+
+def flop_share(full_size: bool = True) -> dict:
+    """Operations of one score vs one 50-step 256 px generation (UNet under guidance: batch
+    2, text encoder, VAE decode), counted on the meta device."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import CLIPTextModel, SiglipModel
+
+    from engine.model.tiny_checkpoint import text_encoder_config, unet_config, vae_config
+
+    def count(fn) -> int:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    latent = SIZE // 8
+    with torch.device("meta"):
+        siglip = SiglipModel(siglip_config(full_size))
+        unet = UNet2DConditionModel(**unet_config(4, full_size=full_size))
+        vae = AutoencoderKL(**vae_config(full_size))
+        text = CLIPTextModel(text_encoder_config(full_size))
+        width = text.config.hidden_size
+        score = count(lambda: siglip(input_ids=torch.zeros(1, 64, dtype=torch.long),
+                                     pixel_values=torch.zeros(1, 3, SIZE, SIZE)))
+        step = count(lambda: unet(torch.zeros(2, 4, latent, latent), torch.tensor(999),
+                                  encoder_hidden_states=torch.zeros(2, 77, width),
+                                  class_labels=torch.tensor([0.0, float(LEVEL)])))
+        decode = count(lambda: vae.decode(torch.zeros(1, 4, latent, latent)))
+        encode = count(lambda: text(torch.zeros(2, 77, dtype=torch.long)))
+    generation = REFERENCE_STEPS * step + decode + encode
+    return {"model": "full-size" if full_size else "tiny", "score_gflop": round(score / 1e9, 1),
+            "unet_step_gflop": round(step / 1e9, 1), "vae_decode_gflop": round(decode / 1e9, 1),
+            "generation_50_steps_tflop": round(generation / 1e12, 3),
+            "ranking_overhead_pct_flops": round(score / generation * 100, 3)}
 
 
 def report(result: dict) -> str:
