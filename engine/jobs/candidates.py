@@ -4,8 +4,9 @@ Seeds: candidate 1 uses the job's seed (``--candidates 1`` is the plain job) and
 the seed that NumPy's SeedSequence draws from (job seed, K), so every candidate can be
 reproduced alone with ``--seed``. Single images are denoised as one batch where memory allows
 (engine.jobs.window_batch's rule), each item with its own generator, so a batched candidate is
-the same image as its seed's single run (up to the floating-point effect of the batch size on
-the kernels; in fp32 on a CPU it is the same). Scenes run as N whole scenes, ranked whole.
+the same image as its seed's single run up to the floating-point effect of the batch size on
+the kernels (measured: at most 2 levels of 255 in fp32 on a CPU; a batch of one is the plain
+job's very call). Scenes run as N whole scenes, ranked whole.
 
 Ranking: highest score first, ties in generation order; without a rank model, generation
 order, and every candidate is kept (nobody can tell which is best). Files: the best at the
