@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.batch",
     "engine.commands.prompts",
     "engine.commands.eval",
+    "engine.commands.score",
+    "engine.commands.label",
 )
 
 
@@ -140,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "1 ignores it (default 0.6)")
     gen.add_argument("--no-resume", action="store_true",
                      help="start a scene afresh even if a stopped run of it left its windows")
+    gen.add_argument("--candidates", type=int, default=1, metavar="N",
+                     help="make N images (1..8; scenes: N whole scenes) with seeds derived from "
+                          "--seed and keep the one Git-RSCLIP scores highest")
+    gen.add_argument("--keep-candidates", action="store_true",
+                     help="also write the other candidates as <out>_c<K>.tif")
+    gen.add_argument("--rank-model", default=None,
+                     help="Git-RSCLIP for scores and ranking, hub id or local folder, or none "
+                          "(default: $TEXT2EARTH_RANK_MODEL, else lcybuaa/Git-RSCLIP when "
+                          "already on this machine)")
     _output_arguments(gen)
 
     srv = sub.add_parser("serve", help="run the local job service (HTTP + JSON)")
@@ -157,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-pixels", type=int, default=None, help="refuse larger outputs")
     srv.add_argument("--demo-fallback", action="store_true",
                      help="without real weights, serve the built-in tiny demo checkpoint")
+    srv.add_argument("--rank-model", default=None,
+                     help="Git-RSCLIP for jobs' scores and candidates, hub id, folder or none "
+                          "(default: $TEXT2EARTH_RANK_MODEL, else lcybuaa/Git-RSCLIP when "
+                          "already on this machine)")
 
     ed = sub.add_parser(
         "edit", help="regenerate what lies inside polygons of an existing raster (new file)")
@@ -227,6 +242,10 @@ def _raster_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"window overlap in px (default {DEFAULT_OVERLAP})")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger work")
+    p.add_argument("--rank-model", default=None,
+                   help="Git-RSCLIP for the regenerated areas' score, hub id, folder or none "
+                        "(default: $TEXT2EARTH_RANK_MODEL, else lcybuaa/Git-RSCLIP when "
+                        "already on this machine)")
     _output_arguments(p)
 
 
@@ -353,6 +372,7 @@ def cmd_generate(args) -> int:
         missing_model_advice,
     )
     from engine.model.precision import check_precision
+    from engine.quality.rank_model import job_rank_model
 
     request = GenerateRequest(
         bbox=args.bbox, crs=args.crs, prompt=args.prompt, out=args.out,
@@ -361,8 +381,9 @@ def cmd_generate(args) -> int:
         steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
         overwrite=args.overwrite, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         tile=args.tile, overlap=args.overlap, scene_method=args.scene_method,
-        resume=not args.no_resume, init_raster=args.init_raster, strength=args.strength,
-        cascade_strengths=args.cascade_strengths,
+        resume=not args.no_resume, candidates=args.candidates,
+        keep_candidates=args.keep_candidates, init_raster=args.init_raster,
+        strength=args.strength, cascade_strengths=args.cascade_strengths,
         cascade_coarse_level=args.cascade_coarse_level,
     )
     if args.regions:
@@ -402,6 +423,10 @@ def cmd_generate(args) -> int:
     if wants_inpainting(request, grid) and not model.inpainting and not args.quiet:
         _say("No inpainting model on this machine: building the scene by joint denoising "
              "with the text-to-image model (--inpaint-model sets one).")
+    request.ranker = job_rank_model(args.rank_model, args.device, args.offline or None)
+    if request.ranker is None and request.candidates > 1 and not args.quiet:
+        _say(f"No rank model (Git-RSCLIP): all {request.candidates} candidates are kept, in "
+             "generation order (--rank-model names one).")
 
     tiles = 1 if windows is None else windows.nx * windows.ny
     joint = windows is not None and not model.inpainting and not args.init_raster
@@ -409,13 +434,21 @@ def cmd_generate(args) -> int:
     if args.init_raster:  # image-to-image runs the steps its strength keeps, per window
         from engine.model.img2img import kept_steps
 
-        total = kept_steps(request.steps, request.strength) * tiles
+        total = kept_steps(request.steps, request.strength) * tiles * request.candidates
     elif windows is not None and request.scene_method == "cascade":
         from engine.jobs.cascade import progress_steps
         from engine.jobs.cascade_ladder import plan_ladder
 
         ladder = plan_ladder(request, grid)
-        tiles, total = ladder.windows, progress_steps(ladder, request.steps)
+        tiles, total = ladder.windows, progress_steps(ladder, request.steps) * request.candidates
+    elif windows is None and request.candidates > 1:  # one progress run per batch
+        from engine.jobs.window_batch import batch_size_for
+
+        per_batch = batch_size_for(model.pipeline, max(grid.canvas_width, grid.canvas_height),
+                                   request.guidance > 1.0, request.window_batch)
+        total *= -(-request.candidates // per_batch)
+    else:
+        total *= request.candidates
     label = "denoising" if windows is None else f"{tiles} windows"
     with progress_bar(total, label, args.quiet) as callback:
         result = generate(request, model, callback)
@@ -428,6 +461,12 @@ def cmd_generate(args) -> int:
             f"{right:.6f},{top:.6f}",
             file=sys.stderr,
         )
+        for c in result.candidates if len(result.candidates) > 1 else []:
+            score = "no score" if c.score is None else f"score {c.score:.4f}"
+            print(f"candidate {c.index}: seed {c.seed}, {score}, "
+                  f"{c.path if c.path is not None else 'not kept'}", file=sys.stderr)
+        if result.score is not None:
+            print(f"Git-RSCLIP score {result.score:.4f}", file=sys.stderr)
     return 0
 
 
@@ -491,6 +530,9 @@ def cmd_edit_raster(args) -> int:
             planner(request, src)
     model = load_model(device=args.device, checkpoint=checkpoint, precision=args.precision,
                        compile=args.compile)
+    from engine.quality.rank_model import job_rank_model
+
+    request.ranker = job_rank_model(args.rank_model, args.device, args.offline or None)
     with progress_bar(request.steps * plan.windows, f"{plan.windows} windows",
                       args.quiet) as callback:
         result = runner(request, model, callback)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+import rank_support
 import torch
+from rank_support import reference_probabilities
 
 from engine.errors import CheckpointError, InputError, ModelNotFoundError
 from engine.quality.rank_model import (
@@ -20,29 +21,12 @@ from engine.quality.rank_model import (
     resolve_rank_model,
 )
 
-
-@pytest.fixture(scope="module")
-def tiny_rank(tmp_path_factory) -> Path:
-    from engine.quality.tiny_rank_model import write_tiny_rank_model
-
-    return write_tiny_rank_model(tmp_path_factory.mktemp("rank") / "git-rsclip-tiny", seed=0)
+tiny_rank = rank_support.tiny_rank  # the shared fixture
 
 
 @pytest.fixture(scope="module")
 def rank(tiny_rank):
     return load_rank_model(str(tiny_rank))
-
-
-def reference_probabilities(folder: Path, images, texts) -> np.ndarray:
-    """transformers' own SiglipModel + AutoProcessor, as the model card runs them."""
-    from transformers import AutoProcessor, SiglipModel
-
-    model = SiglipModel.from_pretrained(folder).eval()
-    processor = AutoProcessor.from_pretrained(folder)
-    inputs = processor(text=texts, images=images, padding="max_length", max_length=64,
-                       return_tensors="pt")
-    with torch.no_grad():
-        return torch.sigmoid(model(**inputs).logits_per_image).numpy()
 
 
 def images(n: int, seed: int = 3) -> list[np.ndarray]:

@@ -228,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip cascade vs outpaint vs joint (engine.bench.cascade)")
     parser.add_argument("--gpu", action="store_true",
                         help="only the GPU figures (fp16 eager reference vs compiled engine)")
+    parser.add_argument("--skip-ranking", action="store_true",
+                        help="skip the Git-RSCLIP ranking figures (engine.bench.ranking)")
+    parser.add_argument("--candidates", type=int, default=4,
+                        help="candidates in the batched-vs-sequential figure")
     parser.add_argument("--json", default="output/bench.json")
     args = parser.parse_args(argv)
 
@@ -296,6 +300,20 @@ def main(argv: list[str] | None = None) -> int:
             batch = run_batch_bench(args.steps, max(2, args.repeats // 2))
             print_batch_bench(batch)
             results.append({"batch": {k: v for k, v in batch.items() if k != "_tables"}})
+        if not args.skip_ranking:
+            from engine.bench import ranking
+
+            for full_size in (False, True) if not args.skip_full_size else (False,):
+                rank = ranking.run(full_size, args.steps, args.repeats, args.candidates,
+                                   args.device)
+                results.append({"ranking": rank})
+                print(ranking.report(rank), flush=True)
+            flops = ranking.flop_share(not args.skip_full_size)
+            results.append({"ranking_flops": flops})
+            print(f"  ranking in operations ({flops['model']}): one score "
+                  f"{flops['score_gflop']:.0f} GFLOP = {flops['ranking_overhead_pct_flops']:.2f} % "
+                  f"of a {ranking.REFERENCE_STEPS}-step 256 px generation "
+                  f"({flops['generation_50_steps_tflop']:.1f} TFLOP; goal < 2 %)", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"goal: engine / bare <= 1.03; figures in {args.json}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
 from engine.geo.grid import DEFAULT_MAX_PIXELS, LevelRequest, OutputGrid, build_grid
 from engine.geo.regions import GEOJSON_CRS, parse_regions, window_prompts
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
+from engine.jobs import candidates
 from engine.jobs.cascade import run_cascade
 from engine.jobs.cascade_ladder import CASCADE, check_ladder_options, plan_ladder
 from engine.jobs.init_image import check_init_raster, generate_from_init
@@ -58,6 +59,10 @@ class GenerateRequest:
     init_raster: str | Path | None = None  # start from this raster (jobs/init_image.py)
     strength: float = 0.6  # how far from the init raster, 0..1 (only with init_raster)
     extra_tags: dict[str, str] = field(default_factory=dict)
+    candidates: int = 1  # N images (N whole scenes), ranked by the rank model: jobs.candidates
+    keep_candidates: bool = False  # also write the others as <stem>_c<K>.tif
+    rank_model: str | None = None  # which rank model the caller should load (service jobs)
+    ranker: object | None = None  # a loaded engine.quality RankModel: outputs get a score
 
 
 @dataclass
@@ -66,6 +71,8 @@ class GenerateResult:
     grid: OutputGrid
     seed: int
     tags: dict[str, str]
+    score: float | None = None  # the output's Git-RSCLIP score (None: no rank model)
+    candidates: list = field(default_factory=list)  # jobs.candidates.Candidate, best first
 
 
 def level_request(request: GenerateRequest) -> LevelRequest:
@@ -106,6 +113,7 @@ def plan(request: GenerateRequest) -> OutputGrid:
     if not request.prompt or not split_level_prefix(request.prompt)[1].strip():
         raise InputError("the prompt is empty: describe the scene to generate")
     check_sampling(request)
+    candidates.check_candidates(request.candidates)
     check_output_path(request.out, request.overwrite)
     if request.scene_method not in ("auto", OUTPAINT, JOINT, CASCADE):
         raise InputError(f"scene method must be auto, {OUTPAINT}, {JOINT} or {CASCADE}")
@@ -209,10 +217,21 @@ def generate(
         fields["pipeline_check"] = "yes: random demo weights, not imagery"
     tags = synthetic_tags(fields) | request.extra_tags
     software = f"Text2Earth engine {__version__}"
+    ranked = request.candidates > 1 or request.ranker is not None
     try:
         if request.init_raster is not None:
-            path = generate_from_init(request, grid, windows, model, text, seed, tags,
-                                      software, callback_on_step_end)
+            def from_init(seed: int, out: Path) -> Path:
+                return generate_from_init(replace(request, out=out), grid, windows, model,
+                                          text, seed, tags | {"TEXT2EARTH_SEED": str(seed)},
+                                          software, callback_on_step_end)
+
+            if ranked:
+                best = candidates.scenes(from_init, request, seed, text, software)
+            else:
+                path = from_init(seed, Path(request.out))
+        elif windows is None and ranked:
+            best = candidates.single_images(pipe, request, grid, text, seed, tags, software,
+                                            callback_on_step_end)
         elif windows is None:
             output = pipe(
                 text,
@@ -237,16 +256,27 @@ def generate(
                 prompts = window_prompts(
                     windows, canvas_transform(windows, grid.transform),
                     parse_regions(request.regions, request.regions_crs, grid.crs), text)
-            job = SceneJob(text, request.negative_prompt, grid.level, request.steps,
-                           request.guidance, seed, Path(request.out), grid.crs, grid.transform,
-                           request.overwrite, request.allowed_dirs, prompts,
-                           window_batch=request.window_batch, ladder=ladder)
-            path = run_scene(pipe, job, windows, method, model.weights_sha256,
-                             request.scheduler, tags, software, callback_on_step_end,
-                             request.resume, run_cascade if method == CASCADE else None)
+
+            def scene(seed: int, out: Path) -> Path:
+                job = SceneJob(text, request.negative_prompt, grid.level, request.steps,
+                               request.guidance, seed, out, grid.crs, grid.transform,
+                               request.overwrite, request.allowed_dirs, prompts,
+                               window_batch=request.window_batch, ladder=ladder)
+                return run_scene(pipe, job, windows, method, model.weights_sha256,
+                                 request.scheduler, tags | {"TEXT2EARTH_SEED": str(seed)},
+                                 software, callback_on_step_end, request.resume,
+                                 run_cascade if method == CASCADE else None)
+
+            if ranked:
+                best = candidates.scenes(scene, request, seed, text, software)
+            else:
+                path = scene(seed, Path(request.out))
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(
             f"out of memory on {model.device} for {grid.width} x {grid.height} px: choose a "
             "smaller extent, a coarser level, or a smaller --tile"
         ) from None
+    if ranked:
+        return GenerateResult(best.path, grid, best.candidates[0].seed, best.tags, best.score,
+                              best.candidates)
     return GenerateResult(path, grid, seed, tags)

@@ -209,6 +209,7 @@ def load_rank_model(
     checkpoint = checkpoint or resolve_rank_model(name_or_path, offline)
     dtype = torch.float32 if torch_device.type == "cpu" else half
     tlog.set_verbosity_error()
+    tlog.disable_progress_bar()  # one line per error, no bars: the CLI's own output only
     try:
         # A resolved local folder (never a hub id here): nothing is downloaded, no code run.
         model = AutoModel.from_pretrained(  # nosec B615 - a local folder, safetensors only
@@ -223,3 +224,24 @@ def load_rank_model(
         raise CheckpointError(f"{checkpoint.path} has no SigLIP processor (image + tokenizer)")
     model.eval().to(torch_device)
     return RankModel(model, processor, checkpoint, torch_device)
+
+
+OFF = ("none", "off")  # --rank-model none: no scores, no ranking
+
+
+def job_rank_model(name_or_path: str | None = None, device: str = "cpu",
+                   offline: bool | None = None) -> RankModel | None:
+    """The rank model a generation job scores its outputs with, or None.
+
+    Asked for by name (``--rank-model``): it must be found (downloaded unless offline), else
+    the missing-model advice. Not asked for: $TEXT2EARTH_RANK_MODEL or Git-RSCLIP when it is
+    already on this machine (never a download nobody asked for), else None: no score.
+    ``none`` / ``off``: None.
+    """
+    if name_or_path is not None and name_or_path.strip().lower() in OFF:
+        return None
+    if name_or_path:
+        return load_rank_model(name_or_path, device, offline)
+    checkpoint = local_rank_model()
+    return None if checkpoint is None else load_rank_model(device=device,
+                                                           checkpoint=checkpoint)

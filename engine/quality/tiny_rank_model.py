@@ -66,7 +66,9 @@ def write_tiny_rank_model(folder: Path, seed: int = 0, image_size: int = IMAGE_S
         SiglipProcessor,
         SiglipTokenizer,
     )
+    from transformers.utils import logging as tlog
 
+    tlog.set_verbosity_error()  # SiglipConfig's defaults warn before our sizes replace them
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     spiece = write_spiece_model(folder / "spiece.model")

@@ -21,6 +21,7 @@ from starlette.routing import Match
 
 from engine import __version__
 from engine.errors import INTERNAL_KIND, GenerationCancelled, InputError, Text2EarthError
+from engine.jobs.candidates import MAX_CANDIDATES
 from engine.jobs.generate import MAX_SEED, GenerateRequest, plan, scene_plan
 from engine.jobs.leftovers import resumable_scenes
 from engine.jobs.model_choice import planned_scene_method
@@ -28,6 +29,7 @@ from engine.jobs.scene import JOINT
 from engine.model.checkpoint import check_folder, is_local_path
 from engine.model.img2img import kept_steps
 from engine.model.precision import check_precision
+from engine.quality.rank_model import check_rank_folder
 from engine.service import error_kinds as kinds
 from engine.service.body_limit import MAX_BODY_BYTES, BodyLimit
 from engine.service.demo_status import demo_weights_expected
@@ -236,6 +238,8 @@ def create_app(
                 cascade_coarse_level=body.cascade_coarse_level,
                 regions=[r.model_dump() for r in body.regions] if body.regions else None,
                 resume=False,  # service jobs are not resumed: a failed job's scratch goes
+                candidates=body.candidates, keep_candidates=body.keep_candidates,
+                rank_model=body.rank_model,
                 init_raster=body.init_raster, strength=body.strength,
             )
             if body.init_raster and not Path(body.init_raster).expanduser().is_absolute():
@@ -246,6 +250,8 @@ def create_app(
             for spec in (body.model, body.inpaint_model):
                 if spec and is_local_path(spec):
                     check_folder(Path(spec).expanduser())  # a missing folder is a 422 now
+            if body.rank_model and is_local_path(body.rank_model):
+                check_rank_folder(Path(body.rank_model).expanduser())
         except Text2EarthError as exc:  # bad input, or a model folder that is not one
             return error(422, str(exc), exc.kind)
         steps = kept_steps(body.steps, body.strength) if body.init_raster else body.steps
@@ -315,15 +321,22 @@ def create_app(
         return error(409, f"job {job_id} is {job.state}; no result yet", kinds.NOT_READY)
 
     @app.get("/jobs/{job_id}/file")
-    def file(job_id: str):
-        """The finished GeoTIFF itself, for clients on another machine than the engine."""
+    def file(job_id: str, candidate: int | None = Query(None, ge=1, le=MAX_CANDIDATES)):
+        """The finished GeoTIFF itself, for clients on another machine than the engine;
+        ``candidate=K``: candidate K of a job with candidates, if it was kept."""
         job = find(job_id)
         if job.state != DONE:
             return error(409, f"job {job_id} is {job.state}; no file", kinds.NOT_READY)
-        path = job.result["path"]
+        path, identity = job.result["path"], job.output_identity
+        if candidate is not None:
+            kept = getattr(job, "candidate_files", {})
+            if candidate not in kept:
+                return error(404, f"candidate {candidate} of job {job_id} was not written "
+                             "(keep_candidates keeps them all)", kinds.NOT_KEPT)
+            path, identity = kept[candidate]
         # Opened without following links, and only if it is still the very file the job
         # wrote, inside the output folders: a link or file planted there is never served.
-        opened = open_output(path, job.output_identity, config.output_dirs)
+        opened = open_output(path, identity, config.output_dirs)
         if opened is None:
             return error(410, f"the output of job {job_id} is no longer at {path} (moved, "
                          "deleted or replaced)", kinds.OUTPUT_GONE)

@@ -23,7 +23,7 @@ from engine.jobs.restyle import RestyleRequest, plan_restyle, restyle_raster
 from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
 from engine.service.job_queue import Job, JobCancelledError
 from engine.service.outputs import file_identity
-from engine.service.runner import ModelManager, ServiceConfig, step_reporter
+from engine.service.runner import ModelManager, ServiceConfig, step_reporter, use_ranker
 from engine.service.schemas import EditJob, ExtendJob, RestyleJob
 
 
@@ -68,6 +68,7 @@ def run_raster_job(job: Job, models: ModelManager) -> dict:
         job.out = str(request.out)
     if job.cancel_requested.is_set():
         raise JobCancelledError()
+    use_ranker(request, models)  # the service's rank model: a score in the tags
     if isinstance(request, RestyleRequest):  # an EditRequest too: asked first
         run = restyle_raster
     else:

@@ -13,6 +13,7 @@ NOT_FOUND = "not_found"  # 404
 METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
 JOB_ENDED = "job_ended"  # 409: cancelling a job that already ended
 NOT_READY = "not_ready"  # 409: a result or file asked of a job that has not finished
+NOT_KEPT = "not_kept"  # 404: /file?candidate=K of a candidate that was not written
 OUTPUT_GONE = "output_gone"  # 410
 TOO_LARGE = "too_large"  # 413
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415

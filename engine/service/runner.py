@@ -32,6 +32,7 @@ class ServiceConfig:
     demo_fallback: bool = False
     precision: str | None = None  # jobs' default (None: auto); engine.model.precision
     compile: bool | None = None  # torch.compile the UNet (None: on CUDA only)
+    rank_model: str | None = None  # serve --rank-model (None: engine.quality's default)
 
     def __post_init__(self) -> None:
         # Resolved once, now: later checks compare against these and never resolve them
@@ -50,6 +51,23 @@ class ModelManager:
         self._key: tuple | None = None
         self.error: str | None = None
         self.last_oom: str | None = None  # reported by /health's device_report
+        self._rankers: dict[tuple, object] = {}  # Git-RSCLIP, warm like the model
+
+    def ranker(self, name: str | None = None):
+        """The rank model a job scores with (engine.quality.rank_model.job_rank_model: asked
+        for by the job or by serve --rank-model, else the default when local), or None."""
+        from engine.quality.rank_model import OFF, job_rank_model, local_rank_model
+
+        name = name or self.config.rank_model
+        if name and name.strip().lower() in OFF:
+            return None
+        key = (name, self.config.device)
+        with self._lock:
+            if key not in self._rankers:
+                if name is None and local_rank_model() is None:
+                    return None  # not cached: one may be put in place while serving
+                self._rankers = {key: job_rank_model(name, self.config.device or "auto")}
+            return self._rankers[key]
 
     def get(self, model: str | None = None) -> LoadedModel:
         """The text-to-image model ``model`` (default: the service's), or the demo stand-in."""
@@ -134,6 +152,13 @@ def _save_memory(model: LoadedModel) -> None:
     model.pipeline.vae.enable_tiling()
 
 
+def use_ranker(request, models) -> None:
+    """The job's rank model (a manager without one, as in some tests, scores nothing)."""
+    choose = getattr(models, "ranker", None)
+    if choose is not None:
+        request.ranker = choose(getattr(request, "rank_model", None))
+
+
 def step_reporter(job: Job):
     """The step callback of a service job: progress, a preview, and cancel."""
 
@@ -165,6 +190,7 @@ def run_generate(job: Job, models: ModelManager) -> dict:
     if job.cancel_requested.is_set():  # cancelled while the model loaded
         raise JobCancelledError()
 
+    use_ranker(request, models)
     on_step = step_reporter(job)
     try:
         try:
@@ -186,6 +212,9 @@ def run_generate(job: Job, models: ModelManager) -> dict:
 def describe_result(job: Job, result: GenerateResult) -> dict:
     grid = result.grid
     job.output_identity = file_identity(result.path)  # /file serves this very file only
+    # /file?candidate=K serves kept candidates under the same guard (engine.service.app).
+    job.candidate_files = {c.index: (str(c.path), file_identity(c.path))
+                           for c in result.candidates if c.path is not None}
     left, bottom, right, top = grid.bounds
     authority = grid.crs.to_authority()
     return {
@@ -202,4 +231,7 @@ def describe_result(job: Job, result: GenerateResult) -> dict:
         "notes": list(grid.notes),  # warnings from the plan (pixels far from square)
         "seed": result.seed,
         "tags": result.tags,
+        "score": result.score,  # the output's Git-RSCLIP score (None: no rank model)
+        "candidates": [c.entry() for c in result.candidates] or [
+            {"index": 1, "seed": result.seed, "score": None, "path": str(result.path)}],
     }

@@ -67,6 +67,14 @@ class GenerateJob(BaseModel):
         None, description="arithmetic; default: the service's --precision")
     regions: list[PromptRegionBody] | None = Field(
         None, max_length=1000, description="prompt regions (GeoJSON polygons in lon/lat)")
+    candidates: int = Field(1, ge=1, le=8, description="N images (scenes: N whole scenes), "
+                            "ranked by Git-RSCLIP; the best is the output")
+    keep_candidates: bool = Field(False, description="also write the others as <stem>_c<K>.tif "
+                                  "(implied without a rank model when candidates > 1)")
+    rank_model: str | None = Field(None, max_length=4096, description=(
+        "Git-RSCLIP, hub id or local folder, or 'none'; default: the service's "
+        "(serve --rank-model, $TEXT2EARTH_RANK_MODEL, or lcybuaa/Git-RSCLIP when on this "
+        "machine)"))
     init_raster: str | None = Field(
         None, min_length=1, max_length=4096,
         description="absolute path of a raster in any CRS to start from (warped onto the "

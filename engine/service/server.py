@@ -34,7 +34,8 @@ def serve(args) -> int:
             print(f"removed {len(removed)} stale temp file(s) of stopped jobs from {folder}",
                   file=sys.stderr, flush=True)
     config = ServiceConfig(args.model, args.device, output_dirs, args.max_pixels,
-                           args.demo_fallback, args.precision, args.compile)
+                           args.demo_fallback, args.precision, args.compile,
+                           getattr(args, "rank_model", None))
     models = ModelManager(config)
     runners = {"generate": run_generate, "edit": run_raster_job, "extend": run_raster_job,
                "restyle": run_raster_job}

@@ -11,6 +11,7 @@ from ..core.engine_manager import EngineManager
 from .batch_algorithm import GenerateBatchAlgorithm
 from .edit_algorithm import EditRasterAlgorithm
 from .generate_algorithm import GenerateSceneAlgorithm
+from .label_algorithm import LabelRasterAlgorithm
 from .restyle_algorithm import RestyleRasterAlgorithm
 
 
@@ -33,3 +34,4 @@ class Text2EarthProvider(QgsProcessingProvider):
         self.addAlgorithm(EditRasterAlgorithm(self.manager))
         self.addAlgorithm(RestyleRasterAlgorithm(self.manager))
         self.addAlgorithm(GenerateBatchAlgorithm(self.manager))
+        self.addAlgorithm(LabelRasterAlgorithm(self.manager))

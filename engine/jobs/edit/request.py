@@ -59,6 +59,7 @@ class RasterJob:
     allowed_dirs: tuple[Path, ...] | None = None
     pipeline_check: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
+    ranker: object | None = None  # a loaded engine.quality RankModel: the output gets a score
 
 
 @dataclass(kw_only=True)

@@ -27,6 +27,7 @@ from engine.jobs.edit.output import has_mask_band, maybe_written, write_output
 from engine.jobs.edit.plan import plan_edit, plan_extend, regenerator
 from engine.jobs.edit.request import EditRequest, ExtendRequest, RasterJob, RasterPlan, RasterResult
 from engine.jobs.edit.source_pixels import fill_store, source_mask
+from engine.jobs.output_score import areas_score_tags
 from engine.jobs.regenerate import (
     generate_window,
     open_store,
@@ -101,6 +102,8 @@ def run_plan(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
                         "a smaller --tile"
                     ) from None
                 areas.append((area, store, written))
+            if request.ranker is not None:  # scored before writing: tags go in once
+                tags.update(areas_score_tags(request.ranker, plan, areas, request.prompt))
             path = write_output(request, src, plan, areas, out, tags)
     except BaseException:
         for leftover in out.parent.glob(f"{stem}.edit-*.tif"):
