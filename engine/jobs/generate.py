@@ -221,9 +221,11 @@ def generate(
     try:
         if request.init_raster is not None:
             def from_init(seed: int, out: Path) -> Path:
-                return generate_from_init(replace(request, out=out), grid, windows, model,
-                                          text, seed, tags | {"TEXT2EARTH_SEED": str(seed)},
-                                          software, callback_on_step_end)
+                run_tags = tags | {"TEXT2EARTH_SEED": str(seed)}
+                made = generate_from_init(replace(request, out=out), grid, windows, model,
+                                          text, seed, run_tags, software, callback_on_step_end)
+                tags.update(run_tags)  # the init's own tags (strength, coverage): the result's
+                return made
 
             if ranked:
                 best = candidates.scenes(from_init, request, seed, text, software)
