@@ -227,3 +227,23 @@ def test_cli_generate_with_init_raster(tmp_path, tiny_t2i):
     assert bad.returncode == 2, bad.stderr
     assert bad.stderr.count("\n") == 1 and "does not overlap the extent" in bad.stderr
     assert not (tmp_path / "b.tif").exists()
+
+
+def test_candidates_start_from_the_init_raster_too(tmp_path, t2i_model):
+    """N variations of an init-raster scene: each candidate is the scene its own seed makes
+    (compared with separate single runs), all kept without a rank model, each tagged."""
+    init = init_geotiff(tmp_path / "init.tif")
+    made = generate(request(tmp_path, init, strength=0.5, candidates=2,
+                            out=tmp_path / "c.tif"), t2i_model)
+    assert sorted(c.index for c in made.candidates) == [1, 2]
+    assert made.path == tmp_path / "c.tif"
+    for candidate in made.candidates:
+        assert candidate.path is not None and Path(candidate.path).is_file()
+        single = generate(request(tmp_path, init, strength=0.5, seed=candidate.seed,
+                                  out=tmp_path / f"single{candidate.index}.tif"), t2i_model)
+        with rasterio.open(candidate.path) as a, rasterio.open(single.path) as b:
+            assert (a.transform, a.width, a.height) == (b.transform, b.width, b.height)
+            assert np.array_equal(a.read(), b.read())
+            assert a.tags()["TEXT2EARTH_STRENGTH"] == "0.5"
+    seeds = {c.seed for c in made.candidates}
+    assert len(seeds) == 2
