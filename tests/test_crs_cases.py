@@ -330,3 +330,21 @@ def test_extend_north_short_of_the_pole_is_planned(tmp_path):
                                          out=tmp_path / "o.tif", tile=64, overlap=16), src)
     assert plan.windows > 0
     assert math.isclose(plan.transform.f, 84.0 + 100 * 2e-4, abs_tol=1e-9)
+
+
+def test_ungeoreferenced_raster_is_one_error_line_without_rasterio_warning(tmp_path):
+    """A raster with no grid is refused by describe_source; rasterio's NotGeoreferencedWarning
+    must not print a second line before it (`text2earth score/label/restyle` showed both)."""
+    import warnings
+
+    from engine.geo.raster_source import describe_source, open_source
+
+    path = tmp_path / "plain.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=3,
+                       dtype="uint8") as dst:  # GDAL writes no geotransform, no CRS
+        dst.write(np.zeros((3, 8, 8), np.uint8))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError, match="not georeferenced"), open_source(path) as src:
+            describe_source(src)
+    assert [str(w.message) for w in seen] == []

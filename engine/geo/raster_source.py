@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +82,11 @@ def open_source(path: str | Path):
     if not path.is_file():
         raise InputError(f"raster {path} does not exist (or is not a file)")
     try:
-        return rasterio.open(path)
+        # describe_source says "not georeferenced" in one line; rasterio's warning would be a
+        # second line (a traceback-like 'warning:' before the CLI's error).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"cannot open {path} as a raster: {exc}") from None
 
