@@ -247,3 +247,26 @@ def test_candidates_start_from_the_init_raster_too(tmp_path, t2i_model):
             assert a.tags()["TEXT2EARTH_STRENGTH"] == "0.5"
     seeds = {c.seed for c in made.candidates}
     assert len(seeds) == 2
+
+
+@pytest.mark.parametrize("init", [True, False], ids=["init-raster", "joint"])
+def test_candidate_scenes_count_their_windows_as_one_run(tmp_path, t2i_model, init):
+    """Two candidate scenes report "tile k of 2n" throughout: the count never starts over, so
+    the time left covers both (the service and the dock show these numbers)."""
+    source = init_geotiff(tmp_path / "init.tif") if init else None
+    seen: list[tuple[int, int]] = []
+
+    def on_step(pipe, step, timestep, tensors):
+        seen.append((tensors.get("tile", 1), tensors.get("tiles", 1)))
+        return tensors
+
+    made = generate(request(tmp_path, source, strength=0.5, candidates=2, steps=2,
+                            out=tmp_path / "n.tif"), t2i_model, on_step)
+    assert len(made.candidates) == 2
+    tiles = {total for _, total in seen}
+    assert len(tiles) == 1, tiles
+    total = tiles.pop()
+    assert total % 2 == 0, total
+    numbers = [tile for tile, _ in seen]
+    assert numbers == sorted(numbers)  # never starts over
+    assert max(numbers) == total and min(numbers) == 1

@@ -271,3 +271,18 @@ def scenes(run_one: Callable[[int, Path], Path], request, seed: int, text: str,
             c.path = None
     best = ranked[0]
     return Ranked(best.path, best.score, ranked, read_tags(best.path))
+
+
+def numbered_steps(callback: Callable | None, k: int, n: int) -> Callable | None:
+    """The step callback of candidate ``k`` (from 0) of ``n`` whole scenes, counting all of
+    them as one run: its windows are numbered after the earlier candidates' ("tile 10 of
+    18"), so progress never starts over and the time left covers every candidate."""
+    if callback is None or n <= 1:
+        return callback
+
+    def on_step(pipe, step, timestep, tensors):
+        tiles = tensors.get("tiles", 1)
+        return callback(pipe, step, timestep, {**tensors, "tiles": n * tiles,
+                                               "tile": k * tiles + tensors.get("tile", 1)})
+
+    return on_step

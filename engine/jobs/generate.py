@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, field, replace
+from itertools import count
 from pathlib import Path
 
 import torch
@@ -219,11 +220,15 @@ def generate(
     software = f"Text2Earth engine {__version__}"
     ranked = request.candidates > 1 or request.ranker is not None
     try:
+        runs = count()  # candidates' scenes, one after another: one progress count
+
         if request.init_raster is not None:
             def from_init(seed: int, out: Path) -> Path:
                 run_tags = tags | {"TEXT2EARTH_SEED": str(seed)}
+                step_end = candidates.numbered_steps(callback_on_step_end, next(runs),
+                                                     request.candidates)
                 made = generate_from_init(replace(request, out=out), grid, windows, model,
-                                          text, seed, run_tags, software, callback_on_step_end)
+                                          text, seed, run_tags, software, step_end)
                 tags.update(run_tags)  # the init's own tags (strength, coverage): the result's
                 return made
 
@@ -264,9 +269,11 @@ def generate(
                                request.guidance, seed, out, grid.crs, grid.transform,
                                request.overwrite, request.allowed_dirs, prompts,
                                window_batch=request.window_batch, ladder=ladder)
+                step_end = candidates.numbered_steps(callback_on_step_end, next(runs),
+                                                     request.candidates)
                 return run_scene(pipe, job, windows, method, model.weights_sha256,
                                  request.scheduler, tags | {"TEXT2EARTH_SEED": str(seed)},
-                                 software, callback_on_step_end, request.resume,
+                                 software, step_end, request.resume,
                                  run_cascade if method == CASCADE else None)
 
             if ranked:

@@ -269,6 +269,8 @@ def create_app(
                 request.scene_method = JOINT
             else:
                 job.tiles = windows.nx * windows.ny  # outpainted window by window
+        if windows is not None:
+            job.tiles *= body.candidates  # N whole scenes one after another: one count
         return enqueue(job, {"notes": list(grid.notes)})  # the plan's warnings, now
 
     def enqueue(job: Job, extra: dict | None = None):
