@@ -102,28 +102,33 @@ def resolve_checkpoint(
             f"--model {spec!r} is neither an existing folder nor a hub id (owner/name)"
         )
 
+    path, source = hub_snapshot(spec, HUB_PATTERNS, missing_model_advice(spec), offline,
+                                cache_dir)
+    check_folder(path)
+    return Checkpoint(path, spec, source)
+
+
+def hub_snapshot(spec: str, patterns: list[str], advice: str, offline: bool | None,
+                 cache_dir: str | Path | None) -> tuple[Path, str]:
+    """(folder, "hub cache" | "hub download") of hub id ``spec``, only files matching
+    ``patterns`` (configs, tokenizers, safetensors: never code); ModelNotFoundError with
+    ``advice`` when the cache lacks it and it cannot (or may not) be downloaded."""
     from huggingface_hub import snapshot_download
 
     if offline is None:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
-        path = Path(snapshot_download(  # nosec B615 - safetensors and configs only (HUB_PATTERNS); no hub code is ever run
-            spec, allow_patterns=HUB_PATTERNS, local_files_only=True, cache_dir=cache_dir
-        ))
-        source = "hub cache"
+        return Path(snapshot_download(  # nosec B615 - only `patterns` (configs, tokenizers, safetensors); no hub code is ever run
+            spec, allow_patterns=patterns, local_files_only=True, cache_dir=cache_dir
+        )), "hub cache"
     except Exception:  # noqa: BLE001 - any miss in the cache means "not cached"
         if offline:
-            raise ModelNotFoundError(missing_model_advice(spec)) from None
-        try:
-            path = Path(snapshot_download(  # nosec B615 - safetensors and configs only
-                spec, allow_patterns=HUB_PATTERNS, cache_dir=cache_dir))
-        except Exception as exc:  # noqa: BLE001 - offline, DNS, 404, gated: one message for all
-            raise ModelNotFoundError(
-                missing_model_advice(spec) + f" (hub said: {type(exc).__name__})"
-            ) from None
-        source = "hub download"
-    check_folder(path)
-    return Checkpoint(path, spec, source)
+            raise ModelNotFoundError(advice) from None
+    try:
+        return Path(snapshot_download(  # nosec B615 - only `patterns`, as above
+            spec, allow_patterns=patterns, cache_dir=cache_dir)), "hub download"
+    except Exception as exc:  # noqa: BLE001 - offline, DNS, 404, gated: one message for all
+        raise ModelNotFoundError(f"{advice} (hub said: {type(exc).__name__})") from None
 
 
 def _file_sha256(path: Path) -> str:

@@ -22,6 +22,7 @@ from engine.model.checkpoint import (
     HUB_ID,
     MODEL_ENV,
     Checkpoint,
+    hub_snapshot,
     is_local_path,
     missing_model_advice,
 )
@@ -93,25 +94,8 @@ def resolve_rank_model(
         raise InputError(
             f"--rank-model {spec!r} is neither an existing folder nor a hub id (owner/name)")
 
-    from huggingface_hub import snapshot_download
-
-    if offline is None:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    try:
-        path = Path(snapshot_download(  # nosec B615 - configs, tokenizer, safetensors only; no hub code is run
-            spec, allow_patterns=RANK_HUB_PATTERNS, local_files_only=True, cache_dir=cache_dir))
-        source = "hub cache"
-    except Exception:  # noqa: BLE001 - any miss in the cache means "not cached"
-        if offline:
-            raise ModelNotFoundError(missing_rank_model_advice(spec)) from None
-        try:
-            path = Path(snapshot_download(  # nosec B615 - configs, tokenizer, safetensors only
-                spec, allow_patterns=RANK_HUB_PATTERNS, cache_dir=cache_dir))
-        except Exception as exc:  # noqa: BLE001 - offline, DNS, 404, gated: one message for all
-            raise ModelNotFoundError(
-                missing_rank_model_advice(spec) + f" (hub said: {type(exc).__name__})"
-            ) from None
-        source = "hub download"
+    path, source = hub_snapshot(spec, RANK_HUB_PATTERNS, missing_rank_model_advice(spec),
+                                offline, cache_dir)
     check_rank_folder(path)
     return Checkpoint(path, spec, source)
 
