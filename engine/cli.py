@@ -177,13 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "edit", help="regenerate what lies inside polygons of an existing raster (new file)")
     ed.add_argument("--mask", required=True,
                     help="polygons: a GeoJSON/GeoPackage/Shapefile path, GeoJSON text, or WKT")
-    ed.add_argument("--mask-crs", default=None,
-                    help="CRS of the mask (default: the file's; GeoJSON lon/lat; WKT the "
-                         "raster's)")
-    ed.add_argument("--mask-layer", default=None, help="layer of a multi-layer vector file")
-    ed.add_argument("--dilate", type=int, default=4, help="grow the polygons by N pixels")
-    ed.add_argument("--feather", type=int, default=4,
-                    help="fade new pixels in over N pixels at the grown mask's edge")
+    mask_arguments(ed)
     ed.add_argument("--fill-nodata", action="store_true",
                     help="also generate into nodata/transparent pixels under the mask")
     _raster_job_arguments(ed)
@@ -247,6 +241,17 @@ def _raster_job_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: $TEXT2EARTH_RANK_MODEL, else lcybuaa/Git-RSCLIP when "
                         "already on this machine)")
     _output_arguments(p)
+
+
+def mask_arguments(p: argparse.ArgumentParser) -> None:
+    """How the mask polygons are read and grown (edit, restyle): all but --mask itself."""
+    p.add_argument("--mask-crs", default=None,
+                   help="CRS of the mask (default: the file's; GeoJSON lon/lat; WKT the "
+                        "raster's)")
+    p.add_argument("--mask-layer", default=None, help="layer of a multi-layer vector file")
+    p.add_argument("--dilate", type=int, default=4, help="grow the polygons by N pixels")
+    p.add_argument("--feather", type=int, default=4,
+                   help="fade new pixels in over N pixels at the grown mask's edge")
 
 
 def _sampling_arguments(p: argparse.ArgumentParser, guidance: float) -> None:

@@ -28,13 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--mask", default=None,
                    help="optional polygons to restyle only inside (as edit): a vector file, "
                         "GeoJSON text or WKT; default: the whole raster")
-    p.add_argument("--mask-crs", default=None,
-                   help="CRS of the mask (default: the file's; GeoJSON lon/lat; WKT the "
-                        "raster's)")
-    p.add_argument("--mask-layer", default=None, help="layer of a multi-layer vector file")
-    p.add_argument("--dilate", type=int, default=4, help="grow the polygons by N pixels")
-    p.add_argument("--feather", type=int, default=4,
-                   help="fade new pixels in over N pixels at the grown mask's edge")
+    cli.mask_arguments(p)
     cli._raster_job_arguments(p)
     p.set_defaults(handler=run)
 
