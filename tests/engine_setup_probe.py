@@ -62,7 +62,7 @@ menu = {c.args[1].text(): c.args[1] for c in iface.addPluginToRasterMenu.call_ar
 
 
 def run_setup_dialog(dialog):
-    button(dialog, "Set up").click()
+    dialog.start_button.click()
     started = dialog.task is not None
     finished = wait_for(lambda: dialog.task is None, 240)
     return started, finished
@@ -74,6 +74,13 @@ def setup_ok(section):
     menu["Set up engine…"].trigger()
     dialog = plugin.dialogs["setup"]
     section["visible"] = dialog.isVisible()
+    # Before anything starts: what it will do, worked out in the background.
+    section["planned"] = wait_for(lambda: dialog.plan_task is None, 60)
+    section["summary"] = dialog.summary_label.text()
+    section["advanced_collapsed"] = dialog.advanced.isCollapsed()
+    section["defaults"] = {"source": dialog.source_edit.text(),
+                           "requirements": dialog.requirements_widget.filePath(),
+                           "start_text": dialog.start_button.text()}
     requirements = WORK / "requirements.txt"
     requirements.write_text("# pinned\ntorch==2.0.0\ntinydep==1.0\n")
     dialog.python_widget.setFilePath(sys.executable)
@@ -89,6 +96,9 @@ def setup_ok(section):
     section["engine_python_setting"] = QgsSettings().value("text2earth/engine_python", "")
     section["manager_python"] = plugin.manager.settings.python
     section["venv_python"] = str(WORK / "engine-venv" / "bin" / "python")
+    dialog.replan()
+    wait_for(lambda: dialog.plan_task is None, 60)
+    section["summary_after"] = dialog.summary_label.text()
 
 
 @phase
@@ -101,6 +111,22 @@ def setup_broken_python(section):
     section["started"], section["finished"] = run_setup_dialog(dialog)
     section["status"] = dialog.status_label.text()
     section["start_enabled"] = dialog.start_button.isEnabled()
+
+
+@phase
+def setup_hidden_failure(section):
+    """Closed while it runs: the dialog hides, the set-up goes on, and its failure reaches
+    the message bar with the fix."""
+    dialog = plugin.dialogs["setup"]
+    bar = iface.messageBar()
+    before = len(bar.items())
+    dialog.start_button.click()  # the broken Python of the phase before
+    dialog.reject()
+    section["hidden"] = not dialog.isVisible()
+    section["finished"] = wait_for(lambda: dialog.task is None, 120)
+    items = bar.items()[before:] if len(bar.items()) > before else []
+    section["bar"] = [(item.title(), item.text()) for item in items]
+    dialog.python_widget.setFilePath("")
 
 
 @phase

@@ -360,7 +360,7 @@ def processing_phase(section):
     mask.selectByIds([f.id() for f in mask.getFeatures()][1:])
     sent = []
 
-    def record(manager, job, destination, feedback):
+    def record(manager, job, destination, feedback, context=None):
         sent.append({"job": job, "destination": destination})
         return destination
 

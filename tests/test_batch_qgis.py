@@ -18,8 +18,10 @@ from pathlib import Path
 def test_generate_batch_algorithm_loads_the_results_as_a_group(tmp_path, tiny_t2i):
     import rasterio
 
+    # HF_HUB_OFFLINE and an empty model cache: the demo run finds no real weights, fast.
+    (tmp_path / "empty-hub").mkdir()
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", T2E_WORK=str(tmp_path),
-               T2E_MODEL=str(tiny_t2i))
+               T2E_MODEL=str(tiny_t2i), HF_HUB_OFFLINE="1")
     done = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env,
                           timeout=500)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -38,6 +40,18 @@ def test_generate_batch_algorithm_loads_the_results_as_a_group(tmp_path, tiny_t2
             assert abs(right - x1) < src.res[0] and abs(bottom - y0) < src.res[1]
             assert src.tags()["TEXT2EARTH_PROMPT"] == report["prompts"][name]
     assert (out / "collection.json").is_file()
+    # Without real weights: the demo weights, as every other tool; the prompt field found by
+    # its name (no field chosen), not the layer's first field.
+    demo = report["demo"]
+    assert demo.get("error") is None, demo.get("error")
+    assert demo["files"] == ["west.pipeline-check.tif"]
+    assert demo["layers"] == ["Text2Earth (pipeline check, not imagery): west"]
+    with rasterio.open(tmp_path / "demo" / "west.pipeline-check.tif") as src:
+        assert src.tags()["TEXT2EARTH_PROMPT"] == "a lake"
+        assert src.tags().get("TEXT2EARTH_PIPELINE_CHECK")
+        assert src.crs.to_epsg() == 32632
+    assert any("pipeline checks" in w for w in demo["warnings"]), demo["warnings"]
+    assert demo["default_field"] == "prompt"
 
 
 def probe() -> dict:
@@ -99,9 +113,49 @@ def probe() -> dict:
         context=context, feedback=Feedback())
     root = QgsProject.instance().layerTreeRoot()
     group = root.children()[0]
-    return {"group": group.name(), "errors": errors,
+    report = {"group": group.name(), "errors": errors,
+              "layers": sorted(child.name() for child in group.children()),
+              "prompts": {k: v for k, v in prompts.items() if v}}
+    report["demo"] = demo_probe(work, provider)
+    return report
+
+
+def demo_probe(work: Path, provider) -> dict:
+    """No real weights anywhere: the batch runs on the demo weights; the field is "Caption"."""
+    import processing
+    from qgis.core import (
+        QgsFeature,
+        QgsGeometry,
+        QgsProcessingFeedback,
+        QgsProject,
+        QgsVectorLayer,
+    )
+
+    provider.manager.settings.model = None
+    provider.manager.settings.model_cache = str(work / "empty-hub")
+    provider.manager.settings.demo_fallback = True
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32632&field=name:string&field=Caption:string",
+                           "captions", "memory")
+    feature = QgsFeature(layer.fields())
+    feature.setGeometry(QgsGeometry.fromWkt(
+        "POLYGON((447000 5411000, 447060 5411000, 447060 5411060, 447000 5411000))"))
+    feature.setAttributes(["west", "a lake"])
+    layer.dataProvider().addFeature(feature)
+    warnings: list[str] = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushWarning(self, warning):  # noqa: N802 - QGIS's name
+            warnings.append(warning)
+
+    algorithm = provider.algorithm("generatebatch")
+    default = algorithm.parameterDefinition("PROMPT_FIELD").defaultValue()
+    processing.run("text2earth:generatebatch", {
+        "INPUT": layer, "ID_FIELD": "name", "LEVEL": 7, "STEPS": 1, "WORKERS": 1,
+        "OUTPUT": str(work / "demo")}, feedback=Feedback())
+    group = QgsProject.instance().layerTreeRoot().children()[0]
+    return {"files": sorted(p.name for p in (work / "demo").glob("*.tif")),
             "layers": sorted(child.name() for child in group.children()),
-            "prompts": {k: v for k, v in prompts.items() if v}}
+            "warnings": warnings, "default_field": default}
 
 
 if __name__ == "__main__":

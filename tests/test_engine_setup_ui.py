@@ -44,10 +44,19 @@ def test_setup_dialog_runs_a_real_setup_and_reports_success(probe):
     ok = section(probe, "setup_ok")
     assert {"Set up engine…", "Download model…", "Text2Earth"} <= set(ok["menu"])
     assert ok["visible"] and ok["started"] and ok["finished"]
+    # One button; the summary said before anything started what it would download and
+    # install, and which torch and why; the rest waits, collapsed, under Advanced, and the
+    # defaults are the engine and requirements shipped with the plugin (empty fields).
+    assert ok["planned"] and ok["advanced_collapsed"]
+    assert ok["defaults"] == {"source": "", "requirements": "", "start_text": "Set up"}
+    assert ok["summary"].startswith("Downloads about "), ok["summary"]
+    assert "Mbit/s" in ok["summary"] and "torch: the " in ok["summary"]
+    assert "QGIS's own Python is left untouched" in ok["summary"]
     assert ok["status"].startswith("The engine is set up") and "torch 2.0.0" in ok["status"]
     assert ok["progress"] == 100
     assert "[torch] Successfully installed torch-2.0.0" in ok["log"]
-    assert "no NVIDIA driver" in ok["log"] or "CPU build" in ok["log"]  # the torch choice
+    assert "CPU build" in ok["log"]  # the torch choice, as asked
+    assert "already set up" in ok["summary_after"]  # a second press checks and repairs
     # The new engine is what the plugin uses from now on.
     assert ok["engine_python_setting"] == ok["manager_python"] == ok["venv_python"]
     assert os.path.isfile(ok["venv_python"])
@@ -58,6 +67,16 @@ def test_setup_dialog_explains_a_broken_python(probe):
     assert bad["started"] and bad["finished"] and bad["start_enabled"]
     assert bad["status"].startswith("The Python for the engine does not work.")
     assert "Choose another Python 3.10 or newer" in bad["status"]
+
+
+def test_a_failure_while_the_dialog_is_hidden_reaches_the_message_bar(probe):
+    hidden = section(probe, "setup_hidden_failure")
+    assert hidden["hidden"] and hidden["finished"]
+    assert len(hidden["bar"]) == 1, hidden["bar"]
+    title, text = hidden["bar"][0]
+    assert title == "Text2Earth set-up"
+    assert text.startswith("The Python for the engine does not work.")
+    assert "Choose another Python 3.10 or newer" in text
 
 
 def test_model_dialog_downloads_then_shows_offline_state_with_the_command(probe):

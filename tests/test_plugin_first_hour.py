@@ -140,7 +140,7 @@ def test_a_demo_result_is_delivered_under_a_pipeline_check_name(tmp_path):
     (tmp_path / "out" / "scene.pipeline-check.tif").write_bytes(b"older")
     staged = tmp_path / "staged.tif"
     result, path = run_job(DemoEngine(staged), {"prompt": "x"}, tmp_path / "out" / "scene.tif")
-    assert path == tmp_path / "out" / "scene.pipeline-check_2.tif"
+    assert path == tmp_path / "out" / "scene_2.pipeline-check.tif"  # one tag, counter before it
     assert path.read_bytes() == b"II*\0" and not staged.exists()
     assert (tmp_path / "out" / "scene.pipeline-check.tif").read_bytes() == b"older"
     assert not (tmp_path / "out" / "scene.tif").exists()

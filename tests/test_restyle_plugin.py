@@ -44,7 +44,7 @@ mask.dataProvider().addFeatures([feature])
 project.addMapLayer(mask)
 sent, report = [], {}
 
-def record(manager, job, destination, feedback):
+def record(manager, job, destination, feedback, context=None):
     sent.append({"job": job, "destination": destination})
     return destination
 
@@ -65,6 +65,48 @@ with mock.patch.object(restyle_algorithm, "run_on_engine", record):
     report["no_prompt"] = run({**base, "PROMPT": " "})
     report["png"] = run({**base, "OUTPUT": out[:-4] + ".png"})
 report["sent"] = sent
+
+# The real run, against a stand-in service whose results are demo-weight pipeline checks:
+# QGIS's own post-processing (what the Processing dialog runs) loads what was written.
+import shutil
+import processing.gui.Postprocessing as post
+from fake_service import FakeService
+from qgis.core import QgsProcessingContext, QgsProcessingOutputLayerDefinition
+
+class RestyleService(FakeService):
+    def run(self, job_id, body):
+        body = {**body, "bbox": [0, 0, 1, 1], "crs": "EPSG:32618", "level": 11}
+        result = super().run(job_id, body)
+        result.update(width=791, height=718)
+        return result
+
+work = Path(os.environ["T2E_WORK"])
+for name in ("asked.tif", "asked.pipeline-check.tif"):
+    (work / name).unlink(missing_ok=True)
+with RestyleService(work / "staging", tags={"TEXT2EARTH_PIPELINE_CHECK": "yes: demo"},
+                    make_file=lambda job, index, path: shutil.copyfile(
+                        os.environ["T2E_RASTER"], path)) as service:
+    plugin.manager.settings.url = service.url
+    errors = []
+
+    class Feedback(QgsProcessingFeedback):
+        def reportError(self, error, fatalError=False):
+            errors.append(error)
+
+    feedback, context = Feedback(), QgsProcessingContext()
+    context.setProject(project)
+    results = processing.run("text2earth:restyleraster",
+                             {**base, "OUTPUT": QgsProcessingOutputLayerDefinition(
+                                 str(work / "asked.tif"), project)},  # as the dialog sends
+                             feedback=feedback, context=context,
+                             onFinish=post.handleAlgorithmResults)
+    report["real"] = {"returned": results["OUTPUT"], "errors": errors,
+                      "loaded": [layer.source() for layer in project.mapLayers().values()],
+                      "files": sorted(p.name for p in work.glob("asked*"))}
+    readonly = work / "readonly-file"
+    readonly.write_text("x")
+    report["blocked"] = run({**base, "OUTPUT": str(readonly / "out.tif")})
+    report["blocked_jobs"] = len(service.jobs)
 report["heavy"] = sorted(m for m in ("rasterio", "torch", "pyproj") if m in sys.modules)
 print(json.dumps(report, default=str), flush=True)
 os._exit(0)
@@ -104,6 +146,22 @@ def test_masked_job_carries_the_polygon_in_the_raster_crs(report):
     assert len(ring) == len(expected)
     for (x, y), (ex, ey) in zip(ring, expected, strict=True):
         assert x == pytest.approx(ex, abs=0.01) and y == pytest.approx(ey, abs=0.01)
+
+
+def test_the_written_file_is_returned_and_loaded(report):
+    """The engine names a demo-weight result '.pipeline-check.tif': that file is what the
+    algorithm returns and what QGIS loads, with no 'not correctly generated'."""
+    real = report["real"]
+    assert real["files"] == ["asked.pipeline-check.tif"]
+    assert real["returned"].endswith("asked.pipeline-check.tif")
+    assert real["returned"] in real["loaded"]
+    assert real["errors"] == []
+
+
+def test_an_output_folder_that_cannot_be_made_is_named_before_the_engine(report):
+    result, error = report["blocked"]
+    assert result is None and report["blocked_jobs"] == 1  # only the real run's job
+    assert "readonly-file" in error and "Choose another output folder" in error
 
 
 def test_bad_input_is_refused_before_the_engine(report):

@@ -22,6 +22,7 @@ from text2earth_qgis.core.venv_setup import (
     choose_torch_build,
     find_python,
     read_stamps,
+    repair_steps,
     run_setup,
     split_torch,
 )
@@ -42,15 +43,19 @@ def plan_for(tmp_path, wheels, **kwargs) -> SetupPlan:
 
 
 def in_venv(plan: SetupPlan, code: str) -> str:
-    return subprocess.run([str(plan.venv_python), "-c", code], capture_output=True, text=True,
-                          env=isolated_pip_env(), timeout=60).stdout.strip()
+    # -I and cwd: the checkout's own engine/ must never be what is imported (or broken).
+    out = subprocess.run([str(plan.venv_python), "-I", "-c", code], capture_output=True,
+                         text=True, env=isolated_pip_env(), timeout=60, cwd=plan.venv)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory, wheels):
     """A first set-up that fails at an unreachable index, then a re-run that completes it:
     one venv for every test of this module (making one is the slow part)."""
-    tmp_path = tmp_path_factory.mktemp("setup")
+    # A user folder with a space and non-ASCII letters, as on many Windows machines.
+    tmp_path = tmp_path_factory.mktemp("setup") / "Jürgen Müller" / "QGIS 3"
     plan = plan_for(tmp_path, wheels, no_index=False, find_links=[],
                     index_url="http://127.0.0.1:9/simple", retries=1, timeout_s=5)
     with pytest.raises(SetupError) as failed:
@@ -92,18 +97,58 @@ def test_setup_installs_for_real_then_skips_then_repairs_a_broken_package(resume
                for step, line in lines)
     log = result.log_path.read_text()
     assert "--no-index" in log and "Successfully installed tinydep-1.0" in log
+    assert "Jürgen Müller/QGIS 3/engine-venv" in log  # the log keeps the path's letters
 
     again = run_setup(plan, env=isolated_pip_env())  # nothing to do: every stamp matches
     assert again.ran == [] and again.skipped == ["venv", "torch", "requirements", "engine"]
 
-    # A package breaks after its stamp was written: the check fails, the install steps run
-    # again with a forced reinstall, and the engine imports again.
+    # A package breaks after its stamp was written: the check names it and only the step that
+    # installs it is redone (a forced reinstall of that package alone), then it imports again.
+    log_size = result.log_path.stat().st_size
     Path(in_venv(plan, "import torch; print(torch.__file__)")).unlink()
     repaired = run_setup(plan, env=isolated_pip_env())
-    assert repaired.ran == ["torch", "requirements", "engine"] and "venv" in repaired.skipped
+    assert repaired.ran == [] and repaired.repaired == ["torch"]
     assert repaired.verify["torch"] == "2.0.0" and resumed["marker"].is_file()
-    assert "--force-reinstall" in repaired.log_path.read_text()
-    assert run_setup(plan, env=isolated_pip_env()).ran == []  # and the stamps still hold
+    repair_log = repaired.log_path.read_text()[log_size:]
+    forced = [line for line in repair_log.splitlines() if "--force-reinstall" in line]
+    assert len(forced) == 1 and forced[0].endswith("--force-reinstall --no-deps torch==2.0.0")
+    assert run_setup(plan, env=isolated_pip_env()).repaired == []  # and the stamps still hold
+
+
+@pytest.mark.parametrize("breakage, step, forced", [
+    ("import tinydep, os; os.remove(tinydep.__file__)", "requirements", "tinydep==1.0"),
+    ("import engine.cli, os; os.remove(engine.cli.__file__)", "engine", "text2earth-engine"),
+])
+def test_repair_redoes_only_the_step_of_what_broke(resumed, breakage, step, forced):
+    plan = resumed["plan"]
+    log_size = resumed["result"].log_path.stat().st_size
+    in_venv(plan, breakage)
+    repaired = run_setup(plan, env=isolated_pip_env())
+    assert repaired.ran == [] and repaired.repaired == [step]
+    assert repaired.verify == {"torch": "2.0.0", "cuda": None, "cuda_available": False}
+    log = repaired.log_path.read_text()[log_size:]
+    assert f"redoing the {step} step" in log
+    forced_lines = [line for line in log.splitlines() if "--force-reinstall" in line]
+    assert len(forced_lines) == 1 and forced_lines[0].endswith(f"--no-deps {forced}")
+    assert "torch==2.0.0" not in forced_lines[0]  # torch is never swapped by a repair
+
+
+def test_repair_steps_map_the_check_to_the_steps_that_install_it():
+    pins = ["torch==2.14.1", "torchvision==0.29.1", "diffusers==0.42.1", "numpy==1.24.4"]
+    error = "ModuleNotFoundError: No module named 'x'"
+    assert repair_steps({"missing": ["torchvision"]}, pins) == {
+        "torch": ["torchvision==0.29.1"]}
+    assert repair_steps({"mismatched": ["numpy 2.1.0"], "missing": ["diffusers"]}, pins) == {
+        "requirements": ["diffusers==0.42.1", "numpy==1.24.4"]}
+    # A file gone from an unpinned dependency: that distribution at its installed version.
+    assert repair_steps({"error": error, "owners": ["regex==2024.11.6"]}, pins) == {
+        "requirements": ["regex==2024.11.6"]}
+    assert repair_steps({"error": error, "missing_module": "text2earth_qgis.core"}, pins) == {
+        "engine": []}
+    assert repair_steps({"missing": ["text2earth-engine"]}, pins) == {"engine": []}
+    assert repair_steps({"error": error, "missing_module": "regex"}, pins) == {
+        "requirements": [], "engine": []}  # nothing named: put back what is missing
+    assert repair_steps({"missing": [], "mismatched": [], "error": ""}, pins) == {}
 
 
 def test_broken_pythons_are_explained(tmp_path):
@@ -139,7 +184,8 @@ def test_python_choice_prefers_a_usable_supported_version():
 def test_torch_build_follows_the_driver():
     linux = choose_torch_build("linux", "x86_64", None)
     assert linux.kind == "cpu" and linux.index_url.endswith("/whl/cpu")
-    assert "no NVIDIA driver" in linux.reason
+    assert "no NVIDIA GPU driver" in linux.reason
+    assert "install" not in linux.reason.lower()  # no GPU advice: most have no NVIDIA GPU
     assert choose_torch_build("linux", "x86_64", "580.65.06").index_url.endswith("/cu130")
     assert choose_torch_build("win32", "AMD64", "572.16").index_url.endswith("/cu128")
     assert choose_torch_build("linux", "x86_64", "565.57.01").index_url.endswith("/cu126")
@@ -185,3 +231,29 @@ def test_set_up_failures_that_cannot_be_provoked_here_still_get_their_advice(out
     assert advice.kind == kind
     assert advice.message(with_log=False).count("\n") == 0  # one message, then the log
     assert "Log: /x/setup.log" in advice.message()
+
+
+def test_an_engine_without_the_plugins_core_fails_once_with_the_fix(tmp_path):
+    """Issue 23's door: an engine built without text2earth_qgis/core. The check names the
+    missing module, nothing is redone (the engine step has just run), and the message says
+    to leave Engine source empty, not to run the set-up again."""
+    from setup_wheels import write_wheel
+
+    from text2earth_qgis.core.setup_summary import failure_message
+
+    wheels = write_requirement_set(tmp_path / "wheels")
+    for old in wheels.glob("text2earth_engine-*.whl"):
+        old.unlink()
+    write_wheel(wheels, "text2earth-engine", "0.1.0", {
+        "engine/__init__.py": "", "engine/cli.py": "from text2earth_qgis.core import scale\n"})
+    plan = plan_for(tmp_path, wheels)
+    with pytest.raises(SetupError) as failed:
+        run_setup(plan, env=isolated_pip_env())
+    error = failed.value
+    assert error.step == "verify"
+    assert str(error) == ("the engine does not import after the set-up: "
+                          "ModuleNotFoundError: No module named 'text2earth_qgis'")
+    assert "redoing" not in error.log_path.read_text()
+    message = failure_message(error, error.step, error.log_path, error.output)
+    assert message.startswith("The engine's source lacks the plugin's core (text2earth_qgis). "
+                              "Leave Engine source empty under Advanced")

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import Qgis, QgsApplication, QgsSettings
-from qgis.gui import QgsDockWidget
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.gui import QgsDockWidget, QgsMessageBarItem
+from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QApplication, QTabWidget, QVBoxLayout, QWidget
 
 from .core.engine_manager import EngineManager
@@ -20,6 +20,7 @@ from .history_panel import HistoryPanel
 from .tasks import EngineTask
 
 SETTINGS = "text2earth/"
+WATCH_MS = 2000  # how often the local engine's process is checked for a crash
 
 
 class Text2EarthDock(QgsDockWidget):
@@ -37,6 +38,8 @@ class Text2EarthDock(QgsDockWidget):
         self.canvas = iface.mapCanvas()
         self.manager = manager
         self.engine_task: EngineTask | None = None
+        self._messages: list = []  # the bar items this dock pushed
+        self._shown_state: tuple | None = None
 
         self.engine_bar = EngineBar()
         self.engine_bar.connect_requested.connect(self.connect_engine)
@@ -67,6 +70,11 @@ class Text2EarthDock(QgsDockWidget):
         layout.addWidget(self.tabs, 1)
         self.setWidget(body)
         self.show_engine_state()
+        # A local engine that dies between jobs (killed, crashed) shows as crashed at once.
+        self.watch_timer = QTimer(self)
+        self.watch_timer.setInterval(WATCH_MS)
+        self.watch_timer.timeout.connect(self.watch_engine)
+        self.watch_timer.start()
 
     # ----- the tabs ----------------------------------------------------------------------
 
@@ -131,9 +139,30 @@ class Text2EarthDock(QgsDockWidget):
             log = self.manager.log_tail()
             self.show_message(error + (f"\n{log}" if log else ""), warning=True)
 
+    def watch_engine(self) -> None:
+        if self.manager.check_alive():
+            self.show_engine_state()
+
     def show_engine_state(self) -> None:
-        self.engine_bar.show_state(self.manager, busy=self.engine_task is not None)
+        busy = self.engine_task is not None
+        state = (self.manager.state, self.manager.message, busy)
+        if state != self._shown_state:  # what was said about the old state is stale now
+            self._shown_state = state
+            self.clear_messages()
+        self.engine_bar.show_state(self.manager, busy=busy)
         self.generate.update_info()  # the engine's limits and weights decide what is offered
+
+    def clear_messages(self) -> None:
+        """Take back this dock's messages and the tabs' failures: the engine changed."""
+        bar = self.iface.messageBar()
+        for item in self._messages:
+            try:
+                bar.popWidget(item)
+            except (RuntimeError, TypeError):  # gone already (timed out, or cleared)
+                pass
+        self._messages = []
+        for view in (self.generate.run_view, self.edit_panel.run_view):
+            view.clear_failure()
 
     def copy_diagnostics(self) -> str:
         text = diagnostics_for(self.manager)
@@ -143,7 +172,9 @@ class Text2EarthDock(QgsDockWidget):
 
     def show_message(self, text: str, warning: bool = False) -> None:
         level = Qgis.MessageLevel.Warning if warning else Qgis.MessageLevel.Info
-        self.iface.messageBar().pushMessage("Text2Earth", text, level=level, duration=10)
+        item = QgsMessageBarItem("Text2Earth", text, level, 10)
+        self.iface.messageBar().pushItem(item)
+        self._messages = [*self._messages[-9:], item]
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.generate.leave()
@@ -152,6 +183,7 @@ class Text2EarthDock(QgsDockWidget):
 
     def cleanup(self) -> None:
         """Called by the plugin on unload: disconnect from project and canvas."""
+        self.watch_timer.stop()
         self.generate.cleanup()
         self.edit_panel.cleanup()
         self.history_panel.cleanup()

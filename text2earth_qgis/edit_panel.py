@@ -4,7 +4,6 @@ core/edit_spec.py and run by the same task as generations."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from qgis.core import (
@@ -12,9 +11,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
-    QgsDistanceArea,
     QgsGeometry,
-    QgsPointXY,
     QgsProject,
 )
 from qgis.gui import QgsMapLayerComboBox
@@ -52,10 +49,12 @@ from .core.edit_spec import (
     require_crs,
     unused_name,
 )
-from .form_layout import fit_width, narrow, remembered_section, scrolled_form, wrapping_form
-from .layer_render import geojson_bounds, render_for_edit
+from .core.files import check_output_folder
+from .form_layout import finish_form, narrow, remembered_section, scrolled_form, wrapping_form
+from .layer_render import render_for_edit
 from .layers import add_edited_layer
 from .qgis_compat import crs_for_engine, layer_filter
+from .qgis_geometry import geojson_bounds, geojson_geometries, ground_spans
 from .run_view import RunView
 from .sampling_widgets import MAX_SEED
 from .sketch_tool import PolygonSketchTool
@@ -189,7 +188,7 @@ class EditPanel(QWidget):
         self.raster_combo.layerChanged.connect(self.show_scale)
         self.level_spin.valueChanged.connect(self.show_scale)
         self.show_scale()
-        fit_width(self)
+        finish_form(self)
 
     @staticmethod
     def _spin(low: int, high: int, value: int, suffix: str = "") -> QSpinBox:
@@ -215,18 +214,9 @@ class EditPanel(QWidget):
                     f"polygons is rendered at {at} into a GeoTIFF in the output folder, and "
                     "that is edited")
         try:
-            px = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
             centre = layer.extent().center()
-            area = QgsDistanceArea()
-            area.setSourceCrs(crs, QgsProject.instance().transformContext())
-            area.setEllipsoid(crs.ellipsoidAcronym() or "WGS84")
-            if not area.willUseEllipsoid():
-                area.setEllipsoid("WGS84")
-            metres = (
-                area.measureLine(QgsPointXY(centre.x() - px[0] / 2, centre.y()),
-                                 QgsPointXY(centre.x() + px[0] / 2, centre.y())),
-                area.measureLine(QgsPointXY(centre.x(), centre.y() - px[1] / 2),
-                                 QgsPointXY(centre.x(), centre.y() + px[1] / 2)))
+            metres = ground_spans(crs, QgsProject.instance().transformContext(), centre,
+                                  layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY())
             latitude = QgsCoordinateTransform(
                 crs, QgsCoordinateReferenceSystem("EPSG:4326"),
                 QgsProject.instance()).transform(centre).y()
@@ -271,21 +261,7 @@ class EditPanel(QWidget):
             pairs = [(QgsGeometry(f.geometry()), layer.crs()) for f in features]
         else:
             pairs = self.sketch.geometries()
-        geometries = []
-        for geometry, source_crs in pairs:
-            if geometry.isNull():
-                continue
-            if source_crs != crs:
-                try:
-                    geometry.transform(QgsCoordinateTransform(source_crs, crs,
-                                                              QgsProject.instance()))
-                except QgsCsException:
-                    raise ValueError(
-                        f"the polygons cannot be brought into the raster's CRS "
-                        f"({crs.authid() or crs.description()}): are they far outside it?"
-                    ) from None
-            geometries.append(json.loads(geometry.asJson()))
-        return geometries
+        return geojson_geometries(pairs, crs, QgsProject.instance().transformContext())
 
     # ----- the jobs ------------------------------------------------------------------------
 
@@ -308,7 +284,7 @@ class EditPanel(QWidget):
         )
 
     def _destination(self, name: str) -> Path:
-        folder = self.dock.output_folder()
+        folder = check_output_folder(self.dock.output_folder())  # OutputFolderError: a ValueError
         return folder / unused_name(name, lambda n: (folder / n).exists())
 
     def build_edit(self) -> tuple[dict, Path]:

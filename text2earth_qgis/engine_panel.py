@@ -23,7 +23,7 @@ from qgis.PyQt.QtWidgets import (
 from .core.engine_manager import CONNECTED, CRASHED, NOT_FOUND, STARTING, EngineManager
 from .core.model_presence import demo_expected
 from .engine_tools import engine_tools_row
-from .form_layout import fit_width, narrow, scrolled_form, wrapping_form
+from .form_layout import finish_form, narrow, scrolled_form, wrapping_form
 from .run_view import StatusLine
 
 SETTINGS = "text2earth/"
@@ -150,7 +150,7 @@ class EngineSettingsPanel(QWidget):
         layout.addLayout(form)
         layout.addWidget(engine_tools_row(dock))
         layout.addStretch(1)
-        fit_width(self)
+        finish_form(self)
 
     def values(self) -> dict:
         device = self.device_combo.currentText()

@@ -1,13 +1,16 @@
-"""The "Set up engine" dialog: choose a Python and a folder, watch the set-up, read the advice.
-The work runs in a QgsTask (core.venv_setup); this widget only collects input and shows state."""
+"""The "Set up engine" dialog: one button. Before anything starts it says what will be
+downloaded and installed (core.setup_summary); Python, folder, torch build, requirements,
+index, wheels and source wait under a collapsed Advanced section, and their defaults (the
+engine shipped with the plugin) work as they are. The work runs in QgsTasks
+(core.venv_setup); this widget only collects input and shows state."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from qgis.core import QgsApplication, QgsSettings, QgsTask
-from qgis.gui import QgsFileWidget
-from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget
+from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -22,16 +25,40 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from .core.failure_advice import SETUP, explain
+from .core.setup_summary import failure_message, plan_summary
 from .core.venv_setup import (
     SetupCancelled,
     SetupError,
-    checkout_root,
     default_venv,
     make_plan,
+    pending_steps,
     run_setup,
 )
 from .settings import PREFIX, plugin_data_dir
+
+
+class PlanTask(QgsTask):
+    """Make the plan (find a Python, read the driver, try torch's index) without changing
+    anything, and word it: seconds of probing that must not freeze QGIS."""
+
+    planned = pyqtSignal(int, str)  # the request's number, the summary (or why it cannot)
+
+    def __init__(self, number: int, options: dict, env: dict | None = None) -> None:
+        super().__init__("Text2Earth: checking the engine set-up", QgsTask.Flag(0))
+        self.number, self.options, self.env, self.text = number, options, env, ""
+
+    def run(self) -> bool:
+        try:
+            plan = make_plan(**self.options)
+            self.text = plan_summary(plan.torch.kind, plan.torch.reason,
+                                     pending_steps(plan, self.env), str(plan.venv),
+                                     plan.python, plan.python_version)
+        except SetupError as exc:
+            self.text = failure_message(exc, exc.step)
+        return True
+
+    def finished(self, ok: bool) -> None:
+        self.planned.emit(self.number, self.text)
 
 
 class SetupTask(QgsTask):
@@ -60,16 +87,19 @@ class SetupTask(QgsTask):
             self.message = "Set-up cancelled: run it again to continue where it stopped."
             return False
         except SetupError as exc:
-            advice = explain(str(exc), SETUP, log_path=exc.log_path, log_tail=exc.output,
-                             step=exc.step)
-            self.message = advice.message(with_log=False) + (
-                f"\nLog: {exc.log_path}" if exc.log_path else "")
+            self.message = failure_message(exc, exc.step, exc.log_path, exc.output)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bug must still end in a message
+            self.message = (f"The set-up stopped on an unexpected error ({exc!r}). Copy "
+                            "diagnostics puts the details on the clipboard for a bug report.")
             return False
         self.python = str(result.python)
         verify = result.verify
         gpu = "GPU ready" if verify.get("cuda_available") else "no GPU in use"
+        repaired = (f"; repaired: {', '.join(result.repaired)}" if result.repaired else "")
         self.message = (f"The engine is set up ({result.seconds:.0f} s; torch "
-                        f"{verify.get('torch', '?')}, {gpu}). Log: {result.log_path}")
+                        f"{verify.get('torch', '?')}, {gpu}{repaired}). Log: "
+                        f"{result.log_path}")
         return True
 
     def finished(self, ok: bool) -> None:
@@ -77,7 +107,10 @@ class SetupTask(QgsTask):
 
 
 class EngineSetupDialog(QDialog):
-    """Collects where and with what to set up, starts the task, shows its progress and log."""
+    """Says what the set-up will do, starts it, shows its progress and log."""
+
+    # ok, message: the outcome, for the message bar while the dialog is hidden
+    setup_finished = pyqtSignal(bool, str)
 
     def __init__(self, parent=None, on_success: Callable[[str], None] | None = None,
                  env: dict | None = None) -> None:
@@ -87,10 +120,17 @@ class EngineSetupDialog(QDialog):
         self.on_success = on_success
         self.env = env
         self.task: SetupTask | None = None
+        self.plan_task: PlanTask | None = None
+        self.plan_number = 0
         settings = QgsSettings()
-        root = checkout_root()
         layout = QVBoxLayout(self)
-        form = QFormLayout()
+        self.summary_label = QLabel("Checking this machine…")
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.summary_label)
+
+        self.advanced = QgsCollapsibleGroupBox("Advanced")
+        form = QFormLayout(self.advanced)
         self.python_widget = QgsFileWidget()
         self.python_widget.setFilePath(settings.value(PREFIX + "setup_python", "", type=str))
         self.python_widget.lineEdit().setPlaceholderText(
@@ -102,9 +142,11 @@ class EngineSetupDialog(QDialog):
         self.torch_combo = QComboBox()
         self.torch_combo.addItems(["auto", "cuda", "cpu"])
         self.requirements_widget = QgsFileWidget()
-        self.requirements_widget.setFilePath(str(root / "requirements.txt") if root else "")
-        self.source_edit = QLineEdit(str(root) if root else "")
-        self.source_edit.setPlaceholderText("the engine's folder, wheel or URL")
+        self.requirements_widget.lineEdit().setPlaceholderText(
+            "empty: the requirements shipped with the plugin")
+        self.source_edit = QLineEdit()
+        self.source_edit.setPlaceholderText(
+            "empty: the engine shipped with the plugin (or a folder, wheel or URL)")
         self.index_edit = QLineEdit()
         self.index_edit.setPlaceholderText("empty: pip's own settings (pip.conf, PIP_INDEX_URL)")
         self.wheels_widget = QgsFileWidget()
@@ -117,14 +159,15 @@ class EngineSetupDialog(QDialog):
         form.addRow("Engine source", self.source_edit)
         form.addRow("Package index", self.index_edit)
         form.addRow("Offline wheels", self.wheels_widget)
-        layout.addLayout(form)
+        self.advanced.setCollapsed(True)
+        layout.addWidget(self.advanced)
+
         self.use_check = QCheckBox("Use this engine when done")
         self.use_check.setChecked(True)
         layout.addWidget(self.use_check)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
-        self.status_label = QLabel("Installs the engine into its own environment; QGIS's "
-                                   "Python is left untouched.")
+        self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.log_view = QPlainTextEdit()
@@ -135,6 +178,7 @@ class EngineSetupDialog(QDialog):
         layout.addWidget(self.log_view, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.start_button = QPushButton("Set up")
+        self.start_button.setDefault(True)
         self.cancel_button = QPushButton("Cancel set-up")
         self.cancel_button.setEnabled(False)
         buttons.addButton(self.start_button, QDialogButtonBox.ButtonRole.ActionRole)
@@ -143,7 +187,20 @@ class EngineSetupDialog(QDialog):
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         layout.addWidget(buttons)
-        self.resize(640, 520)
+
+        # Any change under Advanced re-words the summary (once typing pauses).
+        self.replan_timer = QTimer(self)
+        self.replan_timer.setSingleShot(True)
+        self.replan_timer.setInterval(400)
+        self.replan_timer.timeout.connect(self.replan)
+        for widget in (self.python_widget, self.folder_widget, self.requirements_widget,
+                       self.wheels_widget):
+            widget.fileChanged.connect(self.replan_timer.start)
+        for edit in (self.source_edit, self.index_edit):
+            edit.textChanged.connect(self.replan_timer.start)
+        self.torch_combo.currentTextChanged.connect(self.replan_timer.start)
+        self.resize(640, 480)
+        self.replan()
 
     def options(self) -> dict:
         return {
@@ -156,19 +213,35 @@ class EngineSetupDialog(QDialog):
             "wheels": self.wheels_widget.filePath().strip() or None,
         }
 
+    def replan(self) -> None:
+        """Word what a set-up with the current options would do, in the background."""
+        options = self.options()
+        if not options["venv"]:
+            self.summary_label.setText("Choose a folder for the engine under Advanced.")
+            return
+        self.plan_number += 1
+        self.plan_task = PlanTask(self.plan_number, options, self.env)
+        self.plan_task.planned.connect(self.show_plan)
+        QgsApplication.taskManager().addTask(self.plan_task)
+
+    def show_plan(self, number: int, text: str) -> None:
+        if number == self.plan_number:  # an answer to older options is stale
+            self.plan_task = None
+            self.summary_label.setText(text)
+
     def start(self) -> None:
         if self.task is not None:
             return
         options = self.options()
         if not options["venv"]:
-            self.status_label.setText("Choose a folder for the engine first.")
+            self.status_label.setText("Choose a folder for the engine under Advanced first.")
             return
         settings = QgsSettings()
         settings.setValue(PREFIX + "setup_venv", options["venv"])
         settings.setValue(PREFIX + "setup_python", options["python"] or "")
         self.log_view.clear()
         self.progress.setValue(0)
-        self.status_label.setText("Setting up… (the first run downloads about 3 GB)")
+        self.status_label.setText("Setting up… Closing this window does not stop it.")
         self.task = SetupTask(options, self.env)
         self.task.line.connect(self.log_view.appendPlainText)
         self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
@@ -192,6 +265,8 @@ class EngineSetupDialog(QDialog):
                 QgsSettings().setValue(PREFIX + "engine_python", python)
                 if self.on_success is not None:
                     self.on_success(python)
+        self.replan()  # the summary now says what is left (nothing, or a repair)
+        self.setup_finished.emit(ok, message)
 
     def reject(self) -> None:
         if self.task is not None:  # closing hides the dialog; the set-up goes on

@@ -5,8 +5,19 @@ from __future__ import annotations
 
 from qgis.core import QgsSettings
 from qgis.gui import QgsCollapsibleGroupBox
-from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QFrame, QScrollArea, QVBoxLayout, QWidget
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, QObject, Qt
+from qgis.PyQt.QtWidgets import (
+    QAbstractSpinBox,
+    QComboBox,
+    QFormLayout,
+    QFrame,
+    QScrollArea,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+WHEEL_SENSITIVE = (QComboBox, QAbstractSpinBox, QSlider)
 
 
 def scrolled_form(tab: QWidget, pinned: QWidget) -> QVBoxLayout:
@@ -56,3 +67,34 @@ def fit_width(tab: QWidget) -> None:
     scroll = tab.scroll
     bar = scroll.verticalScrollBar().sizeHint().width()
     scroll.setMinimumWidth(scroll.widget().minimumSizeHint().width() + bar)
+
+
+class WheelToScroll(QObject):
+    """The wheel over a combo box, spin box or slider of a scrolling form scrolls the form,
+    unless the user clicked into that field first: scrolling never changes a value."""
+
+    def __init__(self, scroll: QScrollArea) -> None:
+        super().__init__(scroll)
+        self.scroll = scroll
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() != QEvent.Type.Wheel or watched.hasFocus():
+            return False
+        QCoreApplication.sendEvent(self.scroll.verticalScrollBar(), event)
+        return True
+
+
+def guard_wheel(tab: QWidget) -> None:
+    """Every value field of ``tab``'s scrolling form ignores the wheel unless focused."""
+    guard = WheelToScroll(tab.scroll)
+    for kind in WHEEL_SENSITIVE:
+        for field in tab.scroll.widget().findChildren(kind):
+            field.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # a wheel gives no focus
+            field.installEventFilter(guard)
+
+
+def finish_form(tab: QWidget) -> None:
+    """The last step of building a tab laid out by ``scrolled_form``: its width, and the
+    wheel that scrolls the form instead of changing the field under the pointer."""
+    fit_width(tab)
+    guard_wheel(tab)

@@ -41,26 +41,22 @@ from . import sampling_widgets
 from .core import scale
 from .core.candidates import (
     MAX_CANDIDATES,
-    candidate_fields,
     candidate_job,
     candidate_paths,
     candidate_result,
 )
-from .core.files import default_output_folder, unused_name
-from .core.init_image import init_fields, init_image_name
+from .core.files import check_output_folder, default_output_folder, unused_name
+from .core.init_image import init_image_name
 from .core.job_spec import (
     AUTO,
     DEFAULT_PATTERN,
     DEFAULT_QUALITY,
-    DEFAULT_SCHEDULER,
     LEVEL,
     QUALITY,
     RESOLUTION,
     SCENE_METHODS,
     SCHEDULERS,
-    Extent,
     Resolution,
-    build_job,
     output_name,
     pipeline_check_name,
 )
@@ -68,10 +64,12 @@ from .core.model_presence import demo_expected
 from .core.output_plan import check_size, grid_size, limit_from_health, pixel_size_units
 from .core.prompt_examples import examples_for
 from .core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
-from .form_layout import fit_width, narrow, remembered_section, scrolled_form, wrapping_form
+from .form_layout import finish_form, narrow, remembered_section, scrolled_form, wrapping_form
+from .forms import GenerateForm
 from .init_render import render_layers_to_geotiff
 from .layers import add_result_layer
 from .qgis_compat import crs_for_engine, polygon_geometry_type
+from .qgis_geometry import distance_area
 from .run_view import RunView
 from .sampling_widgets import MAX_SEED
 from .start_layers import StartLayersSection
@@ -120,6 +118,9 @@ class GeneratePanel(QWidget):
         self.task: GenerateTask | None = None
         self.tile, self.overlap = DEFAULT_TILE, DEFAULT_OVERLAP
         self.current_level: int | None = None
+        # "Auto from map zoom": one screen pixel's ground size when the extent was set, so
+        # zooming or resizing the map afterwards leaves the drawn extent's level alone.
+        self.auto_metres: float | None = None
         self.examples_level: object = False  # the level the examples were listed for
         self.tool = QgsMapToolExtent(self.canvas)
         self.tool.extentChanged.connect(self.set_extent_from_tool)
@@ -208,6 +209,7 @@ class GeneratePanel(QWidget):
         for widget in (self.mode_combo, self.level_spin, self.resolution_spin):
             signal = getattr(widget, "currentIndexChanged", None) or widget.valueChanged
             signal.connect(self.update_info)
+        self.mode_combo.activated.connect(self._mode_chosen)
         level_row = QHBoxLayout()
         level_row.addWidget(self.level_spin)
         level_row.addWidget(QLabel("or"))
@@ -301,8 +303,8 @@ class GeneratePanel(QWidget):
         self.quality_combo.currentTextChanged.connect(self.apply_quality)
         self.apply_quality(self.quality_combo.currentText())
         self.steps_spin.valueChanged.connect(self._sampling_edited)
-        fit_width(self)
         self.scheduler_combo.currentTextChanged.connect(self._sampling_edited)
+        finish_form(self)
 
     # ----- quality -------------------------------------------------------------------------
 
@@ -358,9 +360,13 @@ class GeneratePanel(QWidget):
         transform = QgsCoordinateTransform(layer.crs(), project_crs, QgsProject.instance())
         self.set_extent(transform.transformBoundingBox(layer.extent()), project_crs)
 
-    def set_extent(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+    def set_extent(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem,
+                   auto_metres: float | None = None) -> None:
+        """The extent to generate; in auto mode its level follows the map's zoom now (or the
+        screen pixel ``auto_metres`` of a reused run), not any later zoom or canvas size."""
         self.extent = QgsRectangle(rect)
         self.extent_crs = QgsCoordinateReferenceSystem(crs)
+        self.auto_metres = auto_metres or round(self.screen_pixel_m(), 4)
         self.outline_wanted = True
         self.show_outline()
         self.update_info()
@@ -372,8 +378,15 @@ class GeneratePanel(QWidget):
     def hide_outline(self) -> None:
         self.band.reset(polygon_geometry_type())
 
+    def _mode_chosen(self, index: int) -> None:
+        """The user picked "Auto from map zoom": the map's zoom of now is the one meant."""
+        if self.mode_combo.itemData(index) == AUTO and self.extent is not None:
+            self.auto_metres = round(self.screen_pixel_m(), 4)
+            self.update_info()
+
     def clear_extent(self) -> None:
         self.extent = None
+        self.auto_metres = None
         self.outline_wanted = False
         self.hide_outline()
         self.extent_label.setText("no extent yet")
@@ -393,13 +406,7 @@ class GeneratePanel(QWidget):
         return latitude_of(rect.center(), crs)
 
     def _distance_area(self) -> QgsDistanceArea:
-        area = QgsDistanceArea()
-        area.setSourceCrs(self.extent_crs, QgsProject.instance().transformContext())
-        # The CRS's own ellipsoid, as the engine measures (pyproj's crs.get_geod()).
-        area.setEllipsoid(self.extent_crs.ellipsoidAcronym() or "WGS84")
-        if not area.willUseEllipsoid():
-            area.setEllipsoid("WGS84")
-        return area
+        return distance_area(self.extent_crs, QgsProject.instance().transformContext())
 
     def extent_size_m(self) -> tuple[float, float] | None:
         if not self.extent or not self.extent_crs.isValid():
@@ -451,8 +458,12 @@ class GeneratePanel(QWidget):
 
     def resolution(self) -> Resolution:
         mode = self.mode_combo.currentData()
-        # Rounded to the spin box's 4 decimals, so a reused job comes back identical.
-        metres = round(self.screen_pixel_m(), 4) if mode == AUTO else self.resolution_spin.value()
+        if mode == AUTO:
+            # Rounded to 4 decimals, so a reused job comes back identical.
+            metres = self.auto_metres if self.extent is not None and self.auto_metres else \
+                round(self.screen_pixel_m(), 4)
+        else:
+            metres = self.resolution_spin.value()
         return Resolution(mode=mode, level=self.level_spin.value(), metres_per_pixel=metres)
 
     def update_info(self, *args) -> None:
@@ -471,6 +482,8 @@ class GeneratePanel(QWidget):
         self.current_level = choice.level
         self.show_examples(choice.level)
         text = f"{choice.message} — {ground:.3g} m/px on the ground"
+        if mode == AUTO and self.extent is not None:
+            text += " (the map's zoom when the extent was set)"
         problem = ""
         if self.extent:
             r = self.extent
@@ -520,33 +533,76 @@ class GeneratePanel(QWidget):
             raise ValueError("choose an extent first: draw it, or use the canvas or a layer")
         if self.run_view.blocked_reason:
             raise ValueError(self.run_view.blocked_reason)
-        seed = self.seed_spin.value() if seed is None else seed
-        crs = crs_for_engine(self.extent_crs)
-        r = self.extent
-        prompt = self.prompt_edit.toPlainText()
-        job = build_job(
-            Extent(r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum(), crs),
-            prompt,
-            self.resolution(),
-            negative_prompt=self.negative_edit.text(),
-            seed=seed,
-            steps=self.steps_spin.value(),
-            guidance=self.guidance_spin.value(),
-            scheduler=self.scheduler_combo.currentText(),
-            model=self.model_edit.text().strip() or None,
-            precision=self.dock.precision(),
-            tile=self.tile,
-            overlap=self.overlap,
-            scene_method=self.scene_combo.currentData(),
-        )
-        job.update(candidate_fields(self.variations_spin.value()))
-        name = output_name(self.pattern_edit.text() or DEFAULT_PATTERN, prompt, seed,
+        form = self.form(seed)
+        form.check()  # before anything is drawn
+        name = output_name(self.pattern_edit.text() or DEFAULT_PATTERN, form.prompt, form.seed,
                            self.current_level)
         if self.demo_weights():
             name = pipeline_check_name(name)
-        folder = self.output_folder()
+        folder = check_output_folder(self.output_folder())  # before any work: named, with the fix
         name = unused_name(name, lambda n: n in taken or (folder / n).exists())
-        return job, folder / name
+        destination = folder / name
+        start = None
+        if form.start_from_layers:
+            self.status_label.setText("drawing the layers to start from…")
+            start = str(self.render_start_image(destination))
+        return form.to_job(self.dock.precision(), init_raster=start), destination
+
+    def form(self, seed: int | None = None) -> GenerateForm:
+        """The tab's settings (the one place they are read); ``seed`` instead of the shown."""
+        if self.extent is None:
+            raise ValueError("choose an extent first: draw it, or use the canvas or a layer")
+        mode, r = self.mode_combo.currentData(), self.extent
+        start = self.start_layers.active
+        return GenerateForm(
+            prompt=self.prompt_edit.toPlainText().strip(),
+            bbox=(r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum()),
+            crs=crs_for_engine(self.extent_crs),
+            mode=mode,
+            level=self.level_spin.value() if mode == LEVEL else None,
+            metres_per_pixel=None if mode == LEVEL else self.resolution().metres_per_pixel,
+            negative_prompt=self.negative_edit.text().strip(),
+            seed=self.seed_spin.value() if seed is None else seed,
+            steps=self.steps_spin.value(),
+            guidance=self.guidance_spin.value(),
+            scheduler=self.scheduler_combo.currentText(),
+            tile=self.tile,
+            overlap=self.overlap,
+            scene_method=self.scene_combo.currentData(),
+            model=self.model_edit.text().strip(),
+            variations=self.variations_spin.value(),
+            start_from_layers=start,
+            strength=self.start_layers.strength if start else None,
+        )
+
+    def show_form(self, form: GenerateForm) -> None:
+        """Fill the tab from ``form`` (the one place they are written): a reused run comes
+        back as it was, its extent and its level included."""
+        self.prompt_edit.setPlainText(form.prompt)
+        self.negative_edit.setText(form.negative_prompt)
+        if form.seed is not None:
+            self.seed_spin.setValue(form.seed % (MAX_SEED + 1))
+            self.seed_lock_check.setChecked(True)  # "these settings" include the seed
+        self.steps_spin.setValue(form.steps)
+        self.guidance_spin.setValue(form.guidance)
+        self.scheduler_combo.setCurrentText(form.scheduler)
+        self.tile, self.overlap = form.tile, form.overlap
+        self.scene_combo.setCurrentIndex(max(0, self.scene_combo.findData(form.scene_method)))
+        self.model_edit.setText(form.model)
+        self.variations_spin.setValue(form.variations)
+        self.start_layers.box.setChecked(form.start_from_layers)
+        if form.strength is not None:
+            self.start_layers.set_strength(form.strength)
+        self.mode_combo.setCurrentIndex(self.mode_combo.findData(form.mode))
+        if form.mode == LEVEL:
+            self.level_spin.setValue(form.level)
+        elif form.mode == RESOLUTION:
+            self.resolution_spin.setValue(form.metres_per_pixel)
+        target = QgsCoordinateReferenceSystem(form.crs)
+        if len(form.bbox) == 4 and target.isValid():
+            auto = form.metres_per_pixel if form.mode == AUTO else None
+            self.set_extent(QgsRectangle(*form.bbox), target, auto_metres=auto)
+        self.update_info()
 
     def next_seed(self) -> int:
         if not self.seed_lock_check.isChecked():
@@ -566,10 +622,6 @@ class GeneratePanel(QWidget):
             return
         try:
             job, destination = self.build_job(self.next_seed())
-            if self.start_layers.active:
-                self.status_label.setText("drawing the layers to start from…")
-                start = self.render_start_image(destination)
-                job.update(init_fields(start, self.start_layers.strength))
         except ValueError as exc:
             self.status_label.setText("")
             self.dock.show_message(str(exc), warning=True)
@@ -669,21 +721,6 @@ class GeneratePanel(QWidget):
 
     def load_job(self, job: dict) -> None:
         """Fill the form from a job (history 'reuse', or a layer's 'regenerate')."""
-        self.prompt_edit.setPlainText(job.get("prompt", ""))
-        self.negative_edit.setText(job.get("negative_prompt") or "")
-        if job.get("seed") is not None:
-            self.seed_spin.setValue(int(job["seed"]) % (MAX_SEED + 1))
-            self.seed_lock_check.setChecked(True)  # "these settings" include the seed
-        self.steps_spin.setValue(int(job.get("steps", 50)))
-        self.guidance_spin.setValue(float(job.get("guidance", 4.0)))
-        self.scheduler_combo.setCurrentText(job.get("scheduler", DEFAULT_SCHEDULER))
-        self.tile = int(job.get("tile", DEFAULT_TILE))
-        self.overlap = int(job.get("overlap", DEFAULT_OVERLAP))
-        self.scene_combo.setCurrentIndex(max(0, self.scene_combo.findData(
-            job.get("scene_method", "auto"))))
-        self.variations_spin.setValue(int(job.get("candidates", 1)))
-        if job.get("strength") is not None:
-            self.start_layers.set_strength(float(job["strength"]))
         if job.get("level") is None and job.get("scale") is not None:
             # A map-scale job (scripts may send them): pin the level it meant.
             bbox, crs = job.get("bbox") or [0, 0, 0, 0], job.get("crs", "")
@@ -691,17 +728,7 @@ class GeneratePanel(QWidget):
                                    QgsCoordinateReferenceSystem(crs))
             job = {**job, "level": scale.level_for_scale(
                 float(job["scale"]), latitude, float(job.get("dpi", scale.DEFAULT_DPI))).level}
-        if job.get("level") is not None:
-            self.mode_combo.setCurrentIndex(self.mode_combo.findData(LEVEL))
-            self.level_spin.setValue(int(job["level"]))
-        elif job.get("resolution") is not None:
-            self.mode_combo.setCurrentIndex(self.mode_combo.findData(RESOLUTION))
-            self.resolution_spin.setValue(float(job["resolution"]))
-        bbox, crs = job.get("bbox"), job.get("crs")
-        if bbox and crs:
-            target = QgsCoordinateReferenceSystem(crs)
-            if target.isValid():
-                self.set_extent(QgsRectangle(*bbox), target)
+        self.show_form(GenerateForm.from_job(job))
 
     def cleanup(self) -> None:
         if self.task is not None:

@@ -13,15 +13,13 @@ from qgis.core import (
     QgsMapSettings,
     QgsProject,
     QgsRasterBlock,
-    QgsRasterFileWriter,
     QgsRasterLayer,
     QgsRectangle,
 )
 from qgis.PyQt.QtCore import QByteArray, QSize
 from qgis.PyQt.QtGui import QColor, QImage, QPainter
 
-from .core.files import place_file
-from .core.init_image import temp_name
+from .qgis_geometry import geotiff_writer, write_checked_geotiff
 
 MAX_RENDER_PX = 8192 * 8192  # beyond this, the picture would not fit a desktop's memory
 BACKGROUND = QColor(255, 255, 255)  # where no layer draws: a blank map sheet
@@ -70,12 +68,9 @@ def render_layers_to_geotiff(layers: list, extent: QgsRectangle,
     image = render_image(settings)
     drawn = settings.visibleExtent()
     data = image_bytes(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(temp_name(path.name))
-    try:
-        writer = QgsRasterFileWriter(str(tmp))
-        writer.setOutputFormat("GTiff")
-        writer.setCreateOptions(["COMPRESS=DEFLATE", "PHOTOMETRIC=RGB", "TILED=YES"])
+
+    def write(tmp: Path) -> bool:
+        writer = geotiff_writer(tmp, ["COMPRESS=DEFLATE", "PHOTOMETRIC=RGB", "TILED=YES"])
         provider = writer.createMultiBandRaster(BYTE, width, height, drawn, crs, 3)
         ok = provider is not None and provider.isValid()
         for band in range(3) if ok else ():
@@ -83,18 +78,17 @@ def render_layers_to_geotiff(layers: list, extent: QgsRectangle,
             block.setData(QByteArray(data[band::4]))
             ok = ok and provider.writeBlock(block, band + 1, 0, 0)
         del provider  # closes the file
-        written = QgsRasterLayer(str(tmp), "check", "gdal") if ok else None
-        if written is None or not written.isValid() or (
-                written.width(), written.height(), written.bandCount()) != (width, height, 3):
-            raise ValueError(f"QGIS could not write the rendered layers to {path.parent}: is "
-                             "the folder writable, with space left?")
-        del written
-        place_file(tmp, path)
-    finally:
-        # GDAL's side file of the temp name (statistics QGIS computed) goes with it.
-        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
-            leftover.unlink(missing_ok=True)
-    return path
+        return ok
+
+    def check(tmp: Path) -> bool:
+        written = QgsRasterLayer(str(tmp), "check", "gdal")
+        return written.isValid() and (
+            written.width(), written.height(), written.bandCount()) == (width, height, 3)
+
+    return write_checked_geotiff(
+        path, write, check,
+        f"QGIS could not write the rendered layers to {path.parent}: is the folder writable, "
+        "with space left?")
 
 
 def image_bytes(image: QImage) -> bytes:

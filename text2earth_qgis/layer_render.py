@@ -5,30 +5,33 @@ the engine can edit it. The GeoTIFF stays in the output folder: it is the edit's
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
-    QgsDistanceArea,
     QgsPointXY,
     QgsProject,
     QgsProviderRegistry,
     QgsRasterBandStats,
-    QgsRasterFileWriter,
     QgsRasterLayer,
     QgsRasterPipe,
     QgsRectangle,
 )
 
 from .core import scale
-from .core.files import place_file, unused_name
+from .core.files import check_output_folder, unused_name
 from .core.job_spec import slug
+from .qgis_geometry import (  # noqa: F401 - geojson_bounds: where the edit tab finds it
+    NO_ERROR,
+    geojson_bounds,
+    geotiff_writer,
+    ground_spans,
+    write_checked_geotiff,
+)
 
 WEB_MERCATOR = ("EPSG:3857", "EPSG:900913", "EPSG:102100")
-NO_ERROR = getattr(QgsRasterFileWriter, "WriterError", QgsRasterFileWriter).NoError
 # QGIS 3.22's name, else 3.40's (Qgis.RasterBandStatistic).
 STAT_MAX = getattr(getattr(QgsRasterBandStats, "Stats", None), "Max", None) or getattr(
     getattr(Qgis, "RasterBandStatistic", None), "Max", None)
@@ -40,23 +43,6 @@ MIN_CONTEXT_PX = 64
 def needs_render(layer) -> bool:
     """A valid raster layer with no file behind it: WMS, WMTS, XYZ, memory, virtual."""
     return layer is not None and layer.isValid() and layer.providerType() != "gdal"
-
-
-def geojson_bounds(geometries: list[dict]) -> QgsRectangle:
-    """The bounding box of GeoJSON polygons (their CRS's units)."""
-    xs, ys = [], []
-
-    def walk(coords) -> None:
-        if coords and isinstance(coords[0], (int, float)):
-            xs.append(coords[0])
-            ys.append(coords[1])
-            return
-        for part in coords:
-            walk(part)
-
-    for geometry in geometries:
-        walk(geometry.get("coordinates") or [])
-    return QgsRectangle(min(xs), min(ys), max(xs), max(ys))
 
 
 def native_level(layer) -> int | None:
@@ -86,7 +72,9 @@ def render_level(layer, chosen: int | None) -> int:
 
 def render_for_edit(layer, geometries: list[dict], level: int, folder: Path) -> Path:
     """The layer rendered around the polygons (GeoJSON in the layer's CRS) at ``level`` into
-    a new GeoTIFF in ``folder``: the edit's source, kept next to the result."""
+    a new GeoTIFF in ``folder``: the edit's source, kept next to the result. OutputFolderError
+    (a ValueError) for a folder that cannot take it, before any rendering."""
+    check_output_folder(folder)
     name = unused_name(render_name(layer.name(), level), lambda n: (folder / n).exists())
     return render_to_geotiff(layer, geojson_bounds(geometries), level, folder / name)
 
@@ -101,15 +89,9 @@ def pixel_size(layer, centre: QgsPointXY, level: int) -> tuple[float, float]:
                                       QgsProject.instance())
     latitude = to_wgs84.transform(centre).y()
     ground = scale.ground_resolution(level, latitude)
-    area = QgsDistanceArea()
-    area.setSourceCrs(crs, QgsProject.instance().transformContext())
-    area.setEllipsoid(crs.ellipsoidAcronym() or "WGS84")
     step = 1e-3 if crs.isGeographic() else 1.0
-    gx = area.measureLine(QgsPointXY(centre.x() - step / 2, centre.y()),
-                          QgsPointXY(centre.x() + step / 2, centre.y())) / step
-    gy = area.measureLine(QgsPointXY(centre.x(), centre.y() - step / 2),
-                          QgsPointXY(centre.x(), centre.y() + step / 2)) / step
-    return ground / gx, ground / gy
+    gx, gy = ground_spans(crs, QgsProject.instance().transformContext(), centre, step, step)
+    return ground / (gx / step), ground / (gy / step)
 
 
 def area_to_render(bounds: QgsRectangle, layer_extent: QgsRectangle,
@@ -150,23 +132,17 @@ def render_to_geotiff(layer, bounds: QgsRectangle, level: int, path: Path) -> Pa
         raise ValueError(f"QGIS cannot read the layer {layer.name()!r} for rendering")
     if layer.renderer() is not None:
         pipe.set(layer.renderer().clone())  # the colours the user sees, not raw values
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part.tif")
-    writer = QgsRasterFileWriter(str(tmp))
-    writer.setOutputFormat("GTiff")
-    writer.setCreateOptions(["COMPRESS=DEFLATE", "PHOTOMETRIC=RGB", "ALPHA=YES", "TILED=YES"])
-    error = writer.writeRaster(pipe, cols, rows, area, layer.crs(),
-                               QgsProject.instance().transformContext())
-    try:
-        if error != NO_ERROR or not tmp.is_file() or not _shows_anything(tmp):
-            raise ValueError(f"QGIS could not render {layer.name()!r} to a GeoTIFF: is its "
-                             "service reachable, and does it cover the polygons?")
-        place_file(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        # The statistics read by _shows_anything leave GDAL's sidecar of the temp name.
-        tmp.with_name(tmp.name + ".aux.xml").unlink(missing_ok=True)
-    return path
+
+    def write(tmp: Path) -> bool:
+        writer = geotiff_writer(tmp, ["COMPRESS=DEFLATE", "PHOTOMETRIC=RGB", "ALPHA=YES",
+                                      "TILED=YES"])
+        return writer.writeRaster(pipe, cols, rows, area, layer.crs(),
+                                  QgsProject.instance().transformContext()) == NO_ERROR
+
+    return write_checked_geotiff(
+        path, write, _shows_anything,
+        f"QGIS could not render {layer.name()!r} to a GeoTIFF: is its service reachable, and "
+        "does it cover the polygons?")
 
 
 def _shows_anything(path: Path) -> bool:

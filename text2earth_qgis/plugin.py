@@ -124,8 +124,24 @@ class Text2EarthPlugin:
     def open_engine_setup(self):
         from .engine_setup_dialog import EngineSetupDialog
 
-        return self._show("setup", lambda: EngineSetupDialog(self.iface.mainWindow(),
-                                                             self.use_engine_python))
+        def make():
+            dialog = EngineSetupDialog(self.iface.mainWindow(), self.use_engine_python)
+            dialog.setup_finished.connect(self.setup_finished)
+            return dialog
+
+        return self._show("setup", make)
+
+    def setup_finished(self, ok: bool, message: str) -> None:
+        """Closing the set-up dialog hides it and the set-up goes on: its outcome, with the
+        fix when it failed, then goes to the message bar (a failure stays until closed)."""
+        dialog = self.dialogs.get("setup")
+        if dialog is not None and dialog.isVisible():
+            return  # the dialog shows it
+        from qgis.core import Qgis
+
+        level = Qgis.MessageLevel.Success if ok else Qgis.MessageLevel.Critical
+        self.iface.messageBar().pushMessage("Text2Earth set-up", message, level=level,
+                                            duration=10 if ok else 0)
 
     def open_model_dialog(self):
         from .model_dialog import ModelDialog

@@ -4,6 +4,7 @@ by the Generate and Edit raster tabs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from qgis.core import QgsProject
@@ -25,34 +26,63 @@ from .tasks import GenerateTask
 PREVIEW_PX = 72  # small enough to keep the action row on a 768 px screen
 
 
+MAX_CHARS = 400
+STATUS_LINES = 2  # wrapped, but never so tall that the form's first fields leave a 768 px screen
+BREAK_AFTER = re.compile(r"([/\\_.,:;=&?-])")
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def wrappable(text: str) -> str:
+    """``text`` as a word-wrapping label shows it: paths and long names may break after their
+    separators, and only its first lines (the whole text is the tooltip)."""
+    lines = text.splitlines()
+    shown = "\n".join(lines[:STATUS_LINES])
+    if len(shown) > MAX_CHARS:
+        shown = shown[:MAX_CHARS - 1].rstrip()
+    if shown != text.strip():
+        shown = shown.rstrip() + "…"
+    return BREAK_AFTER.sub("\\1" + ZERO_WIDTH_SPACE, shown)
+
+
 class StatusLine(QLabel):
-    """One line whatever the text's length: elided to the width, the whole text as tooltip.
+    """A status that wraps to the dock's width (never cut at its edge), in at most
+    ``max_lines`` lines (then shortened with "…"); the whole text is its tooltip.
 
     ``text()`` answers the whole text, so callers and tests read what was said, not what fit.
     """
 
-    def __init__(self, text: str = "") -> None:
+    def __init__(self, text: str = "", max_lines: int = STATUS_LINES) -> None:
         super().__init__()
         self._full = ""
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.max_lines = max_lines
+        self.setWordWrap(True)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
         self.setText(text)
 
     def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
         self._full = text
         self.setToolTip(text)
-        self._elide()
+        self._fit()
 
     def text(self) -> str:
         return self._full
 
-    def _elide(self) -> None:
-        metrics = self.fontMetrics()
-        super().setText(metrics.elidedText(self._full, Qt.TextElideMode.ElideRight,
-                                           max(20, self.width())))
+    def _fit(self) -> None:
+        shown = wrappable(self._full)
+        super().setText(shown)
+        width = self.width()
+        limit = self.max_lines * self.fontMetrics().lineSpacing() + 2
+        while width > 20 and len(shown) > 20 and self.heightForWidth(width) > limit:
+            shown = shown[: int(len(shown) * 0.85)].rstrip() + "…"
+            super().setText(shown)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(event)
-        self._elide()
+        self._fit()
 
 
 class RunView(QWidget):
@@ -91,6 +121,7 @@ class RunView(QWidget):
         layout.setColumnStretch(2, 1)
         layout.setColumnStretch(3, 1)
         self.last_preview = b""
+        self.failed = False  # the status says why the last run failed
         self.blocked_reason = ""
         self.running = False
         self.cancel_requested = False
@@ -107,6 +138,7 @@ class RunView(QWidget):
         self.set_running(True)
         self.show_result(None)
         self.progress.setValue(0)
+        self.failed = False
         self.status_label.setText(prefix + "sending the job to the engine…")
         self.clear_preview()
 
@@ -156,6 +188,13 @@ class RunView(QWidget):
             return
         node.setItemVisibilityChecked(not before)
 
+    def clear_failure(self) -> None:
+        """The engine changed (restarted, reconnected): the last failure is stale."""
+        if self.failed and not self.running:
+            self.failed = False
+            self.status_label.setText("")
+            self.progress.setValue(0)
+
     def clear_preview(self) -> None:
         self.last_preview = b""
         self.preview_label.clear()
@@ -181,6 +220,7 @@ class RunView(QWidget):
             if inform is not None:
                 inform("Cancelled: nothing was written.")
             return None
-        self.status_label.setText(f"failed: {task.error}")
+        self.failed = True
+        self.status_label.setText(f"failed: {task.error or failed}")
         warn(task.error or failed)
         return None

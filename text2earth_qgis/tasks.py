@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsTask
+from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .core.client import EngineError, JobCancelled, ServiceError
+from .core.client import EngineError, JobCancelled, ServiceError, ServiceNotRunning
 from .core.engine_manager import EngineManager
 from .core.failure_advice import job_message, older_engine_advice
 from .core.run_job import progress_percent, run_candidates, run_job
+from .forms import engine_job
 
 
 def task_flags():
@@ -70,29 +71,37 @@ class GenerateTask(QgsTask):
     def run(self) -> bool:
         try:
             client = self.manager.ensure_running()
+        except EngineError as exc:  # the manager's own message, its advice already in it
+            self.error = str(exc)
+            return False
+        try:
             if self.paths_for is not None:
                 return self._run_candidates(client)
             self.result, path = run_job(
-                client, self.job, self.destination,
+                client, engine_job(self.job), self.destination,
                 on_status=self._status, is_canceled=self.isCanceled,
                 on_preview=self.previewed.emit,
             )
             self.path = str(path)
             return True
         except JobCancelled:
-            # The user's cancel is not a failure: QGIS would announce "Task failed".
+            # Ends as terminated, not "Task complete"; finished() logs it as cancelled.
             self.was_cancelled = True
-            return True
+            return False
+        except ServiceNotRunning as exc:  # mid-job: crashed, hung, or a remote one gone
+            self.error = self.manager.lost_contact(str(exc))
+            return False
         except ServiceError as exc:  # the service's own reason; the HTTP status is no user's
-            self.error = older_engine_advice(exc.errors) or job_message(exc.message)
+            self.error = older_engine_advice(exc.errors) or job_message(
+                exc.message, gpu=self.manager.gpu)
             return False
         except EngineError as exc:
-            self.error = job_message(str(exc))
+            self.error = job_message(str(exc), gpu=self.manager.gpu)
             return False
 
     def _run_candidates(self, client) -> bool:
         self.result, self.delivered, self.problems = run_candidates(
-            client, self.job, self.paths_for, on_status=self._status,
+            client, engine_job(self.job), self.paths_for, on_status=self._status,
             is_canceled=self.isCanceled, on_preview=self.previewed.emit)
         if not self.delivered:
             self.error = "the engine delivered no variation: " + "; ".join(self.problems)
@@ -103,4 +112,7 @@ class GenerateTask(QgsTask):
     def finished(self, ok: bool) -> None:
         if not ok and self.isCanceled():
             self.was_cancelled = True
-        self.completed.emit(ok)
+        if self.was_cancelled:
+            QgsMessageLog.logMessage(f"{self.description()}: cancelled, nothing was written",
+                                     "Text2Earth", Qgis.MessageLevel.Info)
+        self.completed.emit(ok and not self.was_cancelled)

@@ -36,6 +36,7 @@ class Settings:
     tile: int = 256
     overlap: int = 64
     max_pixels: int | None = None
+    pipeline_check: bool = False  # the demo weights: outputs say so in their names and tags
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ class BatchTask:
         return (item_seed(self.item) + self.variation - 1) % 2**32
 
     def fingerprint(self) -> str:
-        fields = {"item": asdict(self.item), "seed": self.seed, "settings": asdict(self.settings)}
+        settings = asdict(self.settings)
+        settings.pop("pipeline_check")  # follows from the model; earlier fingerprints hold
+        fields = {"item": asdict(self.item), "seed": self.seed, "settings": settings}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -76,6 +79,8 @@ def tasks_for(items: list[BatchItem], out_dir: Path, settings: Settings) -> list
     for item in items:
         for k in range(1, item.variations + 1):
             name = f"{item.id}.tif" if item.variations == 1 else f"{item.id}_v{k}.tif"
+            if settings.pipeline_check:
+                name = name.removesuffix(".tif") + ".pipeline-check.tif"
             tasks.append(BatchTask(item, k, str(out_dir / name), settings))
     return tasks
 
@@ -109,6 +114,7 @@ def generate_request(task: BatchTask):
         resolution=task.item.resolution, seed=task.seed, steps=s.steps, guidance=s.guidance,
         scheduler=s.scheduler, overwrite=True, max_pixels=s.max_pixels or DEFAULT_MAX_PIXELS,
         tile=s.tile, overlap=s.overlap, window_batch=1, resume=False,
+        pipeline_check=s.pipeline_check,
         extra_tags={FINGERPRINT_TAG: task.fingerprint(), ITEM_TAG: task.item.id,
                     "TEXT2EARTH_VARIATION": str(task.variation)},
     )

@@ -65,8 +65,29 @@ def add_parser(sub) -> None:
     p.add_argument("--tile", type=int, default=DEFAULT_TILE)
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger items")
+    p.add_argument("--demo-fallback", action="store_true",
+                   help="without real weights (on this machine), run the batch on built-in tiny "
+                        "random weights (outputs named and tagged as pipeline checks)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
+
+
+def demo_model(model: str) -> str | None:
+    """The built-in demo checkpoint's folder when ``model`` is not on this machine and cannot
+    be downloaded (the choice every other command makes with --demo-fallback), else None."""
+    from engine.errors import ModelNotFoundError
+    from engine.model.checkpoint import missing_model_advice, resolve_checkpoint
+    from engine.model.demo import demo_checkpoint_dir
+
+    try:
+        resolve_checkpoint(model)
+        return None
+    except ModelNotFoundError:
+        print(missing_model_advice(model), file=sys.stderr)
+        print("Running the batch now on the built-in tiny demo checkpoint (the real Text2Earth "
+              "architecture with random weights): the outputs check the pipeline and their "
+              "georeferencing, they are not imagery.", file=sys.stderr)
+        return str(demo_checkpoint_dir())
 
 
 def run(args) -> int:
@@ -81,9 +102,12 @@ def run(args) -> int:
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    demo = demo_model(model) if args.demo_fallback else None
+    model = demo or model
     settings = Settings(model=model, precision=args.precision, steps=args.steps,
                         guidance=args.guidance, scheduler=args.scheduler, tile=args.tile,
-                        overlap=args.overlap, max_pixels=args.max_pixels)
+                        overlap=args.overlap, max_pixels=args.max_pixels,
+                        pipeline_check=demo is not None)
     options = BatchOptions(
         items=Path(args.items), out_dir=Path(args.out_dir), settings=settings,
         spec=ModelSpec(model, args.precision, args.device, threads=args.threads),

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import place_file
+from .files import (
+    OutputFolderError,
+    check_output_folder,
+    place_file,
+    remove_quietly,
+    write_problem,
+)
 from .http_open import open_http
 
 API_VERSION = 1
@@ -68,6 +74,10 @@ class ServiceStartError(EngineError):
     pass
 
 
+class DeliveryError(EngineError):
+    """The result could not be put in its folder; the message names the folder and the fix."""
+
+
 class JobTimeout(EngineError, TimeoutError):  # noqa: N818
     """wait() gave up; the job goes on in the engine."""
 
@@ -79,7 +89,10 @@ class EngineClient:
         self.timeout = timeout
 
     def _request(self, method: str, path: str, body: dict | None = None, raw: bool = False,
-                 timeout: float | None = None, into: Path | None = None):
+                 timeout: float | None = None, into=None):
+        """The answer's JSON (or bytes with ``raw``); with ``into`` (a binary file open for
+        writing) the body is streamed there. A write error there is a DeliveryError, never
+        mistaken for an engine that does not answer."""
         data = None
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -91,8 +104,7 @@ class EngineClient:
         try:
             with open_http(request, timeout=timeout or self.timeout) as response:
                 if into is not None:  # stream to a file: a GeoTIFF can be gigabytes
-                    with open(into, "wb") as fh:
-                        shutil.copyfileobj(response, fh, 1 << 20)
+                    _copy_into(response, into)
                     return None
                 payload = response.read()
                 if raw:
@@ -162,10 +174,9 @@ class EngineClient:
                  candidate: int | None = None) -> Path:
         """The job's GeoTIFF (or its variation ``candidate``, 1-based) into ``destination``: a
         local move when the engine's file is on this machine, else a download; via a temp
-        file, never clobbering unless asked."""
+        file, never clobbering unless asked. A delivery that fails says why (DeliveryError
+        naming the folder) and leaves nothing: no temp file, no staged copy."""
         destination = Path(destination)
-        if destination.exists() and not overwrite:
-            raise EngineError(f"{destination} already exists")
         result = self.result(job_id)
         route = f"/jobs/{job_id}/file"
         if candidate is None:
@@ -175,26 +186,36 @@ class EngineClient:
             entries = [c for c in result.get("candidates") or []
                        if isinstance(c, dict) and c.get("index") == candidate]
             staged = entries[0].get("path") if entries else None
-        destination.parent.mkdir(parents=True, exist_ok=True)
         tmp = destination.with_name(f".{destination.name}.{os.getpid()}.part")
         source = Path(staged) if staged else None
         local = source is not None and source.is_file()
         try:
-            if local:
-                try:
-                    os.link(source, tmp)  # same file system: no copy at all
-                except OSError:
-                    shutil.copyfile(source, tmp)
-            else:  # the engine is elsewhere, or says which variations it kept (404 not_kept)
-                self._request("GET", route, timeout=max(self.timeout, 300), into=tmp)
             try:
+                check_output_folder(destination.parent)
+            except OutputFolderError as exc:
+                raise DeliveryError(str(exc)) from None
+            if destination.exists() and not overwrite:
+                raise EngineError(f"{destination} already exists")
+            try:
+                if local:
+                    try:
+                        os.link(source, tmp)  # same file system: no copy at all
+                    except OSError:
+                        shutil.copyfile(source, tmp)
+                else:  # the engine is elsewhere, or says which variations it kept (404)
+                    with open(tmp, "wb") as fh:
+                        self._request("GET", route, timeout=max(self.timeout, 300), into=fh)
                 place_file(tmp, destination, overwrite)
             except FileExistsError:
                 raise EngineError(f"{destination} already exists") from None
-            if local and source.resolve() != destination.resolve():
-                source.unlink()  # the staging copy is not needed any more
+            except OSError as exc:
+                raise DeliveryError(write_problem(destination.parent, exc)) from None
         finally:
-            tmp.unlink(missing_ok=True)
+            remove_quietly(tmp)
+            # The staging copy goes, delivered or not: a failed try must not fill the
+            # profile's staging folder, which the user never sees.
+            if local and not _same_file(source, destination):
+                remove_quietly(source)
         return destination
 
     def wait(
@@ -227,6 +248,22 @@ class EngineClient:
                 raise JobTimeout(f"job {job_id} still {state} after {timeout} s")
             if "version" not in status:  # an older service without long polling
                 time.sleep(poll)
+
+
+def _copy_into(response, into) -> None:
+    while chunk := response.read(1 << 20):
+        try:
+            into.write(chunk)
+        except OSError as exc:
+            raise DeliveryError(write_problem(Path(getattr(into, "name", "")).parent, exc)) \
+                from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 @dataclass

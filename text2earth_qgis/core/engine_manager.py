@@ -8,6 +8,7 @@ URL the user gives. Every call here may block; the plugin runs them inside QgsTa
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -25,6 +26,8 @@ from .client import (
 )
 from .failure_advice import SERVICE, explain
 
+GPU_TYPES = ("cuda", "mps")
+
 PYTHON_ENV = "TEXT2EARTH_ENGINE_PYTHON"
 NOT_FOUND, STOPPED, STARTING, CONNECTED, FAILED, CRASHED = (
     "not found", "stopped", "starting", "connected", "failed", "crashed"
@@ -39,8 +42,8 @@ NO_ENGINE_MESSAGE = (
 )
 
 
-def venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+def venv_python(venv: Path, platform: str = sys.platform) -> Path:
+    return venv / ("Scripts/python.exe" if platform == "win32" else "bin/python")
 
 
 def find_engine_python(configured: str | None = None) -> str | None:
@@ -83,10 +86,58 @@ class EngineManager:
     _spawned: object | None = None  # the service process while it starts (a Popen)
     _adopted: service_record.ServiceRecord | None = None
     last_log: str = ""  # the log's last lines when the service failed or crashed
+    device_type: str = ""  # "cuda", "mps", "cpu" from /health; kept after a crash
+    crash_advice: str = ""  # why the engine crashed and what to do, for a job it ended
 
     @property
     def client(self) -> EngineClient | None:
         return self._client
+
+    @property
+    def gpu(self) -> bool | None:
+        """Whether the engine computes on a GPU (None: not known yet): GPU advice only then."""
+        return self.device_type in GPU_TYPES if self.device_type else None
+
+    def check_alive(self) -> bool:
+        """Cheap, never blocks: True when the local engine's process has exited since it was
+        last seen (the state is then CRASHED, with the log's cause)."""
+        if not self._lock.acquire(blocking=False):
+            return False  # a start or a check is under way: it will tell
+        try:
+            service, adopted = self._service, self._adopted
+            dead = (service is not None and service.process.poll() is not None) or (
+                adopted is not None and not service_record.pid_alive(adopted.pid))
+            if not dead:
+                return False
+            self._client = None
+            try:
+                self._forget_service()
+            except EngineError:
+                pass  # _crashed said why in the state and message
+            return True
+        finally:
+            self._lock.release()
+
+    def lost_contact(self, error: str) -> str:
+        """The engine stopped answering during a job: the state says what happened (crashed
+        when our process exited) and the answer is the message for the user. Advice about the
+        engine URL only when the user gave one."""
+        with self._lock:
+            self._client = None
+            if self.state == CRASHED:  # seen already by check_alive()
+                return self.crash_advice
+            if self.settings.url:
+                self.state, self.message = FAILED, f"not answering at {self.settings.url}"
+                return error
+            try:
+                self._forget_service()  # stops a local engine that no longer answers
+            except EngineError as exc:
+                return str(exc)
+            self.state = FAILED
+            self.message = "stopped answering; it was stopped: Connect starts it again"
+            return ("The engine stopped answering and was stopped. Connect (at the top of the "
+                    "dock) starts it again; if it happens again, Copy diagnostics in the "
+                    "Engine tab puts its log on the clipboard for a bug report.")
 
     def ensure_running(self) -> EngineClient:
         """A client of a healthy engine, starting one if needed; raises EngineError."""
@@ -140,7 +191,7 @@ class EngineManager:
                     self._stop_requested = False
                     self.state, self.message = STOPPED, "stopped"
                     raise EngineError("the engine was stopped while it was starting") from None
-                advice = explain(str(exc), SERVICE)
+                advice = explain(str(exc), SERVICE, gpu=self.gpu)
                 self.state, self.last_log, self.message = FAILED, str(exc), str(exc)
                 if advice.kind == "failed":  # no known cause: the error says it best
                     raise
@@ -183,14 +234,18 @@ class EngineManager:
             self._crashed(code, tail)
 
     def _crashed(self, code: int | None, tail: str) -> None:
-        advice = explain("", SERVICE, returncode=code, log_tail=tail, exited=True)
+        advice = explain("", SERVICE, returncode=code, log_tail=tail, exited=True, gpu=self.gpu)
         self.state, self.last_log = CRASHED, tail
-        self.message = advice.message(with_log=False)
+        cause = log_cause(tail)
+        self.crash_advice = advice.message(with_log=False) + (
+            f" (the log's last error: {cause})" if cause else "")
+        self.message = "crashed: " + self.crash_advice
         raise EngineError(advice.message())
 
     def _note_health(self, info: dict) -> None:
         device = info.get("device") or {}
         self.state = CONNECTED
+        self.device_type = str(device.get("type") or "")
         self.device_name = device.get("name") or device.get("type") or "?"
         self.health = info
         models = info.get("models") or []
@@ -202,7 +257,8 @@ class EngineManager:
             " (demo weights: a pipeline check, not imagery)" if check else ""
         )
         if info.get("model_error"):
-            self.message += f"; {explain(info['model_error'], SERVICE).message(False)}"
+            advice = explain(info["model_error"], SERVICE, gpu=self.gpu)
+            self.message += f"; {advice.message(False)}"
 
     def stop(self) -> None:
         """Stop the service if this plugin started it; a user's own engine is left alone.
@@ -237,3 +293,13 @@ class EngineManager:
         return self.last_log
 
 
+
+
+def log_cause(tail: str) -> str:
+    """The line of a log tail that names what went wrong: the last 'SomeError: ...' line
+    (a traceback's conclusion), else the last line; '' for an empty log."""
+    lines = [line.strip() for line in (tail or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b:?", line):
+            return line
+    return lines[-1] if lines else ""

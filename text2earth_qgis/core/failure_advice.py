@@ -40,7 +40,7 @@ RERUN = "Run Set up engine again afterwards: the steps already done are kept."
 RULES = [
     Rule("no_space", r"No space left on device|Errno 28|ENOSPC|not enough space on the disk",
          "The disk is full.",
-         "Free some space (the engine with torch needs about 3 GB, with CUDA about 6 GB) or "
+         "Free some space (the engine with torch needs about 2 GB, with CUDA about 6.5 GB) or "
          "choose an engine folder on another disk. " + RERUN),
     Rule("certificate", r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|SSLError",
          "The secure connection to the package index was refused (certificate check).",
@@ -98,33 +98,56 @@ RULES = [
          "The Text2Earth model weights are missing.",
          "Use Download model… (or copy the weights from another machine and choose their "
          "folder there).", (SERVICE, JOB)),
+    Rule("engine_without_core", r"No module named '?text2earth_qgis",
+         "The engine's source lacks the plugin's core (text2earth_qgis).",
+         "Leave Engine source empty under Advanced (the engine shipped with the plugin is "
+         "used), or give a checkout of the whole project. " + RERUN, (SETUP,)),
+    Rule("engine_not_importable", r"the engine does not import after",
+         "The engine was installed but does not import.",
+         "Choose Python 3.11 or 3.12 under Advanced and run Set up engine again; if it still "
+         "fails, Copy diagnostics puts the log on the clipboard for a bug report.", (SETUP,)),
     Rule("env_incomplete", r"No module named|ModuleNotFoundError|ImportError",
          "The engine's environment is incomplete.",
          "Run Set up engine…: it repairs the environment without starting over."),
 ]
 
 
+# The problems of an engine process that ended: advice already, never read again as a cause.
+EXITED_PROBLEMS = ("The engine was killed", "The engine stopped unexpectedly")
+# What the GPU rules say when the engine computes on the CPU (its /health device): no GPU
+# advice on a machine whose engine does not use one.
+CPU_WORDING = {
+    "out_of_memory": ("The engine ran out of memory.",
+                      "Choose a smaller extent or a coarser level, or close other programs "
+                      "to free memory."),
+}
+
+
 def explain(text: str, context: str = SERVICE, returncode: int | None = None,
             log_path: str | None = None, log_tail: str = "", step: str = "",
-            exited: bool = False) -> Advice:
+            exited: bool = False, gpu: bool | None = None) -> Advice:
     """One message for a failure seen in ``context`` (setup, service or job); ``exited``:
-    the service process ended (with ``returncode`` when it is known)."""
+    the service process ended (with ``returncode`` when it is known); ``gpu``: whether the
+    engine computes on a GPU (None: unknown)."""
     extra = {"log_path": str(log_path) if log_path else None, "log_tail": log_tail}
     haystack = f"{text}\n{log_tail}"
     for rule in RULES:
         if context in rule.contexts and re.search(rule.pattern, haystack, re.IGNORECASE):
-            return Advice(rule.kind, rule.problem, rule.action, **extra)
+            problem, action = rule.problem, rule.action
+            if gpu is False and rule.kind in CPU_WORDING:
+                problem, action = CPU_WORDING[rule.kind]
+            return Advice(rule.kind, problem, action, **extra)
     if context == SETUP:
         return Advice("setup_failed", f"The set-up failed at the {step or 'unknown'} step.",
                       "The log says why; Copy diagnostics puts it on the clipboard for a bug "
                       "report. " + RERUN, **extra)
     if context == SERVICE and (exited or returncode is not None):
         if returncode in (-9, 137):
-            return Advice("killed", "The engine was killed (often: the system ran out of "
+            return Advice("killed", f"{EXITED_PROBLEMS[0]} (often: the system ran out of "
                           "memory).", "Close other programs or choose a smaller extent, then "
                           "Restart the engine.", **extra)
         code = f" (exit code {returncode})" if returncode is not None else ""
-        return Advice("crashed", f"The engine stopped unexpectedly{code}.",
+        return Advice("crashed", f"{EXITED_PROBLEMS[1]}{code}.",
                       "Restart it with the Restart button; its last log lines are below.",
                       **extra)
     return Advice("failed", text.strip().splitlines()[0] if text.strip() else "It failed.",
@@ -157,22 +180,26 @@ KIND_ADVICE = {
 WORDING_FALLBACK = ("out_of_memory", "no_gpu_driver", "model_missing", "dll", "env_incomplete")
 
 
-def job_message(text: str, kind: str | None = None) -> str:
+def job_message(text: str, kind: str | None = None, gpu: bool | None = None) -> str:
     """A failed job's message with advice when its cause is one we know, else as it was.
 
     ``kind`` is the job's ``error_kind``: when the engine sends one, it alone decides (the
     engine's wording may change, and a prompt may contain any words); without one (an older
     engine), the wording rules do. Advice is given once: a message that already carries it
-    is returned as it is."""
+    is returned as it is. ``gpu`` False: the engine computes on the CPU, so no GPU advice."""
     if any(text.startswith(problem) for problem, _ in KIND_ADVICE.values()) or any(
-            text.startswith(rule.problem) for rule in RULES):
+            text.startswith(rule.problem) for rule in RULES) or any(
+            text.startswith(problem) for problem, _ in CPU_WORDING.values()) or text.startswith(
+            EXITED_PROBLEMS):
         return text
     if kind is not None:
         if kind in KIND_ADVICE:
             problem, action = KIND_ADVICE[kind]
+            if gpu is False and kind in CPU_WORDING:
+                problem, action = CPU_WORDING[kind]
             return f"{problem} {action}\n({text})"
         return text
-    advice = explain(text, JOB)
+    advice = explain(text, JOB, gpu=gpu)
     if advice.kind in WORDING_FALLBACK:
         return f"{advice.problem} {advice.action}\n({text})"
     return text

@@ -23,12 +23,25 @@ def parse_nvidia_smi(output: str) -> str | None:
     return None
 
 
+def nvidia_smi_path(platform: str = sys.platform, which=shutil.which,
+                    env: dict | None = None) -> str | None:
+    """nvidia-smi: on PATH, else where Windows drivers put it (System32 since the DCH
+    drivers, NVSMI under Program Files before them; QGIS's PATH may have neither)."""
+    smi = which("nvidia-smi")
+    if smi is None and platform == "win32":
+        env = os.environ if env is None else env
+        for candidate in (
+                Path(env.get("SystemRoot", "C:/Windows")) / "System32" / "nvidia-smi.exe",
+                Path(env.get("ProgramFiles", "C:/Program Files")) / "NVIDIA Corporation"
+                / "NVSMI" / "nvidia-smi.exe"):
+            if candidate.is_file():
+                return str(candidate)
+    return smi
+
+
 def detect_nvidia_driver(timeout: float = 10.0) -> str | None:
     """The NVIDIA driver version, or None when there is no working driver."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None and sys.platform == "win32":
-        candidate = Path(os.environ.get("SystemRoot", "C:/Windows")) / "System32/nvidia-smi.exe"
-        smi = str(candidate) if candidate.is_file() else None
+    smi = nvidia_smi_path()
     if smi is None:
         return None
     try:

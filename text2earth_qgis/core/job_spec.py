@@ -19,6 +19,7 @@ LARGE_OUTPUT_PX = 2048 * 2048  # above this the dock warns: minutes to hours of 
 LAYER_PREFIX = "Text2Earth (synthetic): "
 PIPELINE_CHECK_PREFIX = "Text2Earth (pipeline check, not imagery): "
 PIPELINE_CHECK_TAG = "TEXT2EARTH_PIPELINE_CHECK"
+PIPELINE_CHECK_SUFFIX = ".pipeline-check"  # files.KIND_TAGS puts a clash counter before it
 DEFAULT_PATTERN = "{date}_{prompt}_s{seed}.tif"
 # How a scene past one model window is built (the engine's scene_method); "cascade" paints the
 # whole extent at a coarser level first, then refines it level by level.
@@ -130,11 +131,15 @@ def output_name(pattern: str, prompt: str, seed: int | None, level: int | None,
 
 
 def pipeline_check_name(name: str) -> str:
-    """'x.tif' -> 'x.pipeline-check.tif': demo-weight results say what they are."""
+    """'x.tif' -> 'x.pipeline-check.tif', 'x_2.tif' -> 'x_2.pipeline-check.tif': demo-weight
+    results say what they are, once; a name already tagged (with a clash counter after the
+    tag, as older versions named them, too) is kept."""
+    if PIPELINE_CHECK_SUFFIX in name:
+        return name
     stem, dot, suffix = name.rpartition(".")
     if not dot:
-        return name + ".pipeline-check"
-    return name if stem.endswith(".pipeline-check") else f"{stem}.pipeline-check.{suffix}"
+        return name + PIPELINE_CHECK_SUFFIX
+    return f"{stem}{PIPELINE_CHECK_SUFFIX}.{suffix}"
 
 
 def is_pipeline_check(result: dict | None) -> bool:

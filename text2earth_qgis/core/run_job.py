@@ -10,9 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .candidates import Candidate, candidates_of
-from .client import EngineClient, EngineError, JobCancelled, JobFailed, ServiceError
+from .client import (
+    DeliveryError,
+    EngineClient,
+    EngineError,
+    JobCancelled,
+    JobFailed,
+    ServiceError,
+)
 from .failure_advice import job_message
-from .files import unused_name
+from .files import OutputFolderError, check_output_folder, unused_name
 from .job_spec import is_pipeline_check, pipeline_check_name
 
 
@@ -61,6 +68,15 @@ def _with_advice(call):
                            exc.kind) from None
 
 
+def check_folder(folder: str | Path) -> Path:
+    """check_output_folder in the engine errors' terms (what the tasks and algorithms catch):
+    a folder that cannot take the result fails before the job is sent, not after it ran."""
+    try:
+        return check_output_folder(folder)
+    except OutputFolderError as exc:
+        raise DeliveryError(str(exc)) from None
+
+
 def run_job(
     client: EngineClient,
     job: dict,
@@ -71,7 +87,10 @@ def run_job(
     on_preview: Callable[[bytes], None] | None = None,
     preview_every_s: float = 1.0,
 ) -> tuple[dict, Path]:
-    """(result, delivered path); raises JobCancelled, JobFailed, ServiceError, ..."""
+    """(result, delivered path); raises JobCancelled, JobFailed, ServiceError, DeliveryError
+    (the destination's folder cannot take a file: said before the job is sent), ..."""
+    check_folder(Path(destination).parent)
+
     def run():
         job_id, result = _follow(client, job, on_status, is_canceled, on_preview,
                                  preview_every_s)
@@ -88,11 +107,16 @@ def run_candidates(
     is_canceled: Callable[[], bool] = lambda: False,
     on_preview: Callable[[bytes], None] | None = None,
     preview_every_s: float = 1.0,
+    folder: str | Path | None = None,
 ) -> tuple[dict, list[tuple[Candidate, Path]], list[str]]:
     """One job of N variations: (result, [(candidate, delivered path)] best first, problems).
 
-    ``paths_for(kept candidates, pipeline_check)`` names their files. A variation that cannot
-    be delivered is said in ``problems``; the others still arrive."""
+    ``paths_for(kept candidates, pipeline_check)`` names their files in ``folder``, which is
+    checked before the job is sent (DeliveryError). A variation that cannot be delivered is
+    said in ``problems``; the others still arrive."""
+    if folder is not None:
+        check_folder(folder)
+
     def run():
         job_id, result = _follow(client, job, on_status, is_canceled, on_preview,
                                  preview_every_s)

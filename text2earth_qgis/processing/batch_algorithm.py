@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess  # nosec B404 - runs the engine's own CLI, an argument list
 import tempfile
-import time
 from pathlib import Path
 
 from qgis.core import (
@@ -31,12 +29,37 @@ from qgis.core import (
 )
 
 from ..core import scale
-from ..core.engine_manager import NO_ENGINE_MESSAGE, EngineManager, find_engine_python
+from ..core.engine_manager import EngineManager
+from ..core.job_spec import PIPELINE_CHECK_PREFIX, PIPELINE_CHECK_SUFFIX
 from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
+from .cli_runner import run_engine_cli
+from .engine_run import checked_folder
 
 LEVEL_CHOICES = [f"{lv} (~{scale.nominal_resolution(lv):g} m/px)" for lv in scale.LEVELS]
 GROUP_PREFIX = "Text2Earth batch (synthetic): "
-POLL_S = 0.5
+PROMPT_FIELDS = ("prompt", "caption", "text")  # what a layer of prompts calls its field
+PARTIAL_EXIT = 7  # the CLI's code for "some items failed, the others were made"
+
+
+def prompt_field(chosen: str, names: list[str]) -> str:
+    """The field holding the prompts: the chosen one, else the first named prompt, caption
+    or text (any case); ValueError naming the layer's fields when there is none."""
+    if chosen:
+        return chosen
+    lowered = {name.lower(): name for name in reversed(names)}
+    for wanted in PROMPT_FIELDS:
+        if wanted in lowered:
+            return lowered[wanted]
+    raise ValueError("choose the field that holds each extent's prompt (the layer has no "
+                     f"field named prompt, caption or text; its fields: {', '.join(names)})")
+
+
+def layer_name(path: str) -> str:
+    """A result's layer name; a pipeline check (demo weights) says so first."""
+    stem = Path(path).stem
+    if stem.endswith(PIPELINE_CHECK_SUFFIX):
+        return PIPELINE_CHECK_PREFIX + stem.removesuffix(PIPELINE_CHECK_SUFFIX)
+    return f"{stem} (synthetic)"
 
 
 def _text(value) -> str:
@@ -95,8 +118,11 @@ class GenerateBatchAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.INPUT, "Extents (polygons)", [polygon_source_type()]))
+        # Optional with a default of "prompt": the dialog picks the layer's prompt field
+        # instead of its first (fid); empty, a field named prompt / caption / text is used.
         self.addParameter(QgsProcessingParameterField(
-            self.PROMPT_FIELD, "Prompt field", parentLayerParameterName=self.INPUT))
+            self.PROMPT_FIELD, "Prompt field (empty: the field named prompt, caption or text)",
+            defaultValue="prompt", parentLayerParameterName=self.INPUT, optional=True))
         self.addParameter(QgsProcessingParameterField(
             self.ID_FIELD, "Id field (names the files; default: the feature id)",
             parentLayerParameterName=self.INPUT, optional=True))
@@ -115,78 +141,71 @@ class GenerateBatchAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, "Output folder"))
 
-    def command(self, python: str, items: Path, out_dir: str, steps: int, workers: int,
-                address: str) -> list[str]:
-        cmd = [python, "-m", "engine.cli", "batch", str(items), "--out-dir", out_dir,
-               "--steps", str(steps), "--workers", str(workers), "--quiet"]
+    def arguments(self, items: Path, out_dir: str, steps: int, workers: int,
+                  address: str) -> list[str]:
+        """The engine CLI's arguments (after ``python -m engine.cli``)."""
+        args = ["batch", str(items), "--out-dir", out_dir, "--steps", str(steps),
+                "--workers", str(workers), "--quiet"]
         settings = self.manager.settings
         if settings.model:
-            cmd += ["--model", settings.model]
+            args += ["--model", settings.model]
         if settings.device and settings.device != "auto":
-            cmd += ["--device", settings.device]
+            args += ["--device", settings.device]
+        if settings.demo_fallback:  # as the service: without real weights, a pipeline check
+            args.append("--demo-fallback")
         if address:
-            cmd += ["--ray-address", address]
-        return cmd
+            args += ["--ray-address", address]
+        return args
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException("choose a polygon layer of extents")
-        prompt_field = self.parameterAsString(parameters, self.PROMPT_FIELD, context)
-        if not prompt_field:
-            raise QgsProcessingException("choose the field that holds each extent's prompt")
+        names = [field.name() for field in source.fields()]
+        chosen = self.parameterAsString(parameters, self.PROMPT_FIELD, context)
+        try:  # a default ("prompt") the layer lacks is no choice: look for its prompt field
+            field = prompt_field(chosen if chosen in names else "", names)
+        except ValueError as exc:
+            raise QgsProcessingException(str(exc)) from None
         id_field = self.parameterAsString(parameters, self.ID_FIELD, context) or None
         level = scale.LEVELS[self.parameterAsEnum(parameters, self.LEVEL_PARAM, context)]
         out_dir = self.parameterAsString(parameters, self.OUTPUT, context)
-        python = find_engine_python(self.manager.settings.python)
-        if python is None:
-            raise QgsProcessingException(NO_ENGINE_MESSAGE)
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        checked_folder(str(Path(out_dir) / "collection.json"))
         with tempfile.TemporaryDirectory(prefix="t2e-batch-") as tmp:
             items = Path(tmp) / "items.csv"
-            total = items_csv(source, prompt_field, id_field, level, items)
+            total = items_csv(source, field, id_field, level, items)
             if total == 0:
                 raise QgsProcessingException("the layer has no features")
-            cmd = self.command(
-                python, items, out_dir,
+            args = self.arguments(
+                items, out_dir,
                 self.parameterAsInt(parameters, self.STEPS, context),
                 self.parameterAsInt(parameters, self.WORKERS, context),
                 self.parameterAsString(parameters, self.RAY_ADDRESS, context).strip())
-            feedback.pushInfo(f"running the Text2Earth engine on {total} extent(s)…")
-            stderr = self._run(cmd, Path(out_dir), total, feedback)
-        report = self._report(Path(out_dir), stderr)
+            feedback.pushInfo(f"running the Text2Earth engine on {total} extent(s), prompts "
+                              f"from the field {field!r}…")
+            folder = Path(out_dir)
+            before = {p.name for p in folder.glob("*.tif")}
+
+            def progress() -> float:  # the COGs appearing (each written whole, then renamed)
+                return 100.0 * len({p.name for p in folder.glob("*.tif")} - before) / total
+
+            run = run_engine_cli(
+                self.manager, args, feedback, progress,
+                cancelled="cancelled: the items made so far are kept; running again skips them",
+                ok_codes=(0, PARTIAL_EXIT))
+        report = self._report(folder, run.stderr)
         for failure in (r for r in report["results"] if r["status"] == "failed"):
             feedback.reportError(f"{failure['key']}: {failure['error']}", False)
         self._outputs = sorted(r["out"] for r in report["results"]
                                if r["status"] in ("done", "skipped"))
-        self._group = f"{GROUP_PREFIX}{Path(out_dir).name}"
+        self._group = f"{GROUP_PREFIX}{folder.name}"
+        if any(layer_name(p).startswith(PIPELINE_CHECK_PREFIX) for p in self._outputs):
+            feedback.pushWarning("No real Text2Earth weights on this machine: the images are "
+                                 "pipeline checks made with the built-in demo weights, not "
+                                 "imagery. Set up the model in the plugin's settings.")
         feedback.pushInfo(f"{report['done']} made, {report['skipped']} already there, "
-                          f"{report['failed']} failed; STAC: {Path(out_dir) / 'collection.json'}")
+                          f"{report['failed']} failed; STAC: {folder / 'collection.json'}")
         return {self.OUTPUT: out_dir}
-
-    def _run(self, cmd: list[str], out_dir: Path, total: int, feedback) -> str:
-        """Progress from the COGs appearing; cancel stops the engine (its checked writes
-        leave nothing partial)."""
-        with tempfile.TemporaryFile(mode="w+") as err:
-            process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)  # nosec B603 - no shell; the engine's python, our arguments
-            before = {p.name for p in out_dir.glob("*.tif")}
-            while process.poll() is None:
-                if feedback.isCanceled():
-                    process.terminate()
-                    process.wait(timeout=30)
-                    raise QgsProcessingException("cancelled: the items made so far are kept; "
-                                                 "running again skips them")
-                made = len({p.name for p in out_dir.glob("*.tif")} - before)
-                feedback.setProgress(min(99.0, 100.0 * made / total))
-                time.sleep(POLL_S)
-            err.seek(0)
-            text = err.read()
-        if process.returncode not in (0, 7):  # 7: some items failed, the others were made
-            lines = [line for line in text.strip().splitlines() if line.strip()]
-            raise QgsProcessingException(
-                (lines[-1] if lines else f"the engine stopped (exit {process.returncode})")
-                .removeprefix("text2earth: error: "))
-        return text
 
     def _report(self, out_dir: Path, stderr: str) -> dict:
         try:
@@ -206,7 +225,7 @@ class GenerateBatchAlgorithm(QgsProcessingAlgorithm):
             root.removeChildNode(old)
         group = root.insertGroup(0, self._group)
         for path in self._outputs:
-            layer = QgsRasterLayer(path, f"{Path(path).stem} (synthetic)", "gdal")
+            layer = QgsRasterLayer(path, layer_name(path), "gdal")
             if layer.isValid():
                 project.addMapLayer(layer, False)
                 group.addLayer(layer)

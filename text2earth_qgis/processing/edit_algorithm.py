@@ -3,11 +3,9 @@ raster's grid, regenerated inside the polygons only."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from qgis.core import (
-    QgsCoordinateTransform,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
@@ -33,6 +31,7 @@ from ..core.edit_spec import (
 from ..core.engine_manager import EngineManager
 from ..layer_render import needs_render, render_for_edit, render_level
 from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
+from ..qgis_geometry import source_geojson
 from .engine_run import geotiff_destination, run_on_engine
 from .generate_algorithm import LEVEL_CHOICES
 from .sampling import add_sampling_parameters, sampling_values
@@ -115,15 +114,7 @@ class EditRasterAlgorithm(QgsProcessingAlgorithm):
                     raise
                 path = None  # rendered to a GeoTIFF once the polygons are known
             mask_crs = require_crs(crs_for_engine(layer.crs()))
-            to_raster = QgsCoordinateTransform(source.sourceCrs(), layer.crs(),
-                                               context.transformContext())
-            geometries = []
-            for feature in source.getFeatures():
-                geometry = feature.geometry()
-                if geometry.isNull() or geometry.isEmpty():
-                    continue
-                geometry.transform(to_raster)
-                geometries.append(json.loads(geometry.asJson()))
+            geometries = source_geojson(source, layer.crs(), context.transformContext())
             level = None if choice == 0 else scale.LEVELS[choice - 1]
             options = EditOptions(
                 prompt=self.parameterAsString(parameters, self.PROMPT, context),
@@ -143,7 +134,8 @@ class EditRasterAlgorithm(QgsProcessingAlgorithm):
                                                  feedback))
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from None
-        return {self.OUTPUT: run_on_engine(self.manager, job, destination, feedback)}
+        return {self.OUTPUT: run_on_engine(self.manager, job, destination, feedback,
+                                     context)}
 
     @staticmethod
     def _render(layer, geometries: list[dict], level: int | None, destination: str,

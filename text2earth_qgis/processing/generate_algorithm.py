@@ -84,4 +84,5 @@ class GenerateSceneAlgorithm(QgsProcessingAlgorithm):
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from None
 
-        return {self.OUTPUT: run_on_engine(self.manager, job, destination, feedback)}
+        return {self.OUTPUT: run_on_engine(self.manager, job, destination, feedback,
+                                     context)}

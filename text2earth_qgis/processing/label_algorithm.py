@@ -6,9 +6,6 @@ was asked."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess  # nosec B404 - the engine's own CLI, argument list, no shell
-import time
 from pathlib import Path
 
 from qgis.core import (
@@ -21,46 +18,30 @@ from qgis.core import (
 )
 
 from ..core.edit_spec import raster_file
-from ..core.engine_manager import NO_ENGINE_MESSAGE, EngineManager, find_engine_python
+from ..core.engine_manager import EngineManager
+from .cli_runner import run_engine_cli
+from .engine_run import checked_folder
 
 GRID_SUFFIXES = (".gpkg", ".geojson")
-POLL_S = 0.2
 
 
 def grid_destination(destination: str) -> str:
     if not destination.lower().endswith(GRID_SUFFIXES):
         raise QgsProcessingException("the label grid must be a GeoPackage (.gpkg) or GeoJSON "
                                      "(.geojson) file")
-    return destination
+    return checked_folder(destination)
 
 
-def label_command(python: str, raster: str, destination: str, labels: str | None,
-                  rank_model: str | None) -> list[str]:
-    command = [python, "-m", "engine.cli", "label", "--raster", raster, "--out", destination,
-               "--overwrite"]  # Processing asked for this file: it may replace it
+def label_arguments(raster: str, destination: str, labels: str | None,
+                    rank_model: str | None) -> list[str]:
+    """The engine CLI's arguments (after ``python -m engine.cli``)."""
+    args = ["label", "--raster", raster, "--out", destination,
+            "--overwrite"]  # Processing asked for this file: it may replace it
     if labels:
-        command += ["--labels", labels]
+        args += ["--labels", labels]
     if rank_model:
-        command += ["--rank-model", rank_model]
-    return command
-
-
-def run_label(command: list[str], env: dict, feedback) -> dict:
-    """Run the engine CLI; its JSON summary, or QgsProcessingException with its one line."""
-    process = subprocess.Popen(  # noqa: S603 # nosec B603 - our CLI, no shell
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    while process.poll() is None:
-        if feedback.isCanceled():
-            process.terminate()
-            process.wait(timeout=30)
-            raise QgsProcessingException("cancelled: nothing was written")
-        time.sleep(POLL_S)
-    out, err = process.communicate()
-    if process.returncode != 0:
-        lines = [line for line in err.strip().splitlines() if line.strip()]
-        message = lines[-1] if lines else f"the engine exited with {process.returncode}"
-        raise QgsProcessingException(message.removeprefix("text2earth: error: "))
-    return json.loads(out)
+        args += ["--rank-model", rank_model]
+    return args
 
 
 class LabelRasterAlgorithm(QgsProcessingAlgorithm):
@@ -110,17 +91,16 @@ class LabelRasterAlgorithm(QgsProcessingAlgorithm):
                                  layer.source() if layer else None)
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from None
-        python = find_engine_python(self.manager.settings.python)
-        if python is None:
-            raise QgsProcessingException(NO_ENGINE_MESSAGE)
         labels = self.parameterAsFile(parameters, self.LABELS, context) or None
         rank_model = self.parameterAsString(parameters, self.RANK_MODEL, context).strip()
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
-        if self.manager.settings.model_cache:
-            env["HF_HUB_CACHE"] = self.manager.settings.model_cache
         feedback.pushInfo(f"labelling {Path(raster).name} with Git-RSCLIP…")
-        summary = run_label(label_command(python, raster, destination, labels,
-                                          rank_model or None), env, feedback)
+        run = run_engine_cli(self.manager, label_arguments(raster, destination, labels,
+                                                           rank_model or None), feedback)
+        try:
+            summary = json.loads(run.stdout)
+        except ValueError:
+            raise QgsProcessingException(
+                f"the engine wrote no label summary: {run.stderr.strip()[-300:]}") from None
         counts = ", ".join(f"{label} {n}" for label, n in summary["label_counts"].items())
         feedback.pushInfo(f"{summary['windows']} windows of {summary['window_size']} px: "
                           f"{counts}")

@@ -4,10 +4,7 @@ polygons."""
 
 from __future__ import annotations
 
-import json
-
 from qgis.core import (
-    QgsCoordinateTransform,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterEnum,
@@ -31,6 +28,7 @@ from ..core.edit_spec import (
 )
 from ..core.engine_manager import EngineManager
 from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
+from ..qgis_geometry import source_geojson
 from .engine_run import geotiff_destination, run_on_engine
 from .generate_algorithm import LEVEL_CHOICES
 from .sampling import add_sampling_parameters, sampling_values
@@ -125,15 +123,7 @@ class RestyleRasterAlgorithm(QgsProcessingAlgorithm):
             raster_crs = require_crs(crs_for_engine(layer.crs()))
             geometries = None
             if source is not None:
-                to_raster = QgsCoordinateTransform(source.sourceCrs(), layer.crs(),
-                                                   context.transformContext())
-                geometries = []
-                for feature in source.getFeatures():
-                    geometry = feature.geometry()
-                    if geometry.isNull() or geometry.isEmpty():
-                        continue
-                    geometry.transform(to_raster)
-                    geometries.append(json.loads(geometry.asJson()))
+                geometries = source_geojson(source, layer.crs(), context.transformContext())
             options = EditOptions(
                 prompt=self.parameterAsString(parameters, self.PROMPT, context),
                 negative_prompt=self.parameterAsString(parameters, self.NEGATIVE, context),
@@ -149,4 +139,5 @@ class RestyleRasterAlgorithm(QgsProcessingAlgorithm):
             )
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from None
-        return {self.OUTPUT: run_on_engine(self.manager, job, destination, feedback)}
+        return {self.OUTPUT: run_on_engine(self.manager, job, destination, feedback,
+                                     context)}
