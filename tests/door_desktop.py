@@ -121,6 +121,8 @@ def generate(plugin) -> None:
     gen = dock.generate
     gen.prompt_edit.setPlainText("dense residential area with tree-lined streets and a park")
     report["generate_enabled"] = gen.generate_button.isEnabled()
+    report["shown_level"] = gen.level_spin.value()  # what the dock shows it will use
+    report["shown_info"] = gen.info_label.text()
     before = set(QgsProject.instance().mapLayers())
     gen.generate_button.click()
     report["generate_finished"] = wait_for(lambda: gen.task is None, 600)

@@ -335,6 +335,9 @@ def ui(section):
     dock.history_panel.history_list.setCurrentRow(0)
     dock.history_panel.reuse_button.click()
     section["reused_prompt"] = panel.prompt_edit.toPlainText()
+    # The tab read back after the reuse is the run's form, field for field.
+    from text2earth_qgis.forms import EditForm
+    section["reused_form_is_the_runs"] = panel.form() == EditForm.from_job(job)
     section["reused_tab"] = dock.tabs.currentWidget() is panel
 
     # Esc with nothing open clears every polygon; another tool unchecks the button.

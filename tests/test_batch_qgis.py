@@ -28,8 +28,9 @@ def test_generate_batch_algorithm_loads_the_results_as_a_group(tmp_path, tiny_t2
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report.get("error") is None, report.get("error")
     out = tmp_path / "out"
-    assert report["group"] == "Text2Earth batch (synthetic): out"
-    assert report["layers"] == ["east (synthetic)", "west (synthetic)"]
+    assert report["group"] == "batch: out — Text2Earth (synthetic)"
+    assert report["layers"] == ["scene: east — Text2Earth (synthetic)",
+                                "scene: west — Text2Earth (synthetic)"]
     assert any("nothing: no prompt" in e for e in report["errors"]), report["errors"]
     for name, (x0, y0, x1, y1) in (("west", (447000, 5411000, 447060, 5411060)),
                                    ("east", (447100, 5411000, 447150, 5411040))):
@@ -45,7 +46,7 @@ def test_generate_batch_algorithm_loads_the_results_as_a_group(tmp_path, tiny_t2
     demo = report["demo"]
     assert demo.get("error") is None, demo.get("error")
     assert demo["files"] == ["west.pipeline-check.tif"]
-    assert demo["layers"] == ["Text2Earth (pipeline check, not imagery): west"]
+    assert demo["layers"] == ["scene: west — Text2Earth (pipeline check)"]
     with rasterio.open(tmp_path / "demo" / "west.pipeline-check.tif") as src:
         assert src.tags()["TEXT2EARTH_PROMPT"] == "a lake"
         assert src.tags().get("TEXT2EARTH_PIPELINE_CHECK")

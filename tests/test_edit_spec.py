@@ -15,9 +15,9 @@ from text2earth_qgis.core.edit_spec import (
     extend_output_name,
     mask_geometry,
     raster_file,
-    result_layer_name,
     unused_name,
 )
+from text2earth_qgis.core.result_names import job_result_name
 
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
 PARK = EditOptions("a park")
@@ -171,7 +171,7 @@ def test_unused_name_counts_up():
 
 
 def test_result_layer_names_say_synthetic():
-    assert result_layer_name({"type": "edit", "prompt": "a  park"}) == (
-        "Text2Earth (synthetic edit): a park")
-    assert result_layer_name({"type": "extend", "prompt": "sea"}) == (
-        "Text2Earth (synthetic extension): sea")
+    edit = build_edit_job("/d/x.tif", [SQUARE], "EPSG:32632", EditOptions("a  park"))
+    assert job_result_name(edit) == "edit: a park — Text2Earth (synthetic)"
+    extend = build_extend_job("/d/x.tif", 100.0, "east", EditOptions("sea"))
+    assert job_result_name(extend) == "extend: sea — Text2Earth (synthetic)"

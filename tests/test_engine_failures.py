@@ -50,13 +50,13 @@ def test_port_leftover_crash_restart_driver_and_missing_model(tmp_path):
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert f"HF_HUB_CACHE={tmp_path / 'empty-cache'}".encode() in environ
 
-        # No GPU driver on this machine: /health says the GPU is not used, and why, and
-        # so does the status line the dock shows.
+        # No GPU driver on this machine: /health says the GPU is not used, and why; the
+        # status line the dock shows gives no GPU advice on a machine without one.
         report = client.health()["device_report"]
         assert report["gpu_used"] is torch.cuda.is_available()
         if shutil.which("nvidia-smi") is None:
-            assert report["reason"].startswith("no NVIDIA driver found")
-            assert "GPU not used: no NVIDIA driver found" in first.message
+            assert report["reason"] == "no NVIDIA driver found"
+            assert "GPU" not in first.message and "NVIDIA" not in first.message
         auto = service_record.read_record(tmp_path / "service.json")  # unchanged
         assert auto == record
 

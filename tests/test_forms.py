@@ -1,6 +1,6 @@
-"""The Generate tab's state as a value (text2earth_qgis/forms.py): Reuse settings is the
-inverse of a run. Judged on the engine's own request schema (what it accepts, which level it
-picks) and on the fields a rerun must keep."""
+"""The Generate and Edit raster tabs' state as values (text2earth_qgis/forms.py): Reuse
+settings is the inverse of a run. Judged on the engine's own request schema (what it accepts,
+which level it picks) and on the fields a rerun must keep."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import math
 import pytest
 from pyproj import Transformer
 
-from engine.service.schemas import GenerateJob
+from engine.service.schemas import EditJob, ExtendJob, GenerateJob
 from text2earth_qgis.core import scale
 from text2earth_qgis.core.job_spec import AUTO, LEVEL, RESOLUTION
-from text2earth_qgis.forms import FORM_KEY, GenerateForm, engine_job
+from text2earth_qgis.forms import FORM_KEY, EditForm, GenerateForm, engine_job
 
 BBOX = (447000.0, 5411000.0, 447300.0, 5411250.0)
 START = "/data/Text2Earth/scene.start.tif"
@@ -83,3 +83,65 @@ def test_bad_input_is_said_before_anything_is_drawn():
     with pytest.raises(ValueError, match="type a prompt"):
         dataclasses.replace(FORMS[3], prompt="  ").check()
     FORMS[3].check()  # a run from layers checks without its picture
+
+
+# ----- the Edit raster tab ---------------------------------------------------------------------
+
+RASTER = "/data/Ortho photos/RGB.byte.tif"  # a path with a space, as users have them
+SQUARE = {"type": "Polygon", "coordinates": [[[447010.0, 5411010.0], [447100.0, 5411010.0],
+                                              [447100.0, 5411100.0], [447010.0, 5411100.0],
+                                              [447010.0, 5411010.0]]]}
+EDITS = [
+    EditForm("a park with trees", RASTER, seed=11, steps=3),
+    EditForm("a lake", RASTER, negative_prompt="boats", level=16, seed=0, guidance=5.0,
+             model="/models/inpaint", dilate=0, feather=12, fill_nodata=True),
+    EditForm("farmland", RASTER, side="east", distance_m=250.0, seed=7, dilate=None,
+             feather=None, fill_nodata=None),
+    EditForm("the sea", RASTER, side="all", distance_m=12.5, level=12, seed=3, dilate=None,
+             feather=None, fill_nodata=None),
+]
+
+
+def edit_job(form: EditForm) -> dict:
+    return form.to_job([SQUARE], "EPSG:32632") if form.side is None else form.to_job()
+
+
+@pytest.mark.parametrize("form", EDITS, ids=lambda f: f.prompt[:12])
+def test_reusing_an_edit_is_the_inverse_of_its_run(form):
+    job = edit_job(form)
+    back = EditForm.from_job(job)
+    assert back == form
+    # The mask is the run's: it goes back as it came (a MultiPolygon in the raster's CRS).
+    rerun = back.to_job([job["mask"]], job["mask_crs"]) if form.side is None else back.to_job()
+    assert rerun == job
+
+
+@pytest.mark.parametrize("form", EDITS, ids=lambda f: f.prompt[:12])
+def test_the_engine_accepts_the_edit_sent(form):
+    job = edit_job(form)
+    schema = ExtendJob if form.side else EditJob
+    body = schema.model_validate(job)  # strict, extra fields forbidden
+    assert body.type == form.kind and body.raster == RASTER and body.seed == form.seed
+    assert body.prompt == form.prompt and body.level == form.level
+    if form.side is None:
+        assert (body.dilate, body.feather, body.fill_nodata) == (
+            form.dilate, form.feather, form.fill_nodata)
+        assert body.mask["coordinates"] == [SQUARE["coordinates"]]
+    else:
+        assert (body.side, body.by) == (form.side, form.distance_m)
+
+
+def test_a_served_layer_is_edited_from_the_file_drawn_for_the_run():
+    served = dataclasses.replace(EDITS[0], raster="")
+    job = served.to_job([SQUARE], "EPSG:32632", raster="/out/tiles_rendered_L17.tif")
+    assert job["raster"] == "/out/tiles_rendered_L17.tif"
+    assert EditForm.from_job(job).raster == "/out/tiles_rendered_L17.tif"
+
+
+def test_bad_edits_are_said_in_the_users_words():
+    with pytest.raises(ValueError, match="type a prompt"):
+        dataclasses.replace(EDITS[0], prompt=" ").check()
+    with pytest.raises(ValueError, match="no mask"):
+        EDITS[0].to_job([], "EPSG:32632")
+    with pytest.raises(ValueError, match="more than 0 m"):
+        dataclasses.replace(EDITS[2], distance_m=0.0).to_job()

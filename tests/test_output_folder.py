@@ -1,7 +1,7 @@
 """An output folder that cannot take the result: said before the job is sent, in the user's
-words, naming the folder; a delivery that fails anyway says why and leaves nothing behind
-(no temp file, no staged copy). And result names that meet an existing file: one
-pipeline-check tag, the counter before it. Stdlib core against tests/fake_service.py.
+words, naming the folder; a delivery that fails anyway says why and leaves no partial file
+(the engine's own copy stays, and the message names it). And result names that meet an
+existing file: one pipeline-check tag, the counter before it. Stdlib core against tests/fake_service.py.
 
 The read-only folders are real: as root (the test machine), chmod does not stop writes, so a
 read-only tmpfs is mounted where the kernel allows it (EROFS); as another user, chmod 0o555
@@ -105,11 +105,14 @@ def test_a_failed_delivery_says_why_and_leaves_nothing(tmp_path, read_only_folde
         job_id = client.submit(JOB)["id"]
         with pytest.raises(DeliveryError) as caught:
             client.download(job_id, read_only_folder / "scene.tif")
-    assert str(caught.value) == (f"Cannot write to {read_only_folder}: it is read-only. "
-                                 "Choose another output folder.")
+    message = (f"Cannot write to {read_only_folder}: it is read-only. "
+               "Choose another output folder.")
     assert list(read_only_folder.iterdir()) == []
-    if not remote:  # the staged copy was the client's to move: gone, not left to pile up
-        assert list(staging.iterdir()) == []
+    if remote:
+        assert str(caught.value) == message
+    else:  # the generated file is not lost: it stays where the engine wrote it, named
+        [kept] = staging.iterdir()
+        assert str(caught.value) == f"{message} The result is kept at {kept}."
 
 
 @pytest.mark.parametrize("remote", [False, True])
@@ -125,11 +128,14 @@ def test_a_full_disk_is_said_and_leaves_no_partial_file(tmp_path, remote):
             job_id = client.submit(JOB)["id"]
             with pytest.raises(DeliveryError) as caught:
                 client.download(job_id, small / "scene.tif")
-        assert str(caught.value) == (f"Cannot write to {small}: the disk is full. Free some "
-                                     "space, or choose another output folder.")
+        message = (f"Cannot write to {small}: the disk is full. Free some space, or choose "
+                   "another output folder.")
         assert list(small.iterdir()) == []
-    if not remote:
-        assert list(staging.iterdir()) == []
+    if remote:
+        assert str(caught.value) == message
+    else:
+        [kept] = staging.iterdir()
+        assert str(caught.value) == f"{message} The result is kept at {kept}."
 
 
 # ----- names that meet existing files ------------------------------------------------------

@@ -25,10 +25,14 @@ from pyproj import CRS, Geod, Transformer
 
 from text2earth_qgis.core.scale import level_for_resolution, level_for_scale
 
+
+def scene_name(prompt: str) -> str:
+    """A generation's layer: the prompt first, Text2Earth and 'synthetic' last."""
+    return f"scene: {prompt} — Text2Earth (synthetic)"
+
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).with_name("plugin_dock_probe.py")
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
-LAYER_PREFIX = "Text2Earth (synthetic): "
 GEOD = Geod(ellps="WGS84")
 
 
@@ -252,7 +256,7 @@ def test_generate_adds_the_layer_on_the_extent(probe, case):
     assert run["generate_enabled"] is True and run["cancel_enabled"] is False
     assert len(run["new_layers"]) == 1
     layer = run["new_layers"][0]
-    assert layer["name"] == LAYER_PREFIX + run["prompt"]
+    assert layer["name"] == scene_name(run["prompt"])
     assert layer["group"] == "Text2Earth"
     assert layer["authid"] == run["authid"]
     assert layer["extent"] == approx_bbox(run["bbox"])
@@ -278,7 +282,7 @@ def test_generate_adds_the_layer_on_the_extent(probe, case):
     assert job["bbox"] == approx_bbox(run["bbox"]) and job["crs"] == run["authid"]
     assert job["prompt"] == run["prompt"] and job["seed"] == run["seed"]
     # History: newest first, with the parameters and the file.
-    assert run["history"][0].startswith(run["prompt"])
+    assert run["history"][0].startswith("scene: " + run["prompt"])
     assert f"seed {run['seed']}, level {run['level']}" in run["history"][0]
     assert run["history_paths"][-1] == str(path)
 
@@ -286,8 +290,8 @@ def test_generate_adds_the_layer_on_the_extent(probe, case):
 def test_generated_layers_stack_in_one_group(probe):
     gen = section(probe, "generate")
     assert gen["top_level"] == ["Text2Earth"]
-    assert gen["group_children"] == [LAYER_PREFIX + gen["geo"]["prompt"],
-                                     LAYER_PREFIX + gen["utm"]["prompt"]]  # newest on top
+    assert gen["group_children"] == [scene_name(gen["geo"]["prompt"]),
+                                     scene_name(gen["utm"]["prompt"])]  # newest on top
     assert len(gen["geo"]["history"]) == 2
 
 

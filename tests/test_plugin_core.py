@@ -25,7 +25,6 @@ from text2earth_qgis.core.job_spec import (
     Extent,
     Resolution,
     build_job,
-    layer_name,
     output_name,
     window_count,
 )
@@ -65,8 +64,6 @@ def test_names():
     assert output_name("{level}-{time}", "x", None, None, when) == "auto-230509.tif"
     with pytest.raises(ValueError, match="pattern"):
         output_name("{nope}", "x", 1, 1, when)
-    assert layer_name("farmland " * 20).startswith("Text2Earth (synthetic): farmland")
-    assert len(layer_name("farmland " * 20)) <= len("Text2Earth (synthetic): ") + 60
 
 
 def test_window_count_is_the_engines():

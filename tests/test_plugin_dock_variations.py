@@ -76,7 +76,9 @@ def test_n_variations_are_one_job_and_n_layers_best_first(probe):
     assert len(layers) == 3
     for rank, (item, k) in enumerate(zip(run["strip"], best_first, strict=True), start=1):
         layer = layers[item["layer"]]
-        assert layer["name"].endswith(f"a village among fields (variation {rank} of 3)")
+        # What differs first: the rank, before the prompt and Text2Earth.
+        assert layer["name"] == (
+            f"{rank} of 3, scene: a village among fields — Text2Earth (synthetic)")
         assert layer["job"]["seed"] == seed_of(k) and "candidates" not in layer["job"]
         assert f"Prompt match (Git-RSCLIP score, 0 to 1): {SCORES[k]:.3f}" in \
             layer["abstract"].splitlines()
@@ -119,9 +121,9 @@ def test_one_variation_sends_the_same_job_as_before_and_shows_its_score(probe):
     assert not {"candidates", "keep_candidates", "init_raster", "strength",
                 "scene_method"} & set(sent)
     (layer,) = run["new_layers"]
-    assert layer["name"] == "Text2Earth (synthetic): a single farm"
+    assert layer["name"] == "scene: a single farm — Text2Earth (synthetic)"
     assert "Prompt match (Git-RSCLIP score, 0 to 1): 0.700" in layer["abstract"].splitlines()
-    assert run["history"][0].startswith("a single farm\nseed 7, level 16, match 0.70, ")
+    assert run["history"][0].startswith("scene: a single farm\nseed 7, level 16, match 0.70, ")
     assert run["strip_visible"] is False
 
 

@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).with_name("plugin_edit_probe.py")
 RASTER = ROOT.parent / "shared" / "data" / "rasters" / "RGB.byte.tif"
 XYZ_POLYGON = [(8.4012, 49.0003), (8.4028, 49.0004), (8.4026, 49.0016), (8.4011, 49.0014)]
-EDIT_PREFIX = "Text2Earth (synthetic edit): "
+def edit_name(prompt: str) -> str:
+    """An edit's layer: the kind and prompt first, Text2Earth and 'synthetic' last."""
+    return f"edit: {prompt} — Text2Earth (synthetic)"
 
 
 def run_probe(work: Path, phases: str, **env) -> dict:
@@ -152,10 +154,10 @@ def test_bad_inputs_give_their_message_and_start_nothing(ui):
 # ----- the result layer (a fake result: a copy of the source) --------------------------------
 
 def test_result_is_added_just_above_its_source_with_its_style(ui):
-    assert ui["new_layers"] == [EDIT_PREFIX + "a park with trees"]
+    assert ui["new_layers"] == [edit_name("a park with trees")]
     assert ui["result_tree"] == {
         "group": "Imagery",
-        "names": ["above", EDIT_PREFIX + "a park with trees", "source ortho", "below"]}
+        "names": ["above", edit_name("a park with trees"), "source ortho", "below"]}
     expected = {"type": "multibandcolor", "opacity": pytest.approx(0.6),
                 "bands": [3, 2, 1], "stretch": [[10, 200], [20, 180], [30, 160]]}
     assert ui["source_style"] == expected
@@ -172,6 +174,7 @@ def test_result_is_added_just_above_its_source_with_its_style(ui):
 def test_edits_go_to_the_history_and_come_back_to_the_edit_tab(ui):
     assert ui["history"][0].startswith("edit: a park with trees\nseed 11, level 12")
     assert ui["reused_prompt"] == "a park with trees"
+    assert ui["reused_form_is_the_runs"] is True  # Reuse settings: the inverse of the run
     assert ui["reused_tab"] is True
 
 
@@ -245,7 +248,7 @@ def test_editing_a_layer_with_a_drawn_polygon_end_to_end(e2e):
     assert run["started"] and run["finished"], run["labels"]
     assert run["messages"] == [] and run["error"] == "", run["error"]
     assert run["status"] == f"done: {run['path']}"
-    assert run["new_layers"] == [EDIT_PREFIX + "a green park with trees"]
+    assert run["new_layers"] == [edit_name("a green park with trees")]
     names = run["source_tree"]["names"]
     assert run["tree"] == run["source_tree"]
     assert names.index(run["new_layers"][0]) == names.index("ortho to edit") - 1
@@ -281,7 +284,8 @@ def test_polygons_and_sketch_tool_leave_the_map_after_an_edit(e2e):
 def test_extending_a_layer_east_end_to_end(e2e):
     run = e2e["extend"]
     assert run["finished"] and run["error"] == "", run["error"]
-    assert run["new_layers"] == ["Text2Earth (synthetic extension): a green park with trees"]
+    assert run["new_layers"] == [
+        "extend: a green park with trees — Text2Earth (synthetic)"]
     assert run["style"] == e2e["small_style"]
     names = run["source_tree"]["names"]
     assert names.index(run["new_layers"][0]) == names.index("small ortho") - 1
@@ -307,7 +311,7 @@ def test_an_xyz_layer_is_rendered_at_the_level_and_edited(e2e):
     assert xyz["scale_label"].startswith("a WMS layer, not a file: the area around the "
                                          "polygons is rendered at level 17")
     assert xyz["finished"] and xyz["error"] == "", (xyz["error"], xyz["messages"])
-    assert xyz["new_layers"] == [EDIT_PREFIX + "a green park with trees"]
+    assert xyz["new_layers"] == [edit_name("a green park with trees")]
     rendered = Path(xyz["job"]["raster"])
     assert rendered.name == "local-tiles_rendered_L17.tif"
     assert rendered.name in xyz["rendered_files"] and rendered.parent.name == "out"

@@ -92,7 +92,7 @@ def test_the_dock_generates_against_the_hosts_engine_and_loads_the_layer(chroot)
     assert run["started"] and run["finished"] and run["messages"] == []
     (layer,) = run["new_layers"]
     assert layer["valid"] and layer["authid"] == "EPSG:32632"
-    assert layer["name"] == "Text2Earth (pipeline check, not imagery): a park near the river"
+    assert layer["name"] == "scene: a park near the river — Text2Earth (pipeline check)"
     assert run["status"] == f"done: {layer['source']}"
     assert run["files"] == [Path(layer["source"]).name]
     # The file the chroot's QGIS loaded, read on the host: the extent drawn, in its CRS, at

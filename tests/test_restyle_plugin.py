@@ -102,6 +102,8 @@ with RestyleService(work / "staging", tags={"TEXT2EARTH_PIPELINE_CHECK": "yes: d
                              onFinish=post.handleAlgorithmResults)
     report["real"] = {"returned": results["OUTPUT"], "errors": errors,
                       "loaded": [layer.source() for layer in project.mapLayers().values()],
+                      "names": {layer.source(): layer.name()
+                                for layer in project.mapLayers().values()},
                       "files": sorted(p.name for p in work.glob("asked*"))}
     readonly = work / "readonly-file"
     readonly.write_text("x")
@@ -155,6 +157,8 @@ def test_the_written_file_is_returned_and_loaded(report):
     assert real["files"] == ["asked.pipeline-check.tif"]
     assert real["returned"].endswith("asked.pipeline-check.tif")
     assert real["returned"] in real["loaded"]
+    # Named as the dock names its results: kind and prompt first, the demo weights said last.
+    assert real["names"][real["returned"]] == "restyle: a desert — Text2Earth (pipeline check)"
     assert real["errors"] == []
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
-    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
@@ -15,7 +14,7 @@ from qgis.core import (
     QgsProject,
 )
 from qgis.gui import QgsMapLayerComboBox
-from qgis.PyQt.QtCore import QCoreApplication, pyqtSignal
+from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -28,7 +27,6 @@ from qgis.PyQt.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from . import sampling_widgets
@@ -39,9 +37,6 @@ from .core.edit_spec import (
     EDIT_GUIDANCE,
     MAX_MASK_PX,
     SIDES,
-    EditOptions,
-    build_edit_job,
-    build_extend_job,
     edit_output_name,
     edit_scale_text,
     extend_output_name,
@@ -51,11 +46,12 @@ from .core.edit_spec import (
 )
 from .core.files import check_output_folder
 from .form_layout import finish_form, narrow, remembered_section, scrolled_form, wrapping_form
+from .forms import EditForm
 from .layer_render import render_for_edit
 from .layers import add_edited_layer
 from .qgis_compat import crs_for_engine, layer_filter
 from .qgis_geometry import geojson_bounds, geojson_geometries, ground_spans
-from .run_view import RunView
+from .run_view import RunPanel
 from .sampling_widgets import MAX_SEED
 from .sketch_tool import PolygonSketchTool
 from .tasks import GenerateTask
@@ -64,16 +60,14 @@ EDIT_TYPES = ("edit", "extend")
 AUTO_LEVEL = scale.MIN_LEVEL - 1  # the level spin box's "auto" (its special value)
 
 
-class EditPanel(QWidget):
+class EditPanel(RunPanel):
     """Raster layer + mask (drawn polygons or selected features) + prompt -> edited layer."""
 
-    layer_added = pyqtSignal(object)
+    failed_text = "the edit failed"
 
     def __init__(self, dock) -> None:
-        super().__init__()
-        self.dock = dock
+        super().__init__(dock)
         self.canvas = dock.canvas
-        self.task: GenerateTask | None = None
         self.source_layer = None
         self.rendered = False  # the edit's source is a served layer rendered to a GeoTIFF
         self.sketch = PolygonSketchTool(self.canvas)
@@ -83,8 +77,7 @@ class EditPanel(QWidget):
         self._show_mask_count()
 
     def _build_ui(self) -> None:
-        self.run_view = RunView("Edit raster")
-        layout = scrolled_form(self, self.run_view)
+        layout = scrolled_form(self, self.make_run_view("Edit raster"))
 
         source_box = QGroupBox("Raster to edit")
         source_form = wrapping_form(source_box)
@@ -181,9 +174,6 @@ class EditPanel(QWidget):
 
         self.run_button = self.run_view.run_button
         self.run_button.clicked.connect(self.run_edit)
-        self.cancel_button = self.run_view.cancel_button
-        self.cancel_button.clicked.connect(self.cancel)
-        self.status_label = self.run_view.status_label
         layout.addStretch(1)
         self.raster_combo.layerChanged.connect(self.show_scale)
         self.level_spin.valueChanged.connect(self.show_scale)
@@ -271,17 +261,53 @@ class EditPanel(QWidget):
                            layer.source() if layer else None)
         return layer, path
 
-    def _options(self) -> EditOptions:
-        level = self.level_spin.value()
-        return EditOptions(
-            prompt=self.prompt_edit.toPlainText(),
-            negative_prompt=self.negative_edit.text(),
+    def form(self, side: str | None = None) -> EditForm:
+        """The tab's settings (the one place they are read): an edit of the masked area, or
+        the extension beyond ``side``. A layer that is no local file has no ``raster``."""
+        try:
+            _, raster = self._source()
+        except ValueError:
+            raster = ""
+        level, edit = self.level_spin.value(), side is None
+        return EditForm(
+            prompt=self.prompt_edit.toPlainText().strip(),
+            raster=raster,
+            side=side,
+            distance_m=None if edit else self.distance_spin.value(),
+            negative_prompt=self.negative_edit.text().strip(),
             level=None if level == AUTO_LEVEL else level,
             seed=self.seed_spin.value(),
             steps=self.steps_spin.value(),
             guidance=self.guidance_spin.value(),
-            model=self.model_edit.text().strip() or None,
+            model=self.model_edit.text().strip(),
+            dilate=self.dilate_spin.value() if edit else None,
+            feather=self.feather_spin.value() if edit else None,
+            fill_nodata=self.fill_nodata_check.isChecked() if edit else None,
         )
+
+    def show_form(self, form: EditForm) -> None:
+        """Fill the tab from ``form`` (the one place they are written); the other kind's
+        fields (an edit's distance, an extension's mask options) stay as they are."""
+        self.prompt_edit.setPlainText(form.prompt)
+        self.negative_edit.setText(form.negative_prompt)
+        if form.seed is not None:
+            self.seed_spin.setValue(form.seed % (MAX_SEED + 1))
+        self.steps_spin.setValue(form.steps)
+        self.guidance_spin.setValue(form.guidance)
+        self.level_spin.setValue(AUTO_LEVEL if form.level is None else form.level)
+        self.model_edit.setText(form.model)
+        if form.dilate is not None:
+            self.dilate_spin.setValue(form.dilate)
+        if form.feather is not None:
+            self.feather_spin.setValue(form.feather)
+        if form.fill_nodata is not None:
+            self.fill_nodata_check.setChecked(form.fill_nodata)
+        if form.distance_m is not None:
+            self.distance_spin.setValue(form.distance_m)
+        for layer in QgsProject.instance().mapLayers().values():
+            if form.raster and layer.source().split("|")[0] == form.raster:
+                self.raster_combo.setLayer(layer)
+                break
 
     def _destination(self, name: str) -> Path:
         folder = check_output_folder(self.dock.output_folder())  # OutputFolderError: a ValueError
@@ -291,21 +317,19 @@ class EditPanel(QWidget):
         """(job, destination); ValueError with the user's message for a bad input."""
         layer = self.raster_combo.currentLayer()
         self.rendered = False
-        try:
-            layer, path = self._source()
-        except ValueError:
-            if layer is None or not layer.isValid() or layer.providerType() == "gdal":
-                raise
-            path = None  # a WMS / XYZ / memory layer: rendered once the polygons are known
+        form = self.form()
+        if not form.raster and (layer is None or not layer.isValid()
+                                or layer.providerType() == "gdal"):
+            self._source()  # raises its message: no layer, or no file to read
+        # Otherwise a WMS / XYZ / memory layer: rendered once the polygons are known.
         mask_crs = require_crs(crs_for_engine(layer.crs()))
         geometries = self.mask_geometries(layer.crs())
-        if path is None and geometries:
+        path = form.raster
+        if not path and geometries:
+            form.check()  # before anything is drawn
             path = str(self._render(layer, geometries))
             self.rendered = True
-        job = build_edit_job(
-            path or "", geometries, mask_crs, self._options(),
-            dilate=self.dilate_spin.value(), feather=self.feather_spin.value(),
-            fill_nodata=self.fill_nodata_check.isChecked())
+        job = form.to_job(geometries, mask_crs, raster=path)
         return job, self._destination(edit_output_name(path, job["prompt"], job["seed"]))
 
     def render_level(self, centre) -> int:
@@ -325,53 +349,31 @@ class EditPanel(QWidget):
         return render_for_edit(layer, geometries, level, self.dock.output_folder())
 
     def build_extend(self, side: str) -> tuple[dict, Path]:
-        _, path = self._source()
-        by = self.distance_spin.value()
-        job = build_extend_job(path, by, side, self._options())
+        self._source()  # an extension needs the raster's file: its message, else
+        form = self.form(side)
+        job = form.to_job()
         return job, self._destination(
-            extend_output_name(path, side, by, job["prompt"], job["seed"]))
+            extend_output_name(form.raster, side, job["by"], job["prompt"], job["seed"]))
 
     def run_edit(self) -> None:
-        self._start(self.build_edit)
+        self.start(self.build_edit)
 
     def run_extend(self, side: str) -> None:
-        self._start(lambda: self.build_extend(side))
+        self.start(lambda: self.build_extend(side))
 
-    def _start(self, build) -> None:
-        if self.task is not None:
-            return
-        try:
-            job, destination = build()
-        except ValueError as exc:
-            self.dock.show_message(str(exc), warning=True)
-            return
-        self.source_layer = self.raster_combo.currentLayer()
-        self.task = GenerateTask(self.dock.manager, job, str(destination))
-        self.run_view.follow(self.task)
-        self._set_running(True)
-        self.task.completed.connect(self.finished)
-        QgsApplication.taskManager().addTask(self.task)
+    def new_task(self, job: dict, destination: Path) -> GenerateTask:
+        self.source_layer = self.raster_combo.currentLayer()  # the result goes above it
+        return super().new_task(job, destination)
 
-    def _set_running(self, running: bool) -> None:
+    def show_running(self, running: bool) -> None:
         for button in self.extend_buttons.values():
             button.setEnabled(not running)
 
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.run_view.cancelling()
-            self.task.cancel()
+    def add_layer(self, task: GenerateTask):
+        return add_edited_layer(task.path, self.source_layer, task.job, task.result,
+                                copy_style=not self.rendered)
 
-    def finished(self, ok: bool) -> None:
-        task, self.task = self.task, None
-        self._set_running(False)
-        if task is None:
-            self.run_view.set_running(False)
-            return
-        layer = self.run_view.ended(
-            task, ok, lambda t: add_edited_layer(t.path, self.source_layer, t.job, t.result,
-                                                 copy_style=not self.rendered),
-            lambda text: self.dock.show_message(text, warning=True), "the edit failed",
-            inform=lambda text: self.dock.show_message(text))
+    def run_ended(self, task: GenerateTask, layer) -> None:
         if layer is not None:
             # The run is over: its polygons and the sketch tool would only hide the result.
             self.draw_button.setChecked(False)
@@ -384,27 +386,10 @@ class EditPanel(QWidget):
 
     def load_job(self, job: dict) -> None:
         """Fill the tab from an edit or extend job (history, or the layer's action)."""
-        self.prompt_edit.setPlainText(job.get("prompt", ""))
-        self.negative_edit.setText(job.get("negative_prompt") or "")
-        if job.get("seed") is not None:
-            self.seed_spin.setValue(int(job["seed"]) % (MAX_SEED + 1))
-        self.steps_spin.setValue(int(job.get("steps", 50)))
-        self.guidance_spin.setValue(float(job.get("guidance", EDIT_GUIDANCE)))
-        self.level_spin.setValue(AUTO_LEVEL if job.get("level") is None else int(job["level"]))
-        self.model_edit.setText(job.get("model") or "")
-        self.dilate_spin.setValue(int(job.get("dilate", DEFAULT_DILATE)))
-        self.feather_spin.setValue(int(job.get("feather", DEFAULT_FEATHER)))
-        self.fill_nodata_check.setChecked(bool(job.get("fill_nodata", False)))
-        if job.get("by") is not None:
-            self.distance_spin.setValue(float(job["by"]))
-        for layer in QgsProject.instance().mapLayers().values():
-            if layer.source().split("|")[0] == job.get("raster"):
-                self.raster_combo.setLayer(layer)
-                break
+        self.show_form(EditForm.from_job(job))
 
     def cleanup(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        super().cleanup()
         if self.canvas.mapTool() is self.sketch:
             self.canvas.unsetMapTool(self.sketch)
         self.sketch.cleanup()

@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 
 from qgis.core import (
-    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsDistanceArea,
@@ -70,7 +69,7 @@ from .init_render import render_layers_to_geotiff
 from .layers import add_result_layer
 from .qgis_compat import crs_for_engine, polygon_geometry_type
 from .qgis_geometry import distance_area
-from .run_view import RunView
+from .run_view import RunPanel
 from .sampling_widgets import MAX_SEED
 from .start_layers import StartLayersSection
 from .tasks import GenerateTask
@@ -100,22 +99,20 @@ def latitude_of(point, crs) -> float | None:
         return None
 
 
-class GeneratePanel(QWidget):
+class GeneratePanel(RunPanel):
     """Prompt + extent + resolution in; one georeferenced synthetic layer per variation out."""
 
-    layer_added = pyqtSignal(object)
     finished_run = pyqtSignal(object, dict, bytes)  # job, result (with path), preview PNG
+    failed_text = "the generation failed"
 
     def __init__(self, dock) -> None:
-        super().__init__()
-        self.dock = dock
+        super().__init__(dock)
         self.iface = dock.iface
         self.canvas = dock.canvas
         self.manager = dock.manager
         self.extent: QgsRectangle | None = None
         self.extent_crs = QgsCoordinateReferenceSystem()
         self.outline_wanted = False
-        self.task: GenerateTask | None = None
         self.tile, self.overlap = DEFAULT_TILE, DEFAULT_OVERLAP
         self.current_level: int | None = None
         # "Auto from map zoom": one screen pixel's ground size when the extent was set, so
@@ -138,7 +135,7 @@ class GeneratePanel(QWidget):
 
     def _build_ui(self) -> None:
         settings = QgsSettings()
-        self.run_view = RunView("Generate")
+        self.make_run_view("Generate")
         self.strip = VariationStrip()
         pinned = QWidget()
         pinned_layout = QVBoxLayout(pinned)
@@ -293,10 +290,6 @@ class GeneratePanel(QWidget):
 
         self.generate_button = self.run_view.run_button
         self.generate_button.clicked.connect(self.generate)
-        self.cancel_button = self.run_view.cancel_button
-        self.cancel_button.clicked.connect(self.cancel)
-        self.progress = self.run_view.progress
-        self.status_label = self.run_view.status_label
 
         self.quality_combo.setCurrentText(
             settings.value(SETTINGS + "quality", DEFAULT_QUALITY, type=str))
@@ -480,6 +473,12 @@ class GeneratePanel(QWidget):
             self.show_examples(None)
             return
         self.current_level = choice.level
+        # The fields the mode does not read show what it chose, never a stale 17 or 1.0 m.
+        for spin, value in ((self.level_spin, choice.level), (self.resolution_spin, ground)):
+            if not spin.isEnabled():
+                spin.blockSignals(True)
+                spin.setValue(value)
+                spin.blockSignals(False)
         self.show_examples(choice.level)
         text = f"{choice.message} — {ground:.3g} m/px on the ground"
         if mode == AUTO and self.extent is not None:
@@ -618,45 +617,27 @@ class GeneratePanel(QWidget):
                                         self.extent_crs, width, height, folder / name)
 
     def generate(self) -> None:
-        if self.task is not None:
-            return
-        try:
-            job, destination = self.build_job(self.next_seed())
-        except ValueError as exc:
-            self.status_label.setText("")
-            self.dock.show_message(str(exc), warning=True)
-            return
+        self.start(lambda: self.build_job(self.next_seed()))
+
+    def new_task(self, job: dict, destination: Path) -> GenerateTask:
+        """The run's task; variations are delivered under names of the tab's pattern."""
         self._remember_settings()
         self.strip.clear()
         paths_for = None
-        count = job.get("candidates", 1)
-        if count > 1:
+        if job.get("candidates", 1) > 1:
             folder, pattern = destination.parent, self.pattern_edit.text() or DEFAULT_PATTERN
             prompt, level = self.prompt_edit.toPlainText(), self.current_level
 
             def paths_for(candidates, pipeline_check):
                 return candidate_paths(folder, pattern, prompt, level, candidates,
                                        pipeline_check or self.demo_weights())
-        self.task = GenerateTask(self.manager, job, str(destination), paths_for)
-        self.run_view.follow(self.task, f"{count} variations: " if count > 1 else "")
-        self.task.completed.connect(self.generation_finished)
-        QgsApplication.taskManager().addTask(self.task)
+        return GenerateTask(self.manager, job, str(destination), paths_for)
 
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.run_view.cancelling()
-            self.task.cancel()
+    def progress_prefix(self, job: dict) -> str:
+        count = job.get("candidates", 1)
+        return f"{count} variations: " if count > 1 else ""
 
-    def generation_finished(self, ok: bool) -> None:
-        task, self.task = self.task, None
-        self.dock.show_engine_state()
-        if task is None:
-            self.run_view.set_running(False)
-            return
-        layer = self.run_view.ended(
-            task, ok, self._add_layers,
-            lambda text: self.dock.show_message(text, warning=True), "the generation failed",
-            inform=lambda text: self.dock.show_message(text))
+    def run_ended(self, task: GenerateTask, layer) -> None:
         if layer is not None and task.problems:
             self.dock.show_message("Some variations could not be delivered: "
                                    + "; ".join(task.problems), warning=True)
@@ -667,7 +648,7 @@ class GeneratePanel(QWidget):
         self.outline_wanted = False
         self.hide_outline()
 
-    def _add_layers(self, task: GenerateTask):
+    def add_layer(self, task: GenerateTask):
         """The run's layer(s), history entries and, for variations, the strip; the best's
         layer (the one Before/after shows), or None when QGIS cannot open it."""
         if not task.delivered:
@@ -731,8 +712,7 @@ class GeneratePanel(QWidget):
         self.show_form(GenerateForm.from_job(job))
 
     def cleanup(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        super().cleanup()
         self.start_layers.cleanup()
         for signal in (self.canvas.scaleChanged, self.canvas.destinationCrsChanged):
             try:

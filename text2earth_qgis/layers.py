@@ -7,14 +7,8 @@ import json
 from qgis.core import QgsLayerMetadata, QgsMapLayerStyle, QgsProject, QgsRasterLayer
 
 from .core.candidates import result_score
-from .core.edit_spec import result_layer_name
-from .core.job_spec import (
-    LAYER_PREFIX,
-    PIPELINE_CHECK_PREFIX,
-    is_pipeline_check,
-    layer_name,
-    metadata_from_tags,
-)
+from .core.job_spec import is_pipeline_check, metadata_from_tags
+from .core.result_names import job_result_name
 
 GROUP = "Text2Earth"
 JOB_PROPERTY = "text2earth/job"
@@ -30,10 +24,8 @@ def add_result_layer(path: str, job: dict, result: dict, project: QgsProject | N
 
     ``variation`` (rank, of): one of a run's variations, named with its rank (1: the best)."""
     project = project or QgsProject.instance()
-    prefix = PIPELINE_CHECK_PREFIX if is_pipeline_check(result) else LAYER_PREFIX
-    name = layer_name(job.get("prompt", ""), prefix=prefix)  # demo weights: the name says so
-    if variation is not None:
-        name += f" (variation {variation[0]} of {variation[1]})"
+    # Demo weights: the name says so.
+    name = job_result_name(job, is_pipeline_check(result), variation)
     layer = QgsRasterLayer(path, name, "gdal")
     if not layer.isValid():
         return None
@@ -52,9 +44,7 @@ def add_edited_layer(path: str, source, job: dict, result: dict,
     The source layer is left as it was; returns the new layer (or None if invalid).
     """
     project = project or QgsProject.instance()
-    layer = QgsRasterLayer(path, result_layer_name(job), "gdal")
-    if is_pipeline_check(result):
-        layer.setName(layer_name(job.get("prompt", ""), prefix=PIPELINE_CHECK_PREFIX))
+    layer = QgsRasterLayer(path, job_result_name(job, is_pipeline_check(result)), "gdal")
     if not layer.isValid():
         return None
     if source is not None and copy_style:

@@ -1,14 +1,15 @@
 """The state of one engine job, pinned under each tab's form: [run] [Cancel], progress, a
-one-line status and a compact preview; and what the end of a run means for the user. Shared
-by the Generate and Edit raster tabs."""
+one-line status and a compact preview; what the end of a run means for the user; and the tab
+that runs one job at a time (RunPanel). Shared by the Generate and Edit raster tabs."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
-from qgis.core import QgsProject
-from qgis.PyQt.QtCore import Qt
+from qgis.core import QgsApplication, QgsProject
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QPixmap
 from qgis.PyQt.QtWidgets import (
     QGridLayout,
@@ -224,3 +225,86 @@ class RunView(QWidget):
         self.status_label.setText(f"failed: {task.error or failed}")
         warn(task.error or failed)
         return None
+
+
+class RunPanel(QWidget):
+    """A dock tab that runs one engine job at a time, followed by its RunView: the start
+    (the job built, its task made and followed), Cancel, and the end (the result's layer, or
+    why there is none). A tab builds its jobs (``start(build)``) and adds its layers
+    (``add_layer``); the rest is here, the same for every tab."""
+
+    layer_added = pyqtSignal(object)
+    failed_text = "the run failed"  # said when the engine gave no reason
+
+    def __init__(self, dock) -> None:
+        super().__init__()
+        self.dock = dock
+        self.task: GenerateTask | None = None
+
+    def make_run_view(self, run_text: str) -> RunView:
+        """The pinned run row; its run button is the tab's to connect."""
+        self.run_view = RunView(run_text)
+        self.cancel_button = self.run_view.cancel_button
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = self.run_view.progress
+        self.status_label = self.run_view.status_label
+        return self.run_view
+
+    # ----- what a tab provides -------------------------------------------------------------
+
+    def new_task(self, job: dict, destination: Path) -> GenerateTask:
+        """The task that runs ``job`` (a tab notes here what the run needs at its end)."""
+        return GenerateTask(self.dock.manager, job, str(destination))
+
+    def progress_prefix(self, job: dict) -> str:
+        return ""
+
+    def show_running(self, running: bool) -> None:
+        """The tab's controls beside run and Cancel (RunView sets those two)."""
+
+    def add_layer(self, task: GenerateTask):
+        """The layer of the task's result, or None when QGIS cannot open it."""
+        raise NotImplementedError
+
+    def run_ended(self, task: GenerateTask, layer) -> None:
+        """After the run's end is shown: ``layer`` is its result's, or None."""
+
+    # ----- start, cancel, end ----------------------------------------------------------------
+
+    def start(self, build: Callable[[], tuple[dict, Path]]) -> None:
+        """Run the job ``build`` makes (ValueError: a message for the user, nothing runs)."""
+        if self.task is not None:
+            return
+        try:
+            job, destination = build()
+        except ValueError as exc:
+            self.status_label.setText("")  # "drawing…": the build's own, now stale
+            self.dock.show_message(str(exc), warning=True)
+            return
+        self.task = self.new_task(job, destination)
+        self.run_view.follow(self.task, self.progress_prefix(job))
+        self.show_running(True)
+        self.task.completed.connect(self.finished)
+        QgsApplication.taskManager().addTask(self.task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.run_view.cancelling()
+            self.task.cancel()
+
+    def finished(self, ok: bool) -> None:
+        task, self.task = self.task, None
+        self.show_running(False)
+        self.dock.show_engine_state()
+        if task is None:
+            self.run_view.set_running(False)
+            return
+        layer = self.run_view.ended(
+            task, ok, self.add_layer,
+            lambda text: self.dock.show_message(text, warning=True), self.failed_text,
+            inform=lambda text: self.dock.show_message(text))
+        self.run_ended(task, layer)
+
+    def cleanup(self) -> None:
+        if self.task is not None:
+            self.task.cancel()

@@ -23,7 +23,8 @@ def gpu_report(requested: str | None, cuda_available: bool, torch_cuda: str | No
     if mps_available and requested in ("auto", "mps"):
         return {"gpu_used": True, "reason": "Apple GPU (MPS) in use", **facts}
     if driver is None:
-        reason = "no NVIDIA driver found (install it to use an NVIDIA GPU)"
+        # Most machines without a driver have no NVIDIA GPU: no advice, only the fact.
+        reason = "no NVIDIA driver found"
     elif torch_cuda is None:
         reason = (f"this torch is a CPU-only build although NVIDIA driver {driver} is present: "
                   "run Set up engine again to install the CUDA build")

@@ -175,7 +175,7 @@ class EngineClient:
         """The job's GeoTIFF (or its variation ``candidate``, 1-based) into ``destination``: a
         local move when the engine's file is on this machine, else a download; via a temp
         file, never clobbering unless asked. A delivery that fails says why (DeliveryError
-        naming the folder) and leaves nothing: no temp file, no staged copy."""
+        naming the folder), leaves no temp file, and keeps the engine's copy, named."""
         destination = Path(destination)
         result = self.result(job_id)
         route = f"/jobs/{job_id}/file"
@@ -189,6 +189,7 @@ class EngineClient:
         tmp = destination.with_name(f".{destination.name}.{os.getpid()}.part")
         source = Path(staged) if staged else None
         local = source is not None and source.is_file()
+        delivered = False
         try:
             try:
                 check_output_folder(destination.parent)
@@ -206,16 +207,20 @@ class EngineClient:
                     with open(tmp, "wb") as fh:
                         self._request("GET", route, timeout=max(self.timeout, 300), into=fh)
                 place_file(tmp, destination, overwrite)
+                delivered = True
             except FileExistsError:
                 raise EngineError(f"{destination} already exists") from None
             except OSError as exc:
                 raise DeliveryError(write_problem(destination.parent, exc)) from None
+        except EngineError as exc:
+            if not local:
+                raise
+            # Minutes of generation are not thrown away: the engine's copy stays, named.
+            raise type(exc)(f"{exc} The result is kept at {source}.") from None
         finally:
             remove_quietly(tmp)
-            # The staging copy goes, delivered or not: a failed try must not fill the
-            # profile's staging folder, which the user never sees.
-            if local and not _same_file(source, destination):
-                remove_quietly(source)
+            if delivered and local and not _same_file(source, destination):
+                remove_quietly(source)  # moved: the staging copy is not needed any more
         return destination
 
     def wait(

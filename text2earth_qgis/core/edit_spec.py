@@ -14,15 +14,13 @@ from pathlib import Path
 
 from . import scale
 from .files import unused_name  # noqa: F401 - the edit tab's never-colliding names
-from .job_spec import DEFAULT_SCHEDULER, LAYER_PREFIX, layer_name, slug
+from .job_spec import DEFAULT_SCHEDULER, slug
 
 SIDES = ("north", "south", "east", "west", "all")
 POLYGON_TYPES = ("Polygon", "MultiPolygon")
 EDIT_GUIDANCE = 3.5  # the inpainting model's default, as the engine's
 DEFAULT_DILATE, DEFAULT_FEATHER = 4, 4  # the engine's defaults
 MAX_MASK_PX = 64  # the engine's limit on both
-EDIT_LAYER_PREFIX = LAYER_PREFIX.replace("synthetic", "synthetic edit")
-EXTEND_LAYER_PREFIX = LAYER_PREFIX.replace("synthetic", "synthetic extension")
 LOCAL_PROVIDER = "gdal"
 EXPORT_HINT = ("export it to GeoTIFF first (right click the layer > Export > Save As…) and "
                "edit the copy")
@@ -136,12 +134,6 @@ def extend_output_name(raster: str, side: str, by_m: float, prompt: str,
 
 def _seed(seed: int | None) -> str:
     return "random" if seed is None else str(seed)
-
-
-def result_layer_name(job: dict) -> str:
-    """'Text2Earth (synthetic edit): <prompt>' or '... (synthetic extension): ...'."""
-    prefix = EXTEND_LAYER_PREFIX if job.get("type") == "extend" else EDIT_LAYER_PREFIX
-    return layer_name(job.get("prompt", ""), prefix=prefix)
 
 
 RESAMPLE_SNAP_LOG2 = 0.1  # within 7 % of the level's pixel the raster is used as it is

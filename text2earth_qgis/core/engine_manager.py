@@ -251,8 +251,10 @@ class EngineManager:
         models = info.get("models") or []
         check = any(m.get("pipeline_check") for m in models)
         report = info.get("device_report") or {}
-        gpu = "" if report.get("gpu_used") or not report else \
-            f"; GPU not used: {report.get('reason')}"
+        # Without an NVIDIA driver there is (almost always) no GPU to miss: the line stays
+        # "connected, CPU ..."; where a GPU is there but unused, it says why and what to do.
+        unused_gpu = report and not report.get("gpu_used") and report.get("nvidia_driver")
+        gpu = f"; GPU not used: {report.get('reason')}" if unused_gpu else ""
         self.message = f"connected, {self.device_name}{gpu}" + (
             " (demo weights: a pipeline check, not imagery)" if check else ""
         )

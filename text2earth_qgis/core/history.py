@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from .candidates import result_score, score_text
+from .result_names import job_title
 
 MAX_ENTRIES = 200
 
@@ -27,10 +28,9 @@ class HistoryEntry:
     @property
     def label(self) -> str:
         when = self.when.replace("T", " ")[:16]
-        kind = self.job.get("type")
-        prefix = f"{kind}: " if kind in ("edit", "extend") else ""
         score = f", {score_text(self.score)}" if self.score is not None else ""
-        return (f"{prefix}{self.prompt[:48]}\nseed {self.seed}, level {self.level}{score}, "
+        title = job_title({"prompt": self.prompt, **self.job})  # as its layer is named
+        return (f"{title}\nseed {self.seed}, level {self.level}{score}, "
                 f"{when}")
 
 

@@ -1,4 +1,5 @@
-"""From what the user filled in to the engine's job, and the names the results get. Stdlib only.
+"""From what the user filled in to the engine's job, and the names of its files (their layer
+names: result_names.py). Stdlib only.
 
 Kept free of Qt so the dock, the Processing algorithm and the tests build jobs the same way.
 """
@@ -16,8 +17,6 @@ from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
 AUTO, LEVEL, RESOLUTION = "auto", "level", "resolution"
 LARGE_OUTPUT_PX = 2048 * 2048  # above this the dock warns: minutes to hours of work
-LAYER_PREFIX = "Text2Earth (synthetic): "
-PIPELINE_CHECK_PREFIX = "Text2Earth (pipeline check, not imagery): "
 PIPELINE_CHECK_TAG = "TEXT2EARTH_PIPELINE_CHECK"
 PIPELINE_CHECK_SUFFIX = ".pipeline-check"  # files.KIND_TAGS puts a clash counter before it
 DEFAULT_PATTERN = "{date}_{prompt}_s{seed}.tif"
@@ -145,13 +144,6 @@ def pipeline_check_name(name: str) -> str:
 def is_pipeline_check(result: dict | None) -> bool:
     """Whether the engine made this result with its built-in demo weights."""
     return bool(((result or {}).get("tags") or {}).get(PIPELINE_CHECK_TAG))
-
-
-def layer_name(prompt: str, limit: int = 60, prefix: str = LAYER_PREFIX) -> str:
-    text = " ".join(prompt.split())
-    if len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return prefix + text
 
 
 def build_job(

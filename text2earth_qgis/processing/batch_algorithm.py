@@ -30,13 +30,13 @@ from qgis.core import (
 
 from ..core import scale
 from ..core.engine_manager import EngineManager
-from ..core.job_spec import PIPELINE_CHECK_PREFIX, PIPELINE_CHECK_SUFFIX
+from ..core.result_names import file_result_name, is_pipeline_check_name, result_name
 from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
 from .cli_runner import run_engine_cli
 from .engine_run import checked_folder
 
 LEVEL_CHOICES = [f"{lv} (~{scale.nominal_resolution(lv):g} m/px)" for lv in scale.LEVELS]
-GROUP_PREFIX = "Text2Earth batch (synthetic): "
+GROUP_KIND = "batch"  # the group: 'batch: <folder> — Text2Earth (synthetic)'
 PROMPT_FIELDS = ("prompt", "caption", "text")  # what a layer of prompts calls its field
 PARTIAL_EXIT = 7  # the CLI's code for "some items failed, the others were made"
 
@@ -52,14 +52,6 @@ def prompt_field(chosen: str, names: list[str]) -> str:
             return lowered[wanted]
     raise ValueError("choose the field that holds each extent's prompt (the layer has no "
                      f"field named prompt, caption or text; its fields: {', '.join(names)})")
-
-
-def layer_name(path: str) -> str:
-    """A result's layer name; a pipeline check (demo weights) says so first."""
-    stem = Path(path).stem
-    if stem.endswith(PIPELINE_CHECK_SUFFIX):
-        return PIPELINE_CHECK_PREFIX + stem.removesuffix(PIPELINE_CHECK_SUFFIX)
-    return f"{stem} (synthetic)"
 
 
 def _text(value) -> str:
@@ -198,8 +190,8 @@ class GenerateBatchAlgorithm(QgsProcessingAlgorithm):
             feedback.reportError(f"{failure['key']}: {failure['error']}", False)
         self._outputs = sorted(r["out"] for r in report["results"]
                                if r["status"] in ("done", "skipped"))
-        self._group = f"{GROUP_PREFIX}{folder.name}"
-        if any(layer_name(p).startswith(PIPELINE_CHECK_PREFIX) for p in self._outputs):
+        self._group = result_name(GROUP_KIND, folder.name)
+        if any(is_pipeline_check_name(file_result_name(p)) for p in self._outputs):
             feedback.pushWarning("No real Text2Earth weights on this machine: the images are "
                                  "pipeline checks made with the built-in demo weights, not "
                                  "imagery. Set up the model in the plugin's settings.")
@@ -225,7 +217,7 @@ class GenerateBatchAlgorithm(QgsProcessingAlgorithm):
             root.removeChildNode(old)
         group = root.insertGroup(0, self._group)
         for path in self._outputs:
-            layer = QgsRasterLayer(path, layer_name(path), "gdal")
+            layer = QgsRasterLayer(path, file_result_name(path), "gdal")
             if layer.isValid():
                 project.addMapLayer(layer, False)
                 group.addLayer(layer)

@@ -10,6 +10,8 @@ from qgis.core import QgsProcessingException
 from ..core.client import EngineError, JobCancelled, ServiceError
 from ..core.engine_manager import EngineManager
 from ..core.files import OutputFolderError, check_output_folder
+from ..core.job_spec import is_pipeline_check
+from ..core.result_names import job_result_name
 from ..core.run_job import progress_percent, run_job
 
 
@@ -29,15 +31,17 @@ def geotiff_destination(destination: str) -> str:
     return checked_folder(destination)
 
 
-def load_written(context, asked: str, written: str) -> str:
+def load_written(context, asked: str, written: str, name: str = "") -> str:
     """``written``, and QGIS told to load it on completion in place of ``asked`` (the engine
     names demo-weight results '.pipeline-check.tif'): else QGIS looks for the asked file and
-    says the layer 'was not correctly generated'."""
-    if context is None or written == asked:
+    says the layer 'was not correctly generated'. ``name``: the layer's, as the dock's."""
+    if context is None:
         return written
     layers = context.layersToLoadOnCompletion()
     details = layers.pop(asked, None)
     if details is not None:
+        if name:
+            details.name = name
         layers[written] = details
         context.setLayersToLoadOnCompletion(layers)
     return written
@@ -65,4 +69,5 @@ def run_on_engine(manager: EngineManager, job: dict, destination: str, feedback,
     feedback.pushInfo(
         f"level {result.get('level')}, {result.get('width')} x {result.get('height')} px, "
         f"seed {result.get('seed')}: {path}")
-    return load_written(context, destination, str(path))
+    return load_written(context, destination, str(path),
+                        job_result_name(job, is_pipeline_check(result)))
