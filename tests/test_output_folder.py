@@ -1,7 +1,8 @@
 """An output folder that cannot take the result: said before the job is sent, in the user's
 words, naming the folder; a delivery that fails anyway says why and leaves no partial file
 (the engine's own copy stays, and the message names it). And result names that meet an
-existing file: one pipeline-check tag, the counter before it. Stdlib core against tests/fake_service.py.
+existing file: one pipeline-check tag, the counter before it. Stdlib core against
+tests/fake_service.py.
 
 The read-only folders are real: as root (the test machine), chmod does not stop writes, so a
 read-only tmpfs is mounted where the kernel allows it (EROFS); as another user, chmod 0o555
