@@ -16,8 +16,8 @@ from engine import __version__
 from engine.errors import InputError, Text2EarthError
 from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
 from engine.model.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
-from text2earth_qgis.core import scale
-from text2earth_qgis.core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
+from text2earth_qgis.core.contract import scale
+from text2earth_qgis.core.contract.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
 # Subcommands in their own modules (engine/commands/): each adds its parser with handler=run.
 # One line per module, so that adding a command touches nothing else here.

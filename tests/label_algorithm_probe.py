@@ -30,7 +30,7 @@ def main() -> None:
     import processing
     from processing.core.Processing import Processing
 
-    from text2earth_qgis.core.engine_manager import EngineManager, EngineSettings
+    from text2earth_qgis.core.service.engine_manager import EngineManager, EngineSettings
     from text2earth_qgis.processing.provider import Text2EarthProvider
 
     raster, destination, labels = sys.argv[1:4]

@@ -27,8 +27,8 @@ from qgis.PyQt.QtWidgets import QApplication
 from qgis_harness import iface, phase, pump, report, show_main_window, slot_errors, wait_for
 
 import text2earth_qgis
-from text2earth_qgis.core.client import EngineClient, LocalService
 from text2earth_qgis.core.job_spec import AUTO, LEVEL, RESOLUTION
+from text2earth_qgis.core.service.client import EngineClient, LocalService
 from text2earth_qgis.tasks import GenerateTask
 
 WORK = Path(os.environ["T2E_WORK"])

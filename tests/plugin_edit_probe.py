@@ -50,7 +50,7 @@ from qgis_harness import (
 )
 
 import text2earth_qgis
-from text2earth_qgis.core.client import EngineError
+from text2earth_qgis.core.service.client import EngineError
 
 RASTER = os.environ["T2E_RASTER"]
 WORK = Path(os.environ["T2E_WORK"])

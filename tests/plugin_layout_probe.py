@@ -17,7 +17,7 @@ from qgis.PyQt.QtWidgets import QStatusBar, QToolBar
 from qgis_harness import iface, phase, pump, report, show_main_window, slot_errors
 
 import text2earth_qgis
-import text2earth_qgis.core.engine_manager as engine_manager
+import text2earth_qgis.core.service.engine_manager as engine_manager
 from text2earth_qgis.core.job_spec import LEVEL
 
 SCREEN = (1366, 768)

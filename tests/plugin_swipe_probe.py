@@ -24,8 +24,8 @@ from qgis.PyQt.QtWidgets import QApplication
 from qgis_harness import iface, phase, pump, report, show_main_window, slot_errors, wait_for
 
 import text2earth_qgis
-from text2earth_qgis.core.client import EngineError
 from text2earth_qgis.core.job_spec import LEVEL
+from text2earth_qgis.core.service.client import EngineError
 
 WORK = Path(os.environ["T2E_WORK"])
 MERCATOR = QgsCoordinateReferenceSystem("EPSG:3857")

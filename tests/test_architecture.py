@@ -126,33 +126,43 @@ def test_nothing_in_the_engine_imports_the_cli_the_commands_or_the_bench():
     assert wrong == []
 
 
+CONTRACT = "text2earth_qgis.core.contract"
+
+
 def plugin_imports(path: Path) -> set[str]:
-    """The plugin modules a file imports, as text2earth_qgis.core.NAME (or the package)."""
-    return {".".join(m.split(".")[:3]) for m in imports_of(path)
-            if m.startswith("text2earth_qgis")}
+    """The plugin modules a file imports, down to the module (text2earth_qgis.core.contract.X)."""
+    return {m for m in imports_of(path) if m.startswith("text2earth_qgis")}
+
+
+def outside_contract(modules: set[str]) -> set[str]:
+    """The imported plugin names that are neither the contract's modules nor the packages
+    above them (importing a package's __init__ is no reach into its other modules)."""
+    above = {"text2earth_qgis", "text2earth_qgis.core", CONTRACT}
+    return {m for m in modules if m not in above and not m.startswith(CONTRACT + ".")}
 
 
 def test_engine_reaches_the_plugin_only_through_its_stdlib_contract():
-    from text2earth_qgis.core import ENGINE_CONTRACT
-
-    allowed = {f"text2earth_qgis.core.{name}" for name in ENGINE_CONTRACT}
-    allowed |= {"text2earth_qgis", "text2earth_qgis.core"}
     # The bench measures the service through the plugin's own client: that is its point.
     runtime = [p for p in ENGINE.rglob("*.py") if "bench" not in p.relative_to(ENGINE).parts]
     wrong = sorted(f"{module_name(p)} -> {m}" for p in runtime
-                   for m in plugin_imports(p) - allowed)
+                   for m in outside_contract(plugin_imports(p)))
     assert wrong == []
+
+
+def test_the_contract_rule_names_a_reach_past_it():
+    assert outside_contract({f"{CONTRACT}.scale", f"{CONTRACT}.scale.MIN_LEVEL",
+                             "text2earth_qgis.core"}) == set()
+    assert outside_contract({"text2earth_qgis.core.service.client",
+                             "text2earth_qgis.core.job_spec"}) == {
+        "text2earth_qgis.core.service.client", "text2earth_qgis.core.job_spec"}
 
 
 def test_the_contract_modules_import_only_the_standard_library():
     import sys
 
-    from text2earth_qgis.core import ENGINE_CONTRACT
-
-    core = ROOT / "text2earth_qgis" / "core"
-    contract = {f"text2earth_qgis.core.{name}" for name in ENGINE_CONTRACT}
-    for name in ENGINE_CONTRACT:
-        path = core / f"{name}.py"
+    contract = ROOT / "text2earth_qgis" / "core" / "contract"
+    for path in contract.glob("*.py"):
         outside = {m for m in imports_of(path) if m.split(".")[0] not in sys.stdlib_module_names
                    and m != "__future__" and not m.startswith("__future__.")}
-        assert {".".join(m.split(".")[:3]) for m in outside} <= contract, (name, outside)
+        assert outside_contract(outside) == set() and all(
+            m.startswith("text2earth_qgis") for m in outside), (path.name, outside)

@@ -72,7 +72,7 @@ def probe() -> dict:
     import processing
     from processing.core.Processing import Processing
 
-    from text2earth_qgis.core.engine_manager import EngineManager, EngineSettings
+    from text2earth_qgis.core.service.engine_manager import EngineManager, EngineSettings
     from text2earth_qgis.processing.provider import Text2EarthProvider
 
     Processing.initialize()

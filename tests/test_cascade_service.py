@@ -9,7 +9,7 @@ from pathlib import Path
 
 import rasterio
 
-from text2earth_qgis.core.client import ServiceError, start_local_service
+from text2earth_qgis.core.service.client import ServiceError, start_local_service
 
 ROOT = Path(__file__).resolve().parents[1]
 UTM = "EPSG:32632"

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from text2earth_qgis.core.client import EngineClient, LocalService, ServiceNotRunning
-from text2earth_qgis.core.engine_manager import (
+from text2earth_qgis.core.failure_advice import JOB, SERVICE, explain, job_message
+from text2earth_qgis.core.service.client import EngineClient, LocalService, ServiceNotRunning
+from text2earth_qgis.core.service.engine_manager import (
     CONNECTED,
     CRASHED,
     FAILED,
@@ -23,7 +24,6 @@ from text2earth_qgis.core.engine_manager import (
     EngineSettings,
     log_cause,
 )
-from text2earth_qgis.core.failure_advice import JOB, SERVICE, explain, job_message
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 TESTS = Path(__file__).resolve().parent

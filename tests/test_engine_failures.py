@@ -15,11 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from text2earth_qgis.core import service_record
-from text2earth_qgis.core.client import EngineClient, read_token
 from text2earth_qgis.core.diagnostics import REDACTED, diagnostics_text, engine_facts
-from text2earth_qgis.core.engine_manager import CONNECTED, CRASHED, EngineManager, EngineSettings
 from text2earth_qgis.core.failure_advice import JOB, SERVICE, explain, job_message
+from text2earth_qgis.core.service import service_record
+from text2earth_qgis.core.service.client import EngineClient, read_token
+from text2earth_qgis.core.service.engine_manager import (
+    CONNECTED,
+    CRASHED,
+    EngineManager,
+    EngineSettings,
+)
 
 
 def settings(tmp_path, **kw) -> EngineSettings:

@@ -1,5 +1,5 @@
 """Numbers the dock and the engine each hold, since core/output_plan.py and core/edit_spec.py
-are not in the engine's contract (core.ENGINE_CONTRACT): the pixel limit, the output size,
+are not in the engine's contract (core/contract): the pixel limit, the output size,
 the resampling snap, and the limit the engine reports in /health. The expected sizes come
 from Web Mercator's published zoom-0 pixel (156543.03392804097 m), not from either side."""
 
@@ -13,7 +13,7 @@ from engine.errors import InputError
 from engine.geo.grid import DEFAULT_MAX_PIXELS as ENGINE_MAX_PIXELS
 from engine.geo.grid import LevelRequest, build_grid
 from engine.jobs.regenerate import SNAP_LOG2, ModelScale
-from text2earth_qgis.core import scale
+from text2earth_qgis.core.contract import scale
 from text2earth_qgis.core.edit_spec import RESAMPLE_SNAP_LOG2, edit_scale_text
 from text2earth_qgis.core.output_plan import (
     DEFAULT_MAX_PIXELS,

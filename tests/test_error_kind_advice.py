@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from text2earth_qgis.core.client import JobFailed, ServiceError
 from text2earth_qgis.core.failure_advice import JOB, explain, job_message
-from text2earth_qgis.core.run_job import run_job
+from text2earth_qgis.core.service.client import JobFailed, ServiceError
+from text2earth_qgis.core.service.run_job import run_job
 
 OOM_ADVICE = "The GPU ran out of memory. Choose a smaller extent"
 

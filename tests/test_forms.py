@@ -11,7 +11,7 @@ import pytest
 from pyproj import Transformer
 
 from engine.service.schemas import EditJob, ExtendJob, GenerateJob
-from text2earth_qgis.core import scale
+from text2earth_qgis.core.contract import scale
 from text2earth_qgis.core.job_spec import AUTO, LEVEL, RESOLUTION
 from text2earth_qgis.forms import FORM_KEY, EditForm, GenerateForm, engine_job
 

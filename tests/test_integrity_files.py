@@ -416,7 +416,7 @@ def test_service_full_disk_long_names_and_start_up_sweep(small_fs, tiny_t2i):
     import urllib.error
     import urllib.request
 
-    from text2earth_qgis.core.client import ServiceError, start_local_service
+    from text2earth_qgis.core.service.client import ServiceError, start_local_service
 
     folder = small_fs(1500)
     stale = folder / "sub" / f".t2e-{dead_pid()}-0a1b2c3d.cog.tif"

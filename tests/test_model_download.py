@@ -11,7 +11,7 @@ import time
 import pytest
 from fake_hub import COMMIT, FakeHub, repo_from_folder
 
-from text2earth_qgis.core.model_download import (
+from text2earth_qgis.core.setup.model_download import (
     PATTERNS,
     ChecksumError,
     DownloadError,

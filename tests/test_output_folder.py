@@ -20,8 +20,7 @@ import pytest
 from fake_service import FakeService
 
 from text2earth_qgis.core.candidates import Candidate, candidate_paths
-from text2earth_qgis.core.client import DeliveryError, EngineClient
-from text2earth_qgis.core.files import OutputFolderError, check_output_folder, unused_name
+from text2earth_qgis.core.contract.files import OutputFolderError, check_output_folder, unused_name
 from text2earth_qgis.core.job_spec import (
     PIPELINE_CHECK_TAG,
     Extent,
@@ -29,7 +28,8 @@ from text2earth_qgis.core.job_spec import (
     build_job,
     pipeline_check_name,
 )
-from text2earth_qgis.core.run_job import run_candidates, run_job
+from text2earth_qgis.core.service.client import DeliveryError, EngineClient
+from text2earth_qgis.core.service.run_job import run_candidates, run_job
 
 JOB = build_job(Extent(447000, 5411000, 447300, 5411300, "EPSG:32632"), "a village",
                 Resolution("level", 16), seed=3, steps=2)

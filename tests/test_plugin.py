@@ -23,7 +23,7 @@ import pytest
 import rasterio
 from pyproj import CRS, Geod, Transformer
 
-from text2earth_qgis.core.scale import level_for_resolution, level_for_scale
+from text2earth_qgis.core.contract.scale import level_for_resolution, level_for_scale
 
 
 def scene_name(prompt: str) -> str:

@@ -39,7 +39,7 @@ def plugin_files() -> dict[str, Path]:
 
 
 def part_of(module: str) -> str:
-    """'text2earth_qgis.core.scale' -> 'core'; 'text2earth_qgis.dock' -> 'dock'."""
+    """'text2earth_qgis.core.contract.scale' -> 'core'; 'text2earth_qgis.dock' -> 'dock'."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
 

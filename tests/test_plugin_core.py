@@ -15,9 +15,8 @@ import pytest
 from pyproj import CRS
 
 from text2earth_qgis.core import history
-from text2earth_qgis.core.client import JobCancelled, ServiceError
-from text2earth_qgis.core.engine_manager import EngineManager, EngineSettings
-from text2earth_qgis.core.files import place_file
+from text2earth_qgis.core.contract.files import place_file
+from text2earth_qgis.core.contract.scale import ground_resolution
 from text2earth_qgis.core.job_spec import (
     AUTO,
     LEVEL,
@@ -28,8 +27,9 @@ from text2earth_qgis.core.job_spec import (
     output_name,
     window_count,
 )
-from text2earth_qgis.core.run_job import progress_percent, run_job
-from text2earth_qgis.core.scale import ground_resolution
+from text2earth_qgis.core.service.client import JobCancelled, ServiceError
+from text2earth_qgis.core.service.engine_manager import EngineManager, EngineSettings
+from text2earth_qgis.core.service.run_job import progress_percent, run_job
 
 EXTENT = Extent(447000, 5411000, 447300, 5411300, "EPSG:32632")
 
@@ -145,7 +145,8 @@ def test_stop_does_not_wait_for_a_start_under_way():
 def test_engine_not_found_is_a_clear_state(tmp_path, monkeypatch):
     monkeypatch.delenv("TEXT2EARTH_ENGINE_PYTHON", raising=False)
     manager = EngineManager(EngineSettings(python=str(tmp_path / "no-python")))
-    monkeypatch.setattr("text2earth_qgis.core.engine_manager.find_engine_python", lambda c: None)
+    monkeypatch.setattr("text2earth_qgis.core.service.engine_manager.find_engine_python",
+                        lambda c: None)
     with pytest.raises(Exception, match="no engine installed yet: click Set up engine…"):
         manager.ensure_running()
     assert manager.state == "not found"
@@ -200,14 +201,15 @@ def test_service_stop_flag_is_honoured_after_a_start(monkeypatch, tmp_path):
         def stop(self):
             stopped.set()
 
-    monkeypatch.setattr("text2earth_qgis.core.engine_manager.find_engine_python",
+    monkeypatch.setattr("text2earth_qgis.core.service.engine_manager.find_engine_python",
                         lambda c: sys.executable)
 
     def fake_start(*args, **kwargs):
         manager._stop_requested = True  # the UI asked to stop during the start
         return FakeService()
 
-    monkeypatch.setattr("text2earth_qgis.core.engine_manager.start_local_service", fake_start)
+    monkeypatch.setattr("text2earth_qgis.core.service.engine_manager.start_local_service",
+                        fake_start)
     manager = EngineManager(EngineSettings(staging_dir=str(tmp_path)))
     with pytest.raises(Exception, match="stopped while it was starting"):
         manager.ensure_running()
@@ -220,7 +222,7 @@ def test_a_stop_during_the_start_ends_the_spawned_engine_at_once(monkeypatch, tm
     fake_python = tmp_path / "python"
     fake_python.write_text("#!/bin/sh\nexec sleep 120\n")  # never becomes healthy
     fake_python.chmod(0o755)
-    monkeypatch.setattr("text2earth_qgis.core.engine_manager.find_engine_python",
+    monkeypatch.setattr("text2earth_qgis.core.service.engine_manager.find_engine_python",
                         lambda c: str(fake_python))
     manager = EngineManager(EngineSettings(staging_dir=str(tmp_path), start_timeout=60))
     failures: list[Exception] = []

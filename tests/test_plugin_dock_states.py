@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from text2earth_qgis.core.scale import level_for_resolution
+from text2earth_qgis.core.contract.scale import level_for_resolution
 
 PROBE = Path(__file__).with_name("plugin_confuse_probe.py")
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")

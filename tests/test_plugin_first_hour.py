@@ -14,11 +14,10 @@ import pytest
 
 from engine.geo.grid import LevelRequest, build_grid
 from engine.jobs.regenerate import ModelScale
-from text2earth_qgis.core import scale
-from text2earth_qgis.core.client import EngineClient
+from text2earth_qgis.core.contract import scale
+from text2earth_qgis.core.contract.files import default_output_folder, unused_name
+from text2earth_qgis.core.contract.tiles import plan_scene
 from text2earth_qgis.core.edit_spec import edit_scale_text
-from text2earth_qgis.core.engine_manager import NO_ENGINE_MESSAGE, EngineSettings
-from text2earth_qgis.core.files import default_output_folder, unused_name
 from text2earth_qgis.core.job_spec import (
     QUALITY,
     Extent,
@@ -27,15 +26,16 @@ from text2earth_qgis.core.job_spec import (
     is_pipeline_check,
     pipeline_check_name,
 )
-from text2earth_qgis.core.model_presence import demo_expected, real_weights_present
 from text2earth_qgis.core.output_plan import (
     DEFAULT_MAX_PIXELS,
     check_size,
     grid_size,
     pixel_size_units,
 )
-from text2earth_qgis.core.run_job import duration, run_job
-from text2earth_qgis.core.tiles import plan_scene
+from text2earth_qgis.core.service.client import EngineClient
+from text2earth_qgis.core.service.engine_manager import NO_ENGINE_MESSAGE, EngineSettings
+from text2earth_qgis.core.service.run_job import duration, run_job
+from text2earth_qgis.core.setup.model_presence import demo_expected, real_weights_present
 from text2earth_qgis.core.time_left import TimeLeft
 
 # ----- size checks -------------------------------------------------------------------------

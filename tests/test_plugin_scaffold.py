@@ -45,7 +45,7 @@ def test_core_is_stdlib_only_without_qgis():
 
 def test_engine_uses_the_plugin_scale_module():
     import engine.geo.grid
-    import text2earth_qgis.core.scale as shared
+    import text2earth_qgis.core.contract.scale as shared
 
     assert engine.geo.grid.scale is shared  # one implementation, not two copies that drift
 
@@ -87,7 +87,7 @@ def test_plugin_zip_carries_an_installable_engine_source(tmp_path):
     and pip can build the engine from them."""
     import zipfile
 
-    from text2earth_qgis.core.venv_setup import (
+    from text2earth_qgis.core.setup.venv_setup import (
         buildable_engine_source,
         checkout_root,
         read_requirements,
@@ -110,7 +110,8 @@ def test_plugin_zip_carries_an_installable_engine_source(tmp_path):
     pins = read_requirements(root / "requirements.txt")
     assert any(p.startswith("torch==") for p in pins)
     source = buildable_engine_source(root, tmp_path / "build", plugin_dir=plugin)
-    assert source != root and (source / "text2earth_qgis" / "core" / "scale.py").is_file()
+    contract = source / "text2earth_qgis" / "core" / "contract"
+    assert source != root and (contract / "scale.py").is_file()
     wheel = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path / "wheels"), str(source)],
@@ -118,7 +119,7 @@ def test_plugin_zip_carries_an_installable_engine_source(tmp_path):
     assert wheel.returncode == 0, wheel.stderr
     with zipfile.ZipFile(next((tmp_path / "wheels").glob("text2earth_engine-*.whl"))) as whl:
         members = whl.namelist()
-    assert "engine/cli.py" in members and "text2earth_qgis/core/scale.py" in members
+    assert "engine/cli.py" in members and "text2earth_qgis/core/contract/scale.py" in members
     assert not any(m.startswith("text2earth_qgis/dock") for m in members)  # no plugin UI
     # A checkout is built as it is.
     assert buildable_engine_source(ROOT, tmp_path / "unused") == ROOT

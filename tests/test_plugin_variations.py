@@ -24,10 +24,15 @@ from text2earth_qgis.core.candidates import (
     result_score,
     score_text,
 )
-from text2earth_qgis.core.client import EngineClient, EngineError, JobCancelled, ServiceError
 from text2earth_qgis.core.failure_advice import older_engine_advice
 from text2earth_qgis.core.job_spec import Extent, Resolution, build_job
-from text2earth_qgis.core.run_job import run_candidates, run_job
+from text2earth_qgis.core.service.client import (
+    EngineClient,
+    EngineError,
+    JobCancelled,
+    ServiceError,
+)
+from text2earth_qgis.core.service.run_job import run_candidates, run_job
 
 EXTENT = Extent(447000, 5411000, 447300, 5411300, "EPSG:32632")
 PATTERN = "{date}_{prompt}_s{seed}.tif"

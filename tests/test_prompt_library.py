@@ -9,7 +9,7 @@ import json
 import pytest
 
 from engine.cli import main
-from text2earth_qgis.core import prompt_library, scale
+from text2earth_qgis.core.contract import prompt_library, scale
 
 WORLDCOVER = ("tree cover", "shrubland", "grassland", "cropland", "built-up", "bare",
               "snow and ice", "water", "wetland", "mangrove", "moss")

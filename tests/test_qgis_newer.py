@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from text2earth_qgis.core.client import start_local_service
+from text2earth_qgis.core.service.client import start_local_service
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = [s for s in os.environ.get("T2E_NEWER_QGIS", "").split(",") if s]

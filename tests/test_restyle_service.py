@@ -12,7 +12,7 @@ import rasterio
 from rasterio.windows import Window
 from test_init_raster import extent_3857, init_geotiff
 
-from text2earth_qgis.core.client import ServiceError, start_local_service
+from text2earth_qgis.core.service.client import ServiceError, start_local_service
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "rasters"

@@ -14,7 +14,7 @@ import mercantile
 import pytest
 from pyproj import Geod
 
-from text2earth_qgis.core import scale
+from text2earth_qgis.core.contract import scale
 
 LATITUDES = [0.0, 10.0, -10.0, 30.0, -30.0, 45.0, 60.0, 70.0, -70.0, 80.0, 85.0, -85.0]
 LEVELS = list(range(10, 19))

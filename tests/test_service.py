@@ -24,7 +24,7 @@ from PIL import Image
 from pyproj import CRS
 
 import engine
-from text2earth_qgis.core.client import (
+from text2earth_qgis.core.service.client import (
     EngineClient,
     JobCancelled,
     JobFailed,

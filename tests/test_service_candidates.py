@@ -13,7 +13,7 @@ import pytest
 import rank_support
 from rank_support import read_rgb, reference_probabilities
 
-from text2earth_qgis.core.client import start_local_service
+from text2earth_qgis.core.service.client import start_local_service
 
 tiny_rank = rank_support.tiny_rank  # the shared fixture
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,7 +35,12 @@ from test_service import (
 
 from engine.errors import INTERNAL_KIND
 from engine.service.job_queue import MAX_QUEUED
-from text2earth_qgis.core.client import EngineClient, JobFailed, ServiceError, ServiceStartError
+from text2earth_qgis.core.service.client import (
+    EngineClient,
+    JobFailed,
+    ServiceError,
+    ServiceStartError,
+)
 
 
 def kind(data: bytes) -> str:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from setup_wheels import REQUIREMENTS, isolated_pip_env, write_requirement_set
 
-from text2earth_qgis.core import venv_setup
-from text2earth_qgis.core.gpu_driver import nvidia_smi_path
-from text2earth_qgis.core.setup_summary import estimate, failure_message, plan_summary
-from text2earth_qgis.core.venv_setup import (
+from text2earth_qgis.core.contract.gpu_driver import nvidia_smi_path
+from text2earth_qgis.core.setup import venv_setup
+from text2earth_qgis.core.setup.setup_summary import estimate, failure_message, plan_summary
+from text2earth_qgis.core.setup.venv_setup import (
     TORCH_INDEX,
     SetupError,
     SetupPlan,

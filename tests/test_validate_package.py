@@ -46,7 +46,7 @@ def test_a_zip_without_license_or_with_a_secret_or_pyqt5_code_is_refused(good_zi
     bad = variant(good_zip, tmp_path / "bad.zip", drop={"text2earth_qgis/LICENSE"}, add={
         "text2earth_qgis/leak.py": 'AWS_KEY = "AKIAIOSFODNN7EXAMPLE"\n',
         "text2earth_qgis/old_qt.py": "from qgis.PyQt.QtCore import Qt\nALIGN = Qt.AlignLeft\n",
-        "text2earth_qgis/engine_source/text2earth_qgis/core/scale.py": "",
+        "text2earth_qgis/engine_source/text2earth_qgis/core/contract/scale.py": "",
         "text2earth_qgis/shell.py": "import subprocess\nsubprocess.call('ls', shell=True)\n",
     })
     code, out = validate(bad)

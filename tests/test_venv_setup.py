@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from setup_wheels import REQUIREMENTS, isolated_pip_env, write_requirement_set
 
+from text2earth_qgis.core.contract.gpu_driver import parse_nvidia_smi
 from text2earth_qgis.core.failure_advice import SETUP, explain
-from text2earth_qgis.core.gpu_driver import parse_nvidia_smi
-from text2earth_qgis.core.venv_setup import (
+from text2earth_qgis.core.setup.venv_setup import (
     TORCH_INDEX,
     PythonInfo,
     SetupError,
@@ -239,7 +239,7 @@ def test_an_engine_without_the_plugins_core_fails_once_with_the_fix(tmp_path):
     to leave Engine source empty, not to run the set-up again."""
     from setup_wheels import write_wheel
 
-    from text2earth_qgis.core.setup_summary import failure_message
+    from text2earth_qgis.core.setup.setup_summary import failure_message
 
     wheels = write_requirement_set(tmp_path / "wheels")
     for old in wheels.glob("text2earth_engine-*.whl"):

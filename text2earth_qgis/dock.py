@@ -11,7 +11,7 @@ from qgis.gui import QgsDockWidget, QgsMessageBarItem
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QApplication, QTabWidget, QVBoxLayout, QWidget
 
-from .core.engine_manager import EngineManager
+from .core.service.engine_manager import EngineManager
 from .edit_panel import EDIT_TYPES, EditPanel
 from .engine_panel import EngineBar, EngineSettingsPanel
 from .engine_tools import diagnostics_for

@@ -30,7 +30,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import sampling_widgets
-from .core import scale
+from .core.contract import scale
+from .core.contract.files import check_output_folder
 from .core.edit_spec import (
     DEFAULT_DILATE,
     DEFAULT_FEATHER,
@@ -44,7 +45,6 @@ from .core.edit_spec import (
     require_crs,
     unused_name,
 )
-from .core.files import check_output_folder
 from .form_layout import finish_form, narrow, remembered_section, scrolled_form, wrapping_form
 from .forms import EditForm
 from .layer_render import render_for_edit

@@ -20,8 +20,8 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .core.engine_manager import CONNECTED, CRASHED, NOT_FOUND, STARTING, EngineManager
-from .core.model_presence import demo_expected
+from .core.service.engine_manager import CONNECTED, CRASHED, NOT_FOUND, STARTING, EngineManager
+from .core.setup.model_presence import demo_expected
 from .engine_tools import engine_tools_row
 from .form_layout import finish_form, narrow, scrolled_form, wrapping_form
 from .run_view import StatusLine

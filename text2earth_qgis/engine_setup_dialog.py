@@ -25,8 +25,8 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from .core.setup_summary import failure_message, plan_summary
-from .core.venv_setup import (
+from .core.setup.setup_summary import failure_message, plan_summary
+from .core.setup.venv_setup import (
     SetupCancelled,
     SetupError,
     default_venv,

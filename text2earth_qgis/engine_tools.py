@@ -9,9 +9,9 @@ from pathlib import Path
 from qgis.core import Qgis
 from qgis.PyQt.QtWidgets import QPushButton, QVBoxLayout, QWidget
 
-from .core.client import read_token
 from .core.diagnostics import diagnostics_text, engine_facts
-from .core.engine_manager import EngineManager
+from .core.service.client import read_token
+from .core.service.engine_manager import EngineManager
 
 
 def plugin_version() -> str:

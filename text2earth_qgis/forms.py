@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .core.candidates import candidate_fields
+from .core.contract.samplers import DEFAULT_SCHEDULER
+from .core.contract.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 from .core.edit_spec import (
     DEFAULT_DILATE,
     DEFAULT_FEATHER,
@@ -29,8 +31,6 @@ from .core.job_spec import (
     Resolution,
     build_job,
 )
-from .core.samplers import DEFAULT_SCHEDULER
-from .core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
 FORM_KEY = "qgis_form"  # {"resolution_mode": ...}: kept with the job, never sent
 DEFAULT_STEPS, DEFAULT_GUIDANCE = 50, 4.0

@@ -37,14 +37,15 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import sampling_widgets
-from .core import scale
 from .core.candidates import (
     MAX_CANDIDATES,
     candidate_job,
     candidate_paths,
     candidate_result,
 )
-from .core.files import check_output_folder, default_output_folder, unused_name
+from .core.contract import scale
+from .core.contract.files import check_output_folder, default_output_folder, unused_name
+from .core.contract.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 from .core.init_image import init_image_name
 from .core.job_spec import (
     AUTO,
@@ -59,10 +60,9 @@ from .core.job_spec import (
     output_name,
     pipeline_check_name,
 )
-from .core.model_presence import demo_expected
 from .core.output_plan import check_size, grid_size, limit_from_health, pixel_size_units
 from .core.prompt_examples import examples_for
-from .core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
+from .core.setup.model_presence import demo_expected
 from .form_layout import finish_form, narrow, remembered_section, scrolled_form, wrapping_form
 from .forms import GenerateForm
 from .init_render import render_layers_to_geotiff

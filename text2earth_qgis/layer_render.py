@@ -20,8 +20,8 @@ from qgis.core import (
     QgsRectangle,
 )
 
-from .core import scale
-from .core.files import check_output_folder, unused_name
+from .core.contract import scale
+from .core.contract.files import check_output_folder, unused_name
 from .core.job_spec import slug
 from .qgis_geometry import (  # noqa: F401 - geojson_bounds: where the edit tab finds it
     NO_ERROR,

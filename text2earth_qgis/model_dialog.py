@@ -23,7 +23,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from .core.model_download import (
+from .core.setup.model_download import (
     MODELS,
     DownloadCancelled,
     DownloadError,

@@ -12,7 +12,7 @@ try:  # Qt6 (QGIS 4) has QAction in QtGui; Qt5 in QtWidgets
 except ImportError:
     from qgis.PyQt.QtWidgets import QAction
 
-from .core.engine_manager import EngineManager
+from .core.service.engine_manager import EngineManager
 from .qgis_compat import raster_layer_type
 from .settings import engine_settings
 from .swipe_tool import SwipeAction

@@ -20,7 +20,7 @@ from qgis.core import (
     QgsRectangle,
 )
 
-from .core.files import place_file, remove_quietly
+from .core.contract.files import place_file, remove_quietly
 from .core.init_image import temp_name
 
 NO_ERROR = getattr(QgsRasterFileWriter, "WriterError", QgsRasterFileWriter).NoError

@@ -20,7 +20,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .core.run_job import progress_percent, status_text
+from .core.service.run_job import progress_percent, status_text
 from .core.time_left import TimeLeft
 from .tasks import GenerateTask
 

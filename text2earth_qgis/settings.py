@@ -6,7 +6,7 @@ from pathlib import Path
 
 from qgis.core import QgsApplication, QgsSettings
 
-from .core.engine_manager import EngineSettings
+from .core.service.engine_manager import EngineSettings
 
 PREFIX = "text2earth/"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .core.client import EngineError, JobCancelled, ServiceError, ServiceNotRunning
-from .core.engine_manager import EngineManager
 from .core.failure_advice import job_message, older_engine_advice
-from .core.run_job import progress_percent, run_candidates, run_job
+from .core.service.client import EngineError, JobCancelled, ServiceError, ServiceNotRunning
+from .core.service.engine_manager import EngineManager
+from .core.service.run_job import progress_percent, run_candidates, run_job
 from .forms import engine_job
 
 

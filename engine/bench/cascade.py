@@ -29,8 +29,8 @@ import numpy as np
 import rasterio
 
 from engine.bench.seam_metric import border_lines, seam_ratio
-from text2earth_qgis.core.scale import mercator_resolution
-from text2earth_qgis.core.tiles import plan_scene
+from text2earth_qgis.core.contract.scale import mercator_resolution
+from text2earth_qgis.core.contract.tiles import plan_scene
 
 BLOCK = 8  # 2 ** CASCADE_DEPTH: one block is one pixel of the coarse level
 METHODS = ("cascade", "outpaint", "joint")

@@ -20,7 +20,7 @@ import torch
 
 from engine.bench.baseline import GUIDANCE, LEVEL, SIZE, bare_loop, build_model
 from engine.jobs.generate import GenerateRequest, generate
-from text2earth_qgis.core.scale import mercator_resolution
+from text2earth_qgis.core.contract.scale import mercator_resolution
 
 
 def run(full_size: bool, steps: int, repeats: int, device: str | None, out_dir: Path) -> dict:
@@ -83,7 +83,7 @@ def run_service(steps: int, repeats: int, burst: int, device: str | None, tmp: P
 
     from engine.model.checkpoint import load_model
     from engine.model.tiny_checkpoint import write_checkpoint
-    from text2earth_qgis.core.client import start_local_service
+    from text2earth_qgis.core.service.client import start_local_service
 
     checkpoint = write_checkpoint(tmp / "tiny-checkpoint")
     out_dir = tmp / "service-out"

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import rasterio
 
-from text2earth_qgis.core.tiles import plan_scene
+from text2earth_qgis.core.contract.tiles import plan_scene
 
 
 def border_lines(starts: list[int], overlap: int, size: int) -> list[int]:

@@ -19,7 +19,7 @@ from engine.jobs.generate import GenerateRequest, generate
 from engine.model.accelerate import accelerate
 from engine.model.device import select_device
 from engine.model.precision import check_precision
-from text2earth_qgis.core.scale import mercator_resolution
+from text2earth_qgis.core.contract.scale import mercator_resolution
 
 
 def _sync(device: torch.device) -> None:

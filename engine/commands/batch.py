@@ -24,7 +24,7 @@ def _json_object(text: str) -> dict:
 
 def add_parser(sub) -> None:
     from engine.model.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
-    from text2earth_qgis.core.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
+    from text2earth_qgis.core.contract.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
     p = sub.add_parser(
         "batch", help="generate every item of a vector file or CSV into COGs + a STAC collection")

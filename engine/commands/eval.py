@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from text2earth_qgis.core import samplers, scale
+from text2earth_qgis.core.contract import samplers, scale
 
 
 def add_parser(sub) -> None:

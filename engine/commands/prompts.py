@@ -1,12 +1,12 @@
 """`text2earth prompts [--level L] [--style S] [--prefixed] [--json]`: the prompt library
-(text2earth_qgis/core/prompt_library.py, the same reader as the dock's examples)."""
+(text2earth_qgis/core/contract/prompt_library.py, the same reader as the dock's examples)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from text2earth_qgis.core import prompt_library, scale
+from text2earth_qgis.core.contract import prompt_library, scale
 
 
 def add_parser(sub) -> None:

@@ -24,7 +24,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from engine.errors import DiskFullError, InputError, Text2EarthError, WriteError
-from text2earth_qgis.core.files import place_file
+from text2earth_qgis.core.contract.files import place_file
 
 TAG_PREFIX = "TEXT2EARTH_"
 DESCRIPTION = (

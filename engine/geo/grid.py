@@ -20,8 +20,8 @@ from pyproj.exceptions import CRSError, ProjError
 
 from engine.errors import InputError
 from engine.geo.lonlat import LonLat, degrees_per_unit, wrap_longitude
-from text2earth_qgis.core import scale
-from text2earth_qgis.core.scale import LevelChoice
+from text2earth_qgis.core.contract import scale
+from text2earth_qgis.core.contract.scale import LevelChoice
 
 MODEL_TILE = 256  # the training size: smaller canvases come out smeared
 VAE_FACTOR = 8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from affine import Affine
 
-from text2earth_qgis.core.tiles import (  # noqa: F401 - re-exported for the engine
+from text2earth_qgis.core.contract.tiles import (  # noqa: F401 - re-exported for the engine
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
     VAE_FACTOR,

@@ -25,7 +25,7 @@ from engine.errors import InputError
 from engine.geo.grid import LevelRequest, OutputGrid, build_grid
 from engine.geo.regions import parse_regions, window_prompts
 from engine.geo.tiling import ScenePlan, canvas_transform, plan_scene
-from text2earth_qgis.core.scale import MAX_LEVEL, MIN_LEVEL
+from text2earth_qgis.core.contract.scale import MAX_LEVEL, MIN_LEVEL
 
 CASCADE = "cascade"
 CASCADE_DEPTH = 3  # levels below the target at least: 8x coarser, 1/64 of the pixels

@@ -26,7 +26,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from engine.errors import GenerationCancelled, InputError
 from engine.model.schedulers import DEFAULT_SCHEDULER, make_scheduler  # noqa: F401 (re-export)
-from text2earth_qgis.core.scale import LEVELS, UNKNOWN_LEVEL
+from text2earth_qgis.core.contract.scale import LEVELS, UNKNOWN_LEVEL
 
 LEVEL_PREFIX = re.compile(r"^\s*(\d+)_GOOGLE_LEVEL_")
 DEFAULT_GUIDANCE = 4.0

@@ -2,14 +2,14 @@
 
 Stdlib only at import (the diffusers classes are looked up when a scheduler is made), so the
 CLI can build its --help and the service its schema without loading torch. The names and the
-default come from the plugin's stdlib contract (text2earth_qgis.core.samplers), so the dock
+default come from the plugin's stdlib contract (text2earth_qgis.core.contract.samplers), so the dock
 offers exactly these.
 """
 
 from __future__ import annotations
 
 from engine.errors import InputError
-from text2earth_qgis.core import samplers
+from text2earth_qgis.core.contract import samplers
 
 # name -> (diffusers scheduler class, overrides of the checkpoint's scheduler config)
 CLASSES: dict[str, tuple[str, dict]] = {

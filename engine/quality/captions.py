@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
-from text2earth_qgis.core.scale import LEVELS, MAX_LEVEL, MIN_LEVEL
+from text2earth_qgis.core.contract.scale import LEVELS, MAX_LEVEL, MIN_LEVEL
 
 # The same prefix engine.model.pipeline strips (kept here too: parsing a captions file must
 # not import diffusers).

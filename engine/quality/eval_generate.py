@@ -19,7 +19,7 @@ from PIL import Image, PngImagePlugin
 from engine import __version__
 from engine.errors import InputError, WriteError
 from engine.quality.captions import Caption
-from text2earth_qgis.core.files import place_file
+from text2earth_qgis.core.contract.files import place_file
 
 MANIFEST = "generation.json"
 

@@ -26,7 +26,7 @@ from engine.quality.anchor import published_anchor
 from engine.quality.captions import Caption, read_captions
 from engine.quality.clip_scores import GENERAL_CLIP, clip_scores, load_general_clip
 from engine.quality.image_sets import list_images, read_rgb
-from text2earth_qgis.core.files import place_file
+from text2earth_qgis.core.contract.files import place_file
 
 REPORT_VERSION = 1
 EVAL_SIZE = 256  # Txt2Img-MHN's protocol, and Text2Earth's training size

@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.quality.raster_rgb import GROUP, open_rgb, raster_windows
-from text2earth_qgis.core import scale
+from text2earth_qgis.core.contract import prompt_library
 
 DEFAULT_LABELS = "aid"  # resources/labels/aid.txt
 TEMPLATE = "a remote sensing image of {}."  # the zero-shot prompt around each label
@@ -23,8 +23,7 @@ MAX_LABELS = 1000
 
 
 def labels_dir() -> Path:
-    # resources/ lies beside the plugin's core/ (the engine may import core's scale module).
-    return Path(scale.__file__).resolve().parents[1] / "resources" / "labels"
+    return prompt_library.RESOURCES / "labels"
 
 
 def read_labels(path: str | Path | None = None) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from text2earth_qgis.core.gpu_driver import detect_nvidia_driver
+from text2earth_qgis.core.contract.gpu_driver import detect_nvidia_driver
 
 
 def gpu_report(requested: str | None, cuda_available: bool, torch_cuda: str | None,

@@ -17,7 +17,7 @@ from pydantic import (
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from engine.jobs.generate import MAX_SEED
 from engine.model.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
-from text2earth_qgis.core.scale import DEFAULT_DPI, MAX_LEVEL, MIN_LEVEL, parse_scale
+from text2earth_qgis.core.contract.scale import DEFAULT_DPI, MAX_LEVEL, MIN_LEVEL, parse_scale
 
 SchedulerName = Literal[SCHEDULER_NAMES]  # one enum in the OpenAPI schema, from the one list
 

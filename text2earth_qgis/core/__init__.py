@@ -1,9 +1,10 @@
-"""Stdlib-only logic of the plugin, testable without QGIS.
+"""Stdlib-only logic of the plugin, testable without QGIS, in four parts:
 
-The engine imports from here only the modules named in ENGINE_CONTRACT (tests/test_architecture
-enforces it): the shared zoom-level math, the scene window plan, file placement, the GPU
-driver probe and the samplers' names, so the two sides cannot drift apart and the engine
-never depends on the rest.
+- ``contract/``: what the engine imports (the zoom-level math, the scene window plan, file
+  placement, the GPU driver probe, the samplers' names, the prompt library): one copy, so the
+  two sides cannot drift apart; tests/test_architecture.py holds the engine to it;
+- ``service/``: the engine service from the plugin's side (start, reach, stop, the client,
+  a job from submit to the delivered file);
+- ``setup/``: installing the engine's environment and the model weights;
+- the modules here: the plugin's own logic (job and edit specs, output plans, names, history).
 """
-
-ENGINE_CONTRACT = ("scale", "tiles", "files", "gpu_driver", "samplers", "prompt_library")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .files import unused_name
+from .contract.files import unused_name
 from .job_spec import output_name, pipeline_check_name
 
 MAX_CANDIDATES = 8  # the service's limit (1..8)

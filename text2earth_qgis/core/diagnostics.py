@@ -65,8 +65,8 @@ def engine_facts(manager) -> dict:
     """What the engine manager knows (no Qt): state, paths, last health, log lines."""
     from pathlib import Path
 
-    from .engine_manager import find_engine_python
-    from .venv_setup import STAMP_FILE
+    from .service.engine_manager import find_engine_python
+    from .setup.venv_setup import STAMP_FILE
 
     settings = manager.settings
     python = find_engine_python(settings.python)

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import scale
-from .files import unused_name  # noqa: F401 - the edit tab's never-colliding names
+from .contract import scale
+from .contract.files import unused_name  # noqa: F401 - the edit tab's never-colliding names
 from .job_spec import DEFAULT_SCHEDULER, slug
 
 SIDES = ("north", "south", "east", "west", "all")

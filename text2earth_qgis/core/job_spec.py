@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import scale
+from .contract import scale
+from .contract.samplers import DEFAULT_SCHEDULER, SCHEDULERS  # noqa: F401 - re-exported for the dock
+from .contract.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 from .output_plan import window_count  # noqa: F401 - where the dock and tests find it
-from .samplers import DEFAULT_SCHEDULER, SCHEDULERS  # noqa: F401 - re-exported for the dock
-from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
 AUTO, LEVEL, RESOLUTION = "auto", "level", "resolution"
 LARGE_OUTPUT_PX = 2048 * 2048  # above this the dock warns: minutes to hours of work

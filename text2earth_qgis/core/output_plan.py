@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from . import scale
-from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, plan_scene
+from .contract import scale
+from .contract.tiles import DEFAULT_OVERLAP, DEFAULT_TILE, plan_scene
 
 DEFAULT_MAX_PIXELS = 25000 * 25000  # the engine's default limit (engine/geo/grid.py;
 # tests/test_engine_plugin_agreement.py holds the two equal); a connected engine's own

@@ -1,11 +1,12 @@
 """The dock's example prompts for a level: the prompt library's for that level
-(core/prompt_library.py), else the general list in resources/example_prompts.txt. Stdlib."""
+(core/contract/prompt_library.py), else the general list in resources/example_prompts.txt.
+Stdlib."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .prompt_library import LIBRARY_FILE, examples_for_level
+from .contract.prompt_library import LIBRARY_FILE, examples_for_level
 
 FALLBACK_FILE = Path(__file__).resolve().parents[1] / "resources" / "example_prompts.txt"
 

@@ -28,9 +28,9 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from ..core import scale
-from ..core.engine_manager import EngineManager
+from ..core.contract import scale
 from ..core.result_names import file_result_name, is_pipeline_check_name, result_name
+from ..core.service.engine_manager import EngineManager
 from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
 from .cli_runner import run_engine_cli
 from .engine_run import checked_folder

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from qgis.core import QgsProcessingException
 
-from ..core.engine_manager import NO_ENGINE_MESSAGE, EngineManager, find_engine_python
+from ..core.service.engine_manager import NO_ENGINE_MESSAGE, EngineManager, find_engine_python
 
 POLL_S = 0.2
 ERROR_PREFIX = "text2earth: error: "

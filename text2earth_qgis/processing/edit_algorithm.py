@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import scale
+from ..core.contract import scale
 from ..core.edit_spec import (
     DEFAULT_DILATE,
     DEFAULT_FEATHER,
@@ -28,7 +28,7 @@ from ..core.edit_spec import (
     raster_file,
     require_crs,
 )
-from ..core.engine_manager import EngineManager
+from ..core.service.engine_manager import EngineManager
 from ..layer_render import needs_render, render_for_edit, render_level
 from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
 from ..qgis_geometry import source_geojson

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingException
 
-from ..core.client import EngineError, JobCancelled, ServiceError
-from ..core.engine_manager import EngineManager
-from ..core.files import OutputFolderError, check_output_folder
+from ..core.contract.files import OutputFolderError, check_output_folder
 from ..core.job_spec import is_pipeline_check
 from ..core.result_names import job_result_name
-from ..core.run_job import progress_percent, run_job
+from ..core.service.client import EngineError, JobCancelled, ServiceError
+from ..core.service.engine_manager import EngineManager
+from ..core.service.run_job import progress_percent, run_job
 
 
 def checked_folder(destination: str) -> str:

@@ -12,9 +12,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import scale
-from ..core.engine_manager import EngineManager
+from ..core.contract import scale
 from ..core.job_spec import LEVEL, RESOLUTION, Extent, Resolution, build_job
+from ..core.service.engine_manager import EngineManager
 from ..qgis_compat import crs_for_engine, number_type
 from .engine_run import geotiff_destination, run_on_engine
 from .sampling import add_sampling_parameters, sampling_values

@@ -18,7 +18,7 @@ from qgis.core import (
 )
 
 from ..core.edit_spec import raster_file
-from ..core.engine_manager import EngineManager
+from ..core.service.engine_manager import EngineManager
 from .cli_runner import run_engine_cli
 from .engine_run import checked_folder
 

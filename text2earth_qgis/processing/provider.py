@@ -7,7 +7,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from ..core.engine_manager import EngineManager
+from ..core.service.engine_manager import EngineManager
 from .batch_algorithm import GenerateBatchAlgorithm
 from .edit_algorithm import EditRasterAlgorithm
 from .generate_algorithm import GenerateSceneAlgorithm

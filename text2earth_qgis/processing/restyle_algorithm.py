@@ -15,7 +15,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import scale
+from ..core.contract import scale
 from ..core.edit_spec import (
     DEFAULT_DILATE,
     DEFAULT_FEATHER,
@@ -26,7 +26,7 @@ from ..core.edit_spec import (
     raster_file,
     require_crs,
 )
-from ..core.engine_manager import EngineManager
+from ..core.service.engine_manager import EngineManager
 from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
 from ..qgis_geometry import source_geojson
 from .engine_run import geotiff_destination, run_on_engine

@@ -53,7 +53,7 @@ from engine.jobs.regenerate import (
     plan_pass,
     relative,
 )
-from text2earth_qgis.core import scale as scales
+from text2earth_qgis.core.contract import scale as scales
 
 
 def _check_common(request: RasterJob) -> None:

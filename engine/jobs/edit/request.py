@@ -21,7 +21,7 @@ from engine.jobs.regenerate import (
 )
 from engine.model.inpaint import DEFAULT_INPAINT_GUIDANCE
 from engine.model.pipeline import DEFAULT_SCHEDULER, DEFAULT_STEPS
-from text2earth_qgis.core import scale as scales
+from text2earth_qgis.core.contract import scale as scales
 
 SIDES = ("west", "east", "north", "south")  # `all` extends in this order
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import (
+from ..contract.files import (
     OutputFolderError,
     check_output_folder,
     place_file,

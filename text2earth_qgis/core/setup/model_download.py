@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .http_open import open_http
+from ..service.http_open import open_http
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MODELS = ("lcybuaa/Text2Earth", "lcybuaa/Text2Earth-inpainting")

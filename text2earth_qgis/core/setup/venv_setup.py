@@ -35,9 +35,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .engine_manager import venv_python
-from .gpu_driver import NO_WINDOW, detect_nvidia_driver
-from .http_open import open_http
+from ..contract.gpu_driver import NO_WINDOW, detect_nvidia_driver
+from ..service.engine_manager import venv_python
+from ..service.http_open import open_http
 
 MIN_PYTHON = (3, 10)
 # Newest first among those torch has long had wheels for; newer ones only if nothing else.
@@ -712,7 +712,7 @@ ENGINE_SOURCE_DIR = "engine_source"  # inside the plugin zip (make package puts 
 def checkout_root(plugin_dir: Path | None = None) -> Path | None:
     """Where the engine's source and requirements.txt are: the checkout the plugin runs
     from, or the copy that `make package` ships inside the plugin zip."""
-    plugin_dir = plugin_dir or Path(__file__).resolve().parents[1]
+    plugin_dir = plugin_dir or Path(__file__).resolve().parents[2]
     for root in (plugin_dir.parent, plugin_dir / ENGINE_SOURCE_DIR):
         if (root / "pyproject.toml").is_file() and (root / "engine").is_dir():
             return root
@@ -726,7 +726,7 @@ def buildable_engine_source(root: Path, work: Path,
     put beside it in ``work`` for the build. A checkout is used as it is."""
     if (root / "text2earth_qgis" / "core").is_dir():
         return root
-    plugin_dir = plugin_dir or Path(__file__).resolve().parents[1]
+    plugin_dir = plugin_dir or Path(__file__).resolve().parents[2]
     build = work / "source"
     shutil.rmtree(build, ignore_errors=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -786,7 +786,7 @@ def make_plan(venv: str | Path, python: str | None = None, torch: str = "auto",
     ``index_reachable(url)`` returns '' when the index answers, else why not."""
     import platform
 
-    plugin_dir = Path(plugin_dir or Path(__file__).resolve().parents[1])
+    plugin_dir = Path(plugin_dir or Path(__file__).resolve().parents[2])
     root = checkout_root(plugin_dir)
     requirements_file = requirements_file or (root / "requirements.txt" if root else None)
     if not requirements_file or not Path(requirements_file).is_file():

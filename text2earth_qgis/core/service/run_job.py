@@ -9,7 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .candidates import Candidate, candidates_of
+from ..candidates import Candidate, candidates_of
+from ..contract.files import OutputFolderError, check_output_folder, unused_name
+from ..failure_advice import job_message
+from ..job_spec import is_pipeline_check, pipeline_check_name
 from .client import (
     DeliveryError,
     EngineClient,
@@ -18,9 +21,6 @@ from .client import (
     JobFailed,
     ServiceError,
 )
-from .failure_advice import job_message
-from .files import OutputFolderError, check_output_folder, unused_name
-from .job_spec import is_pipeline_check, pipeline_check_name
 
 
 def progress_percent(status: dict) -> float:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..failure_advice import SERVICE, explain
 from . import service_record
 from .client import (
     EngineClient,
@@ -24,7 +25,6 @@ from .client import (
     read_token,
     start_local_service,
 )
-from .failure_advice import SERVICE, explain
 
 GPU_TYPES = ("cuda", "mps")
 
@@ -49,7 +49,7 @@ def venv_python(venv: Path, platform: str = sys.platform) -> Path:
 def find_engine_python(configured: str | None = None) -> str | None:
     """The settings' path, else $TEXT2EARTH_ENGINE_PYTHON, else a dev checkout's .venv."""
     candidates = [configured, os.environ.get(PYTHON_ENV)]
-    checkout = Path(__file__).resolve().parents[2]
+    checkout = Path(__file__).resolve().parents[3]
     candidates.append(str(venv_python(checkout / ".venv")))
     for candidate in candidates:
         if candidate and Path(candidate).expanduser().is_file():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .failure_advice import SETUP, explain
+from ..failure_advice import SETUP, explain
 
 # Measured for the pinned requirements (Python 3.11, Linux x86-64): the CUDA environment is
 # 6.3 GB on disk (torch 1.2 GB, its nvidia-* libraries 3.2 GB, triton 0.9 GB), from about

@@ -1,5 +1,5 @@
 """Stdlib: the prompt library per level (resources/prompt_library.json), for the dock's examples
-and `text2earth prompts --level L`; one reader for both (part of ENGINE_CONTRACT)."""
+and `text2earth prompts --level L`; one reader for both (part of the engine contract)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from pathlib import Path
 
 from .scale import LEVELS, MAX_LEVEL, MIN_LEVEL
 
-LIBRARY_FILE = Path(__file__).resolve().parents[1] / "resources" / "prompt_library.json"
+# The plugin's resources/ folder: the engine finds its shared files (this library, the label
+# lists) through this one path, whichever copy of the plugin it runs beside.
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+LIBRARY_FILE = RESOURCES / "prompt_library.json"
 LIBRARY_VERSION = 1
 # "git10m": a Git-10M-style caption; "chatearthnet": a ChatEarthNet-style land-cover description
 # (Sentinel-2-like scales, so levels 13-14 only).
