@@ -265,6 +265,14 @@ def wrap_phase(section):
                                  for w in label.text().split())
     bar = dock.engine_bar.label
     section["engine_wraps"] = bar.wordWrap()
+    # What a user copies from the line (its context menu's Copy) is the path itself.
+    from qgis.PyQt.QtWidgets import QApplication
+
+    QApplication.clipboard().clear()
+    [copy] = [a for a in label.actions() if a.text() == "Copy"]
+    copy.trigger()
+    section["copied"] = QApplication.clipboard().text()
+    section["full_path"] = path
 
 
 open_dock()

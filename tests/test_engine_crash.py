@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from text2earth_qgis.core.failure_advice import JOB, SERVICE, explain, job_message
-from text2earth_qgis.core.service.client import EngineClient, LocalService, ServiceNotRunning
+from text2earth_qgis.core.service.client import (
+    EngineClient,
+    JobFailed,
+    LocalService,
+    ServiceNotRunning,
+)
 from text2earth_qgis.core.service.engine_manager import (
     CONNECTED,
     CRASHED,
@@ -124,3 +129,39 @@ def test_the_log_cause_is_its_last_error_line():
     assert log_cause(tail) == "MemoryError: cannot allocate"
     assert log_cause("listening on http://127.0.0.1:5\n") == "listening on http://127.0.0.1:5"
     assert log_cause("") == ""
+
+
+class _FailingClient:
+    """A service whose job ends out of memory with the engine's error_kind, as the engine
+    reports it."""
+
+    def submit(self, job):
+        return {"id": "j1"}
+
+    def wait(self, job_id, poll=1.0, timeout=None, on_progress=None):
+        raise JobFailed("CPU out of memory: tried to allocate 3.5 GiB", "out_of_memory")
+
+
+def test_a_cpu_engines_out_of_memory_reaches_the_user_without_gpu_advice(tmp_path):
+    from text2earth_qgis.core.service.run_job import run_job
+
+    with pytest.raises(JobFailed) as cpu:
+        run_job(_FailingClient(), {"prompt": "x"}, tmp_path / "out.tif", gpu=False)
+    assert "GPU" not in str(cpu.value) and "memory" in str(cpu.value)
+    # The dock's task words it again with the device: the advice stays the CPU's.
+    assert "GPU" not in job_message(str(cpu.value), gpu=False)
+    with pytest.raises(JobFailed) as gpu:
+        run_job(_FailingClient(), {"prompt": "x"}, tmp_path / "out.tif", gpu=True)
+    assert str(gpu.value).startswith("The GPU ran out of memory")
+
+
+def test_before_the_engine_said_its_device_a_machine_without_a_driver_is_cpu_only(
+        monkeypatch):
+    from text2earth_qgis.core.service import engine_manager as em
+
+    monkeypatch.setattr(em.sys, "platform", "linux")
+    monkeypatch.setattr(em, "detect_nvidia_driver", lambda: None)
+    assert em.EngineManager(em.EngineSettings()).gpu is False
+    monkeypatch.setattr(em, "detect_nvidia_driver", lambda: "580.65.06")
+    assert em.EngineManager(em.EngineSettings()).gpu is None  # a GPU may be used
+    assert em.EngineManager(em.EngineSettings(url="http://10.0.0.5:8000")).gpu is None

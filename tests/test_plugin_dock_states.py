@@ -108,3 +108,5 @@ def test_long_status_lines_wrap_instead_of_being_cut(probe):
     assert wrap["text"].startswith("done: ") and wrap["text"].endswith(".pipeline-check.tif")
     assert wrap["word_wrap"] and wrap["engine_wraps"]
     assert wrap["height_at_200"] >= 2 * wrap["line"]  # more than one line at 200 px
+    # Copied, it is the whole path, without the zero-width break points the label shows.
+    assert wrap["copied"] == "done: " + wrap["full_path"]

@@ -13,7 +13,6 @@ from text2earth_qgis.core.job_spec import LEVEL, Extent, Resolution, build_job
 from text2earth_qgis.core.result_names import (
     file_result_name,
     first_words,
-    is_pipeline_check_name,
     job_result_name,
     job_title,
 )
@@ -49,7 +48,7 @@ def test_every_name_says_text2earth_and_what_it_is(check):
     for job in (GENERATE, EDIT, EXTEND, RESTYLE, long, {**GENERATE, "prompt": ""}):
         name = job_result_name(job, check, (1, 2))
         assert "Text2Earth" in name
-        assert is_pipeline_check_name(name) is check
+        assert name.endswith("Text2Earth (pipeline check)") is check
         assert ("pipeline check" in name) is check and ("synthetic" in name) is not check
     assert job_result_name({**GENERATE, "prompt": "  "}).startswith("scene: no prompt — ")
 

@@ -257,3 +257,18 @@ def test_an_engine_without_the_plugins_core_fails_once_with_the_fix(tmp_path):
     message = failure_message(error, error.step, error.log_path, error.output)
     assert message.startswith("The engine's source lacks the plugin's core (text2earth_qgis). "
                               "Leave Engine source empty under Advanced")
+
+
+def test_no_usable_python_says_which_were_found_and_why(tmp_path):
+    """The rule's advice alone ("choose another Python, or leave the field empty") would not
+    help when the field is already empty: the message keeps the cause, each Python's fault."""
+    from text2earth_qgis.core.setup.setup_summary import failure_message
+
+    broken = tmp_path / "python3"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    with pytest.raises(SetupError) as failed:
+        find_python(str(broken))
+    message = failure_message(failed.value, failed.value.step)
+    assert "Choose another Python" in message
+    assert str(broken) in message and "does not run" in message

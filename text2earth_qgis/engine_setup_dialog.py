@@ -55,6 +55,8 @@ class PlanTask(QgsTask):
                                      plan.python, plan.python_version)
         except SetupError as exc:
             self.text = failure_message(exc, exc.step)
+        except Exception as exc:  # noqa: BLE001 - a folder or file typed under Advanced
+            self.text = failure_message(exc, "plan")
         return True
 
     def finished(self, ok: bool) -> None:

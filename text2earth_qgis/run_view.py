@@ -12,6 +12,7 @@ from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QPixmap
 from qgis.PyQt.QtWidgets import (
+    QApplication,
     QGridLayout,
     QLabel,
     QProgressBar,
@@ -23,6 +24,11 @@ from qgis.PyQt.QtWidgets import (
 from .core.service.run_job import progress_percent, status_text
 from .core.time_left import TimeLeft
 from .tasks import GenerateTask
+
+try:  # Qt6 (QGIS 4) has QAction in QtGui; Qt5 in QtWidgets
+    from qgis.PyQt.QtGui import QAction
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction
 
 PREVIEW_PX = 72  # small enough to keep the action row on a 768 px screen
 
@@ -58,7 +64,12 @@ class StatusLine(QLabel):
         self.max_lines = max_lines
         self.setWordWrap(True)
         self.setTextFormat(Qt.TextFormat.PlainText)
-        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # What is shown is shortened and carries zero-width break points: a selection would
+        # copy a path that does not open. The context menu's Copy gives the whole text.
+        copy = QAction("Copy", self)
+        copy.triggered.connect(lambda: QApplication.clipboard().setText(self._full))
+        self.addAction(copy)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
         policy.setHeightForWidth(True)
         self.setSizePolicy(policy)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
@@ -80,7 +82,7 @@ class GenerateTask(QgsTask):
             self.result, path = run_job(
                 client, engine_job(self.job), self.destination,
                 on_status=self._status, is_canceled=self.isCanceled,
-                on_preview=self.previewed.emit,
+                on_preview=self.previewed.emit, gpu=self.manager.gpu,
             )
             self.path = str(path)
             return True
@@ -102,7 +104,8 @@ class GenerateTask(QgsTask):
     def _run_candidates(self, client) -> bool:
         self.result, self.delivered, self.problems = run_candidates(
             client, engine_job(self.job), self.paths_for, on_status=self._status,
-            is_canceled=self.isCanceled, on_preview=self.previewed.emit)
+            is_canceled=self.isCanceled, on_preview=self.previewed.emit,
+            folder=Path(self.destination).parent, gpu=self.manager.gpu)
         if not self.delivered:
             self.error = "the engine delivered no variation: " + "; ".join(self.problems)
             return False

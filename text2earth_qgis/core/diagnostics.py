@@ -74,7 +74,7 @@ def engine_facts(manager) -> dict:
     if python:
         stamp = Path(python).parent.parent / STAMP_FILE
         try:
-            stamps = json.loads(stamp.read_text())
+            stamps = json.loads(stamp.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             stamps = None
     return {

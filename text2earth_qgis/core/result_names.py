@@ -74,8 +74,3 @@ def file_result_name(path: str, kind: str = KINDS["generate"]) -> str:
     stem = Path(path).stem
     check = stem.endswith(PIPELINE_CHECK_SUFFIX)
     return result_name(kind, stem.removesuffix(PIPELINE_CHECK_SUFFIX), check)
-
-
-def is_pipeline_check_name(name: str) -> bool:
-    """Whether a layer name says its result is a pipeline check (demo weights)."""
-    return name.endswith(f"{APP} ({PIPELINE_CHECK})")

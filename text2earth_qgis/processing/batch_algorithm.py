@@ -29,7 +29,8 @@ from qgis.core import (
 )
 
 from ..core.contract import scale
-from ..core.result_names import file_result_name, is_pipeline_check_name, result_name
+from ..core.job_spec import PIPELINE_CHECK_SUFFIX
+from ..core.result_names import file_result_name, result_name
 from ..core.service.engine_manager import EngineManager
 from ..qgis_compat import crs_for_engine, number_type, polygon_source_type
 from .cli_runner import run_engine_cli
@@ -191,7 +192,7 @@ class GenerateBatchAlgorithm(QgsProcessingAlgorithm):
         self._outputs = sorted(r["out"] for r in report["results"]
                                if r["status"] in ("done", "skipped"))
         self._group = result_name(GROUP_KIND, folder.name)
-        if any(is_pipeline_check_name(file_result_name(p)) for p in self._outputs):
+        if any(Path(p).stem.endswith(PIPELINE_CHECK_SUFFIX) for p in self._outputs):
             feedback.pushWarning("No real Text2Earth weights on this machine: the images are "
                                  "pipeline checks made with the built-in demo weights, not "
                                  "imagery. Set up the model in the plugin's settings.")
@@ -201,7 +202,7 @@ class GenerateBatchAlgorithm(QgsProcessingAlgorithm):
 
     def _report(self, out_dir: Path, stderr: str) -> dict:
         try:
-            return json.loads((out_dir / "batch-report.json").read_text())
+            return json.loads((out_dir / "batch-report.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise QgsProcessingException(f"the engine wrote no batch report: {stderr[-300:]}") \
                 from None

@@ -5,20 +5,20 @@ the algorithms that need more than the service offers (a batch, Git-RSCLIP label
 
 from __future__ import annotations
 
-import os
 import subprocess  # nosec B404 - the engine's own CLI, an argument list, no shell
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from qgis.core import QgsProcessingException
 
+from ..core.contract.child_process import NO_WINDOW, clean_env
 from ..core.service.engine_manager import NO_ENGINE_MESSAGE, EngineManager, find_engine_python
 
 POLL_S = 0.2
 ERROR_PREFIX = "text2earth: error: "
-NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # 0 off Windows
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,8 @@ def engine_python(manager: EngineManager) -> str:
 def engine_env(manager: EngineManager) -> dict:
     """The CLI's environment: QGIS's Python paths left out (the engine has its own venv), the
     model cache the plugin's settings name."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
-    if manager.settings.model_cache:
-        env["HF_HUB_CACHE"] = manager.settings.model_cache
-    return env
+    cache = manager.settings.model_cache
+    return clean_env(extra={"HF_HUB_CACHE": cache} if cache else None)
 
 
 def last_error_line(stderr: str, returncode: int) -> str:
@@ -66,7 +64,8 @@ def run_engine_cli(manager: EngineManager, args: list[str], feedback,
         try:
             process = subprocess.Popen(  # noqa: S603 # nosec B603 - list argv, no shell
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                env=engine_env(manager), creationflags=NO_WINDOW)
+                env=engine_env(manager), creationflags=NO_WINDOW,
+                cwd=Path(command[0]).parent)  # not QGIS's folder: its engine/ would shadow
         except OSError as exc:
             raise QgsProcessingException(
                 f"cannot run the engine's Python {command[0]}: {exc}") from None

@@ -59,7 +59,8 @@ def run_on_engine(manager: EngineManager, job: dict, destination: str, feedback,
         feedback.pushInfo("connecting to the Text2Earth engine…")
         client = manager.ensure_running()
         result, path = run_job(client, job, destination, overwrite=True,
-                               on_status=on_status, is_canceled=feedback.isCanceled)
+                               on_status=on_status, is_canceled=feedback.isCanceled,
+                               gpu=manager.gpu)
     except JobCancelled:
         raise QgsProcessingException("cancelled: nothing was written") from None
     except ServiceError as exc:  # the service's own reason; its HTTP status is no user's

@@ -11,7 +11,7 @@ import subprocess  # nosec B404 - nvidia-smi with a list argv, never a shell
 import sys
 from pathlib import Path
 
-NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
+from .child_process import NO_WINDOW
 
 
 def parse_nvidia_smi(output: str) -> str | None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..contract.child_process import NO_WINDOW, clean_env
 from ..contract.files import (
     OutputFolderError,
     check_output_folder,
@@ -297,7 +298,8 @@ class LocalService:
 def read_tail(path: str | Path, lines: int = 15) -> str:
     """A log's last lines ('' when it cannot be read)."""
     try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
     except OSError:
         return ""
 
@@ -306,7 +308,7 @@ def read_token(token_file: str | Path | None) -> str | None:
     if not token_file:
         return None
     try:
-        return Path(token_file).read_text().strip() or None
+        return Path(token_file).read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
 
@@ -341,14 +343,11 @@ def start_local_service(
         args += ["--token-file", str(token_file)]
     args += extra_args or []
     log = open(log_path, "wb")  # noqa: SIM115 - the child keeps writing after we return
-    # QGIS may set these for its own bundled Python; the engine's venv must not inherit them.
-    child_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
-    child_env.update(env or {})
-    no_window = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
     try:
+        # cwd: QGIS's working folder could hold an engine/ that `-m engine.cli` would import.
         process = subprocess.Popen(  # nosec B603 - list argv: the engine's Python + flags
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=child_env, creationflags=no_window,
+            env=clean_env(extra=env), creationflags=NO_WINDOW, cwd=workdir,
         )
     except OSError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -373,9 +372,10 @@ def start_local_service(
                 f"the engine service exited with code {process.returncode} while starting:\n"
                 + tail()
             )
-        if client is None and port_file.is_file() and port_file.read_text().strip():
-            url = f"http://127.0.0.1:{int(port_file.read_text().strip())}"
-            client = EngineClient(url, read_token(token_file))
+        if client is None and port_file.is_file():
+            port = port_file.read_text(encoding="ascii").strip()
+            if port:
+                client = EngineClient(f"http://127.0.0.1:{int(port)}", read_token(token_file))
         if client is not None:
             try:
                 client.health()

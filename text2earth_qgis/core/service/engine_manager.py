@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..contract.gpu_driver import detect_nvidia_driver
 from ..failure_advice import SERVICE, explain
 from . import service_record
 from .client import (
@@ -84,6 +85,7 @@ class EngineManager:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop_requested: bool = False
     _spawned: object | None = None  # the service process while it starts (a Popen)
+    _driver: str | None = None  # this machine's NVIDIA driver ("" none), asked once if needed
     _adopted: service_record.ServiceRecord | None = None
     last_log: str = ""  # the log's last lines when the service failed or crashed
     device_type: str = ""  # "cuda", "mps", "cpu" from /health; kept after a crash
@@ -95,8 +97,16 @@ class EngineManager:
 
     @property
     def gpu(self) -> bool | None:
-        """Whether the engine computes on a GPU (None: not known yet): GPU advice only then."""
-        return self.device_type in GPU_TYPES if self.device_type else None
+        """Whether the engine computes on a GPU: GPU advice only then. Before the engine has
+        said (it died while starting), a machine without an NVIDIA driver counts as CPU-only
+        for a local engine; None: not known."""
+        if self.device_type:
+            return self.device_type in GPU_TYPES
+        if self.settings.url or sys.platform == "darwin":
+            return None  # another machine's engine, or a Mac's GPU (MPS): cannot tell here
+        if self._driver is None:
+            self._driver = detect_nvidia_driver() or ""
+        return None if self._driver else False
 
     def check_alive(self) -> bool:
         """Cheap, never blocks: True when the local engine's process has exited since it was

@@ -52,20 +52,21 @@ def duration(seconds: float) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
-def _with_advice(call):
+def _with_advice(call, gpu: bool | None = None):
     """Run ``call``; a JobFailed or ServiceError carrying the engine's ``error_kind`` comes
-    with the advice for that kind already in its message (and the kind kept on ``kind``)."""
+    with the advice for that kind already in its message (and the kind kept on ``kind``);
+    ``gpu`` False (the engine computes on the CPU): no GPU advice."""
     try:
         return call()
     except JobFailed as exc:
         if exc.kind is None:
             raise
-        raise JobFailed(job_message(str(exc), exc.kind), exc.kind) from None
+        raise JobFailed(job_message(str(exc), exc.kind, gpu=gpu), exc.kind) from None
     except ServiceError as exc:
         if exc.kind is None:
             raise
-        raise ServiceError(exc.status, job_message(exc.message, exc.kind), exc.errors,
-                           exc.kind) from None
+        raise ServiceError(exc.status, job_message(exc.message, exc.kind, gpu=gpu),
+                           exc.errors, exc.kind) from None
 
 
 def check_folder(folder: str | Path) -> Path:
@@ -86,9 +87,11 @@ def run_job(
     is_canceled: Callable[[], bool] = lambda: False,
     on_preview: Callable[[bytes], None] | None = None,
     preview_every_s: float = 1.0,
+    gpu: bool | None = None,
 ) -> tuple[dict, Path]:
     """(result, delivered path); raises JobCancelled, JobFailed, ServiceError, DeliveryError
-    (the destination's folder cannot take a file: said before the job is sent), ..."""
+    (the destination's folder cannot take a file: said before the job is sent), ...; ``gpu``
+    is whether the engine computes on a GPU (EngineManager.gpu): its advice follows."""
     check_folder(Path(destination).parent)
 
     def run():
@@ -96,7 +99,7 @@ def run_job(
                                  preview_every_s)
         return result, _deliver(client, job_id, result, destination, overwrite)
 
-    return _with_advice(run)
+    return _with_advice(run, gpu)
 
 
 def run_candidates(
@@ -108,6 +111,7 @@ def run_candidates(
     on_preview: Callable[[bytes], None] | None = None,
     preview_every_s: float = 1.0,
     folder: str | Path | None = None,
+    gpu: bool | None = None,
 ) -> tuple[dict, list[tuple[Candidate, Path]], list[str]]:
     """One job of N variations: (result, [(candidate, delivered path)] best first, problems).
 
@@ -132,7 +136,7 @@ def run_candidates(
                 problems.append(f"variation {candidate.index}: {exc}")
         return result, delivered, problems
 
-    return _with_advice(run)
+    return _with_advice(run, gpu)
 
 
 def _follow(client, job, on_status, is_canceled, on_preview,

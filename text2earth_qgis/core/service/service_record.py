@@ -32,7 +32,7 @@ def write_record(path: str | Path, record: ServiceRecord) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(record)))
+    tmp.write_text(json.dumps(asdict(record)), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -40,7 +40,7 @@ def read_record(path: str | Path | None) -> ServiceRecord | None:
     if not path:
         return None
     try:
-        return ServiceRecord(**json.loads(Path(path).read_text()))
+        return ServiceRecord(**json.loads(Path(path).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
 

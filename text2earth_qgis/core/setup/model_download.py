@@ -333,7 +333,7 @@ def download_model(
     refs = folder / "refs"
     refs.mkdir(exist_ok=True)
     tmp = refs / f".{revision}.tmp"
-    tmp.write_text(commit)
+    tmp.write_text(commit, encoding="utf-8")
     os.replace(tmp, refs / revision)  # last: the snapshot is complete when a ref names it
     return snapshot
 
@@ -361,7 +361,7 @@ def cached_snapshot(repo: str, cache_dir: str | Path | None = None,
     """The complete cached snapshot of ``repo``, or None ("offline / model missing")."""
     folder = repo_folder(cache_dir or default_cache_dir(), repo)
     try:
-        commit = (folder / "refs" / revision).read_text().strip()
+        commit = (folder / "refs" / revision).read_text(encoding="utf-8").strip()
     except OSError:
         return None
     snapshot = folder / "snapshots" / commit

@@ -89,6 +89,8 @@ def failure_message(error: Exception, step: str, log_path=None, output: str = ""
         return text[0].upper() + text[1:] + "."
     advice = explain(text, SETUP, log_path=log_path, log_tail=output, step=step)
     message = advice.message(with_log=False)
-    if advice.kind in ("setup_failed", "engine_not_importable"):
+    # Where the rule's advice is general, the cause says what exactly: which Pythons were
+    # found and why each cannot serve, or what did not import.
+    if advice.kind in ("setup_failed", "engine_not_importable", "broken_python"):
         message += f"\nCause: {text}"
     return message + (f"\nLog: {log_path}" if log_path else "")

@@ -35,7 +35,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..contract.gpu_driver import NO_WINDOW, detect_nvidia_driver
+from ..contract.child_process import NO_WINDOW, clean_env
+from ..contract.gpu_driver import detect_nvidia_driver
 from ..service.engine_manager import venv_python
 from ..service.http_open import open_http
 
@@ -432,7 +433,7 @@ def fingerprint(command: list[str]) -> str:
 
 def read_stamps(plan: SetupPlan) -> dict:
     try:
-        data = json.loads(plan.stamp_path.read_text())
+        data = json.loads(plan.stamp_path.read_text(encoding="utf-8"))
         return data.get("steps", {}) if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -441,19 +442,8 @@ def read_stamps(plan: SetupPlan) -> dict:
 def write_stamps(plan: SetupPlan, steps: dict, extra: dict | None = None) -> None:
     tmp = plan.stamp_path.with_name(plan.stamp_path.name + ".tmp")
     tmp.write_text(json.dumps({"steps": steps, "torch_build": asdict(plan.torch),
-                               **(extra or {})}, indent=1))
+                               **(extra or {})}, indent=1), encoding="utf-8")
     os.replace(tmp, plan.stamp_path)
-
-
-def clean_env(base: dict | None = None) -> dict:
-    """QGIS sets PYTHONHOME/PYTHONPATH for its own Python; the engine's must not inherit them."""
-    env = dict(os.environ if base is None else base)
-    for key in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__"):
-        env.pop(key, None)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"  # read back as UTF-8: paths like C:/Users/Jürgen
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return env
 
 
 def unreachable_reason(url: str, timeout: float = 8.0) -> str:
