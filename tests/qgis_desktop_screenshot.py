@@ -6,7 +6,8 @@ itself (``qgis --code``), under a virtual X server; `make screenshots` starts it
 
 The engine is this checkout's (its .venv), serving the built-in demo weights as a fresh
 install does, so the dock announces them and the layer is named a pipeline check. Writes
-docs/screenshot.png (after a run) and docs/screenshot-edit.png (the Edit raster tab), and a
+docs/screenshot-setup.png (the set-up dialog before it starts), docs/screenshot.png (after a
+run) and docs/screenshot-edit.png (the Edit raster tab), and a
 JSON report beside them in $T2E_SHOT_DIR (default: a temp folder), then exits QGIS.
 
 docs/screenshot-variations.png shows three variations in the strip and "Start from layers"
@@ -74,6 +75,7 @@ def main() -> None:
     settings.staging_dir = str(WORK / "staging")
     settings.token_file = str(WORK / "token")
     plugin.initGui()
+    setup_dialog(plugin)
     plugin.toggle_action.trigger()
     dock = plugin.dock
     wait(lambda: dock.engine_task is None)
@@ -109,6 +111,18 @@ def main() -> None:
     print(json.dumps(report), flush=True)
     QgsApplication.instance().processEvents()
     os._exit(0)  # no "save the project?" question from QGIS's own exit
+
+
+def setup_dialog(plugin) -> None:
+    """Raster > Text2Earth > Set up engine… as a new user first sees it: what it will
+    download and install, before anything starts (not started here)."""
+    action = next(a for a in plugin.menu_actions if a.text() == "Set up engine…")
+    action.trigger()
+    dialog = plugin.dialogs["setup"]
+    wait(lambda: dialog.plan_task is None, 60)
+    report["setup_summary"] = dialog.summary_label.text()
+    grab(DOCS / "screenshot-setup.png")
+    dialog.close()
 
 
 def bottoms(window, *buttons) -> list[int]:

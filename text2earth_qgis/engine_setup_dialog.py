@@ -126,6 +126,10 @@ class EngineSetupDialog(QDialog):
         self.plan_number = 0
         settings = QgsSettings()
         layout = QVBoxLayout(self)
+        heading = QLabel("<b>Set up the Text2Earth engine</b>: PyTorch and the engine in a Python "
+                         "environment of their own, beside QGIS.")
+        heading.setWordWrap(True)
+        layout.addWidget(heading)
         self.summary_label = QLabel("Checking this machine…")
         self.summary_label.setWordWrap(True)
         self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -177,7 +181,11 @@ class EngineSetupDialog(QDialog):
         self.log_view.setMaximumBlockCount(3000)
         layout.addWidget(self.progress)
         layout.addWidget(self.status_label)
-        layout.addWidget(self.log_view, 1)
+        layout.addWidget(self.log_view, 4)
+        # Nothing to show before a start: the summary says what will happen.
+        self.progress.hide()
+        self.log_view.hide()
+        layout.addStretch(1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.start_button = QPushButton("Set up")
         self.start_button.setDefault(True)
@@ -243,6 +251,8 @@ class EngineSetupDialog(QDialog):
         settings.setValue(PREFIX + "setup_python", options["python"] or "")
         self.log_view.clear()
         self.progress.setValue(0)
+        self.progress.show()
+        self.log_view.show()
         self.status_label.setText("Setting up… Closing this window does not stop it.")
         self.task = SetupTask(options, self.env)
         self.task.line.connect(self.log_view.appendPlainText)
