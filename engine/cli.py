@@ -560,11 +560,22 @@ def cmd_serve(args) -> int:
     return serve(args)
 
 
+def check_prompt_args(args) -> None:
+    """The service's cap and characters for every command's prompts: one short line, never
+    the text back (a pasted file would fill the terminal)."""
+    from engine.jobs.prompt_text import check_prompt_text
+
+    for name, what in (("prompt", "--prompt"), ("negative_prompt", "--negative-prompt")):
+        if isinstance(getattr(args, name, None), str):
+            check_prompt_text(getattr(args, name), what)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
     try:
+        check_prompt_args(args)
         if getattr(args, "handler", None) is not None:
             return args.handler(args)
         if args.command == "levels":

@@ -98,7 +98,7 @@ def test_csv_rows_unknown_crs_and_a_layer_without_crs(tmp_path):
     messages = {p.id: p.message for p in problems}
     assert "XMIN,YMIN,XMAX,YMAX" in messages["b"]
     assert "unknown CRS" in messages["c"] and "EPSG:999999" in messages["c"]
-    assert "empty" in messages["d"]
+    assert "inverted" in messages["d"] and "swap them" in messages["d"]  # said what is wrong
     nocrs = write_vector(tmp_path / "nocrs.geojson", [shapely.box(0, 0, 1, 1)],
                          {"prompt": ["x"]}, None, driver="GeoJSON")
     # GeoJSON without a CRS is lon/lat by the spec; a shapefile without .prj has none
@@ -168,7 +168,9 @@ def test_the_stac_collection_reads_back_with_pystac(first_run):
         assert item.properties["text2earth:seed"] == int(tags["TEXT2EARTH_SEED"])
         assert item.properties["text2earth:level"] == 17
         assert item.properties["text2earth:precision"] == "fp32"
-        assert item.properties["text2earth:model"] == tags["TEXT2EARTH_MODEL_ID"]
+        # the model folder by its name: no local path in the catalog
+        assert item.properties["text2earth:model"] == "text2earth-tiny"
+        assert item.properties["text2earth:model_sha256"] == tags["TEXT2EARTH_MODEL_SHA256"]
     assert items["farm"].properties["text2earth:prompt"] == "farmland"
     assert [f["id"] for f in collection.extra_fields["text2earth:failures"]] == ["nope"]
 

@@ -4,6 +4,7 @@ exactly. Select these with ``-k ray`` (or this file); deselect with ``-k "not ra
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,12 @@ from engine.batch.workers import (
     InProcess,
     ModelSpec,
     check_workers,
+    start_ray,
 )
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 UTM = "EPSG:32632"
+DEAD_PROXY = "http://127.0.0.1:9"
 ITEMS = [
     ("farm", "farmland", "447000,5411000,447060,5411060", UTM, 17, 1),
     ("wood", "a forest", "447100,5411000,447150,5411040", UTM, 17, 2),
@@ -30,10 +33,31 @@ ITEMS = [
 ]
 
 
+def set_env(values: dict) -> dict:
+    """Set (None: remove) environment variables; what they were before, to set back."""
+    before = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return before
+
+
 @pytest.fixture(scope="session")
 def ray_session():
+    """The batch's own embedded Ray (start_ray: on 127.0.0.1, 2 CPUs). Ray's dashboard process
+    asks cloud metadata addresses (169.254.169.254) who hosts it: its requests go to a dead
+    loopback proxy instead (the environment is read when Ray starts its processes)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    proxies = {"http_proxy": DEAD_PROXY, "HTTP_PROXY": DEAD_PROXY, "no_proxy": None,
+               "NO_PROXY": None}
+    saved = set_env(proxies)
+    try:
+        assert start_ray(None, 2)
+    finally:
+        set_env(saved)
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
     yield ray
     ray.shutdown()
 

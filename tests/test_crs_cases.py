@@ -348,3 +348,42 @@ def test_ungeoreferenced_raster_is_one_error_line_without_rasterio_warning(tmp_p
         with pytest.raises(InputError, match="not georeferenced"), open_source(path) as src:
             describe_source(src)
     assert [str(w.message) for w in seen] == []
+
+
+@pytest.mark.parametrize("bbox,words", [
+    # issue 22 item 9: each says what is wrong, never "empty" for all of them
+    ((float("nan"), 0.0, 1.0, 1.0), "xmin is not a number (NaN)"),
+    ((0.0, float("nan"), 1.0, 1.0), "ymin is not a number (NaN)"),
+    ((0.0, 0.0, float("inf"), 1.0), "xmax is infinite (inf)"),
+    ((0.0, 0.0, 1.0, -float("inf")), "ymax is infinite (-inf)"),
+    ((2.0, 0.0, 1.0, 1.0), "inverted: xmin 2 is greater than xmax 1"),
+    ((0.0, 3.0, 1.0, 1.0), "inverted: ymin 3 is greater than ymax 1"),
+    ((1.0, 0.0, 1.0, 1.0), "zero area: its width is 0"),
+    ((0.0, 1.0, 1.0, 1.0), "zero area: its height is 0"),
+    ((0.0, 0.0, 1.0), "four numbers"),
+    (("a", 0, 1, 1), "four numbers"),
+])
+def test_extent_numbers_say_what_is_wrong(bbox, words):
+    """The check every way in shares (the batch's rows too): no CRS needed."""
+    from engine.geo.grid import check_extent_numbers
+
+    with pytest.raises(InputError) as info:
+        check_extent_numbers(bbox)
+    assert words in str(info.value) and "empty" not in str(info.value)
+
+
+def test_extent_numbers_pass_a_good_extent_through():
+    from engine.geo.grid import check_extent_numbers
+
+    assert check_extent_numbers(["447000", 5411000, 447300.5, 5411300]) == (
+        447000.0, 5411000.0, 447300.5, 5411300.0)
+
+
+@pytest.mark.parametrize("bbox,words", [
+    ((8.3, 48.8, 8.2, 48.9), "xmin 8.3 is east of xmax 8.2"),  # swapped, not the antimeridian
+    ((170.0, 0.0, -170.0, 1.0), "antimeridian"),  # 20 degrees across 180: the antimeridian
+    ((447000.0, 5411000.0, 447300.0, 5411300.0), "projected coordinates"),
+])
+def test_lon_lat_extents_say_swapped_antimeridian_or_projected(bbox, words):
+    with pytest.raises(InputError, match=re.escape(words)):
+        build_grid(bbox, "EPSG:4326")

@@ -608,3 +608,31 @@ def test_merge_boxes_joins_only_near_boxes():
     # a chain: the third joins once the first two have merged
     assert merge_boxes([(0, 0, 10, 10), (30, 0, 40, 10), (12, 0, 28, 10)], gap=3) == [
         (0, 0, 40, 10)]
+
+
+def gdal_layout(path: Path) -> tuple[str, list[int], int]:
+    """(layout, block size, overview count) as GDAL's own gdalinfo reads them."""
+    info = json.loads(subprocess.run(["gdalinfo", "-json", str(path)], capture_output=True,
+                                     text=True, check=True).stdout)
+    band = info["bands"][0]
+    return (info["metadata"]["IMAGE_STRUCTURE"].get("LAYOUT", ""), band["block"],
+            len(band.get("overviews", [])))
+
+
+@pytest.mark.parametrize("blocks, overviews", [(512, "NONE"), (256, "AUTO")])
+def test_an_edited_cog_keeps_the_sources_tiles_and_overviews(tmp_path, inpaint_model, blocks,
+                                                            overviews):
+    """A plain GDAL COG (gdal_translate -of COG) stays one after an edit: the source's block
+    size, and overviews only where the source had them."""
+    source = tmp_path / "plain-cog.tif"
+    subprocess.run(["gdal_translate", "-q", "-of", "COG", "-co", f"BLOCKSIZE={blocks}", "-co",
+                    f"OVERVIEWS={overviews}", "-co", "COMPRESS=DEFLATE",
+                    str(SHARED_RASTERS / "shade.tif"), str(source)], check=True)
+    layout = gdal_layout(source)
+    assert layout[:2] == ("COG", [blocks, blocks]) and (layout[2] > 0) is (overviews == "AUTO")
+    with rasterio.open(source) as ds:
+        geom = pixel_polygon(ds, 500, 500, 10)
+    out = tmp_path / "edited.tif"
+    edit_raster(EditRequest(raster=source, mask=geom, mask_crs=MERCATOR, prompt="x", out=out,
+                            fill_nodata=True, **FAST), inpaint_model)
+    assert gdal_layout(out) == layout

@@ -100,7 +100,9 @@ def test_tags_record_the_request(capsys, tiny_t2i, t2i_model, tmp_path):
     assert tags["TEXT2EARTH_STEPS"] == "2"
     assert tags["TEXT2EARTH_GUIDANCE"] == "3.5"
     assert tags["TEXT2EARTH_SCHEDULER"] == "ddim"
-    assert tags["TEXT2EARTH_MODEL_ID"] == str(tiny_t2i.resolve())
+    # The model by its folder's name (and its weights' hash), never the user's path.
+    assert tags["TEXT2EARTH_MODEL_ID"] == tiny_t2i.resolve().name
+    assert str(tiny_t2i.parent) not in json.dumps(tags)
     assert tags["TEXT2EARTH_MODEL_SHA256"] == t2i_model.weights_sha256
     assert tags["TEXT2EARTH_SYNTHETIC"] == "yes"
     assert tags["DIGITAL_SOURCE_TYPE"].endswith("trainedAlgorithmicMedia")
@@ -155,6 +157,18 @@ BAD = [
     ({"--prompt": "   "}, "empty"),
     ({"--out": "scene.png"}, ".tif"),
     ({"--bbox": "5411000,447000,5411300,447300"}, "swapped"),  # northing, easting
+    # issue 22 item 9: what is wrong with the extent, not only that it is unusable
+    ({"--bbox": "447000,5411300,447300,5411000"}, "ymin 5.4113e+06 is greater than ymax"),
+    ({"--bbox": "447000,5411000,447000,5411300"}, "width is 0 (xmin = xmax = 447000)"),
+    ({"--bbox": "nan,5411000,447300,5411300"}, "xmin is not a number (NaN)"),
+    ({"--bbox": "447000,5411000,inf,5411300"}, "xmax is infinite"),
+    ({"--crs": "EPSG:4326", "--bbox": "8.3,48.8,8.2,48.9"}, "xmin 8.3 is east of xmax 8.2"),
+    ({"--crs": "EPSG:4326", "--bbox": "447000,5411000,447300,5411300"},
+     "projected coordinates"),
+    # issue 22 item 10: the service's cap and characters, in one short line
+    ({"--prompt": "a park " * 15000}, "105000 characters long; at most 4000"),
+    ({"--prompt": "a park\x00 at night"}, "U+0000 at position 7"),
+    ({"--negative-prompt": "\x1b[2Jblur"}, "--negative-prompt holds the control character"),
 ]
 
 
@@ -176,6 +190,8 @@ def test_bad_input_one_clear_line_nonzero_exit(capsys, tiny_t2i, tmp_path, chang
     assert "Traceback" not in err
     assert err.startswith("text2earth: error:")
     assert len(err.strip().splitlines()) == 1
+    if {"--prompt", "--negative-prompt"} & set(changes):
+        assert len(err) < 200  # never the prompt (or a file pasted as one) echoed back
     assert not (tmp_path / "o.tif").exists()
 
 

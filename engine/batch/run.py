@@ -5,13 +5,13 @@ workers -> report and STAC collection. One item's failure is recorded and the ba
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.batch.items import ItemProblem, read_items
+from engine.batch.json_out import write_json_text
 from engine.batch.stac import write_collection
 from engine.batch.tasks import (
     DONE,
@@ -173,10 +173,7 @@ def _write_report(out_dir: Path, report: BatchReport) -> Path:
             "failed": report.count(FAILED), "seconds": round(report.seconds, 3),
             "collection": report.collection.name if report.collection else None,
             "results": [asdict(r) for r in sorted(report.results, key=lambda r: r.key)]}
-    tmp = path.with_name(f".t2e-{os.getpid()}-report.json")
-    tmp.write_text(json.dumps(body, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_json_text(path, json.dumps(body, indent=2))  # whole or not at all
 
 
 __all__ = ["BatchOptions", "BatchReport", "InProcess", "run_batch"]

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.batch.items import BatchItem, item_seed
+from engine.batch.items import BatchItem, item_seed, output_stems
 from engine.errors import Text2EarthError
 from engine.model.schedulers import DEFAULT_SCHEDULER
 
@@ -74,15 +74,11 @@ class TaskResult:
 
 
 def tasks_for(items: list[BatchItem], out_dir: Path, settings: Settings) -> list[BatchTask]:
-    """``<id>.tif``, or ``<id>_v<K>.tif`` for each of an item's variations."""
-    tasks = []
-    for item in items:
-        for k in range(1, item.variations + 1):
-            name = f"{item.id}.tif" if item.variations == 1 else f"{item.id}_v{k}.tif"
-            if settings.pipeline_check:
-                name = name.removesuffix(".tif") + ".pipeline-check.tif"
-            tasks.append(BatchTask(item, k, str(out_dir / name), settings))
-    return tasks
+    """``<id>.tif``, or ``<id>_v<K>.tif`` for each of an item's variations (``.pipeline-check``
+    before ``.tif`` on the demo weights)."""
+    suffix = ".pipeline-check.tif" if settings.pipeline_check else ".tif"
+    return [BatchTask(item, k, str(out_dir / f"{stem}{suffix}"), settings)
+            for item in items for k, stem in enumerate(output_stems(item), start=1)]
 
 
 def written_fingerprint(path: Path) -> str | None:
@@ -99,8 +95,25 @@ def written_fingerprint(path: Path) -> str | None:
         return None
 
 
+def reads_back_whole(path: Path) -> bool:
+    """Whether every block of the file (bands, mask, overviews) reads back: a truncated file
+    keeps its header, and so its fingerprint, but not its pixels."""
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+
+    from engine.geo.geotiff import verify_raster
+
+    try:
+        verify_raster(path)
+    except (RasterioError, CPLE_BaseError, OSError):
+        return False
+    return True
+
+
 def is_done(task: BatchTask) -> bool:
-    return written_fingerprint(Path(task.out)) == task.fingerprint()
+    """Made by an earlier run with the same inputs, and whole: anything else is redone."""
+    path = Path(task.out)
+    return written_fingerprint(path) == task.fingerprint() and reads_back_whole(path)
 
 
 def generate_request(task: BatchTask):

@@ -11,10 +11,12 @@ leaves no partial output, only a temp file that the driver's sweep removes.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from engine.batch.tasks import FAILED, BatchTask, TaskResult, run_task
@@ -22,6 +24,7 @@ from engine.errors import Text2EarthError
 
 MAX_RESTARTS = 3  # a worker killed more often than this is given up (its tasks fail)
 CONNECT_TIMEOUT_S = 3.0
+LOOPBACK = "127.0.0.1"  # the embedded Ray's node address: nothing listens on the network
 READY_TIMEOUT_S = 600.0  # loading a model on a cold node can take minutes
 # What a worker must be able to import: the engine and its heavy runtime.
 WORKER_MODULES = ("engine.batch.tasks", "torch", "diffusers", "rasterio", "pyproj")
@@ -141,16 +144,55 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Fail in seconds, naming the address, instead of Ray's long connection retries."""
+    """Fail in seconds, naming the address, instead of Ray's long connection retries: the port
+    must accept a connection and speak gRPC's HTTP/2 as a Ray head (GCS or Ray Client server)
+    does; Ray's own client retries any other listener for minutes."""
     host, port = split_address(address)
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            # A TLS cluster's gRPC wants a TLS handshake first: for it, the port alone.
+            tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
+            why = None if tls else _not_http2(conn)
     except OSError as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise ClusterError(
             f"cannot reach the Ray cluster at {address} ({why}): start it there with "
             f"`ray start --head --port={port}`, or check the address and that the port is open"
         ) from None
+    if why:
+        raise ClusterError(
+            f"the service at {address} is not a Ray cluster ({why}): give the address of a Ray "
+            f"head (`ray start --head` prints it; its port is 6379 unless --port says otherwise, "
+            f"10001 for ray://)"
+        )
+
+
+# RFC 9113 3.4: a client opens with this preface and a SETTINGS frame (here an empty one); an
+# HTTP/2 server's first frame is its SETTINGS (type 4) on stream 0.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _not_http2(conn: socket.socket) -> str | None:
+    """Why the peer is not an HTTP/2 server (None: it is). Ray's GCS and Ray Client speak gRPC,
+    which runs on HTTP/2; a web server, a database or a silent port does not."""
+    try:
+        conn.sendall(_H2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            chunk = conn.recv(64)  # more than a frame header: a line to quote if not
+            if not chunk:
+                return "it closed the connection without an answer"
+            head += chunk
+    except TimeoutError:
+        return f"no answer within {conn.gettimeout():g} s"
+    except OSError as exc:
+        return f"the connection failed: {exc.strerror or exc}"
+    if head[3] != 4 or int.from_bytes(head[5:9], "big") & 0x7FFFFFFF:
+        shown = head.split(b"\r\n", 1)[0][:60].decode("ascii", "replace")
+        printable = shown if shown.isprintable() else "binary data"
+        return f"it does not speak gRPC; it answered {printable!r}"
+    return None
 
 
 def shipping_advice(address: str | None, missing: str) -> str:
@@ -202,9 +244,34 @@ def check_workers(address: str | None, modules: tuple[str, ...] = WORKER_MODULES
         raise ClusterError(shipping_advice(address, name)) from None
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+@contextmanager
+def _loopback_kept():
+    """Ray rewrites a loopback node or cluster address to this machine's network address
+    (``resolve_ip_for_localhost``) unless its single-machine switch is off, so a head on
+    127.0.0.1 could not be joined and the embedded Ray would listen on the network. The switch
+    is read when an address is resolved; ray.init resolves them all before it returns."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
 def start_ray(address: str | None, workers: int, runtime_env: dict | None = None) -> bool:
-    """Join ``address`` (checked first) or start an embedded local Ray sized for
-    ``workers``; False when Ray was already running in this process (leave it running)."""
+    """Join ``address`` (checked first) or start an embedded local Ray of our own on loopback,
+    sized for ``workers``; False when Ray was already running in this process (leave it
+    running). Without an address, never a cluster that Ray finds by itself (``RAY_ADDRESS``,
+    the ``ray_current_cluster`` file a stopped head may leave): ``address="local"``."""
     import ray
 
     if address:
@@ -213,13 +280,33 @@ def start_ray(address: str | None, workers: int, runtime_env: dict | None = None
         return False
     kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
                   ignore_reinit_error=True)
+    if not address:
+        with _loopback_kept():
+            ray.init(address="local", num_cpus=max(1, workers), _node_ip_address=LOOPBACK,
+                     **kwargs)
+        return True
+    client = address.startswith("ray://")  # Ray Client: its server, not this process, joins
+    loopback = is_loopback(split_address(address)[0]) and not client
+    if loopback:
+        # A head on this machine made the token (~/.ray/auth_token) that this user holds;
+        # Ray sends it by itself only to a cluster it finds, never to an address it is given.
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
     try:
-        if address:
+        with _loopback_kept() if loopback else nullcontext():
             ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=max(1, workers), **kwargs)
-    except ConnectionError as exc:
-        raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    # RuntimeError: no node of it runs here; ValueError: ray:// without Ray Client installed
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        if ray.is_initialized():
+            raise
+        token = "" if os.environ.get("RAY_AUTH_MODE") == "token" or client else (
+            "; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token "
+            "and its token (RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) here")
+        raise ClusterError(f"cannot join the Ray cluster at {address}: "
+                           f"{_last_line(exc)}{token}") from None
     return True
 
 

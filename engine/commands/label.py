@@ -26,6 +26,24 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
+def provenance(rank, raster: str, template: str) -> dict[str, str]:
+    """What made the grid, by names and hashes: never the user's paths."""
+    import hashlib
+    from pathlib import Path
+
+    from engine.model.checkpoint import weights_sha256
+    from engine.model.provenance import public_model_id
+
+    raster_sha = ""  # a GDAL path (/vsicurl/...) is not a file to hash
+    if Path(raster).is_file():
+        with open(raster, "rb") as fh:
+            raster_sha = hashlib.file_digest(fh, "sha256").hexdigest()
+    return {"TEXT2EARTH_RANK_MODEL": public_model_id(rank.checkpoint.model_id),
+            "TEXT2EARTH_RANK_MODEL_SHA256": weights_sha256(Path(rank.checkpoint.path)),
+            "TEXT2EARTH_TEMPLATE": template, "TEXT2EARTH_RASTER": Path(raster).name,
+            "TEXT2EARTH_RASTER_SHA256": raster_sha}
+
+
 def run(args) -> int:
     from collections import Counter
 
@@ -44,9 +62,8 @@ def run(args) -> int:
     rank = load_rank_model(args.rank_model, args.device, args.offline or None)
     windows, info = label_raster(rank, args.raster, labels, bands, template)
     if args.out:
-        path = write_label_grid(args.out, windows, info, args.overwrite, {
-            "TEXT2EARTH_RANK_MODEL": rank.checkpoint.model_id, "TEXT2EARTH_TEMPLATE": template,
-            "TEXT2EARTH_RASTER": str(args.raster)})
+        path = write_label_grid(args.out, windows, info, args.overwrite,
+                                provenance(rank, args.raster, template))
         print(f"wrote {path}: {len(windows)} windows of {rank.image_size} px",
               file=sys.stderr)
     counts = Counter(w.label for w in windows)

@@ -119,27 +119,68 @@ def is_web_mercator(crs: CRS) -> bool:
     )
 
 
-def _check_bbox(bbox, crs: CRS) -> tuple[float, float, float, float]:
+EXTENT_NAMES = ("xmin", "ymin", "xmax", "ymax")
+
+
+def check_extent_numbers(bbox) -> tuple[float, float, float, float]:
+    """Four finite numbers with xmin < xmax and ymin < ymax, whatever the CRS; else one line
+    saying which number is wrong and how (NaN, infinite, equal, swapped)."""
+    values = _finite_extent(bbox)
+    _check_order("x", values[0], values[2])
+    _check_order("y", values[1], values[3])
+    return values
+
+
+def _finite_extent(bbox) -> tuple[float, float, float, float]:
     try:
-        xmin, ymin, xmax, ymax = (float(v) for v in bbox)
+        values = tuple(float(v) for v in bbox)
     except (TypeError, ValueError):
         raise InputError(f"extent must be four numbers xmin,ymin,xmax,ymax, got {bbox!r}") from None
-    if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
-        raise InputError(f"extent must be four finite numbers, got {bbox!r}")
+    if len(values) != 4:
+        raise InputError(f"extent must be four numbers xmin,ymin,xmax,ymax, got {len(values)}: "
+                         f"{bbox!r}")
+    for name, value in zip(EXTENT_NAMES, values, strict=True):
+        if math.isnan(value):
+            raise InputError(f"the extent's {name} is not a number (NaN): give four finite "
+                             "numbers xmin,ymin,xmax,ymax")
+        if math.isinf(value):
+            raise InputError(f"the extent's {name} is infinite ({value}): give four finite "
+                             "numbers xmin,ymin,xmax,ymax")
+    return values  # type: ignore[return-value]
+
+
+def _check_order(axis: str, low: float, high: float) -> None:
+    if low == high:
+        size = "width" if axis == "x" else "height"
+        raise InputError(f"the extent has zero area: its {size} is 0 ({axis}min = {axis}max "
+                         f"= {low:g}); give two different {axis} values")
+    if low > high:
+        raise InputError(f"the extent is inverted: {axis}min {low:g} is greater than "
+                         f"{axis}max {high:g}; swap them (the order is xmin,ymin,xmax,ymax)")
+
+
+def _check_bbox(bbox, crs: CRS) -> tuple[float, float, float, float]:
+    xmin, ymin, xmax, ymax = _finite_extent(bbox)
     if crs.is_geographic:  # limits in the CRS's own unit: 180 degrees is 200 grads
         lon_deg, lat_deg = degrees_per_unit(crs)
-        if xmin > xmax or xmax * lon_deg > 180 or xmin * lon_deg < -180:
+        west, east = xmin * lon_deg, xmax * lon_deg
+        if max(abs(west), abs(east)) > 360:
+            raise InputError(
+                f"longitudes {west:g}..{east:g} degrees are far outside -180..180: are these "
+                f"projected coordinates? then give their CRS instead of {crs.name}")
+        if ymin * lat_deg < -90 or ymax * lat_deg > 90:
+            raise InputError(f"latitudes {ymin * lat_deg:g}..{ymax * lat_deg:g} degrees are "
+                             "outside -90..90")
+        if west > east and west - east < 180 and west <= 180 and east >= -180:
+            raise InputError(
+                f"the extent is inverted: xmin {xmin:g} is east of xmax {xmax:g}; swap them "
+                "(or, for an extent across the antimeridian, split it in two)")
+        if west > east or east > 180 or west < -180:
             raise InputError(
                 "the extent crosses the antimeridian (180 degrees): split it in two, "
                 "or give it in a projected CRS that is continuous there"
             )
-        if ymin * lat_deg < -90 or ymax * lat_deg > 90:
-            raise InputError(f"latitudes {ymin * lat_deg:g}..{ymax * lat_deg:g} degrees are "
-                             "outside -90..90")
-    if xmin == xmax or ymin == ymax:
-        raise InputError(f"the extent has zero area ({xmin},{ymin},{xmax},{ymax})")
-    if xmin > xmax or ymin > ymax:
-        raise InputError(f"the extent is inverted: need xmin < xmax and ymin < ymax, got {bbox}")
+    check_extent_numbers((xmin, ymin, xmax, ymax))
     if crs.is_projected:
         _check_projected_domain((xmin, ymin, xmax, ymax), crs)
     return xmin, ymin, xmax, ymax

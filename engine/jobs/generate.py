@@ -12,7 +12,12 @@ import torch
 
 from engine import __version__
 from engine.errors import InputError, OutOfMemoryError
-from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
+from engine.geo.geotiff import (
+    check_name_limits,
+    check_output_path,
+    synthetic_tags,
+    write_geotiff,
+)
 from engine.geo.grid import DEFAULT_MAX_PIXELS, LevelRequest, OutputGrid, build_grid
 from engine.geo.regions import GEOJSON_CRS, parse_regions, window_prompts
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
@@ -20,9 +25,12 @@ from engine.jobs import candidates
 from engine.jobs.cascade import run_cascade
 from engine.jobs.cascade_ladder import CASCADE, check_ladder_options, plan_ladder
 from engine.jobs.init_image import check_init_raster, generate_from_init
+from engine.jobs.prompt_text import check_prompt_text
 from engine.jobs.scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
 from engine.model.checkpoint import LoadedModel
+from engine.model.demo import pipeline_check_path
 from engine.model.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, StepCallback, split_level_prefix
+from engine.model.provenance import public_model_id
 from engine.model.schedulers import DEFAULT_SCHEDULER, check_scheduler
 
 MAX_SEED = 2**32 - 1
@@ -113,9 +121,13 @@ def plan(request: GenerateRequest) -> OutputGrid:
     """Check everything that needs no model, so a bad request fails before any GPU work."""
     if not request.prompt or not split_level_prefix(request.prompt)[1].strip():
         raise InputError("the prompt is empty: describe the scene to generate")
+    check_prompt_text(request.prompt)
+    if request.negative_prompt:
+        check_prompt_text(request.negative_prompt, "the negative prompt")
     check_sampling(request)
     candidates.check_candidates(request.candidates)
     check_output_path(request.out, request.overwrite)
+    check_output_names(request)
     if request.scene_method not in ("auto", OUTPAINT, JOINT, CASCADE):
         raise InputError(f"scene method must be auto, {OUTPAINT}, {JOINT} or {CASCADE}")
     check_ladder_options(request)
@@ -135,6 +147,32 @@ def plan(request: GenerateRequest) -> OutputGrid:
                              "also start from an init raster (choose auto, outpaint or joint)")
         check_init_raster(request.init_raster, grid, request.strength)
     return grid
+
+
+DEMO_NAMES = "on the demo weights its outputs are named *.pipeline-check.tif"
+
+
+def check_output_names(request: GenerateRequest, demo_possible: bool = False) -> None:
+    """Every name the job may write must fit the file system, checked now, not after the
+    work: candidates' ``<stem>_c<K>.tif``, and, when the job may fall back to the demo weights
+    (``demo_possible``), the ``.pipeline-check`` names it then writes instead."""
+    names = [Path(request.out)]
+    if request.candidates > 1:
+        names.append(candidates.candidate_path(request.out, request.candidates))
+    if demo_possible and not request.pipeline_check:
+        names += [pipeline_check_path(str(name)) for name in names]
+    for name in names[1:]:
+        check_written_name(name, DEMO_NAMES if ".pipeline-check" in name.name
+                           else "candidates are named *_c<K>.tif")
+
+
+def check_written_name(name: Path, why: str) -> None:
+    """A name the job derives from the output's (``why`` says how) must fit too."""
+    try:
+        check_name_limits(name)
+    except InputError as exc:
+        raise InputError(f"{exc}: this job writes {name.name[:20]}...{name.name[-24:]} "
+                         f"({why}); choose a shorter output name") from None
 
 
 def scene_plan(request: GenerateRequest, grid: OutputGrid) -> ScenePlan | None:
@@ -194,7 +232,7 @@ def generate(
         "steps": request.steps,
         "guidance": request.guidance,
         "scheduler": request.scheduler,
-        "model_id": model.checkpoint.model_id,
+        "model_id": public_model_id(model.checkpoint.model_id),  # never the user's paths
         "model_sha256": model.weights_sha256,
         "device": str(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),

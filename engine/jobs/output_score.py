@@ -12,13 +12,14 @@ from rasterio.windows import Window
 
 from engine.geo.geotiff import TAG_PREFIX
 from engine.model.pipeline import split_level_prefix
+from engine.model.provenance import public_model_id
 from engine.quality.raster_rgb import GROUP
 from engine.quality.scoring import summarise, window_boxes
 
 
 def score_tags(score: float, rank_model_id: str) -> dict[str, str]:
     return {f"{TAG_PREFIX}RSCLIP_SCORE": f"{score:.6f}",
-            f"{TAG_PREFIX}RSCLIP_MODEL": rank_model_id}
+            f"{TAG_PREFIX}RSCLIP_MODEL": public_model_id(rank_model_id)}
 
 
 def areas_score_tags(ranker, plan, areas: list, prompt: str) -> dict[str, str]:

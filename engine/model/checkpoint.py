@@ -144,10 +144,11 @@ def _file_sha256(path: Path) -> str:
 
 
 def weights_sha256(path: Path) -> str:
-    """One hash over every safetensors file of the checkpoint (names and contents)."""
+    """One hash over every safetensors file of the checkpoint (names and contents): those in
+    its subfolders (diffusers) and at its top (transformers: the rank model)."""
     digest = hashlib.sha256()
-    for file in sorted(path.glob("*/*.safetensors")):
-        digest.update(f"{file.parent.name}/{file.name}:{_file_sha256(file)}\n".encode())
+    for file in sorted([*path.glob("*.safetensors"), *path.glob("*/*.safetensors")]):
+        digest.update(f"{file.relative_to(path).as_posix()}:{_file_sha256(file)}\n".encode())
     return digest.hexdigest()
 
 

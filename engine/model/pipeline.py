@@ -168,9 +168,10 @@ class Text2EarthPipeline(DiffusionPipeline):
         full = self.tokenizer([prompt], padding="longest", return_tensors="pt").input_ids
         if full.shape[-1] > ids.shape[-1]:
             dropped = self.tokenizer.batch_decode(full[:, self.tokenizer.model_max_length - 1 : -1])
-            warnings.warn(
+            shown = dropped[0] if len(dropped[0]) <= 60 else dropped[0][:57] + "..."
+            warnings.warn(  # one short line: the tail may be thousands of characters
                 f"the prompt is longer than CLIP's {self.tokenizer.model_max_length} tokens; "
-                f"this part was dropped: {dropped[0]!r}",
+                f"{len(dropped[0])} characters from {shown!r} on were dropped",
                 PromptTruncatedWarning,
                 stacklevel=3,
             )

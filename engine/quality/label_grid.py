@@ -1,5 +1,7 @@
-"""The windows' labels as a vector grid (GeoJSON or GeoPackage): one polygon per window in the
-raster's CRS, written beside the target under a temp name, read back, then renamed."""
+"""The windows' labels as a vector grid (GeoJSON or GeoPackage): one polygon per window, in the
+raster's CRS in a GeoPackage (1.2, which every GDAL and QGIS in use reads cleanly), in WGS 84
+lon/lat in GeoJSON (RFC 7946); written beside the target under a temp name, read back, then
+renamed."""
 
 from __future__ import annotations
 
@@ -13,6 +15,12 @@ from engine.errors import InputError, WriteError
 from engine.geo.geotiff import check_name_limits, temp_stem
 
 DRIVERS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG"}
+WRITE_OPTIONS = {
+    # RFC 7946: GDAL reprojects to WGS 84 lon/lat (what GeoJSON readers assume), no crs member
+    "GeoJSON": {"layer_options": {"RFC7946": "YES"}},
+    # GeoPackage 1.2: GDAL 3.6 / QGIS 3.22 open a newer one with a "partially supported" warning
+    "GPKG": {"dataset_options": {"VERSION": "1.2"}},
+}
 
 
 def check_grid_path(path: str | Path, overwrite: bool = False) -> Path:
@@ -56,7 +64,8 @@ def write_label_grid(path: str | Path, windows: list, info, overwrite: bool = Fa
     try:
         pyogrio.raw.write(temp, shapely.to_wkb(polygons), data, fields, driver=driver,
                           geometry_type="Polygon", crs=info.crs.to_wkt(), layer="labels",
-                          dataset_metadata=extra if driver == "GPKG" else None)
+                          **WRITE_OPTIONS[driver], **(
+                              {"dataset_metadata": extra} if driver == "GPKG" else {}))
         if pyogrio.read_info(temp, layer="labels")["features"] != len(windows):
             raise WriteError(f"the grid written to {temp} does not read back")
         if not overwrite and path.exists():

@@ -22,7 +22,13 @@ from starlette.routing import Match
 from engine import __version__
 from engine.errors import INTERNAL_KIND, GenerationCancelled, InputError, Text2EarthError
 from engine.jobs.candidates import MAX_CANDIDATES
-from engine.jobs.generate import MAX_SEED, GenerateRequest, plan, scene_plan
+from engine.jobs.generate import (
+    MAX_SEED,
+    GenerateRequest,
+    check_output_names,
+    plan,
+    scene_plan,
+)
 from engine.jobs.leftovers import resumable_scenes
 from engine.jobs.model_choice import planned_scene_method
 from engine.jobs.scene import JOINT
@@ -39,7 +45,7 @@ from engine.service.job_queue import CANCELLED, DONE, FAILED, Job, JobQueue, Que
 from engine.service.outputs import open_output, resolve_output
 from engine.service.preview import latents_to_png
 from engine.service.runner import ModelManager, ServiceConfig, device_info
-from engine.service.schemas import AnyJob
+from engine.service.schemas import ERROR_ANSWERS, AnyJob, ErrorAnswer
 
 API_VERSION = 1
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -86,6 +92,28 @@ def allowed_methods(app: FastAPI, scope: dict) -> set[str]:
     return methods
 
 
+class HeadAsGet:
+    """HEAD on a path that answers GET is that GET (HTTP says every GET resource takes HEAD);
+    the server sends the headers only."""
+
+    def __init__(self, app, routes_of: Callable[[dict], set[str]]) -> None:
+        self.app = app
+        self.routes_of = routes_of
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "HEAD"
+                and "GET" in self.routes_of({**scope, "method": "GET"})):
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
+def answers(*statuses: int) -> dict:
+    """OpenAPI entries for a route's own refusals, in the one error form."""
+    text = {409: "the job has not finished, or has ended already", 410: "the output is gone",
+            429: "the queue is full"}
+    return {status: {"model": ErrorAnswer, "description": text[status]} for status in statuses}
+
+
 def create_app(
     queue: JobQueue,
     models: ModelManager,
@@ -107,6 +135,7 @@ def create_app(
         version=__version__,
         description="Local job service generating georeferenced synthetic imagery.",
         lifespan=lifespan,
+        responses=ERROR_ANSWERS,  # every path may answer these, as {"detail", "error_kind"}
     )
     allowed_hosts = LOOPBACK_HOSTS | {bound_host.lower()}
     token_bytes = token.encode("utf-8") if token is not None else b""
@@ -141,7 +170,12 @@ def create_app(
                              kinds.UNSUPPORTED_MEDIA_TYPE)
         return await call_next(request)
 
+    # Outermost: HEAD is GET without the body (uvicorn sends none), so the guard and the
+    # routes see a GET.
+    app.add_middleware(HeadAsGet, routes_of=lambda scope: allowed_methods(app, scope))
+
     def method_not_allowed(method: str, path: str, methods: set[str]) -> JSONResponse:
+        methods = methods | ({"HEAD"} if "GET" in methods else set())
         served = sorted(methods - {"HEAD"}) or sorted(methods)
         return error(405, f"{method} is not supported on {path}: use {' or '.join(served)}",
                      kinds.METHOD_NOT_ALLOWED, headers={"Allow": ", ".join(sorted(methods))})
@@ -202,7 +236,7 @@ def create_app(
                                  for scene in resumable_scenes(folder)],
         }
 
-    @app.post("/jobs", status_code=202)
+    @app.post("/jobs", status_code=202, responses=answers(429))
     def submit(body: AnyJob):
         job_id = uuid.uuid4().hex
         if body.type != "generate":
@@ -246,6 +280,8 @@ def create_app(
                 raise InputError(f"init_raster must be an absolute path, got "
                                  f"{body.init_raster!r}")
             grid = plan(request)  # all that needs no model fails now, not in the queue
+            # The names it writes on the demo weights (*.pipeline-check.tif) too.
+            check_output_names(request, demo_possible=config.demo_fallback)
             check_precision(body.precision or config.precision, config.device)
             for spec in (body.model, body.inpaint_model):
                 if spec and is_local_path(spec):
@@ -295,7 +331,7 @@ def create_app(
             await job.changed_since(since, wait_s)
         return queue.status(job)
 
-    @app.delete("/jobs/{job_id}")
+    @app.delete("/jobs/{job_id}", responses=answers(409))
     def cancel(job_id: str):
         job = find(job_id)
         if not queue.cancel(job):
@@ -310,7 +346,7 @@ def create_app(
             return error(404, f"no preview yet: job {job_id} is {job.state}", kinds.NOT_FOUND)
         return Response(latents_to_png(latents), media_type="image/png")
 
-    @app.get("/jobs/{job_id}/result")
+    @app.get("/jobs/{job_id}/result", responses=answers(409))
     def result(job_id: str):
         job = find(job_id)
         if job.state == DONE:
@@ -322,7 +358,7 @@ def create_app(
                          GenerationCancelled.kind)
         return error(409, f"job {job_id} is {job.state}; no result yet", kinds.NOT_READY)
 
-    @app.get("/jobs/{job_id}/file")
+    @app.get("/jobs/{job_id}/file", responses=answers(409, 410))
     def file(job_id: str, candidate: int | None = Query(None, ge=1, le=MAX_CANDIDATES)):
         """The finished GeoTIFF itself, for clients on another machine than the engine;
         ``candidate=K``: candidate K of a job with candidates, if it was kept."""

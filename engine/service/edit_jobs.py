@@ -17,7 +17,7 @@ from engine.jobs.edit import (
     plan_edit,
     plan_extend,
 )
-from engine.jobs.generate import MAX_SEED
+from engine.jobs.generate import DEMO_NAMES, MAX_SEED, check_written_name
 from engine.jobs.model_choice import choose_inpainting_checkpoint
 from engine.jobs.restyle import RestyleRequest, plan_restyle, restyle_raster
 from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
@@ -52,6 +52,8 @@ def raster_request(body: EditJob | ExtendJob | RestyleJob, out: Path, config: Se
         planner = plan_extend
     with open_source(request.raster) as src:
         plan = planner(request, src)
+    if config.demo_fallback:  # the job may run on the demo weights: that name must fit too
+        check_written_name(pipeline_check_path(str(out)), DEMO_NAMES)
     return request, plan.windows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -16,17 +17,52 @@ from pydantic import (
 
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from engine.jobs.generate import MAX_SEED
+from engine.jobs.prompt_text import MAX_PROMPT_CHARS, check_prompt_text
 from engine.model.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from text2earth_qgis.core.contract.scale import DEFAULT_DPI, MAX_LEVEL, MIN_LEVEL, parse_scale
 
 SchedulerName = Literal[SCHEDULER_NAMES]  # one enum in the OpenAPI schema, from the one list
+# Text without control characters (a NUL would cut the TIFF tag it is written to): the
+# rule of every way in, engine.jobs.prompt_text.
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS,
+                              description="no control characters but tab and line breaks"),
+                   AfterValidator(check_prompt_text)]
+NegativePrompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS),
+                           AfterValidator(lambda text: check_prompt_text(text,
+                                                                         "the negative prompt"))]
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="the body field, dotted ('bbox', 'regions.0.prompt')")
+    message: str
+
+
+class ErrorAnswer(BaseModel):
+    """Every error answer (docs/service-api.md, Errors)."""
+
+    detail: str = Field(description="one sentence for people; may be reworded at any time")
+    error_kind: str = Field(description="a stable key for programs: bad_input, not_found, ...")
+    errors: list[FieldError] | None = Field(None, description="422 from field validation")
+
+
+ERROR_ANSWERS = {status: {"model": ErrorAnswer, "description": text} for status, text in {
+    400: "not valid HTTP/1.1 (no or two Host headers, a bad Content-Length)",
+    401: "missing or wrong token (a service started with --token-file)",
+    403: "a Host that is not a loopback name",
+    404: "no such job, path, preview or kept candidate",
+    405: "the path does not serve that method (Allow lists those it does)",
+    413: "a request body over 1 MB",
+    415: "a request body that is not application/json",
+    422: "a request that cannot be honoured (extent, CRS, level, path, model, ...)",
+    500: "an unexpected error: a bug to report",
+}.items()}
 
 
 class PromptRegionBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     geometry: dict = Field(description="GeoJSON Polygon or MultiPolygon, lon/lat (EPSG:4326)")
-    prompt: str = Field(min_length=1, max_length=4000)
+    prompt: Prompt
 
 
 class GenerateJob(BaseModel):
@@ -37,8 +73,8 @@ class GenerateJob(BaseModel):
     bbox: list[float] = Field(min_length=4, max_length=4,
                               description="xmin, ymin, xmax, ymax in `crs`")
     crs: str = Field(min_length=1, max_length=20000, description="EPSG code, WKT or PROJ")
-    prompt: str = Field(min_length=1, max_length=4000)
-    negative_prompt: str | None = Field(None, max_length=4000)
+    prompt: Prompt
+    negative_prompt: NegativePrompt | None = None
     level: int | None = Field(None, ge=MIN_LEVEL, le=MAX_LEVEL)
     resolution: float | None = Field(None, gt=0, description="ground metres per pixel")
     scale: float | str | None = Field(None, description="N of a 1:N map scale, or '1:N'")
@@ -107,8 +143,8 @@ class RasterJobBody(BaseModel):
 
     raster: str = Field(min_length=1, max_length=4096,
                         description="absolute path of the source raster (never modified)")
-    prompt: str = Field(min_length=1, max_length=4000)
-    negative_prompt: str | None = Field(None, max_length=4000)
+    prompt: Prompt
+    negative_prompt: NegativePrompt | None = None
     level: int | None = Field(None, ge=MIN_LEVEL, le=MAX_LEVEL,
                               description="default: from the raster's ground resolution")
     seed: int | None = Field(None, ge=0, le=MAX_SEED)

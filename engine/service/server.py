@@ -11,6 +11,7 @@ from engine.errors import InputError
 from engine.jobs.leftovers import remove_stale
 from engine.service.app import create_app
 from engine.service.edit_jobs import run_raster_job
+from engine.service.http_protocol import JsonErrorsH11Protocol
 from engine.service.job_queue import JobQueue
 from engine.service.network import bind, check_host_and_token, write_port_file
 from engine.service.outputs import default_output_dir
@@ -19,8 +20,6 @@ from engine.service.token import load_or_create_token
 
 
 def serve(args) -> int:
-    import uvicorn
-
     check_host_and_token(args.host, args.token_file)
     token = load_or_create_token(args.token_file) if args.token_file else None
     output_dirs = [Path(d).expanduser() for d in (args.output_dir or [default_output_dir()])]
@@ -58,7 +57,7 @@ def serve(args) -> int:
 
     # Load the model in the background: /health answers at once and reports it when ready.
     threading.Thread(target=_preload, args=(models,), daemon=True).start()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = make_server(app)
     host_for_url = f"[{args.host}]" if ":" in args.host else args.host
     print(f"listening on http://{host_for_url}:{port}", flush=True)
     if args.port_file:
@@ -68,6 +67,14 @@ def serve(args) -> int:
     finally:
         shut_down()
     return 0
+
+
+def make_server(app):
+    """The uvicorn server `serve` runs: h11, whose own refusals answer in JSON too."""
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                         http=JsonErrorsH11Protocol))
 
 
 def _preload(models: ModelManager) -> None:

@@ -18,12 +18,14 @@ from engine.errors import InputError
 MIN_TOKEN_CHARS = 32  # secrets.token_urlsafe(32) gives 43
 MIN_DISTINCT_CHARS = 10  # 'aaaa...', 'abcabc...' or one repeated word are not secrets
 TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: one header value
+MAX_TOKEN_FILE_BYTES = 4096  # a token is tens of bytes; more is the wrong file
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # (no FIFOs to wait on where it is missing: Windows)
 
 
 def load_or_create_token(path: str | Path) -> str:
     path = Path(path).expanduser()
     try:
-        token = path.read_text().strip()
+        token = read_token_file(path).strip()
     except FileNotFoundError:
         token = ""  # nosec B105 - no token file yet: one is made below
     except (OSError, UnicodeDecodeError) as exc:
@@ -35,14 +37,48 @@ def load_or_create_token(path: str | Path) -> str:
     token = secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Non-blocking: a FIFO put there meanwhile fails at once instead of waiting for a reader.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NONBLOCK, 0o600)
     except OSError as exc:
         raise InputError(f"cannot write the token file {path}: {exc}") from None
+    try:
+        check_regular(path, os.fstat(fd))
+    except InputError:
+        os.close(fd)
+        raise
     # An existing empty file may have wider permissions: narrow them before the token is in.
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
     return token
+
+
+def read_token_file(path: Path) -> str:
+    """The file's text; a FIFO, device or folder is refused without waiting on it (a FIFO
+    opened for reading blocks until someone writes, so `serve` would hang at start)."""
+    fd = os.open(path, os.O_RDONLY | NONBLOCK | getattr(os, "O_BINARY", 0))
+    try:
+        check_regular(path, os.fstat(fd))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_TOKEN_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        raise InputError(f"the token file {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes: "
+                         "it holds more than a token; delete it to have a fresh one made")
+    return data.decode("utf-8")
+
+
+def check_regular(path: Path, st: os.stat_result) -> None:
+    if stat.S_ISREG(st.st_mode):
+        return
+    what = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+            else "a folder" if stat.S_ISDIR(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode)
+            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "not a regular file")
+    raise InputError(f"the token file {path} is {what}, not a regular file: give the path of a "
+                     "file (a missing one is created, readable by you only)")
 
 
 def check_private(path: Path) -> None:

@@ -116,6 +116,12 @@ def write_output(request: RasterJob, src, plan: RasterPlan, areas: list, out: Pa
             build_overviews(dst, factors)
 
     # The source's layout is kept; a COG source gives a COG (its layout cannot be written
-    # in place: the COG driver copies a finished file).
-    cog = cog_options(profile.get("compress"), profile.get("predictor")) if is_cog(src) else None
+    # in place: the COG driver copies a finished file) with the source's tile size, and
+    # overviews only where the source had them.
+    cog = None
+    if is_cog(src):
+        cog = cog_options(profile.get("compress"), profile.get("predictor"))
+        cog["BLOCKSIZE"] = src.block_shapes[0][1]
+        if not src.overviews(1):
+            cog["OVERVIEWS"] = "NONE"
     return write_atomic(out, profile, write, request.overwrite, request.allowed_dirs, cog=cog)

@@ -34,6 +34,7 @@ from engine.jobs.regenerate import (
 )
 from engine.model.checkpoint import LoadedModel
 from engine.model.pipeline import StepCallback
+from engine.model.provenance import public_model_id
 
 
 def edit_raster(request: EditRequest, model: LoadedModel,
@@ -60,7 +61,8 @@ def run_plan(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
         )
     out = check_output_path(request.out, request.overwrite)
     check_confined(out, request.allowed_dirs)
-    fields = dict(plan.fields, seed=request.seed, model_id=model.checkpoint.model_id,
+    fields = dict(plan.fields, seed=request.seed,
+                  model_id=public_model_id(model.checkpoint.model_id),
                   model_sha256=model.weights_sha256, device=str(model.device),
                   dtype=str(model.dtype).removeprefix("torch."), precision=model.precision)
     if plan.notes:
