@@ -59,7 +59,7 @@ try:
     gen.generate_button.click()
     section["started"] = gen.task is not None
     end = time.monotonic() + 240
-    while (gen.task is not None or gen.pending) and time.monotonic() < end:
+    while gen.task is not None and time.monotonic() < end:
         app.processEvents()
         time.sleep(0.01)
     section["finished"] = gen.task is None

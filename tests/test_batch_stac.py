@@ -132,6 +132,23 @@ def test_a_moved_folder_still_reads(catalog, tmp_path):
     assert sorted(hrefs) == sorted(str(moved / f"{n}.tif") for n in ("geo", "merc", "utm"))
 
 
+def test_a_relative_out_dir_gives_hrefs_that_resolve(tmp_path, monkeypatch):
+    """`text2earth batch ... --out-dir out` as the docs write it: every asset href, read as
+    STAC readers read it (relative to the item's own file), names the COG."""
+    import pystac
+
+    monkeypatch.chdir(tmp_path)
+    out = Path("out")
+    out.mkdir()
+    outputs = [write_output(out / "utm.tif", "EPSG:32632",
+                            from_origin(447000, 5411060, 1.0, 1.0))]
+    write_collection(out, outputs, [])
+    collection = pystac.read_file(str(tmp_path / "out" / "collection.json"))
+    [item] = collection.get_items()
+    assert item.assets["image"].get_absolute_href() == str(tmp_path / "out" / "utm.tif")
+    assert item.assets["image"].href == "../utm.tif"
+
+
 def test_no_local_path_is_recorded(catalog):
     texts = [p.read_text() for p in catalog.rglob("*.json")]
     merc = read_json(catalog / "merc" / "merc.json")["properties"]

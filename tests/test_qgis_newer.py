@@ -1,7 +1,8 @@
 """The plugin in newer QGIS releases: Debian chroots (tools/qgis_chroot.sh; trixie: QGIS 3.40
 on Python 3.13, sid: QGIS 3.44 on Python 3.14) run the load/unload and 1366 x 768 layout
-probes, and one Generate through the dock against an engine served from this checkout's venv
-on 127.0.0.1 (the demo weights), whose file is read here with rasterio. Building a chroot takes
+probes, one Generate through the dock against an engine served from this checkout's venv
+on 127.0.0.1 (the demo weights), whose file is read here with rasterio, and the QGIS
+application's own STAC support on a demo batch's collection. Building a chroot takes
 minutes and needs root, so these run from `make test-qgis-newer` (T2E_NEWER_QGIS=trixie,sid),
 not from the default `make test`."""
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(not SUITES, reason="make test-qgis-newer runs th
 
 
 PROBES = ("plugin_probe.py", "plugin_layout_probe.py", "plugin_swipe_probe.py",
-          "plugin_generate_probe.py")
+          "plugin_generate_probe.py", "plugin_stac_probe.py")
 BBOX = [447000.0, 5411000.0, 447300.0, 5411250.0]  # plugin_generate_probe's, EPSG:32632
 
 
@@ -40,13 +41,32 @@ def engine(tmp_path_factory):
     service.stop()
 
 
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """A two-item batch on the demo weights (one UTM, one WGS 84 item): COGs + collection.json."""
+    work = tmp_path_factory.mktemp("batch")
+    (work / "items.csv").write_text(
+        "id,prompt,bbox,crs,level,seed\n"
+        'farm,farmland,"447000,5411000,447060,5411060",EPSG:32632,17,1\n'
+        'town,dense city,"10.3,48.8,10.3006,48.8004",EPSG:4326,17,3\n')
+    out = work / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "batch", str(work / "items.csv"), "--out-dir",
+         str(out), "--demo-fallback", "--steps", "1", "--tile", "256", "--precision", "fp32",
+         "--quiet"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 @pytest.fixture(scope="module", params=SUITES or ["none"])
-def chroot(request, engine):
-    env = dict(os.environ, T2E_ENGINE_URL=engine["url"], T2E_ENGINE_TOKEN=engine["token"])
+def chroot(request, engine, batch):
+    env = dict(os.environ, T2E_ENGINE_URL=engine["url"], T2E_ENGINE_TOKEN=engine["token"],
+               T2E_STAC_DIR=str(batch))
     out = subprocess.run([str(ROOT / "tools" / "qgis_chroot.sh"), request.param],
                          capture_output=True, text=True, timeout=3600, env=env)
     reports = {"suite": request.param, "stdout": out.stdout,
-               "root": ROOT / "build" / "chroots" / request.param}
+               "root": ROOT / "build" / "chroots" / request.param, "batch": batch}
     for line in out.stdout.splitlines():
         if line.startswith(f"{request.param}: QGIS "):
             reports["version"] = line.split(": ", 1)[1]
@@ -118,3 +138,35 @@ def test_the_swipe_shows_the_base_left_and_the_result_right_of_the_line(chroot):
             elif x > line + 4:
                 assert rgb == [255, 0, 0], (shot, x)
     assert seen["items_after_esc"] == 0 and seen["items_after_removal"] == 0
+
+
+def test_qgis_stac_support_opens_the_batch_collection_and_its_items_cogs(chroot):
+    """The Browser's STAC provider on a file:// connection to collection.json (QGIS 3.40: no
+    Python bindings for it, so the probe runs in the application). Judged against the STAC
+    files and COGs themselves, read here with json and rasterio."""
+    report = chroot["plugin_stac_probe.py"]
+    assert "error" not in report, report["error"]
+    print(chroot["suite"], report["qgis"], report["python"])
+    collection = json.loads((Path(chroot["batch"]) / "collection.json").read_text())
+    links = [link for link in collection["links"] if link["rel"] == "item"]
+    assert report["provider"] and report["collection"]["tooltip"].startswith("STAC Collection")
+    assert [c[2] for c in report["collection"]["children"]] == [
+        "file:///stac/" + link["href"].removeprefix("./") for link in links]
+    assert len(report["items"]) == len(links) == 2
+    for seen, link in zip(report["items"], links, strict=True):
+        path = Path(chroot["batch"]) / link["href"]
+        item = json.loads(path.read_text())
+        assert "error" not in seen, seen["error"]
+        assert seen["errors"] == [] and seen["drag_enabled"] is True
+        assert item["properties"]["title"] in seen["tooltip"]
+        (asset,) = item["assets"].values()
+        cog = (path.parent / asset["href"]).resolve()
+        (uri,) = seen["uris"]
+        assert uri["uri"] == "file:///stac/" + cog.name and uri["name"] == asset["title"]
+        # QGIS 3.40 offers a local asset as a bare file:// URI (no layer type, no provider)
+        (layer,) = seen["opened"]
+        assert layer["valid"] and layer["provider"] == "gdal" and layer["bands"] == 3
+        assert layer["authid"] == item["properties"]["proj:code"]
+        with rasterio.open(cog) as src:
+            assert layer["size"] == [src.width, src.height] and src.count == 3
+        assert layer["bbox_wgs84"] == pytest.approx(item["bbox"], abs=1e-7)

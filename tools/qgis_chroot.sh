@@ -5,7 +5,9 @@
 #   tools/qgis_chroot.sh sid        # QGIS 3.44 on Python 3.14
 # With T2E_ENGINE_URL and T2E_ENGINE_TOKEN (an engine serving on the host's 127.0.0.1, and its
 # token file), the dock also runs one Generate against it (tests/plugin_generate_probe.py); its
-# output stays in build/chroots/SUITE/tmp/t2e-generate for the test to read.
+# output stays in build/chroots/SUITE/tmp/t2e-generate for the test to read. With T2E_STAC_DIR (a
+# batch's output folder, bound read-only at /stac), the QGIS application's own STAC support opens
+# its collection.json (tests/plugin_stac_probe.py: needs the qgis package and xvfb-run).
 # Needs root (debootstrap, chroot, bind mounts). Prints each probe's JSON line, prefixed.
 set -euo pipefail
 suite=${1:?suite: trixie or sid}
@@ -21,10 +23,16 @@ if [ ! -f "$dir/.ready" ]; then
     python3-qgis qgis-providers
   touch "$dir/.ready"
 fi
+if [ -n "${T2E_STAC_DIR:-}" ] && [ ! -f "$dir/.ready-app" ]; then
+  # The STAC Browser items are registered by the application only (no Python bindings in 3.40)
+  DEBIAN_FRONTEND=noninteractive chroot "$dir" apt-get install -y -q --no-install-recommends \
+    qgis xvfb xauth
+  touch "$dir/.ready-app"
+fi
 
 mkdir -p "$dir/repo" "$dir/rasters"
 cleanup() {
-  for m in repo rasters proc dev; do umount "$dir/$m" 2>/dev/null || true; done
+  for m in repo rasters stac proc dev; do umount "$dir/$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 mount --bind "$root" "$dir/repo" && mount -o remount,bind,ro "$dir/repo"
@@ -54,4 +62,14 @@ if [ -n "${T2E_ENGINE_URL:-}" ]; then
   probe plugin_generate_probe.py T2E_ENGINE_URL="$T2E_ENGINE_URL" \
     T2E_TOKEN_FILE=/tmp/t2e-token T2E_WORK=/tmp/t2e-generate
   rm -f "$dir/tmp/t2e-token"
+fi
+if [ -n "${T2E_STAC_DIR:-}" ]; then
+  mkdir -p "$dir/stac"
+  mount --bind "$T2E_STAC_DIR" "$dir/stac" && mount -o remount,bind,ro "$dir/stac"
+  chroot "$dir" sh -c "cd /tmp && rm -rf /tmp/t2e-stac-profile && env -i HOME=/tmp \
+    PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 T2E_STAC_URL=file:///stac/collection.json \
+    xvfb-run -a -s '-screen 0 1366x768x24' qgis --nologo --noversioncheck --noplugins \
+    --profiles-path /tmp/t2e-stac-profile --code /repo/tests/plugin_stac_probe.py" \
+    2>"$root/build/chroots/$suite-plugin_stac_probe.py.log" | tail -1 \
+    | sed "s/^/$suite plugin_stac_probe.py: /"
 fi

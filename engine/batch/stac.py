@@ -129,7 +129,9 @@ def stac_item(path: Path):
     proj.shape = [height, width]
     proj.transform = list(transform)[:6]
     item.add_asset("image", pystac.Asset(
-        href=str(path), media_type=pystac.MediaType.COG, roles=["data"],
+        # Absolute here, made relative on writing: a relative href is left as it is, and
+        # 'out/x.tif' from a relative --out-dir would be read from the item's own folder.
+        href=str(Path(path).resolve()), media_type=pystac.MediaType.COG, roles=["data"],
         title="synthetic RGB (Text2Earth)", extra_fields={
             "bands": bands, "eo:bands": [
                 {"name": b["name"], **({"common_name": b["name"]}
@@ -198,7 +200,7 @@ def write_collection(out_dir: Path, outputs: list[Path], failures: list[TaskResu
     written whole or not at all (a full disk: DiskFullError, nothing left behind)."""
     import pystac
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     collection = build_collection(outputs, failures)
     collection.catalog_type = pystac.CatalogType.SELF_CONTAINED
     collection.normalize_hrefs(str(out_dir))
@@ -212,7 +214,7 @@ def write_collection(out_dir: Path, outputs: list[Path], failures: list[TaskResu
             data["links"].insert(0, {"rel": "self", "href": f"./{path.name}",
                                      "type": "application/json"})
         text = json.dumps(_titled(data, titles), indent=2)
-        if path.is_file() and path.read_text() == text:
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_text(path, text)
