@@ -5,6 +5,7 @@ exactly. Select these with ``-k ray`` (or this file); deselect with ``-k "not ra
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +46,17 @@ def set_env(values: dict) -> dict:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(tmp_path_factory):
     """The batch's own embedded Ray (start_ray: on 127.0.0.1, 2 CPUs). Ray's dashboard process
     asks cloud metadata addresses (169.254.169.254) who hosts it: its requests go to a dead
-    loopback proxy instead (the environment is read when Ray starts its processes)."""
+    loopback proxy instead (the environment is read when Ray starts its processes). Ray's
+    token is a private temp file, not ~/.ray/auth_token (whose folder others can read)."""
     ray = pytest.importorskip("ray")
+    token = tmp_path_factory.mktemp("raytoken") / "auth_token"
+    with os.fdopen(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(secrets.token_hex(32))  # as Ray's own token generator
+    auth = set_env({"RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_TOKEN": None})
+    auth["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE")  # ray.init turns it on here
     proxies = {"http_proxy": DEAD_PROXY, "HTTP_PROXY": DEAD_PROXY, "no_proxy": None,
                "NO_PROXY": None}
     saved = set_env(proxies)
@@ -58,8 +65,11 @@ def ray_session():
     finally:
         set_env(saved)
     assert ray.util.get_node_ip_address() == "127.0.0.1"
+    sent = ray._raylet.AuthenticationTokenLoader.instance().get_token_for_http_header()
+    assert list(sent.values()) == [f"Bearer {token.read_text()}"]  # the token is ours
     yield ray
     ray.shutdown()
+    set_env(auth)
 
 
 def read(path: Path):

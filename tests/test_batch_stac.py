@@ -212,3 +212,30 @@ def test_the_report_writer_leaves_nothing_on_a_full_disk(full_disk):
     with pytest.raises(DiskFullError):
         _write_report(full_disk, BatchReport())
     assert sorted(os.listdir(full_disk)) == ["filler"]
+
+
+def test_a_disk_filling_during_the_catalog_never_leaves_a_collection_linking_missing_items(
+        tmp_path, monkeypatch):
+    """The last of the catalog's writes fails (the disk filled meanwhile): whatever is left,
+    collection.json never links an item file that is not there."""
+    import engine.batch.stac as stac
+
+    outputs = [write_output(tmp_path / f"{n}.tif", "EPSG:32632",
+                            from_origin(447000 + 100 * i, 5411060, 1, 1), seed=i)
+               for i, n in enumerate(("a", "b", "c"))]
+    real = stac.write_json_text
+    calls = []
+
+    def filling(path, text):
+        calls.append(Path(path).name)
+        if len(calls) == 4:  # 3 items and the collection: the last write meets a full disk
+            raise DiskFullError(f"the disk holding {Path(path).parent} is full")
+        return real(path, text)
+
+    monkeypatch.setattr(stac, "write_json_text", filling)
+    with pytest.raises(DiskFullError):
+        write_collection(tmp_path, outputs, [])
+    collection = tmp_path / "collection.json"
+    if collection.exists():
+        links = [link["href"] for link in read_json(collection)["links"] if link["rel"] == "item"]
+        assert all((tmp_path / href).is_file() for href in links), links

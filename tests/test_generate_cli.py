@@ -275,3 +275,19 @@ def test_argument_errors_are_one_line(capsys, argv):
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert err.startswith("text2earth: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_a_region_prompt_from_a_file_follows_the_prompt_rules(tmp_path):
+    """Prompt regions read from a GeoJSON file meet the same rule as --prompt: a control
+    character (a NUL would cut the tag) is refused with one line, before any model work."""
+    from engine.errors import InputError
+    from engine.jobs.generate import GenerateRequest, plan
+
+    region = {"geometry": {"type": "Polygon", "coordinates": [[
+        [447000, 5411000], [447100, 5411000], [447100, 5411100], [447000, 5411000]]]},
+              "prompt": "a lake\x00 with a dam"}
+    request = GenerateRequest(bbox=(447000, 5411000, 447300, 5411300), crs="EPSG:32632",
+                              prompt="farmland", level=17, out=tmp_path / "x.tif",
+                              regions=[region], regions_crs="EPSG:32632")
+    with pytest.raises(InputError, match="prompt region 1's prompt"):
+        plan(request)

@@ -6,8 +6,10 @@ tripwire that stops it before Ray dials any other address."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,16 +21,43 @@ from pathlib import Path
 
 import pytest
 
-from engine.batch.workers import CONNECT_TIMEOUT_S, ClusterError, start_ray
+from engine.batch.workers import (
+    AUTH_MODE_ENV,
+    CONNECT_TIMEOUT_S,
+    ClusterError,
+    _local_token_sent,
+    start_ray,
+)
 
 pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]
 DEAD_PROXY = "http://127.0.0.1:9"  # Ray's usage module probes cloud metadata over HTTP
 
+
+def listening(root) -> list[str]:
+    """'ip:port name' of each TCP socket that ``root`` or a process under it listens on."""
+    import ipaddress
+
+    import psutil
+
+    procs = {p.pid: p for p in [root, *root.children(recursive=True)]}
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in procs:
+            try:
+                name = procs[conn.pid].name()
+            except psutil.Error:
+                name = "?"
+            ip = ipaddress.ip_address(conn.laddr.ip)  # an IPv6 socket may hold an IPv4 one
+            found.append(f"{getattr(ip, 'ipv4_mapped', None) or ip}:{conn.laddr.port} {name}")
+    return sorted(found)
+
+
 # Run in a fresh Python: stop Ray before it resolves any address off loopback, then report
 # where the driver and its cluster really are.
-DRIVER = r"""
-import json, sys
+DRIVER = inspect.getsource(listening) + r"""
+import json, os, sys
+import psutil
 import ray
 from ray._private import services
 from engine.batch.workers import is_loopback, start_ray
@@ -49,12 +78,14 @@ for name in ("canonicalize_bootstrap_address", "resolve_ip_for_localhost"):
     tripwire(name)
 address = sys.argv[1] or None
 start_ray(address, 2)
+auth_env = os.environ.get("RAY_AUTH_MODE")  # start_ray leaves the process as it found it
 context = ray.get_runtime_context()
 node = ray.remote(num_cpus=0)(lambda: ray.util.get_node_ip_address()).remote()
 print("RESULT", json.dumps({"gcs": context.gcs_address, "node_id": context.get_node_id(),
       "node_ip": ray.util.get_node_ip_address(), "task_ip": ray.get(node, timeout=60),
-      "cpus": ray.cluster_resources().get("CPU"),
-      "nodes": [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]}))
+      "cpus": ray.cluster_resources().get("CPU"), "auth_env": auth_env,
+      "nodes": [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]],
+      "listening": listening(psutil.Process())}))
 ray.shutdown()
 """
 
@@ -66,10 +97,19 @@ def free_port() -> int:
 
 
 def ray_env(temp: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "no_proxy",
-                                                             "NO_PROXY")}
+    """Ray's environment: its temp folder, and its token in there (not ~/.ray/auth_token, whose
+    folder others can read): a head there turns token authentication on."""
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "RAY_ADDRESS", "no_proxy", "NO_PROXY", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+        "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    token = temp / "auth_token"
+    if not token.is_file():
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))  # as Ray's own token generator
     env.update(RAY_TMPDIR=str(temp), RAY_USAGE_STATS_ENABLED="0", http_proxy=DEAD_PROXY,
-               HTTP_PROXY=DEAD_PROXY, PYTHONPATH=str(ROOT), **extra)
+               HTTP_PROXY=DEAD_PROXY, PYTHONPATH=str(ROOT), RAY_AUTH_TOKEN_PATH=str(token),
+               **extra)
     return env
 
 
@@ -103,7 +143,8 @@ def loopback_head(tmp_path_factory):
                 (temp / "head.log").read_text()[-3000:])
             time.sleep(0.2)
         assert current.read_text().strip() == f"127.0.0.1:{port}"
-        yield port, env
+        # The driver as a user runs it: without the head's switch, so start_ray keeps it there
+        yield port, ray_env(temp), head
     finally:
         head.send_signal(signal.SIGTERM)  # --block: ray stops its own processes
         try:
@@ -115,11 +156,29 @@ def loopback_head(tmp_path_factory):
 
 
 def test_ray_head_on_loopback_is_joined_on_loopback(loopback_head):
-    port, env = loopback_head
+    """The head has token authentication on (its token is at hand): joining it sends it."""
+    import psutil
+
+    port, env, head = loopback_head
     seen = run_driver(f"127.0.0.1:{port}", env)
     assert seen["gcs"] == f"127.0.0.1:{port}"
     assert seen["node_ip"] == seen["task_ip"] == "127.0.0.1"
     assert seen["nodes"] == ["127.0.0.1"] and seen["cpus"] == 1.0  # the head's, not ours
+    assert seen["auth_env"] is None  # token mode was not left on for the driver's children
+    sockets = listening(psutil.Process(head.pid)) + seen["listening"]
+    assert sockets and all(s.startswith("127.0.0.1:") for s in sockets), sockets
+
+
+def test_ray_without_its_token_set_up_is_a_cluster_error(monkeypatch):
+    """Sending a local head its token uses a private Ray function: another Ray may lack it."""
+    monkeypatch.setitem(sys.modules,
+                        "ray._private.authentication.authentication_token_setup", None)
+    before = os.environ.get(AUTH_MODE_ENV)
+    with pytest.raises(ClusterError) as info, _local_token_sent("127.0.0.1:6379"):
+        pass
+    message = str(info.value)
+    assert "127.0.0.1:6379" in message and "requirements.txt" in message
+    assert "\n" not in message and os.environ.get(AUTH_MODE_ENV) == before
 
 
 def test_ray_without_address_starts_its_own_on_loopback_past_a_stale_cluster():
@@ -134,6 +193,8 @@ def test_ray_without_address_starts_its_own_on_loopback_past_a_stale_cluster():
     assert host == "127.0.0.1" and seen["gcs"] != stale
     assert seen["node_ip"] == seen["task_ip"] == "127.0.0.1"
     assert seen["nodes"] == ["127.0.0.1"] and seen["cpus"] == 2.0  # sized for 2 workers
+    assert seen["listening"] and all(s.startswith("127.0.0.1:") for s in seen["listening"]), (
+        seen["listening"])
 
 
 @pytest.fixture(params=["http", "silent"])

@@ -25,7 +25,7 @@ from engine.batch.tasks import (
     tasks_for,
 )
 from engine.batch.workers import InProcess, ModelSpec, check_reachable, make_workers
-from engine.errors import InputError, Text2EarthError
+from engine.errors import DiskFullError, InputError, Text2EarthError, WriteError
 
 REPORT = "batch-report.json"
 
@@ -140,9 +140,16 @@ def run_batch(options: BatchOptions, workers=None) -> BatchReport:
         _sweep(out_dir)
     outputs = [Path(r.out) for r in report.results if r.status in (DONE, SKIPPED)]
     failures = [r for r in report.results if r.status == FAILED]
-    report.collection = write_collection(out_dir, outputs, failures)
-    report.seconds = time.perf_counter() - start
-    report.report = _write_report(out_dir, report)
+    try:
+        report.collection = write_collection(out_dir, outputs, failures)
+        report.seconds = time.perf_counter() - start
+        report.report = _write_report(out_dir, report)
+    except (DiskFullError, WriteError) as exc:
+        # The outputs are done and kept: say so, not "nothing was written".
+        done = report.count(DONE) + report.count(SKIPPED)
+        raise type(exc)(f"{done} output(s) are written in {out_dir}, but the catalog or the "
+                        f"report could not be: {exc} Then run the same batch again: outputs "
+                        "already written are kept and not made again.") from None
     return report
 
 
@@ -162,7 +169,8 @@ def _sweep(out_dir: Path) -> None:
     from engine.jobs.leftovers import remove_stale
 
     try:
-        remove_stale(out_dir)
+        # recursive: the items' STAC files are written through temp files in <id>/ too
+        remove_stale(out_dir, recursive=True)
     except OSError:
         pass
 

@@ -207,7 +207,7 @@ def write_collection(out_dir: Path, outputs: list[Path], failures: list[TaskResu
     collection.make_all_asset_hrefs_relative()
     titles = {"root": collection.title, "parent": collection.title,
               "collection": collection.title}
-    for obj in [collection, *collection.get_items()]:
+    for obj in [*collection.get_items(), collection]:
         path = Path(obj.get_self_href())
         data = obj.to_dict(include_self_link=False, transform_hrefs=True)
         if obj is collection:

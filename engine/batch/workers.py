@@ -31,6 +31,7 @@ WORKER_MODULES = ("engine.batch.tasks", "torch", "diffusers", "rasterio", "pypro
 # Test-only fault injection: "die-once:<marker path>" kills the worker process at a task's
 # first denoising step unless the marker exists (it is created first), as a kill -9 would.
 FAULT_ENV = "TEXT2EARTH_BATCH_FAULT"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"  # Ray's token authentication switch
 
 
 class ClusterError(Text2EarthError):
@@ -267,6 +268,41 @@ def _loopback_kept():
         ray_constants.ENABLE_RAY_CLUSTER = before
 
 
+@contextmanager
+def _local_token_sent(address: str):
+    """Send the token of this machine's heads (~/.ray/auth_token or RAY_AUTH_TOKEN_PATH) to the
+    head at ``address`` on loopback, as Ray does by itself only for a cluster it finds, never
+    for an address it is given; yields whether token authentication is on. Ray turns it on for
+    the whole process and its children: ``RAY_AUTH_MODE``, then its Config re-read from the
+    environment. Once ray.init has returned or failed the variable is set back, and so is the
+    Config unless this process is now joined: its calls to the cluster need the token until
+    ray.shutdown (:meth:`RayWorkers.close` re-reads it then)."""
+    import ray
+
+    try:  # private to Ray: another version may lack it
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+        from ray._raylet import Config
+    except (ImportError, AttributeError):
+        raise ClusterError(
+            f"cannot join the Ray cluster at {address}: Ray {ray.__version__} is not the "
+            "version the engine was made for; install the Ray version that the engine's "
+            "requirements.txt names") from None
+    before = os.environ.get(AUTH_MODE_ENV)
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        yield os.environ.get(AUTH_MODE_ENV) == "token"
+    finally:
+        if os.environ.get(AUTH_MODE_ENV) != before:
+            if before is None:
+                os.environ.pop(AUTH_MODE_ENV, None)
+            else:
+                os.environ[AUTH_MODE_ENV] = before
+            if not ray.is_initialized():
+                Config.initialize("")  # as Ray does when it sets it: the Config follows the env
+
+
 def start_ray(address: str | None, workers: int, runtime_env: dict | None = None) -> bool:
     """Join ``address`` (checked first) or start an embedded local Ray of our own on loopback,
     sized for ``workers``; False when Ray was already running in this process (leave it
@@ -287,26 +323,20 @@ def start_ray(address: str | None, workers: int, runtime_env: dict | None = None
         return True
     client = address.startswith("ray://")  # Ray Client: its server, not this process, joins
     loopback = is_loopback(split_address(address)[0]) and not client
-    if loopback:
-        # A head on this machine made the token (~/.ray/auth_token) that this user holds;
-        # Ray sends it by itself only to a cluster it finds, never to an address it is given.
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    token = os.environ.get(AUTH_MODE_ENV) == "token"
     try:
-        with _loopback_kept() if loopback else nullcontext():
+        with (_local_token_sent(address) if loopback else nullcontext(token) as token,
+              _loopback_kept() if loopback else nullcontext()):
             ray.init(address=address, **kwargs)
     # RuntimeError: no node of it runs here; ValueError: ray:// without Ray Client installed
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if ray.is_initialized():
             raise
-        token = "" if os.environ.get("RAY_AUTH_MODE") == "token" or client else (
+        hint = "" if token or client else (
             "; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token "
             "and its token (RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) here")
         raise ClusterError(f"cannot join the Ray cluster at {address}: "
-                           f"{_last_line(exc)}{token}") from None
+                           f"{_last_line(exc)}{hint}") from None
     return True
 
 
@@ -395,6 +425,10 @@ class RayWorkers:
             ray.kill(actor)
         if self.started:
             ray.shutdown()
+            if self.address:  # token mode that joining turned on ends with the connection
+                from ray._raylet import Config
+
+                Config.initialize("")
 
 
 def _last_line(exc: BaseException) -> str:

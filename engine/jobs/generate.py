@@ -137,7 +137,9 @@ def plan(request: GenerateRequest) -> OutputGrid:
     if request.scene_method == CASCADE:  # (checked even where one canvas holds the output)
         plan_ladder(request, grid)  # a ladder that does not fit fails before the model loads
     if request.regions:
-        parse_regions(request.regions, request.regions_crs, grid.crs)
+        for number, region in enumerate(
+                parse_regions(request.regions, request.regions_crs, grid.crs), 1):
+            check_prompt_text(region.prompt, f"prompt region {number}'s prompt")
     if request.init_raster is not None:
         if request.regions:
             raise InputError("prompt regions and an init raster cannot be combined: the "

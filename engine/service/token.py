@@ -56,6 +56,8 @@ def load_or_create_token(path: str | Path) -> str:
 def read_token_file(path: Path) -> str:
     """The file's text; a FIFO, device or folder is refused without waiting on it (a FIFO
     opened for reading blocks until someone writes, so `serve` would hang at start)."""
+    if path.is_dir():  # Windows cannot open a folder: it would say "Permission denied"
+        check_regular(path, path.stat())
     fd = os.open(path, os.O_RDONLY | NONBLOCK | getattr(os, "O_BINARY", 0))
     try:
         check_regular(path, os.fstat(fd))
