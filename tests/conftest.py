@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,19 @@ def t2i_model(tiny_t2i):
     from engine.model.checkpoint import load_model
 
     return load_model(str(tiny_t2i), "cpu", precision="fp32")  # the exact mode
+
+
+@contextmanager
+def tmpfs(folder: Path, options: str):
+    """A real small or read-only file system: a tmpfs mounted at ``folder`` with ``options``
+    ("size=64k", "ro,size=1m"), unmounted after; skips where mounting is not allowed (needs
+    root, which the test machines have)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)

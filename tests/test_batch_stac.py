@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from conftest import tmpfs
 from pyproj import CRS, Geod, Transformer
 from rasterio.transform import from_origin
 
@@ -162,13 +162,7 @@ def test_no_local_path_is_recorded(catalog):
 @pytest.fixture
 def full_disk(tmp_path):
     """A 64 KiB tmpfs, filled up (mounting needs root: skipped elsewhere)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "tiny", "size=64k") as mount:
         try:
             with open(mount / "filler", "wb") as fh:
                 while True:
@@ -177,8 +171,6 @@ def full_disk(tmp_path):
         except OSError:
             pass
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_full_disk_while_the_catalog_is_written_leaves_nothing(full_disk, tmp_path):

@@ -20,7 +20,7 @@ import pytest
 import rasterio
 import rasterio.shutil
 from affine import Affine
-from conftest import SHARED_RASTERS
+from conftest import SHARED_RASTERS, tmpfs
 from PIL import Image
 from pyproj import CRS
 from rasterio.enums import ColorInterp
@@ -57,26 +57,18 @@ def inpaint_model(tiny_inpaint):
 @pytest.fixture
 def small_fs(tmp_path):
     """A tmpfs of 2 MiB; ``fill(kb)`` leaves exactly ``kb`` KiB free on it."""
-    mount = tmp_path / "small-fs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
+    with tmpfs(tmp_path / "small-fs", "size=2m") as mount:
 
-    def fill(kb: int) -> Path:
-        filler = mount / "filler"
-        filler.unlink(missing_ok=True)
-        stats = os.statvfs(mount)
-        with open(filler, "wb") as fh:
-            fh.write(b"\0" * (stats.f_bavail * stats.f_frsize - kb * 1024))
-        return mount
+        def fill(kb: int) -> Path:
+            filler = mount / "filler"
+            filler.unlink(missing_ok=True)
+            stats = os.statvfs(mount)
+            with open(filler, "wb") as fh:
+                fh.write(b"\0" * (stats.f_bavail * stats.f_frsize - kb * 1024))
+            return mount
 
-    fill.mount = mount
-    try:
+        fill.mount = mount
         yield fill
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def left_on(folder: Path) -> list[str]:

@@ -12,11 +12,9 @@ read-only tmpfs is mounted where the kernel allows it (EROFS); as another user, 
 from __future__ import annotations
 
 import os
-import subprocess
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
+from conftest import tmpfs
 from fake_service import FakeService
 
 from text2earth_qgis.core.candidates import Candidate, candidate_paths
@@ -34,20 +32,6 @@ from text2earth_qgis.core.service.run_job import run_candidates, run_job
 JOB = build_job(Extent(447000, 5411000, 447300, 5411300, "EPSG:32632"), "a village",
                 Resolution("level", 16), seed=3, steps=2)
 DEMO_TAGS = {PIPELINE_CHECK_TAG: "yes: random demo weights, not imagery"}
-
-
-@contextmanager
-def tmpfs(folder: Path, options: str):
-    """A tmpfs mounted at ``folder`` with ``options``; skips where mounting is not allowed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 @pytest.fixture
