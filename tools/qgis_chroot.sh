@@ -32,7 +32,9 @@ fi
 
 mkdir -p "$dir/repo" "$dir/rasters"
 cleanup() {
-  for m in repo rasters stac proc dev; do umount "$dir/$m" 2>/dev/null || true; done
+  # Lazy: a probe's Xvfb may still hold /dev for a moment, and a /dev left bound into
+  # build/chroots would be emptied by anything that later removes build/.
+  for m in repo rasters stac proc dev; do umount -l "$dir/$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 mount --bind "$root" "$dir/repo" && mount -o remount,bind,ro "$dir/repo"
