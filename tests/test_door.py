@@ -60,7 +60,8 @@ def door(tmp_path_factory):
         env.setdefault("PYENV_ROOT", str(Path.home() / ".pyenv"))
     env.update(HOME=str(home), QT_QPA_PLATFORM="xcb", PIP_CACHE_DIR=pip_cache_dir(),
                T2E_DOOR_ZIP=str(ROOT / "dist" / "text2earth_qgis.zip"),
-               T2E_DOOR_REPORT=str(report_path), T2E_DOOR_SHOTS=str(shots),
+               T2E_DOOR_REPORT=str(report_path), T2E_DOOR_TESTS=str(ROOT / "tests"),
+               T2E_DOOR_SHOTS=str(shots),
                PATH=":".join(p for p in env.get("PATH", "").split(":") if ".venv" not in p))
     log = work / "qgis.log"
     with open(log, "w") as out:
