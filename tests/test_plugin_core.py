@@ -137,7 +137,7 @@ def test_stop_does_not_wait_for_a_start_under_way():
         start = time.monotonic()
         manager.stop()
         assert time.monotonic() - start < 1.0
-        assert manager._stop_requested  # the start will stop what it started
+        assert manager.stops == 1  # the start under way will stop what it started
     finally:
         manager._lock.release()
 
@@ -205,7 +205,7 @@ def test_service_stop_flag_is_honoured_after_a_start(monkeypatch, tmp_path):
                         lambda c: sys.executable)
 
     def fake_start(*args, **kwargs):
-        manager._stop_requested = True  # the UI asked to stop during the start
+        manager.stops += 1  # the UI asked to stop during the start
         return FakeService()
 
     monkeypatch.setattr("text2earth_qgis.core.service.engine_manager.start_local_service",
@@ -214,6 +214,32 @@ def test_service_stop_flag_is_honoured_after_a_start(monkeypatch, tmp_path):
     with pytest.raises(Exception, match="stopped while it was starting"):
         manager.ensure_running()
     assert stopped.is_set() and manager.client is None
+
+
+def test_a_stop_before_a_queued_start_runs_starts_no_engine(monkeypatch, tmp_path):
+    """The dock queued a connect, then the plugin unloaded (stop) before the task ran, or
+    while it was still checking health: the start must start nothing at all, or the engine
+    runs on unowned after QGIS is gone (the load/unload probe left two per run)."""
+    spawned = []
+
+    def spawn(*args, **kwargs):
+        spawned.append(args)
+        raise RuntimeError("spawned")  # far enough: the start went ahead
+
+    monkeypatch.setattr("text2earth_qgis.core.service.engine_manager.find_engine_python",
+                        lambda c: sys.executable)
+    monkeypatch.setattr("text2earth_qgis.core.service.engine_manager.start_local_service",
+                        spawn)
+    manager = EngineManager(EngineSettings(staging_dir=str(tmp_path)))
+    asked = manager.stops  # the EngineTask is made: the start is asked now
+    manager.stop()  # unload before the task runs
+    with pytest.raises(Exception, match="stopped while it was starting"):
+        manager.ensure_running(since=asked)
+    assert spawned == [] and manager.state == "stopped"
+    # A start asked after the stop is a new request: it goes ahead.
+    with pytest.raises(RuntimeError, match="spawned"):
+        manager.ensure_running(since=manager.stops)
+    assert len(spawned) == 1
 
 
 def test_a_stop_during_the_start_ends_the_spawned_engine_at_once(monkeypatch, tmp_path):

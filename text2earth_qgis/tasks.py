@@ -31,10 +31,11 @@ class EngineTask(QgsTask):
         super().__init__("Text2Earth: connecting to the engine", task_flags())
         self.manager = manager
         self.error = ""
+        self.since = manager.stops  # a stop after this (QGIS closing) means: start nothing
 
     def run(self) -> bool:
         try:
-            self.manager.ensure_running()
+            self.manager.ensure_running(since=self.since)
             return True
         except EngineError as exc:
             self.error = str(exc)

@@ -83,7 +83,9 @@ class EngineManager:
     _service: LocalService | None = None
     _client: EngineClient | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop_requested: bool = False
+    # How many stops were asked: a start asked before the latest stop must not leave an engine
+    # (QGIS closing, the plugin unloading while a connect task is queued or starting).
+    stops: int = 0
     _spawned: object | None = None  # the service process while it starts (a Popen)
     _driver: str | None = None  # this machine's NVIDIA driver ("" none), asked once if needed
     _adopted: service_record.ServiceRecord | None = None
@@ -149,8 +151,12 @@ class EngineManager:
                     "dock) starts it again; if it happens again, Copy diagnostics in the "
                     "Engine tab puts its log on the clipboard for a bug report.")
 
-    def ensure_running(self) -> EngineClient:
-        """A client of a healthy engine, starting one if needed; raises EngineError."""
+    def ensure_running(self, since: int | None = None) -> EngineClient:
+        """A client of a healthy engine, starting one if needed; raises EngineError.
+
+        ``since``: ``stops`` when the start was asked (a task made earlier); a stop after it
+        means no engine is started, and one spawned meanwhile is ended."""
+        since = self.stops if since is None else since
         with self._lock:
             if self._client is not None:
                 try:
@@ -176,8 +182,10 @@ class EngineManager:
                 self.state = NOT_FOUND
                 self.message = NO_ENGINE_MESSAGE
                 raise EngineError(self.message)
+            if self.stops != since:  # stopped before the start got here: start nothing
+                self.state, self.message = STOPPED, "stopped"
+                raise EngineError("the engine was stopped while it was starting")
             self.state, self.message = STARTING, f"starting the engine with {python}"
-            self._stop_requested = False
             extra = ["--demo-fallback"] if self.settings.demo_fallback else []
             port, port_note = service_record.choose_port(self.settings.port)
             env = {"HF_HUB_CACHE": self.settings.model_cache} if self.settings.model_cache \
@@ -193,12 +201,11 @@ class EngineManager:
                     token_file=self.settings.token_file,
                     extra_args=extra,
                     timeout=self.settings.start_timeout,
-                    on_spawn=self._note_spawned,
+                    on_spawn=lambda process: self._note_spawned(process, since),
                 )
             except EngineError as exc:
                 self._spawned = None
-                if self._stop_requested:  # stop() ended the process while it started
-                    self._stop_requested = False
+                if self.stops != since:  # stop() ended the process while it started
                     self.state, self.message = STOPPED, "stopped"
                     raise EngineError("the engine was stopped while it was starting") from None
                 advice = explain(str(exc), SERVICE, gpu=self.gpu)
@@ -208,8 +215,7 @@ class EngineManager:
                 self.message = advice.message(with_log=False)
                 raise EngineError(f"{self.message}\n{exc}") from None
             self._spawned = None
-            if self._stop_requested:  # QGIS closed, or the plugin unloaded, meanwhile
-                self._stop_requested = False
+            if self.stops != since:  # QGIS closed, or the plugin unloaded, meanwhile
                 service.stop()
                 self.state, self.message = STOPPED, "stopped"
                 raise EngineError("the engine was stopped while it was starting")
@@ -222,9 +228,9 @@ class EngineManager:
                 self.message += f" ({port_note})"
             return service.client
 
-    def _note_spawned(self, process) -> None:
+    def _note_spawned(self, process, since: int) -> None:
         self._spawned = process
-        if self._stop_requested and process.poll() is None:  # stop() came before the spawn
+        if self.stops != since and process.poll() is None:  # stop() came before the spawn
             process.terminate()
 
     def _forget_service(self) -> None:
@@ -278,8 +284,8 @@ class EngineManager:
         Never waits for a start under way in a task (that can take minutes): the start then
         stops what it started as soon as it is up.
         """
+        self.stops += 1
         if not self._lock.acquire(timeout=0.2):
-            self._stop_requested = True
             # QGIS may exit before the start returns: end the process now, or nobody will.
             process = self._spawned
             if process is not None and process.poll() is None:
