@@ -12,6 +12,7 @@ read-only tmpfs is mounted where the kernel allows it (EROFS); as another user, 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from conftest import tmpfs
@@ -82,6 +83,16 @@ def test_run_job_refuses_before_the_job_is_sent(tmp_path, read_only_folder):
     assert service.jobs == []  # nothing was generated for nowhere
 
 
+def assert_said_and_kept(said: str, message: str, staging: Path, remote: bool) -> None:
+    """The failure in the user's words; a local engine's file is not lost: it stays where the
+    engine wrote it, and the message names it."""
+    if remote:
+        assert said == message
+    else:
+        [kept] = staging.iterdir()
+        assert said == f"{message} The result is kept at {kept}."
+
+
 @pytest.mark.parametrize("remote", [False, True])
 def test_a_failed_delivery_says_why_and_leaves_nothing(tmp_path, read_only_folder, remote):
     staging = tmp_path / "staging"
@@ -93,11 +104,7 @@ def test_a_failed_delivery_says_why_and_leaves_nothing(tmp_path, read_only_folde
     message = (f"Cannot write to {read_only_folder}: it is read-only. "
                "Choose another output folder.")
     assert list(read_only_folder.iterdir()) == []
-    if remote:
-        assert str(caught.value) == message
-    else:  # the generated file is not lost: it stays where the engine wrote it, named
-        [kept] = staging.iterdir()
-        assert str(caught.value) == f"{message} The result is kept at {kept}."
+    assert_said_and_kept(str(caught.value), message, staging, remote)
 
 
 @pytest.mark.parametrize("remote", [False, True])
@@ -116,11 +123,7 @@ def test_a_full_disk_is_said_and_leaves_no_partial_file(tmp_path, remote):
         message = (f"Cannot write to {small}: the disk is full. Free some space, or choose "
                    "another output folder.")
         assert list(small.iterdir()) == []
-    if remote:
-        assert str(caught.value) == message
-    else:
-        [kept] = staging.iterdir()
-        assert str(caught.value) == f"{message} The result is kept at {kept}."
+    assert_said_and_kept(str(caught.value), message, staging, remote)
 
 
 # ----- names that meet existing files ------------------------------------------------------
