@@ -42,6 +42,7 @@ run: install
 
 bench: install
 	$(PY) -m engine.bench
+	$(PY) -m engine.bench memory
 
 lint: install
 	$(PY) -m ruff check engine text2earth_qgis tests tools

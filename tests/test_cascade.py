@@ -16,10 +16,10 @@ from engine.cli import main
 from engine.errors import InputError
 from engine.geo.grid import LevelRequest, build_grid
 from engine.geo.tiling import tile_seed
-from engine.jobs.cascade import level_seed, upsampled
-from engine.jobs.cascade_ladder import plan_ladder
 from engine.jobs.generate import GenerateRequest, generate, plan
-from engine.jobs.scene import scratch_paths
+from engine.scenes.cascade import level_seed, upsampled
+from engine.scenes.ladder import plan_ladder
+from engine.scenes.state import scene_files
 from engine.service.schemas import GenerateJob
 
 UTM = "EPSG:32632"
@@ -106,7 +106,8 @@ def test_stopped_cascade_resumes_to_the_same_pixels(tmp_path, t2i_model):
 
     with pytest.raises(CrashError):
         generate(request(tmp_path, "resumed.tif"), t2i_model, crash_at_window_2_0)
-    scratch, state = scratch_paths(out)
+    [names] = scene_files(out)
+    scratch, state = names.scratch, names.state
     assert scratch.exists() and not out.exists()
     assert json.loads(state.read_text())["done"] == ["0,0", "1,0"]
     assert not [p for p in tmp_path.iterdir() if ".level" in p.name]  # level canvases gone

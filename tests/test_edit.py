@@ -600,7 +600,7 @@ def test_far_apart_polygons_are_separate_areas(tmp_path, inpaint_model):
 
 
 def test_merge_boxes_joins_only_near_boxes():
-    from engine.jobs.regenerate import merge_boxes
+    from engine.geo.windows import merge_boxes
 
     assert merge_boxes([(0, 0, 10, 10), (15, 0, 20, 10)], gap=6) == [(0, 0, 20, 10)]
     assert merge_boxes([(0, 0, 10, 10), (17, 0, 20, 10)], gap=6) == [(0, 0, 10, 10),

@@ -125,7 +125,7 @@ def test_out_of_memory_is_reported_by_health_and_explained(tiny_t2i, tmp_path, m
     from engine.jobs.generate import GenerateRequest
     from engine.service.device_report import device_report, gpu_report
     from engine.service.job_queue import Job
-    from engine.service.runner import ModelManager, ServiceConfig, run_generate
+    from engine.service.runner import ModelManager, ServiceConfig, run_job
 
     config = ServiceConfig(str(tiny_t2i), "cpu", [tmp_path], 10**8)
     models = ModelManager(config)
@@ -139,7 +139,7 @@ def test_out_of_memory_is_reported_by_health_and_explained(tiny_t2i, tmp_path, m
 
     monkeypatch.setattr(job, "report_step", out_of_memory)
     with pytest.raises(Exception) as failed:
-        run_generate(job, models)
+        run_job(job, models)
     assert explain(str(failed.value), JOB).kind == "out_of_memory"
     assert job_message(str(failed.value)).startswith("The GPU ran out of memory. Choose a "
                                                      "smaller extent")

@@ -33,7 +33,8 @@ from engine.geo.geotiff import check_output_path, synthetic_tags, write_geotiff
 from engine.jobs.edit import EditRequest, edit_raster
 from engine.jobs.generate import GenerateRequest, generate
 from engine.jobs.leftovers import resumable_scenes, stale_files
-from engine.jobs.scene import scratch_paths
+from engine.scenes.lock import lock_name
+from engine.scenes.state import scene_files
 
 ROOT = Path(__file__).resolve().parents[1]
 UTM = "EPSG:32632"
@@ -207,12 +208,12 @@ def dead_pid() -> int:
 def test_failure_before_the_scene_starts_leaves_no_scratch(tmp_path, inpaint_model,
                                                            monkeypatch):
     """Before: the scratch and state were made before the code that cleans up on failure."""
-    import engine.jobs.scene as scene
+    import engine.scenes.run as scene
 
     def boom(*args, **kwargs):
         raise RuntimeError("scratch failed")
 
-    monkeypatch.setattr(scene, "open_scratch", boom)
+    monkeypatch.setattr(scene, "scratch_profile", boom)
     request = GenerateRequest(bbox=SCENE_BBOX, crs=UTM, prompt="farmland", level=17, seed=3,
                               steps=1, tile=256, overlap=64, out=tmp_path / "new" / "s.tif")
     with pytest.raises(RuntimeError, match="scratch failed"):
@@ -231,15 +232,18 @@ def cli_scene(tiny_t2i, tiny_inpaint, out: Path, *extra: str) -> subprocess.Pope
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def kill_when(process: subprocess.Popen, path: Path, timeout: float = 240.0) -> None:
+def kill_when(process: subprocess.Popen, out: Path, timeout: float = 240.0):
+    """Kill -9 once the scene's scratch is there; its files (engine.scenes.state)."""
     end = time.monotonic() + timeout
-    while not path.exists():
+    while not [n for n in scene_files(out) if n.scratch.exists()]:
         assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < end, f"{path} never appeared"
+        assert time.monotonic() < end, f"the scratch of {out} never appeared"
         time.sleep(0.2)
     time.sleep(0.5)
     process.send_signal(signal.SIGKILL)
     process.wait(30)
+    [names] = scene_files(out)
+    return names.scratch, names.state
 
 
 def test_kill_9_leftovers_are_listed_resumed_or_swept(tmp_path, capsys, tiny_t2i, tiny_inpaint,
@@ -248,8 +252,7 @@ def test_kill_9_leftovers_are_listed_resumed_or_swept(tmp_path, capsys, tiny_t2i
     listed; `clean` removes it. A killed non-resumable scene, and temp files of dead
     processes, are removed by the next CLI run in that folder; live or foreign files stay."""
     out = tmp_path / "kept.tif"
-    scratch, state = scratch_paths(out)
-    kill_when(cli_scene(tiny_t2i, tiny_inpaint, out), scratch)
+    scratch, state = kill_when(cli_scene(tiny_t2i, tiny_inpaint, out), out)
     assert scratch.exists() and state.exists() and not out.exists()
     assert main(["resume", "--list", str(tmp_path)]) == 0
     listed = capsys.readouterr().out
@@ -260,8 +263,7 @@ def test_kill_9_leftovers_are_listed_resumed_or_swept(tmp_path, capsys, tiny_t2i
     assert list(tmp_path.iterdir()) == []
 
     gone = tmp_path / "gone.tif"
-    scratch, state = scratch_paths(gone)
-    kill_when(cli_scene(tiny_t2i, tiny_inpaint, gone, "--no-resume"), scratch)
+    scratch, state = kill_when(cli_scene(tiny_t2i, tiny_inpaint, gone, "--no-resume"), gone)
     assert json.loads(state.read_text())["resumable"] is False
     dead, live = dead_pid(), os.getpid()
     planted = {
@@ -274,12 +276,14 @@ def test_kill_9_leftovers_are_listed_resumed_or_swept(tmp_path, capsys, tiny_t2i
     for name in planted:
         (tmp_path / name).write_bytes(b"x")
     stale = {p.name for p in stale_files(tmp_path)}
-    assert stale == {scratch.name, state.name} | {n for n, keep in planted.items() if not keep}
+    lock = lock_name(gone)  # the killed run's lock file, no longer held
+    assert stale == {scratch.name, state.name, lock} | {n for n, keep in planted.items()
+                                                        if not keep}
     assert main(["generate", "--bbox", ",".join(map(str, SMALL_BBOX)), "--crs", UTM,
                  "--level", "17", "--prompt", "farmland", "--model", str(tiny_t2i),
                  "--device", "cpu", "--precision", "fp32", "--steps", "1", "--seed", "1",
                  "--out", str(tmp_path / "next.tif")]) == 0
-    assert "removed 4 stale temp file(s)" in capsys.readouterr().err
+    assert "removed 5 stale temp file(s)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [n for n, keep in planted.items() if keep] + ["next.tif"])
 

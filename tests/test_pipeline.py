@@ -445,9 +445,12 @@ def test_latent_channels_come_from_the_model_in_every_path(tmp_path):
     from affine import Affine
     from pyproj import CRS
 
-    from engine.geo.geotiff import open_scratch
+    from engine.geo.geotiff import scratch_profile
     from engine.geo.tiling import plan_scene, tile_seed
-    from engine.jobs.scene import SceneJob, run_joint
+    from engine.scenes.folder import OutputFolder
+    from engine.scenes.job import SceneJob
+    from engine.scenes.joint import run_joint
+    from engine.scenes.store import WindowStore
 
     pipe = eight_channel_pipeline(tmp_path)
     assert pipe.num_channels_latents == 8
@@ -461,9 +464,11 @@ def test_latent_channels_come_from_the_model_in_every_path(tmp_path):
     job = SceneJob("farmland", None, 17, STEPS, 4.0, 3, tmp_path / "out.tif",
                    CRS.from_epsg(32632), Affine(1, 0, 447000, 0, -1, 5411000), False, None)
     scratch = tmp_path / "scratch.tif"
-    open_scratch(scratch, 64, 64, job.crs, job.transform, reuse=False).close()
+    store = WindowStore.fresh(OutputFolder(tmp_path), scratch,
+                              scratch_profile(64, 64, job.crs, job.transform))
     pipe.use_scheduler("ddim")
-    run_joint(pipe, job, plan, scratch, None)
+    run_joint(pipe, job, plan, store, None)
+    store.close()
     import rasterio
 
     with rasterio.open(scratch) as ds:

@@ -15,7 +15,7 @@ from engine.errors import GenerationCancelled, InputError
 from engine.geo.grid import LevelRequest, build_grid
 from engine.geo.tiling import outpaint_blend, outpaint_mask, plan_scene, tile_seed
 from engine.jobs.generate import GenerateRequest, generate, scene_plan
-from engine.jobs.scene import scratch_paths
+from engine.scenes.state import scene_files
 
 UTM = "EPSG:32632"
 # 400 x 300 m at level 17 (~0.786 m/px): 509 x 382 px, 3 x 2 windows of 256 px with 64 overlap
@@ -145,10 +145,11 @@ def test_resumed_scene_equals_uninterrupted(tmp_path, inpaint_model):
 
     with pytest.raises(CrashError):
         generate(request(tmp_path, "resumed.tif"), inpaint_model, crash_in_window_4)
-    scratch, state = scratch_paths(out)
+    [names] = scene_files(out)
+    scratch, state = names.scratch, names.state
     assert scratch.exists() and not out.exists()
     # Windows 3 (2,0) and 4 (0,1) do not touch: they form one wavefront, run in one batch,
-    # and stop together (engine.jobs.window_batch).
+    # and stop together (engine.scenes.window_batch).
     assert json.loads(state.read_text())["done"] == ["0,0", "1,0"]
 
     resumed_tiles = []
@@ -329,7 +330,8 @@ def test_rerun_without_a_seed_resumes_with_the_stopped_runs_seed(tmp_path, inpai
 
     with pytest.raises(CrashError):
         generate(request(tmp_path, "noseed.tif", seed=None), inpaint_model, crash)
-    _, state = scratch_paths(tmp_path / "noseed.tif")
+    [names] = scene_files(tmp_path / "noseed.tif")
+    state = names.state
     seed = json.loads(state.read_text())["seed"]
     tiles = []
     result = generate(request(tmp_path, "noseed.tif", seed=None), inpaint_model,

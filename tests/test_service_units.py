@@ -212,6 +212,7 @@ def test_out_of_memory_on_gpu_retries_once_with_memory_saving(monkeypatch, tmp_p
     import torch
 
     from engine.errors import OutOfMemoryError
+    from engine.jobs.prepared import PreparedJob
     from engine.service import runner
 
     calls, saved = [], []
@@ -226,26 +227,27 @@ def test_out_of_memory_on_gpu_retries_once_with_memory_saving(monkeypatch, tmp_p
         def load(self, checkpoint, demo=False, precision=None):
             return FakeModel()
 
-    def fake_generate(request, model, callback):
+    def fake_run(job_setup, model, callback):
         calls.append(1)
         if len(calls) == 1:
             raise OutOfMemoryError("out of memory")
         raise RuntimeError("second attempt reached")
 
-    monkeypatch.setattr(runner, "generate", fake_generate)
-    monkeypatch.setattr(runner, "plan", lambda request: None)
-    monkeypatch.setattr(runner, "choose_checkpoint", lambda *args: (None, False))
+    setup = PreparedJob("generate", type("Request", (), {"pipeline_check": False})())
+    monkeypatch.setattr(runner, "run_prepared", fake_run)
+    monkeypatch.setattr(runner, "prepare", lambda request: setup)
+    monkeypatch.setattr(runner, "choose_weights", lambda *args: None)
     monkeypatch.setattr(runner, "_save_memory", lambda model: saved.append(model))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     job = Job("generate", object(), steps=2)
     with pytest.raises(RuntimeError, match="second attempt"):
-        runner.run_generate(job, FakeManager())
+        runner.run_job(job, FakeManager())
     assert len(calls) == 2 and len(saved) == 1
 
     calls.clear()
     FakeModel.device = torch.device("cpu")  # on the CPU there is nothing to save: fail at once
     with pytest.raises(OutOfMemoryError):
-        runner.run_generate(job, FakeManager())
+        runner.run_job(job, FakeManager())
     assert len(calls) == 1
 
 

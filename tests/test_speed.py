@@ -14,7 +14,6 @@ import torch
 from engine.errors import InputError
 from engine.geo.tiling import plan_scene
 from engine.jobs.generate import GenerateRequest, generate
-from engine.jobs.window_batch import wavefronts, window_batch_size
 from engine.model.accelerate import (
     ATTENTION_SLICING,
     SEQUENTIAL_OFFLOAD,
@@ -30,6 +29,7 @@ from engine.model.precision import (
     part_dtypes,
     resolve_precision,
 )
+from engine.scenes.window_batch import wavefronts, window_batch_size
 
 GIB = 2**30
 UTM = "EPSG:32632"

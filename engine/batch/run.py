@@ -64,10 +64,10 @@ def _problem_result(problem: ItemProblem) -> TaskResult:
 
 def precheck(task: BatchTask) -> TaskResult | None:
     """Refuse a task whose request is bad (level, size, CRS) before any worker sees it."""
-    from engine.jobs.generate import plan
+    from engine.jobs.prepared import prepare
 
     try:
-        plan(generate_request(task))
+        prepare(generate_request(task))
     except Text2EarthError as exc:
         return TaskResult(task.key, task.item.id, task.out, FAILED, 0.0,
                           f"{task.item.id}: {exc}", exc.kind)

@@ -1,6 +1,6 @@
 """A scaling model on paper for one huge outpainted scene over G GPUs (docs/scaling.md).
 
-The windows of one wavefront run in parallel (engine.jobs.window_batch); wavefronts run one
+The windows of one wavefront run in parallel (engine.scenes.window_batch); wavefronts run one
 after the other, and the driver reads, blends and writes every window into the scratch raster
 itself. So, with ``n_k`` windows in wavefront k, ``t_w`` seconds per window on one GPU,
 ``t_io`` seconds of driver work per window and ``t_rt`` seconds of scheduling round trip per
@@ -32,7 +32,7 @@ ROUND_TRIP_S = 0.005  # Ray's scheduling of one wavefront's tasks and their resu
 
 def wavefront_sizes(width: int, height: int, tile: int = 512, overlap: int = 64) -> list[int]:
     """Windows per wavefront of the scene's plan (the same grouping as window_batch)."""
-    from engine.jobs.window_batch import wavefronts
+    from engine.scenes.window_batch import wavefronts
 
     return [len(front) for front in wavefronts(plan_scene(width, height, tile, overlap))]
 

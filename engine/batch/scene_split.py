@@ -1,8 +1,8 @@
 """One huge outpainted scene over many Ray workers.
 
-engine.jobs.window_batch proves which windows are independent: those of one wavefront
+engine.scenes.window_batch proves which windows are independent: those of one wavefront
 (``k = ix + (r + 1) * iy``) never overlap, and each reads only canvas pixels that earlier
-wavefronts wrote. So the driver runs the ordinary scene job (engine.jobs.scene: scratch
+wavefronts wrote. So the driver runs the ordinary scene job (engine.scenes.run: scratch
 raster, resume state, blending, the COG at the end) and hands each wavefront's windows to
 :class:`RayWindows`: every actor holds the inpainting model (loaded once) and returns the
 generated window; the driver blends it into the scratch as in one process. Each window is one
@@ -66,7 +66,7 @@ class WindowWorker:
 
 
 class RayWindows:
-    """The window executor of engine.jobs.window_batch on ``workers`` Ray actors."""
+    """The window executor of engine.scenes.window_batch on ``workers`` Ray actors."""
 
     def __init__(self, spec: ModelSpec, workers: int, address: str | None = None,
                  runtime_env: dict | None = None, gpus_per_worker: float | None = None):
@@ -121,7 +121,7 @@ class SplitScenes:
         self.local, self.windows = local, windows
 
     def run(self, tasks):
-        from engine.jobs.window_batch import window_executor
+        from engine.scenes.window_batch import window_executor
 
         with window_executor(self.windows):
             yield from self.local.run(tasks)
@@ -136,7 +136,7 @@ def generate_split(request, model, executor: RayWindows):
     workers. ``model`` (the driver's) is used for the job's checks and tags only: the
     windows are made on the workers."""
     from engine.jobs.generate import generate
-    from engine.jobs.window_batch import window_executor
+    from engine.scenes.window_batch import window_executor
 
     with window_executor(executor):
         return generate(request, model)

@@ -137,11 +137,11 @@ def run_task(task: BatchTask, model, callback=None) -> TaskResult:
     """Generate one output; a Text2EarthError is this task's failure (one line), not the
     batch's. ``overwrite`` is on: an existing file reached here has another fingerprint.
     One window per UNet call, so the pixels do not depend on the worker's free memory."""
-    from engine.jobs.generate import generate
+    from engine.jobs.prepared import prepare, run
 
     start = time.perf_counter()
     try:
-        generate(generate_request(task), model, callback)
+        run(prepare(generate_request(task)), model, callback)
     except Text2EarthError as exc:
         return TaskResult(task.key, task.item.id, task.out, FAILED,
                           time.perf_counter() - start, str(exc), exc.kind)

@@ -94,10 +94,13 @@ def window_figures(tmp: Path, steps: int = 4) -> dict:
     50 steps), and the driver's share per window: read the context, blend, write, read back."""
     import torch
 
+    from engine.geo.geotiff import scratch_profile
     from engine.geo.tiling import outpaint_blend, outpaint_mask, plan_scene
-    from engine.jobs import scene
     from engine.model.checkpoint import load_model
     from engine.model.tiny_checkpoint import write_checkpoint
+    from engine.scenes.folder import OutputFolder
+    from engine.scenes.job import as_bands, as_image, tile_window
+    from engine.scenes.store import WindowStore
 
     checkpoint = write_checkpoint(tmp / "tiny-inpaint", inpainting=True, seed=1)
     model = load_model(str(checkpoint), "cpu", precision="fp32")
@@ -121,15 +124,16 @@ def window_figures(tmp: Path, steps: int = 4) -> dict:
     from pyproj import CRS
 
     scratch = tmp / "scratch.tif"
-    scene.open_scratch(scratch, plan.canvas_width, plan.canvas_height, CRS.from_epsg(32632),
-                       Affine(1, 0, 447000, 0, -1, 5411000), reuse=False).close()
+    store = WindowStore.fresh(OutputFolder(tmp), scratch, scratch_profile(
+        plan.canvas_width, plan.canvas_height, CRS.from_epsg(32632),
+        Affine(1, 0, 447000, 0, -1, 5411000)))
     io = []
     for _ in range(5):
         start = time.perf_counter()
-        before = scene._read(scratch, window.col, window.row, plan.tile)
+        before = as_image(store.read(window=tile_window(window)))
         weight = outpaint_blend(plan, window)[..., None]
         blended = np.rint(weight * image + (1.0 - weight) * before).astype(np.uint8)
-        scene._write(scratch, blended, window.col, window.row)
+        store.commit([(window.key, tile_window(window), as_bands(blended))])
         io.append(time.perf_counter() - start)
     window_s = statistics.median(times) * STEPS_PER_WINDOW / steps
     return {"tiny_window_s_50_steps": round(window_s, 3),

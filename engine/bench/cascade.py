@@ -110,9 +110,9 @@ def compare(steps: int, windows: int, device: str | None, tmp: Path, full_size: 
     """The three methods on one square extent of ``windows`` x ``windows`` target windows."""
     import torch
 
-    from engine.jobs.cascade import progress_steps
-    from engine.jobs.cascade_ladder import plan_ladder
     from engine.jobs.generate import GenerateRequest, generate, plan
+    from engine.scenes.cascade import progress_steps
+    from engine.scenes.ladder import plan_ladder
 
     t2i, inpaint = _models(full_size, device, tmp)
     side_px = windows * (tile - overlap) + overlap
@@ -182,9 +182,9 @@ def coarse_shares(steps: int = 50, sides=(2, 3, 4, 8, 16, 32), tile: int = 256,
     """The ladder's planned work for square extents of n x n target windows (no model run):
     the coarse pass's share of the window-steps, and all the cascade's window-steps over a
     single-level scene's (outpaint or joint: every target window, every step)."""
-    from engine.jobs.cascade import progress_steps
-    from engine.jobs.cascade_ladder import plan_ladder
     from engine.jobs.generate import GenerateRequest, plan
+    from engine.scenes.cascade import progress_steps
+    from engine.scenes.ladder import plan_ladder
 
     rows = []
     for n in sides:

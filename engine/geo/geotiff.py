@@ -52,7 +52,7 @@ BLOCK = 256
 # Our temp files beside an output: ".t2e-<pid>-<8 hex>.<kind>", short whatever the output's
 # name, so a name the file system accepts for the output also fits its temp files.
 TEMP_PREFIX = ".t2e-"
-SCRATCH_PREFIX = ".t2e-scene-"  # + a hash of the output's name; .tif canvas, .json state
+SCRATCH_PREFIX = ".t2e-scene-"  # + a hash of output name and job: .tif, .json state, .redo
 TEMP_NAME_MAX = 48
 LOW_SPACE = 4 << 20  # bytes: a write that fails with less than this left met a full disk
 
@@ -397,14 +397,11 @@ def rgb_profile(width: int, height: int, crs: CRS, transform: Affine) -> dict:
     return profile
 
 
-def open_scratch(path: Path, width: int, height: int, crs: CRS, transform: Affine,
-                 reuse: bool):
-    """An uncompressed read/write canvas for a scene in progress (reopened to resume)."""
-    if reuse and path.is_file():
-        return rasterio.open(path, "r+")
+def scratch_profile(width: int, height: int, crs: CRS, transform: Affine) -> dict:
+    """An uncompressed, tiled RGB canvas for a scene in progress (engine.scenes.store)."""
     profile = rgb_profile(width, height, crs, transform)
     profile.update(tiled=True, blockxsize=BLOCK, blockysize=BLOCK, BIGTIFF="YES")
-    return rasterio.open(path, "w+", **profile)
+    return profile
 
 
 def copy_window(src, col: int, row: int, width: int, height: int, rows_per_block: int = BLOCK):

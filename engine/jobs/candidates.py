@@ -3,7 +3,7 @@
 Seeds: candidate 1 uses the job's seed (``--candidates 1`` is the plain job) and candidate K
 the seed that NumPy's SeedSequence draws from (job seed, K), so every candidate can be
 reproduced alone with ``--seed``. Single images are denoised as one batch where memory allows
-(engine.jobs.window_batch's rule), each item with its own generator, so a batched candidate is
+(engine.scenes.window_batch's rule), each item with its own generator, so a batched candidate is
 the same image as its seed's single run up to the floating-point effect of the batch size on
 the kernels (measured: at most 2 levels of 255 in fp32 on a CPU; a batch of one is the plain
 job's very call). Scenes run as N whole scenes, ranked whole.
@@ -33,10 +33,9 @@ from rasterio.windows import Window
 from engine.errors import InputError
 from engine.geo.geotiff import TAG_PREFIX, check_output_path, write_geotiff, write_geotiff_blocks
 from engine.jobs.output_score import score_tags
-from engine.jobs.window_batch import batch_size_for, chunks
-from engine.model.pipeline import LATENT_DTYPE
 from engine.quality.raster_rgb import score_raster
 from engine.quality.scoring import score_images
+from engine.scenes.window_batch import batch_size_for, chunks
 
 MAX_CANDIDATES = 8
 MAX_SEED = 2**32 - 1
@@ -98,15 +97,10 @@ def render_batch(pipe, text: str, negative_prompt: str | None, level: int, heigh
     as Text2EarthPipeline.__call__ draws a single one."""
     pipe.check_inputs(text, height, width, steps, guidance)
     pipe.begin_run()
-    device = pipe._execution_device
     embeds, labels = pipe.condition_batch([text] * len(seeds), negative_prompt, level, guidance)
-    pipe.scheduler.set_timesteps(steps, device=device)
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    latents = pipe.prepare_latents(len(seeds), pipe.num_channels_latents, height, width,
-                                   LATENT_DTYPE, device, generators)
-    latents = pipe.denoise(latents, embeds, labels, guidance,
-                           pipe.prepare_extra_step_kwargs(generators, 0.0), callback)
-    images = pipe.decode(latents, generators)
+    images = pipe.text_to_image(embeds, labels, len(seeds), height, width, steps, guidance,
+                                generators, callback=callback)
     pipe.maybe_free_model_hooks()
     return list(images)
 

@@ -22,16 +22,18 @@ from engine.geo.grid import DEFAULT_MAX_PIXELS, LevelRequest, OutputGrid, build_
 from engine.geo.regions import GEOJSON_CRS, parse_regions, window_prompts
 from engine.geo.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, ScenePlan, canvas_transform, plan_scene
 from engine.jobs import candidates
-from engine.jobs.cascade import run_cascade
-from engine.jobs.cascade_ladder import CASCADE, check_ladder_options, plan_ladder
 from engine.jobs.init_image import check_init_raster, generate_from_init
 from engine.jobs.prompt_text import check_prompt_text
-from engine.jobs.scene import JOINT, OUTPAINT, SceneJob, run_scene, saved_seed
 from engine.model.checkpoint import LoadedModel
 from engine.model.demo import pipeline_check_path
 from engine.model.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, StepCallback, split_level_prefix
 from engine.model.provenance import public_model_id
 from engine.model.schedulers import DEFAULT_SCHEDULER, check_scheduler
+from engine.scenes.cascade import run_cascade
+from engine.scenes.job import JOINT, OUTPAINT, SceneJob
+from engine.scenes.ladder import CASCADE, check_ladder_options, plan_ladder
+from engine.scenes.run import run_scene
+from engine.scenes.state import saved_seed
 
 MAX_SEED = 2**32 - 1
 
@@ -59,7 +61,7 @@ class GenerateRequest:
     overlap: int = DEFAULT_OVERLAP
     scene_method: str = "auto"  # auto | outpaint | joint | cascade
     cascade_strengths: tuple[float, ...] | None = None  # per level step, coarse to fine
-    cascade_coarse_level: int | None = None  # None: auto (engine.jobs.cascade_ladder)
+    cascade_coarse_level: int | None = None  # None: auto (engine.scenes.ladder)
     resume: bool = True  # continue a stopped scene from the windows already made
     regions: list[dict] | None = None  # [{"geometry": GeoJSON polygon, "prompt": "..."}]
     regions_crs: str = GEOJSON_CRS  # the regions' CRS (GeoJSON: lon/lat)
@@ -206,12 +208,16 @@ def generate(
     request: GenerateRequest,
     model: LoadedModel,
     callback_on_step_end: StepCallback | None = None,
+    grid: OutputGrid | None = None,
+    windows: ScenePlan | None = None,
 ) -> GenerateResult:
     """One job. ``model`` is text-to-image for single images; for a scene it is the
-    inpainting model (outpainting) or the text-to-image one (joint denoising)."""
-    grid = plan(request)
+    inpainting model (outpainting) or the text-to-image one (joint denoising). ``grid`` and
+    ``windows``: the job's plan, made once (engine.jobs.prepared); without it, planned here."""
+    if grid is None:
+        grid = plan(request)
+        windows = scene_plan(request, grid)
     pipe = model.pipeline
-    windows = scene_plan(request, grid)
     if windows is None and model.inpainting:
         raise InputError(
             f"{model.checkpoint.model_id} is an inpainting checkpoint (9-channel UNet); "

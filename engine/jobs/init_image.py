@@ -15,7 +15,8 @@ Then image-to-image (engine.model.img2img) makes the imagery:
   img2img of the warped image where it is new and of what earlier windows made where they
   overlap (engine.jobs.regenerate's window loop over a scratch copy of the warped image);
   with the inpainting model the overlap is kept as context, with the text-to-image one it is
-  feathered. Not resumable: a stopped run starts again.
+  feathered. The scratch is a store of engine.scenes.store without a journal, the output
+  locked for the run: a stopped run starts again.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from rasterio.windows import Window
 
 from engine.errors import InputError
 from engine.geo.geotiff import (
-    checked_writes,
     copy_window,
     make_folders,
     remove_folders,
     temp_stem,
+    write_failure,
     write_geotiff,
     write_geotiff_blocks,
 )
@@ -50,10 +51,13 @@ from engine.jobs.regenerate import (
     ModelScale,
     Regenerator,
     img2img_window,
-    open_store,
     plan_pass,
+    store_profile,
 )
 from engine.model.img2img import check_strength, img2img, kept_steps
+from engine.scenes.folder import OutputFolder
+from engine.scenes.lock import OutputLock
+from engine.scenes.store import WindowStore
 
 MEAN_SIDE = 1024  # the fill colour is measured on a warp at most this many px wide
 WARP_ROWS = 512  # a scene's init is warped this many rows at a time
@@ -217,15 +221,22 @@ def generate_from_init(request, grid: OutputGrid, windows: ScenePlan | None, mod
         " (inpainting context)" if model.inpainting else " (feathered)")
     out = Path(request.out)
     stem = temp_stem(out.parent).name
-    scratch = out.with_name(f"{stem}.init-scratch.tif")
-    profile = dict(count=3, dtype="uint8", nodata=None,
-                   crs=rasterio.crs.CRS.from_wkt(grid.crs.to_wkt()), transform=grid.transform)
+    profile = store_profile(dict(count=3, dtype="uint8", nodata=None,
+                                 crs=rasterio.crs.CRS.from_wkt(grid.crs.to_wkt()),
+                                 transform=grid.transform), grid.width, grid.height)
     created = make_folders(out.parent)
     try:
-        with checked_writes(scratch), rasterio.Env(GDAL_CACHEMAX=64), \
-                open_store(scratch, profile, grid.width, grid.height) as store:
-            covered = warp_init_into(store, request.init_raster, grid.crs, grid.transform,
-                                     grid.width, grid.height)
+        folder = OutputFolder(out.parent)
+    except OSError as exc:
+        remove_folders(created)
+        raise write_failure(exc, out, out.parent) from exc
+    store = None
+    try:
+        with OutputLock(out, folder), rasterio.Env(GDAL_CACHEMAX=64):
+            store = WindowStore.fresh(folder, out.with_name(f"{stem}.init-scratch.tif"), profile)
+            with store.writing():
+                covered = warp_init_into(store, request.init_raster, grid.crs, grid.transform,
+                                         grid.width, grid.height)
             tags["TEXT2EARTH_INIT_COVERAGE"] = f"{covered:.4g}"
             regen = Regenerator(Grid(grid.width, grid.height), ModelScale(1.0, 1.0), BYTES, 0,
                                 store, (0, 0), None, None, 0.0)
@@ -236,15 +247,22 @@ def generate_from_init(request, grid: OutputGrid, windows: ScenePlan | None, mod
                                       request.steps, request.guidance, callback, tiles,
                                       model.inpainting)
             regen.run(pipe, [scene], generate)
-            path = write_geotiff_blocks(
-                out, grid.width, grid.height, copy_window(store, 0, 0, grid.width, grid.height),
-                grid.crs, grid.transform, tags, request.overwrite, software,
-                request.allowed_dirs)
+            folder.check()
+            with store.writing():
+                path = write_geotiff_blocks(
+                    out, grid.width, grid.height,
+                    copy_window(store, 0, 0, grid.width, grid.height), grid.crs,
+                    grid.transform, tags, request.overwrite, software, request.allowed_dirs)
     except BaseException:
-        scratch.unlink(missing_ok=True)
-        remove_folders(created)
+        if store is not None:
+            store.remove()
+        if not folder.swapped():
+            remove_folders(created)
         raise
-    scratch.unlink(missing_ok=True)
+    finally:
+        if store is not None:
+            store.remove()
+        folder.close()
     return path
 
 

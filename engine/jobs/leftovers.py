@@ -4,11 +4,14 @@ names, told stale, listed and removed.
 - Temp files ``.t2e-<pid>-<hex>.<kind>`` (engine.geo.geotiff.temp_stem): stale once their
   process is gone, or when untouched for a day (the pid may have been reused). Older releases
   named them ``.NAME.tif.<8 hex>.tmp.tif``: stale after an hour untouched.
-- Scene scratch ``.t2e-scene-<hash>.tif`` with its state ``.json`` (engine.jobs.scene): a
-  resumable scene is kept with its state (listed by ``text2earth resume --list`` and the
-  service's /health) until it is resumed, cleaned (``text2earth clean``) or a week old; a
-  scratch without its state, or a non-resumable one whose process is gone, is stale.
-Files of a live process are never touched.
+- Scene stores ``.t2e-scene-<hash>.tif`` with their state ``.json`` and redo file ``.redo``
+  (engine.scenes.store): a resumable scene is kept with its state (listed by ``text2earth
+  resume --list`` and the service's /health) until it is resumed, cleaned (``text2earth
+  clean``) or a week old; a scratch or redo without its state, or a non-resumable store
+  whose process is gone, is stale.
+- Output locks ``.t2e-lock-<hash>`` (engine.scenes.lock): stale when no process holds them;
+  removed while locked, so a run starting meanwhile is never left without its lock.
+Files of a live process (its pid alive, or its output's lock held) are never touched.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.geo.geotiff import SCRATCH_PREFIX, TEMP_PREFIX
+from engine.scenes.folder import OutputFolder
+from engine.scenes.lock import LOCK_PREFIX, held, lock_name, release_lock_file, try_lock_file
 
 TEMP_RE = re.compile(rf"^{re.escape(TEMP_PREFIX)}(\d+)-[0-9a-z_]{{8}}\.[a-z0-9.-]+$")
 LEGACY_TEMP_RE = re.compile(
     r"^\..+\.(?:[0-9a-f]{8}\.(?:tmp\.tif|edit-(?:scratch|written)-\d+\.tif)"
     r"|tif\.scene-(?:scratch\.tif|state\.json(?:\.tmp)?))$")
-SCRATCH_RE = re.compile(rf"^{re.escape(SCRATCH_PREFIX)}([0-9a-f]{{12}})\.(tif|json)$")
+SCRATCH_RE = re.compile(rf"^{re.escape(SCRATCH_PREFIX)}([0-9a-f]{{12}})\.(tif|json|redo)$")
+LOCK_RE = re.compile(rf"^{re.escape(LOCK_PREFIX)}[0-9a-f]{{12}}$")
 TEMP_STALE_S = 24 * 3600
 LEGACY_STALE_S = 3600
 RESUME_KEEP_S = 7 * 24 * 3600
@@ -115,11 +121,14 @@ def stale_files(folder: Path, recursive: bool = False, everything: bool = False,
                 if everything or (age is not None and age > LEGACY_STALE_S):
                     found.append(path)
             elif (match := SCRATCH_RE.match(name)) and match[2] == "json":
-                scratch = path.with_suffix(".tif")
-                if _scene_stale(path, scratch.name in names, now, everything):
-                    found += [path] + ([scratch] if scratch.name in names else [])
-            elif match and match[2] == "tif" and path.with_suffix(".json").name not in names:
-                found.append(path)  # a scratch without its state cannot be resumed
+                parts = [p for p in (path.with_suffix(".tif"), path.with_suffix(".redo"))
+                         if p.name in names]
+                if _scene_stale(path, path.with_suffix(".tif").name in names, now, everything):
+                    found += [path, *parts]
+            elif match and path.with_suffix(".json").name not in names:
+                found.append(path)  # a scratch or redo without its state cannot be resumed
+            elif LOCK_RE.match(name) and not held(root, name):
+                found.append(path)
     return found
 
 
@@ -127,6 +136,9 @@ def _scene_stale(state_path: Path, has_scratch: bool, now: float, everything: bo
     state = _state(state_path) or {}
     pid = state.get("pid")
     live = isinstance(pid, int) and pid_alive(pid)
+    out = state.get("out")
+    if isinstance(out, str) and held(state_path.parent, lock_name(state_path.parent / out)):
+        return False  # its output is locked: a run in progress, whatever its pid says
     age = _age(state_path, now)
     if live and (age is None or age < RESUME_KEEP_S):
         return False  # a scene in progress (joint denoising writes no state while it runs)
@@ -141,6 +153,10 @@ def remove_stale(folder: Path, recursive: bool = False, everything: bool = False
     """Remove what stale_files finds; return what was removed."""
     removed = []
     for path in stale_files(folder, recursive, everything):
+        if LOCK_RE.match(path.name):
+            if _remove_lock(path):
+                removed.append(path)
+            continue
         try:
             path.unlink()
         except FileNotFoundError:
@@ -149,6 +165,24 @@ def remove_stale(folder: Path, recursive: bool = False, everything: bool = False
             continue  # not ours to fight over (permissions): listed next time again
         removed.append(path)
     return removed
+
+
+def _remove_lock(path: Path) -> bool:
+    """Take the lock, then remove it (as its owner would): never one a run holds now."""
+    try:
+        folder = OutputFolder(path.parent)
+    except OSError:
+        return False
+    try:
+        fd = try_lock_file(folder, path.name)
+        if fd is None:
+            return False
+        release_lock_file(folder, path.name, fd)
+        return not folder.exists(path.name)
+    except OSError:
+        return False
+    finally:
+        folder.close()
 
 
 def resumable_scenes(folder: Path, recursive: bool = False,
@@ -168,6 +202,8 @@ def resumable_scenes(folder: Path, recursive: bool = False,
             pid = state.get("pid")
             if isinstance(pid, int) and pid_alive(pid) and pid != os.getpid():
                 continue  # running now
+            if held(root, lock_name(root / str(state.get("out", "?")))):
+                continue  # its output is being written now
             try:
                 size = scratch.stat().st_size
             except OSError:

@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 from engine.errors import ModelNotFoundError
 from engine.geo.grid import OutputGrid
-from engine.jobs.cascade_ladder import CASCADE
 from engine.jobs.generate import GenerateRequest, scene_plan
-from engine.jobs.scene import JOINT, OUTPAINT
 from engine.model.checkpoint import INPAINTING_MODEL, MODEL_ENV, Checkpoint, resolve_checkpoint
+from engine.scenes.job import JOINT, OUTPAINT
+from engine.scenes.ladder import CASCADE
 
 
 def wants_inpainting(request: GenerateRequest, grid: OutputGrid) -> bool:

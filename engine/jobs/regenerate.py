@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 import torch
 from PIL import Image
-from rasterio.windows import Window, intersect, union
+from rasterio.windows import Window
 
 from engine.geo.edit_mask import soft_edge
 from engine.geo.raster_source import BandMapping
@@ -31,45 +30,12 @@ from engine.geo.tiling import (
     plan_scene,
     tile_seed,
 )
+from engine.geo.windows import clip, grown, is_empty, pixels_around, pixels_within, relative
 from engine.model.img2img import img2img
 
 SNAP_LOG2 = 0.1  # within 7 % of the model's pixel size the raster is used as it is
 # Rectangles of grid pixels are rasterio Windows (whole pixels; may reach past the grid).
 RegionFn = Callable[[Window], np.ndarray]  # uint8 (rows, cols) over a window: 1 = regenerate
-
-
-def clip(window: Window, to: Window) -> Window:
-    """The part of ``window`` inside ``to``; zero-sized where they do not meet."""
-    if intersect(window, to):
-        return window.intersection(to)
-    return Window(window.col_off, window.row_off, 0, 0)
-
-
-def is_empty(window: Window) -> bool:
-    return window.width <= 0 or window.height <= 0
-
-
-def relative(window: Window, to: Window) -> Window:
-    """``window`` in the pixels of ``to`` (whose top-left corner becomes 0, 0)."""
-    return Window(window.col_off - to.col_off, window.row_off - to.row_off, window.width,
-                  window.height)
-
-
-def pixels_around(col0: float, row0: float, col1: float, row1: float) -> Window:
-    """The whole pixels covering a fractional box: offsets floored, far edges ceiled."""
-    c0, r0 = math.floor(col0), math.floor(row0)
-    return Window(c0, r0, math.ceil(col1) - c0, math.ceil(row1) - r0)
-
-
-def pixels_within(col0: float, row0: float, col1: float, row1: float) -> Window:
-    """The whole pixels wholly inside a fractional box (zero-sized when none is)."""
-    c0, r0 = math.ceil(col0), math.ceil(row0)
-    return Window(c0, r0, max(0, math.floor(col1) - c0), max(0, math.floor(row1) - r0))
-
-
-def grown(window: Window, by: int) -> Window:
-    return Window(window.col_off - by, window.row_off - by, window.width + 2 * by,
-                  window.height + 2 * by)
 
 
 @dataclass(frozen=True)
@@ -118,33 +84,6 @@ def plan_pass(area: Window, scale: ModelScale, tile: int, overlap: int, region: 
     else:
         origin = (area.col_off - ox / scale.sx, area.row_off - oy / scale.sy)
     return Pass(area, plan, region, seed, origin)
-
-
-def merge_windows(windows: list[Window], gap: int) -> list[Window]:
-    """Windows closer than ``gap`` merged into their union, until none are: areas far apart
-    become separate passes, so two small polygons at opposite corners of a huge raster cost
-    two small scratch areas, not one the size of the raster."""
-    windows = list(windows)
-    merged = True
-    while merged:
-        merged, out = False, []
-        for w in windows:
-            for i, o in enumerate(out):
-                if intersect(w, grown(o, gap)):
-                    out[i] = union(w, o)
-                    merged = True
-                    break
-            else:
-                out.append(w)
-        windows = out
-    return sorted(windows, key=lambda w: (w.row_off, w.col_off))
-
-
-def merge_boxes(boxes: list[tuple[int, int, int, int]],
-                gap: int) -> list[tuple[int, int, int, int]]:
-    """merge_windows for boxes given as (col0, row0, col1, row1)."""
-    merged = merge_windows([Window(c0, r0, c1 - c0, r1 - r0) for c0, r0, c1, r1 in boxes], gap)
-    return [(w.col_off, w.row_off, w.col_off + w.width, w.row_off + w.height) for w in merged]
 
 
 @dataclass
@@ -397,10 +336,10 @@ def img2img_window(prompt: str, negative_prompt: str | None, level: int, strengt
     return generate
 
 
-def open_store(path, profile: dict, width: int, height: int, **changes):
-    """An uncompressed, tiled read/write copy of (part of) the grid."""
-    store_profile = {k: v for k, v in profile.items()
-                     if k in ("dtype", "count", "nodata", "crs", "transform")}
-    store_profile.update(driver="GTiff", width=width, height=height, tiled=True,
-                         blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER", **changes)
-    return rasterio.open(path, "w+", **store_profile)
+def store_profile(profile: dict, width: int, height: int, **changes) -> dict:
+    """An uncompressed, tiled copy of (part of) the grid, for engine.scenes.store."""
+    out = {k: v for k, v in profile.items() if k in ("dtype", "count", "nodata", "crs",
+                                                     "transform")}
+    out.update(driver="GTiff", width=width, height=height, tiled=True, blockxsize=256,
+               blockysize=256, BIGTIFF="IF_SAFER", **changes)
+    return out

@@ -89,8 +89,13 @@ def plan_restyle(request: RestyleRequest, src) -> RasterPlan:
 def restyle_raster(request: RestyleRequest, model: LoadedModel,
                    callback: StepCallback | None = None) -> RasterResult:
     with open_source(request.raster) as src:
-        plan = plan_restyle(request, src)
-        generate = img2img_window(request.prompt.strip(), request.negative_prompt,
-                                  plan.level.level, request.strength, request.steps,
-                                  request.guidance, callback, plan.windows, model.inpainting)
-        return run_plan(request, src, plan, model, callback, generate)
+        return run_restyle(request, src, plan_restyle(request, src), model, callback)
+
+
+def run_restyle(request: RestyleRequest, src, plan: RasterPlan, model: LoadedModel,
+                callback: StepCallback | None = None) -> RasterResult:
+    """The planned windows (``plan``, made from ``src``, still open) through image-to-image."""
+    generate = img2img_window(request.prompt.strip(), request.negative_prompt,
+                              plan.level.level, request.strength, request.steps,
+                              request.guidance, callback, plan.windows, model.inpainting)
+    return run_plan(request, src, plan, model, callback, generate)

@@ -23,10 +23,11 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from engine.errors import InputError
+from engine.model.denoise import conditioned, denoise, guided, plain
+from engine.model.latents import LATENT_DTYPE, encode, mask_conditioning, to_tensor
 from engine.model.pipeline import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
-    LATENT_DTYPE,
     StepCallback,
     Text2EarthOutput,
     Text2EarthPipeline,
@@ -82,18 +83,6 @@ def generators_for(seeds: Generators, batch: int) -> torch.Generator | list | No
     return seeds
 
 
-def encode(pipe: Text2EarthPipeline, image: torch.Tensor, generator) -> torch.Tensor:
-    """VAE latents times the scaling factor, item by item with a list of generators (as
-    diffusers' img2img prepare_latents does)."""
-    image = image.to(device=pipe._execution_device, dtype=pipe.vae.dtype)
-    if isinstance(generator, list):
-        latents = torch.cat([pipe.vae.encode(image[k : k + 1]).latent_dist.sample(g)
-                             for k, g in enumerate(generator)])
-    else:
-        latents = pipe.vae.encode(image).latent_dist.sample(generator)
-    return (pipe.vae.config.scaling_factor * latents).to(LATENT_DTYPE)
-
-
 def noised_latents(pipe: Text2EarthPipeline, image: torch.Tensor, strength: float,
                    generator: Generators, scheduler=None, steps: int = DEFAULT_STEPS
                    ) -> torch.Tensor:
@@ -105,16 +94,9 @@ def noised_latents(pipe: Text2EarthPipeline, image: torch.Tensor, strength: floa
     timesteps, _ = strength_timesteps(scheduler, steps, check_strength(strength), device)
     if not len(timesteps):
         raise InputError(f"strength {strength} keeps no step of {steps}: nothing to noise")
-    clean = encode(pipe, image, generator)
+    clean = encode(pipe, image, generator, per_item=True)
     noise = randn_tensor(clean.shape, generator=generator, device=device, dtype=LATENT_DTYPE)
     return scheduler.add_noise(clean, noise, timesteps[:1].repeat(clean.shape[0]))
-
-
-def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """(h, w, 3) uint8 arrays -> (B, 3, h, w) in [-1, 1], contiguous NCHW (the layout picks
-    the conv kernels, and with them the last bits of the result)."""
-    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return pixels.float() / 255.0 * 2.0 - 1.0
 
 
 @torch.no_grad()
@@ -159,34 +141,24 @@ def img2img_batch(
         return Text2EarthOutput(images=np.stack(images), level=level, prompt=texts[0])
 
     pipe.begin_run()
-    device = pipe._execution_device
-    do_cfg = guidance_scale > 1.0
     generator = generators_for(generators, len(images))
     prompt_embeds, class_labels = pipe.condition_batch(texts, negative_prompt, level,
                                                        guidance_scale)
-    timesteps, _ = strength_timesteps(pipe.scheduler, num_inference_steps, strength, device)
     pixels = to_tensor(images)
-    clean = encode(pipe, pixels, generator)
-    noise = randn_tensor(clean.shape, generator=generator, device=device, dtype=LATENT_DTYPE)
-    latents = pipe.scheduler.add_noise(clean, noise, timesteps[:1].repeat(len(images)))
-    conditioning = None
+    # diffusers' draw order: the image's VAE sample, the noise, then the masked image's.
+    latents = noised_latents(pipe, pixels, strength, generator, steps=num_inference_steps)
+    timesteps, _ = strength_timesteps(pipe.scheduler, num_inference_steps, strength,
+                                      pipe._execution_device)
+    before_step = plain
     if inpainting:
-        mask = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
-        masked = pixels * (mask < 0.5)
-        mask_latent = torch.nn.functional.interpolate(mask, size=latents.shape[2:])
-        mask_latent = mask_latent.to(device, LATENT_DTYPE)
-        masked_latents = encode(pipe, masked, generator)
-        if do_cfg:
-            mask_latent = torch.cat([mask_latent] * 2)
-            masked_latents = torch.cat([masked_latents] * 2)
-        conditioning = torch.cat([mask_latent, masked_latents], dim=1)
-    extra = pipe.prepare_extra_step_kwargs(generator, eta)
-    for i, t in enumerate(timesteps):
-        noise_pred = pipe.predict_noise(latents, t, prompt_embeds, class_labels,
-                                        guidance_scale, conditioning)
-        latents = pipe.scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
-        latents = pipe.end_step(callback_on_step_end, i, t, {"latents": latents},
-                                len(timesteps))["latents"]
+        before_step = conditioned(mask_conditioning(pipe, pixels, masks, latents.shape[2:],
+                                                    generator, guidance_scale > 1.0,
+                                                    per_item=True))
+    latents = denoise(pipe, latents, timesteps,
+                      guided(pipe, prompt_embeds, class_labels, guidance_scale),
+                      before_step=before_step,
+                      step_kwargs=pipe.prepare_extra_step_kwargs(generator, eta),
+                      callback=callback_on_step_end)
     out = pipe.decode(latents, generator)
     pipe.maybe_free_model_hooks()
     return Text2EarthOutput(images=out, level=level, prompt=texts[0])

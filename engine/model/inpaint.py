@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from engine.errors import InputError
+from engine.model.denoise import conditioned, denoise, guided
+from engine.model.latents import LATENT_DTYPE, mask_conditioning, to_tensor
 from engine.model.pipeline import (
-    LATENT_DTYPE,
     StepCallback,
     Text2EarthOutput,
     Text2EarthPipeline,
@@ -40,10 +41,6 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
                 "inpainting needs the 9-channel inpainting checkpoint "
                 "(lcybuaa/Text2Earth-inpainting)"
             )
-
-    def encode_image(self, image: torch.Tensor, generator) -> torch.Tensor:
-        latents = self.vae.encode(image).latent_dist.sample(generator)
-        return self.vae.config.scaling_factor * latents
 
     @torch.no_grad()
     def __call__(
@@ -90,33 +87,20 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
             self.check_inputs(text, height, width, num_inference_steps, guidance_scale)
         self.begin_run()
         device = self._execution_device
-        do_cfg = guidance_scale > 1.0
         prompt_embeds, class_labels = self.condition_batch(texts, negative_prompt, level,
                                                            guidance_scale)
-        dtype = LATENT_DTYPE
         generator = generators if len(generators) > 1 else generators[0]
-
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        # The initial noise first, then the VAE's sample of the masked image: diffusers' order.
         latents = self.prepare_latents(len(texts), self.num_channels_latents, height, width,
-                                       dtype, device, generator)
-
-        # Contiguous NCHW whatever the arrays' strides: the layout picks the conv kernels,
-        # and with them the last bits of the result.
-        pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-        pixels = pixels.float() / 255.0 * 2.0 - 1.0
-        mask = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
-        masked = (pixels * (mask < 0.5)).to(device=device, dtype=self.vae.dtype)
-        mask_latent = torch.nn.functional.interpolate(mask, size=latents.shape[2:])
-        mask_latent = mask_latent.to(device, dtype)
-        masked_latents = self.encode_image(masked, generator).to(device=device, dtype=dtype)
-        if do_cfg:
-            mask_latent = torch.cat([mask_latent] * 2)
-            masked_latents = torch.cat([masked_latents] * 2)
-        latents = self.denoise(
-            latents, prompt_embeds, class_labels, guidance_scale,
-            self.prepare_extra_step_kwargs(generator, eta), callback_on_step_end,
-            conditioning=torch.cat([mask_latent, masked_latents], dim=1),
-        )
+                                       LATENT_DTYPE, device, generator)
+        conditioning = mask_conditioning(self, to_tensor(images), masks, latents.shape[2:],
+                                         generator, guidance_scale > 1.0)
+        latents = denoise(self, latents, self.scheduler.timesteps,
+                          guided(self, prompt_embeds, class_labels, guidance_scale),
+                          before_step=conditioned(conditioning),
+                          step_kwargs=self.prepare_extra_step_kwargs(generator, eta),
+                          callback=callback_on_step_end)
         images = self.decode(latents, generator)
         self.maybe_free_model_hooks()
         return Text2EarthOutput(images=images, level=level, prompt=texts[0])

@@ -25,13 +25,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from engine.errors import GenerationCancelled, InputError
+from engine.model.denoise import denoise, guided
+from engine.model.latents import LATENT_DTYPE  # noqa: F401 (re-export)
 from engine.model.schedulers import DEFAULT_SCHEDULER, make_scheduler  # noqa: F401 (re-export)
 from text2earth_qgis.core.contract.scale import LEVELS, UNKNOWN_LEVEL
 
 LEVEL_PREFIX = re.compile(r"^\s*(\d+)_GOOGLE_LEVEL_")
 DEFAULT_GUIDANCE = 4.0
 DEFAULT_STEPS = 50
-LATENT_DTYPE = torch.float32  # in every precision: see Text2EarthPipeline.denoise
 
 StepCallback = Callable[["Text2EarthPipeline", int, Any, dict], dict]
 
@@ -235,33 +236,6 @@ class Text2EarthPipeline(DiffusionPipeline):
         values = [float(UNKNOWN_LEVEL), float(level)] if do_cfg else [float(level)]
         return torch.tensor(values, device=device)
 
-    def denoise(
-        self,
-        latents: torch.Tensor,
-        prompt_embeds: torch.Tensor,
-        class_labels: torch.Tensor | None,
-        guidance_scale: float,
-        extra_step_kwargs: dict,
-        callback_on_step_end: StepCallback | None = None,
-        conditioning: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The loop over the scheduler's timesteps; ``conditioning`` (the inpainting model's
-        mask and masked-image latents) is appended to the UNet's input channels.
-
-        Latents and the scheduler's arithmetic stay in the latents' dtype (fp32): only the
-        UNet runs in the model's precision, so bf16/fp16 rounding does not pile up over the
-        steps. In fp32 every cast here is a no-op."""
-        timesteps = self.scheduler.timesteps
-        for i, t in enumerate(timesteps):
-            noise_pred = self.predict_noise(latents, t, prompt_embeds, class_labels,
-                                            guidance_scale, conditioning)
-            latents = self.scheduler.step(
-                noise_pred, t, latents, **extra_step_kwargs, return_dict=False
-            )[0]
-            latents = self.end_step(callback_on_step_end, i, t, {"latents": latents},
-                                    len(timesteps))["latents"]
-        return latents
-
     def predict_noise(
         self,
         latents: torch.Tensor,
@@ -296,6 +270,21 @@ class Text2EarthPipeline(DiffusionPipeline):
             noise_pred = uncond + guidance_scale * (cond - uncond)
         return noise_pred
 
+    def text_to_image(self, prompt_embeds: torch.Tensor, class_labels: torch.Tensor | None,
+                      count: int, height: int, width: int, steps: int, guidance_scale: float,
+                      generator, latents: torch.Tensor | None = None, eta: float = 0.0,
+                      callback: StepCallback | None = None) -> np.ndarray:
+        """``count`` images from noise (one generator, or one per image) under conditions
+        laid out as condition()/condition_batch() make them: uint8 (count, height, width, 3)."""
+        self.scheduler.set_timesteps(steps, device=self._execution_device)
+        latents = self.prepare_latents(count, self.num_channels_latents, height, width,
+                                       LATENT_DTYPE, self._execution_device, generator, latents)
+        latents = denoise(self, latents, self.scheduler.timesteps,
+                          guided(self, prompt_embeds, class_labels, guidance_scale),
+                          step_kwargs=self.prepare_extra_step_kwargs(generator, eta),
+                          callback=callback)
+        return self.decode(latents, generator)
+
     def decode(self, latents: torch.Tensor, generator=None) -> np.ndarray:
         latents = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
         image = self.vae.decode(latents, return_dict=False, generator=generator)[0]
@@ -321,15 +310,9 @@ class Text2EarthPipeline(DiffusionPipeline):
         level, text = resolve_prompt_level(prompt, level)
         self.check_inputs(text, height, width, num_inference_steps, guidance_scale)
         self.begin_run()
-        device = self._execution_device
         prompt_embeds, class_labels = self.condition(text, negative_prompt, level, guidance_scale)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = self.prepare_latents(1, self.num_channels_latents, height, width,
-                                       LATENT_DTYPE, device, generator, latents)
-        latents = self.denoise(
-            latents, prompt_embeds, class_labels, guidance_scale,
-            self.prepare_extra_step_kwargs(generator, eta), callback_on_step_end,
-        )
-        images = self.decode(latents, generator)
+        images = self.text_to_image(prompt_embeds, class_labels, 1, height, width,
+                                    num_inference_steps, guidance_scale, generator, latents,
+                                    eta, callback_on_step_end)
         self.maybe_free_model_hooks()
         return Text2EarthOutput(images=images, level=level, prompt=text)

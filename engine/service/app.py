@@ -6,7 +6,6 @@ import hmac
 import ipaddress
 import os
 import re
-import secrets
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -22,25 +21,15 @@ from starlette.routing import Match
 from engine import __version__
 from engine.errors import INTERNAL_KIND, GenerationCancelled, InputError, Text2EarthError
 from engine.jobs.candidates import MAX_CANDIDATES
-from engine.jobs.generate import (
-    MAX_SEED,
-    GenerateRequest,
-    check_output_names,
-    plan,
-    scene_plan,
-)
 from engine.jobs.leftovers import resumable_scenes
-from engine.jobs.model_choice import planned_scene_method
-from engine.jobs.scene import JOINT
 from engine.model.checkpoint import check_folder, is_local_path
-from engine.model.img2img import kept_steps
 from engine.model.precision import check_precision
 from engine.quality.rank_model import check_rank_folder
 from engine.service import error_kinds as kinds
 from engine.service.body_limit import MAX_BODY_BYTES, BodyLimit
 from engine.service.demo_status import demo_weights_expected
 from engine.service.device_report import device_report
-from engine.service.edit_jobs import raster_request
+from engine.service.job_bodies import generate_job, queued_progress, raster_job
 from engine.service.job_queue import CANCELLED, DONE, FAILED, Job, JobQueue, QueueFull
 from engine.service.outputs import open_output, resolve_output
 from engine.service.preview import latents_to_png
@@ -243,45 +232,19 @@ def create_app(
             try:
                 out = resolve_output(body.out, config.output_dirs, job_id)
                 check_precision(body.precision or config.precision, config.device)
-                request, windows = raster_request(body, out, config)
+                job_setup = raster_job(body, out, config)
                 if body.model and is_local_path(body.model):
                     check_folder(Path(body.model).expanduser())
             except Text2EarthError as exc:
                 return error(422, str(exc), exc.kind)
-            # A restyle runs only the steps its strength keeps: progress counts those.
-            steps = (kept_steps(body.steps, body.strength) if body.type == "restyle"
-                     else body.steps)
-            job = Job(type=body.type, request=request, steps=steps, out=str(out),
+            steps = queued_progress(job_setup, None)
+            job = Job(type=body.type, request=job_setup, steps=steps.steps, out=str(out),
                       model=body.model, id=job_id, precision=body.precision)
-            job.tiles = windows
+            job.tiles = steps.runs
             return enqueue(job)
         try:
             out = resolve_output(body.out, config.output_dirs, job_id)
-            request = GenerateRequest(
-                bbox=tuple(body.bbox), crs=body.crs, prompt=body.prompt, out=out,
-                negative_prompt=body.negative_prompt, level=body.level,
-                resolution=body.resolution, scale_denominator=body.scale, dpi=body.dpi,
-                out_crs=body.out_crs,
-                # Chosen now: reported at once, and the same seed for an out-of-memory retry.
-                seed=body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1),
-                steps=body.steps, guidance=body.guidance,
-                scheduler=body.scheduler, overwrite=body.overwrite, max_pixels=config.max_pixels,
-                allowed_dirs=tuple(config.output_dirs), tile=body.tile,
-                overlap=body.overlap, scene_method=body.scene_method,
-                cascade_strengths=body.cascade_strengths,
-                cascade_coarse_level=body.cascade_coarse_level,
-                regions=[r.model_dump() for r in body.regions] if body.regions else None,
-                resume=False,  # service jobs are not resumed: a failed job's scratch goes
-                candidates=body.candidates, keep_candidates=body.keep_candidates,
-                rank_model=body.rank_model,
-                init_raster=body.init_raster, strength=body.strength,
-            )
-            if body.init_raster and not Path(body.init_raster).expanduser().is_absolute():
-                raise InputError(f"init_raster must be an absolute path, got "
-                                 f"{body.init_raster!r}")
-            grid = plan(request)  # all that needs no model fails now, not in the queue
-            # The names it writes on the demo weights (*.pipeline-check.tif) too.
-            check_output_names(request, demo_possible=config.demo_fallback)
+            job_setup = generate_job(body, out, config)
             check_precision(body.precision or config.precision, config.device)
             for spec in (body.model, body.inpaint_model):
                 if spec and is_local_path(spec):
@@ -290,24 +253,12 @@ def create_app(
                 check_rank_folder(Path(body.rank_model).expanduser())
         except Text2EarthError as exc:  # bad input, or a model folder that is not one
             return error(422, str(exc), exc.kind)
-        steps = kept_steps(body.steps, body.strength) if body.init_raster else body.steps
-        job = Job(type=body.type, request=request, steps=steps, out=str(out),
+        steps = queued_progress(job_setup, body.inpaint_model)
+        job = Job(type=body.type, request=job_setup, steps=steps.steps, out=str(out),
                   model=body.model, inpaint_model=body.inpaint_model, id=job_id,
                   precision=body.precision)
-        windows = scene_plan(request, grid)
-        if windows is not None and body.init_raster:
-            job.tiles = windows.nx * windows.ny  # image-to-image window by window
-        elif windows is not None:
-            # auto without the inpainting model on this machine is joint denoising (one
-            # pass over all windows): pinned now, so the count reported is the one run.
-            method = planned_scene_method(request, grid, body.inpaint_model)
-            if method == JOINT:
-                request.scene_method = JOINT
-            else:
-                job.tiles = windows.nx * windows.ny  # outpainted window by window
-        if windows is not None:
-            job.tiles *= body.candidates  # N whole scenes one after another: one count
-        return enqueue(job, {"notes": list(grid.notes)})  # the plan's warnings, now
+        job.tiles = steps.runs
+        return enqueue(job, {"notes": list(job_setup.grid.notes)})  # the plan's warnings, now
 
     def enqueue(job: Job, extra: dict | None = None):
         try:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from engine.errors import INTERNAL_KIND, Text2EarthError
+from engine.service.memory_release import release_freed_memory
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL = (DONE, FAILED, CANCELLED)
@@ -265,3 +266,5 @@ class JobQueue:
                 job.touch(result=result, error=error, error_kind=kind, state=state,
                           finished=time.monotonic())
                 self._forget_old()
+            del job, result  # nothing of the job but its status is kept past here
+            release_freed_memory()

@@ -11,12 +11,13 @@ from pathlib import Path
 import torch
 
 from engine.errors import GenerationCancelled, ModelNotFoundError, OutOfMemoryError, Text2EarthError
-from engine.geo.geotiff import check_output_path
-from engine.jobs.generate import GenerateRequest, GenerateResult, generate, plan
-from engine.jobs.model_choice import choose_checkpoint
+from engine.jobs.edit.request import RasterResult
+from engine.jobs.generate import GenerateResult
+from engine.jobs.prepared import GENERATE, PreparedJob, choose_weights, prepare, use_demo_names
+from engine.jobs.prepared import run as run_prepared
 from engine.model.accelerate import warm_up
 from engine.model.checkpoint import Checkpoint, LoadedModel, load_model, resolve_checkpoint
-from engine.model.demo import demo_checkpoint_dir, pipeline_check_path
+from engine.model.demo import demo_checkpoint_dir
 from engine.service.job_queue import Job, JobCancelledError
 from engine.service.outputs import file_identity
 
@@ -175,17 +176,27 @@ def step_reporter(job: Job):
     return on_step
 
 
-def run_generate(job: Job, models: ModelManager) -> dict:
-    request: GenerateRequest = job.request
-    checkpoint, demo = choose_checkpoint(
-        request, plan(request), job.model or models.config.model, job.inpaint_model, None,
-        models.config.demo_fallback, lambda inpainting: str(demo_checkpoint_dir(inpainting)),
-    )
-    model = models.load(checkpoint, demo, job.precision)
+def run_job(job: Job, models: ModelManager) -> dict:
+    """Any job on the warm model: its prepared plan (engine.jobs.prepared, made at submit;
+    a bare request, or a raster job whose source must be opened on this thread, is prepared
+    here), the checkpoint, the demo names, the run, and once more with memory savers after
+    running out of GPU memory."""
+    job_setup = job.request if isinstance(job.request, PreparedJob) else prepare(job.request)
+    if job_setup.kind != GENERATE and job_setup.source is None:  # submitted on another thread
+        job_setup = prepare(job_setup.request)
+    with job_setup:
+        return run_prepared_job(job, job_setup, models)
+
+
+def run_prepared_job(job: Job, job_setup: PreparedJob, models: ModelManager) -> dict:
+    request = job_setup.request
+    # The service's --model is a text-to-image one: raster jobs default to inpainting.
+    default = models.config.model if job_setup.kind == GENERATE else None
+    choose_weights(job_setup, job.model or default, job.inpaint_model, None,
+                   models.config.demo_fallback)
+    model = models.load(job_setup.checkpoint, job_setup.demo, job.precision)
     if model.pipeline_check and not request.pipeline_check:
-        request.out = pipeline_check_path(str(request.out))
-        request.pipeline_check = True
-        check_output_path(request.out, request.overwrite)  # before the work, not after
+        use_demo_names(job_setup)  # checked before the work, not after
         job.out = str(request.out)
     if job.cancel_requested.is_set():  # cancelled while the model loaded
         raise JobCancelledError()
@@ -194,7 +205,7 @@ def run_generate(job: Job, models: ModelManager) -> dict:
     on_step = step_reporter(job)
     try:
         try:
-            result = generate(request, model, on_step)
+            result = run_prepared(job_setup, model, on_step)
         except OutOfMemoryError as exc:
             models.last_oom = str(exc)
             if model.device.type != "cuda":
@@ -203,10 +214,12 @@ def run_generate(job: Job, models: ModelManager) -> dict:
             torch.cuda.empty_cache()
             _save_memory(model)
             job.step = 0
-            result = generate(request, model, on_step)
+            result = run_prepared(job_setup, model, on_step)
     except GenerationCancelled:
         raise JobCancelledError() from None
-    return describe_result(job, result)
+    if job_setup.kind == GENERATE:
+        return describe_result(job, result)
+    return describe_raster_result(job, result)
 
 
 def describe_result(job: Job, result: GenerateResult) -> dict:
@@ -234,4 +247,22 @@ def describe_result(job: Job, result: GenerateResult) -> dict:
         "score": result.score,  # the output's Git-RSCLIP score (None: no rank model)
         "candidates": [c.entry() for c in result.candidates] or [
             {"index": 1, "seed": result.seed, "score": None, "path": str(result.path)}],
+    }
+
+
+def describe_raster_result(job: Job, result: RasterResult) -> dict:
+    authority = result.crs.to_authority()
+    job.output_identity = file_identity(result.path)  # /file serves this very file only
+    return {
+        "id": job.id,
+        "path": str(result.path),
+        "bounds": list(result.bounds),
+        "crs_wkt": result.crs.to_wkt(),
+        "crs_authid": ":".join(authority) if authority else None,
+        "width": result.width,
+        "height": result.height,
+        "level": result.level,
+        "seed": result.seed,
+        "notes": result.notes,
+        "tags": result.tags,
     }

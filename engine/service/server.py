@@ -10,12 +10,11 @@ from pathlib import Path
 from engine.errors import InputError
 from engine.jobs.leftovers import remove_stale
 from engine.service.app import create_app
-from engine.service.edit_jobs import run_raster_job
 from engine.service.http_protocol import JsonErrorsH11Protocol
 from engine.service.job_queue import JobQueue
 from engine.service.network import bind, check_host_and_token, write_port_file
 from engine.service.outputs import default_output_dir
-from engine.service.runner import ModelManager, ServiceConfig, run_generate
+from engine.service.runner import ModelManager, ServiceConfig, run_job
 from engine.service.token import load_or_create_token
 
 
@@ -36,9 +35,7 @@ def serve(args) -> int:
                            args.demo_fallback, args.precision, args.compile,
                            getattr(args, "rank_model", None))
     models = ModelManager(config)
-    runners = {"generate": run_generate, "edit": run_raster_job, "extend": run_raster_job,
-               "restyle": run_raster_job}
-    queue = JobQueue(lambda job: runners[job.type](job, models))
+    queue = JobQueue(lambda job: run_job(job, models))
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
 

@@ -3,7 +3,6 @@ overviews and mask band (a COG when the source is one), atomically and verified.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 from rasterio.enums import MaskFlags
@@ -24,23 +23,14 @@ from engine.geo.geotiff import (
 from engine.geo.raster_source import (
     output_compression,
 )
+from engine.geo.windows import clip, is_empty, relative
 from engine.jobs.edit.request import COPY_ROWS, EDIT_DESCRIPTION, RasterJob, RasterPlan
 from engine.jobs.edit.source_pixels import source_mask, source_rows
-from engine.jobs.regenerate import clip, is_empty, open_store, relative
 
 
 def has_mask_band(src) -> bool:
     """A mask band of its own (GDAL's internal or .msk mask), not nodata or alpha."""
     return all(flags == [MaskFlags.per_dataset] for flags in src.mask_flag_enums)
-
-
-@contextmanager
-def maybe_written(masked: bool, path: Path, profile: dict, width: int, height: int):
-    if not masked:
-        yield None
-        return
-    with open_store(path, profile, width, height, dtype="uint8", count=1, nodata=None) as ds:
-        yield ds
 
 
 def _output_profile(src, plan: RasterPlan) -> tuple[dict, str | None]:

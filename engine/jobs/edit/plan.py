@@ -30,6 +30,7 @@ from engine.geo.raster_source import (
     valid_pixels,
 )
 from engine.geo.tiling import tile_seed
+from engine.geo.windows import clip, grown, is_empty, merge_windows, pixels_around, relative
 from engine.jobs.edit.request import (
     MAX_EDGE_PX,
     SIDES,
@@ -45,13 +46,7 @@ from engine.jobs.regenerate import (
     ModelScale,
     Pass,
     Regenerator,
-    clip,
-    grown,
-    is_empty,
-    merge_windows,
-    pixels_around,
     plan_pass,
-    relative,
 )
 from text2earth_qgis.core.contract import scale as scales
 
@@ -230,10 +225,10 @@ def plan_edit(request: EditRequest, src) -> RasterPlan:
     regen = regenerator(grid, model_scale, mapping, request.feather, info, 0.0)
     groups, count = [], 0
     for p in passes:  # far-apart areas: windows never overlap, each its own scratch area
-        works = list(regen.windows(p))
-        if works:
-            groups.append((_union([w.inner for w in works], grid), [p]))
-            count += len(works)
+        inners = _inner_windows(regen, [p])
+        if inners:
+            groups.append((_union(inners, grid), [p]))
+            count += len(inners)
     if not count:
         raise InputError(
             "the mask covers only nodata or transparent pixels of the raster: nothing to "
@@ -259,6 +254,13 @@ def _usable(src, info: SourceInfo, grid: Grid, window: Window,
 
     return paste_inside(np.zeros((window.height, window.width), np.uint8), window, (0, 0),
                         (grid.width, grid.height), read)
+
+
+def _inner_windows(regen: Regenerator, passes: list[Pass]) -> list[Window]:
+    """The grid px each window of the passes reads. Only these are kept: a window's masks
+    and weights (some 600 kB at 256 px) are dropped as soon as the next one is made, so
+    planning a 20000 px raster's 11000 windows holds no more than one window's."""
+    return [work.inner for p in passes for work in regen.windows(p)]
 
 
 def _union(windows: list[Window], grid: Grid) -> Window:
@@ -337,16 +339,16 @@ def plan_extend(request: ExtendRequest, src) -> RasterPlan:
     _check_not_too_coarse(request, px_m, model_m, model_scale, level.level)
     mapping = band_mapping(src, info)
     regen = regenerator(grid, model_scale, mapping, 0, info, 0.0)
-    works = [w for p in passes for w in regen.windows(p)]
-    windows = len(works)
-    if not works:
+    inners = _inner_windows(regen, passes)
+    windows = len(inners)
+    if not inners:
         raise InputError("the extension holds no pixel the model can paint: extend by more")
     fields = _fields(request, info, mapping, level, model_m, px_m, model_scale, notes)
     fields.update(edit=f"extended {request.side} by {distance:g} {unit}",
                   extended_px=",".join(f"{s}={grow_px[s]}" for s in SIDES), windows=windows)
     # The sides share corners: one scratch area for all of them.
     return RasterPlan(info, mapping, level, model_m, px_m, model_scale, grid, transform,
-                      (ox, oy), [(_union([w.inner for w in works], grid), passes)], windows,
+                      (ox, oy), [(_union(inners, grid), passes)], windows,
                       notes, _alpha_opaque(src, info), fields)
 
 

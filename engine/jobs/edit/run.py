@@ -1,10 +1,10 @@
 """Edit and extend runs: the planned windows through the inpainting model, into scratch
-stores, then into the output."""
+stores (engine.scenes.store, without a journal: a rerun starts from the source again), then
+into the output, the output locked for the whole run (engine.scenes.lock)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
 
 import rasterio
 import torch
@@ -19,22 +19,23 @@ from engine.geo.geotiff import (
     remove_folders,
     synthetic_tags,
     temp_stem,
+    write_failure,
 )
 from engine.geo.raster_source import (
     open_source,
 )
-from engine.jobs.edit.output import has_mask_band, maybe_written, write_output
+from engine.jobs.edit.output import has_mask_band, write_output
 from engine.jobs.edit.plan import plan_edit, plan_extend, regenerator
 from engine.jobs.edit.request import EditRequest, ExtendRequest, RasterJob, RasterPlan, RasterResult
 from engine.jobs.edit.source_pixels import fill_store, source_mask
 from engine.jobs.output_score import areas_score_tags
-from engine.jobs.regenerate import (
-    generate_window,
-    open_store,
-)
+from engine.jobs.regenerate import generate_window, store_profile
 from engine.model.checkpoint import LoadedModel
 from engine.model.pipeline import StepCallback
 from engine.model.provenance import public_model_id
+from engine.scenes.folder import OutputFolder
+from engine.scenes.lock import OutputLock
+from engine.scenes.store import WindowStore
 
 
 def edit_raster(request: EditRequest, model: LoadedModel,
@@ -82,16 +83,27 @@ def run_plan(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
     # Iteratively (a path may be 2000 folders deep); removed again if the job fails.
     created = make_folders(out.parent)
     try:
-        with checked_writes(out), rasterio.Env(GDAL_CACHEMAX=64), ExitStack() as stack:
+        folder = OutputFolder(out.parent)
+    except OSError as exc:
+        remove_folders(created)
+        raise write_failure(exc, out, out.parent) from exc
+    stores: list[WindowStore] = []
+    try:
+        with OutputLock(out, folder), rasterio.Env(GDAL_CACHEMAX=64):
             areas, done = [], 0
             for k, (area, passes) in enumerate(plan.groups):
-                store = stack.enter_context(open_store(
-                    out.with_name(f"{stem}.edit-scratch-{k}.tif"), src.profile, area.width,
-                    area.height))
-                written = stack.enter_context(maybe_written(
-                    masked, out.with_name(f"{stem}.edit-written-{k}.tif"), src.profile,
-                    area.width, area.height))
-                fill_store(src, plan, store, area)
+                store = WindowStore.fresh(folder, out.with_name(f"{stem}.edit-scratch-{k}.tif"),
+                                          store_profile(src.profile, area.width, area.height))
+                stores.append(store)
+                written = None
+                if masked:  # which pixels got new values, for the output's mask
+                    written = WindowStore.fresh(
+                        folder, out.with_name(f"{stem}.edit-written-{k}.tif"),
+                        store_profile(src.profile, area.width, area.height, dtype="uint8",
+                                      count=1, nodata=None))
+                    stores.append(written)
+                with store.writing():
+                    fill_store(src, plan, store, area)
                 regen = regenerator(
                     plan.grid, plan.scale, plan.mapping, getattr(request, "feather", 0),
                     plan.info, plan.alpha_opaque, store, (area.col_off, area.row_off),
@@ -106,13 +118,18 @@ def run_plan(request: RasterJob, src, plan: RasterPlan, model: LoadedModel,
                 areas.append((area, store, written))
             if request.ranker is not None:  # scored before writing: tags go in once
                 tags.update(areas_score_tags(request.ranker, plan, areas, request.prompt))
-            path = write_output(request, src, plan, areas, out, tags)
+            folder.check()
+            with checked_writes(out):
+                path = write_output(request, src, plan, areas, out, tags)
     except BaseException:
-        for leftover in out.parent.glob(f"{stem}.edit-*.tif"):
-            leftover.unlink(missing_ok=True)
-        remove_folders(created)
+        for store in stores:
+            store.remove()
+        if not folder.swapped():
+            remove_folders(created)
         raise
-    for leftover in out.parent.glob(f"{stem}.edit-*.tif"):
-        leftover.unlink(missing_ok=True)
+    finally:
+        for store in stores:
+            store.remove()
+        folder.close()
     return RasterResult(path, plan.grid.width, plan.grid.height, plan.info.crs,
                         plan.transform, plan.level.level, request.seed, tags, plan.notes)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from rasterio.windows import Window
 
+from engine.geo.windows import clip, is_empty, relative
 from engine.jobs.edit.request import COPY_ROWS, RasterPlan
-from engine.jobs.regenerate import clip, is_empty, relative
 
 
 def paste_inside(out: np.ndarray, window: Window, offset: tuple[int, int],

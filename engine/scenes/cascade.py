@@ -3,10 +3,10 @@ self-cascading: the whole extent first at a coarse level (one or two windows: th
 rivers, roads and districts is decided where one window sees all of it), then each finer level
 up to the target by image-to-image (SDEdit, engine.model.img2img) from the coarser result
 upsampled onto that level's grid. The ladder (levels, strengths, grids) is planned by
-engine.jobs.cascade_ladder and written into the tags.
+engine.scenes.ladder and written into the tags.
 
 Overlaps: each level is built window by window in the outpainting schedule (wavefronts of
-engine.jobs.window_batch, several windows per UNet call). Where a window overlaps windows
+engine.scenes.window_batch, several windows per UNet call). Where a window overlaps windows
 already refined (above, left), their pixels are its context: at every step the latents of
 that strip are replaced by the strip's own latents noised to the step (the way diffusers'
 4-channel inpainting keeps a known region), and the strip is feathered in pixel space as
@@ -19,13 +19,13 @@ model because image-to-image runs on the text-to-image model: a cascade needs on
 checkpoint, for its coarse pass too.
 
 Every level's canvas is an uncompressed GeoTIFF on the level's own grid (the target level's
-is the scene's scratch, engine.jobs.scene); each window's init is read from the coarser
+is the scene's store, engine.scenes.store); each window's init is read from the coarser
 level's canvas and resampled by GDAL (rasterio, cubic) onto the window's pixels, mirrored at
 the coarser canvas's edges. Deterministic for a seed: each window draws from a generator
 seeded from the seed, its level and its position. Resume: the target level records its
-finished windows in the scene's state like outpainting; a resumed cascade redoes its coarser
-levels (the same pixels again, a fraction of the work) and then only the target level's
-missing windows.
+finished windows in the scene's journal like outpainting; a resumed cascade redoes its
+coarser levels (the same pixels again, a fraction of the work: their stores keep no journal)
+and then only the target level's missing windows.
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 
-from engine.geo.geotiff import open_scratch, temp_stem
+from engine.geo.geotiff import scratch_profile, temp_stem
 from engine.geo.tiling import canvas_transform, outpaint_blend, outpaint_mask, tile_seed
-from engine.jobs.cascade_ladder import Ladder, Rung
-from engine.jobs.scene import SceneCallback, SceneJob, _read, _save_state, _write
-from engine.jobs.window_batch import batch_size_for, chunks, wavefronts
 from engine.model import img2img
 from engine.model.pipeline import LATENT_DTYPE, resolve_prompt_level
+from engine.scenes.job import SceneCallback, SceneJob, as_bands, as_image, tile_window
+from engine.scenes.ladder import Ladder, Rung
+from engine.scenes.store import WindowStore
+from engine.scenes.window_batch import batch_size_for, chunks, wavefronts
 
 RESAMPLING = Resampling.cubic
 EDGE = 4  # source pixels beyond a window read for the resampling kernel
@@ -130,16 +131,15 @@ def refine(pipe, texts: list[str], inits: list[np.ndarray] | None, context: list
     return pipe.decode(latents)
 
 
-def _run_level(pipe, job: SceneJob, rung: Rung, canvas: Path, coarser: Path | None,
-               done: set[str], save, first_tile: int, tiles: int,
-               callback: SceneCallback | None) -> None:
+def _run_level(pipe, job: SceneJob, rung: Rung, canvas: WindowStore, coarser: Path | None,
+               first_tile: int, tiles: int, callback: SceneCallback | None) -> None:
     plan = rung.plan
     transform = canvas_transform(plan, rung.grid.transform)
     seed = level_seed(job.seed, rung.level)
     size = batch_size_for(pipe, plan.tile, job.guidance > 1.0, job.window_batch)
     for front in wavefronts(plan):
-        for group in chunks([w for w in front if w.key not in done], size):
-            context = [_read(canvas, w.col, w.row, plan.tile) for w in group]
+        for group in chunks([w for w in front if w.key not in canvas.done], size):
+            context = [as_image(canvas.read(window=tile_window(w))) for w in group]
             inits = None if coarser is None else [np.rint(
                 upsampled(coarser, transform * Affine.translation(w.col, w.row), plan.tile)
             ).astype(np.uint8) for w in group]
@@ -159,49 +159,43 @@ def _run_level(pipe, job: SceneJob, rung: Rung, canvas: Path, coarser: Path | No
                 rung.level, job,
                 [torch.Generator("cpu").manual_seed(tile_seed(seed, w.ix, w.iy)) for w in group],
                 on_step)
+            writes = []
             for w, image, before in zip(group, images, context, strict=True):
                 weight = outpaint_blend(plan, w)[..., None]
                 blended = weight * image + (1.0 - weight) * before
-                _write(canvas, np.rint(blended).astype(np.uint8), w.col, w.row)
-                done.add(w.key)
-            save(done)
+                writes.append((w.key, tile_window(w),
+                               as_bands(np.rint(blended).astype(np.uint8))))
+            canvas.commit(writes)
 
 
-def run_cascade(pipe, job: SceneJob, scratch: Path, state: Path, key: str, done: set[str],
-                callback: SceneCallback | None) -> None:
-    """Every level of ``job.ladder`` in turn; the target level into the scene's ``scratch``
-    (resumed from ``done``), the coarser ones into temp canvases removed at the end."""
+def run_cascade(pipe, job: SceneJob, store: WindowStore, callback: SceneCallback | None) -> None:
+    """Every level of ``job.ladder`` in turn; the target level into the scene's ``store``
+    (resumed from its done windows), the coarser ones into stores of their own, removed at
+    the end."""
     ladder: Ladder = job.ladder
     pipe.begin_run()
     final = ladder.rungs[-1]
-    if len(done) >= final.plan.nx * final.plan.ny:
+    if len(store.done) >= final.plan.nx * final.plan.ny:
         return  # every target window is in the scratch: only the output is left to write
-    coarser: Path | None = None
+    coarser: WindowStore | None = None
     first_tile = 1
-    temps: list[Path] = []
+    levels: list[WindowStore] = []
     try:
         for rung in ladder.rungs:
             if rung is final:
-                canvas, level_done = scratch, done
-
-                def save(d):
-                    _save_state(state, key, d, job.seed)
+                canvas = store
             else:
-                canvas = temp_stem(job.out.parent).with_suffix(f".level{rung.level}.tif")
-                temps.append(canvas)
-                open_scratch(canvas, rung.plan.canvas_width, rung.plan.canvas_height,
-                             rung.grid.crs, canvas_transform(rung.plan, rung.grid.transform),
-                             reuse=False).close()
-                level_done = set()
-
-                def save(d):
-                    return None
-            _run_level(pipe, job, rung, canvas, coarser, level_done, save, first_tile,
-                       ladder.windows, callback)
+                path = temp_stem(job.out.parent).with_suffix(f".level{rung.level}.tif")
+                canvas = WindowStore.fresh(store.folder, path, scratch_profile(
+                    rung.plan.canvas_width, rung.plan.canvas_height, rung.grid.crs,
+                    canvas_transform(rung.plan, rung.grid.transform)))
+                levels.append(canvas)
+            _run_level(pipe, job, rung, canvas, None if coarser is None else coarser.path,
+                       first_tile, ladder.windows, callback)
             if coarser is not None:
-                coarser.unlink(missing_ok=True)
+                coarser.remove()
             coarser = canvas
             first_tile += rung.plan.nx * rung.plan.ny
     finally:
-        for path in temps:
-            path.unlink(missing_ok=True)
+        for level in levels:
+            level.remove()
