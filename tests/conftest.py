@@ -51,6 +51,13 @@ def t2i_model(tiny_t2i):
     return load_model(str(tiny_t2i), "cpu", precision="fp32")  # the exact mode
 
 
+@pytest.fixture(scope="session")
+def inpaint_model(tiny_inpaint):
+    from engine.model.checkpoint import load_model
+
+    return load_model(str(tiny_inpaint), "cpu", precision="fp32")
+
+
 @contextmanager
 def tmpfs(folder: Path, options: str):
     """A real small or read-only file system: a tmpfs mounted at ``folder`` with ``options``

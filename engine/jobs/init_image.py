@@ -15,13 +15,14 @@ Then image-to-image (engine.model.img2img) makes the imagery:
   img2img of the warped image where it is new and of what earlier windows made where they
   overlap (engine.jobs.regenerate's window loop over a scratch copy of the warped image);
   with the inpainting model the overlap is kept as context, with the text-to-image one it is
-  feathered. The scratch is a store of engine.scenes.store without a journal, the output
-  locked for the run: a stopped run starts again.
+  feathered. The scratch is a journaled store of engine.scenes.store, the output locked for
+  the run: the same command after a crash or kill resumes after the windows recorded.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +35,7 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
 from engine.errors import InputError
-from engine.geo.geotiff import (
-    copy_window,
-    make_folders,
-    remove_folders,
-    temp_stem,
-    write_failure,
-    write_geotiff,
-    write_geotiff_blocks,
-)
+from engine.geo.geotiff import copy_window, write_geotiff, write_geotiff_blocks
 from engine.geo.grid import OutputGrid
 from engine.geo.raster_source import BandMapping, band_mapping, describe_source, open_source
 from engine.geo.tiling import ScenePlan
@@ -55,9 +48,9 @@ from engine.jobs.regenerate import (
     store_profile,
 )
 from engine.model.img2img import check_strength, img2img, kept_steps
-from engine.scenes.folder import OutputFolder
-from engine.scenes.lock import OutputLock
-from engine.scenes.store import WindowStore
+from engine.scenes.run import held_output, remove_superseded
+from engine.scenes.state import file_identity, fingerprint, scratch_names
+from engine.scenes.store import STORE_CACHE_BYTES, WindowStore, cuts_of
 
 MEAN_SIDE = 1024  # the fill colour is measured on a warp at most this many px wide
 WARP_ROWS = 512  # a scene's init is warped this many rows at a time
@@ -174,7 +167,8 @@ def warp_init_into(store, path: str | Path, crs: CRS, transform: Affine, width: 
                    height: int) -> float:
     """warp_init for a scene: written into ``store`` in strips of rows (each output pixel is
     warped from the source alone, so strips equal one whole warp), in bounded memory; the
-    fill colour is the mean of a decimated warp of the same extent. Returns the coverage."""
+    fill colour is the mean of a decimated warp of the same extent. Returns the coverage
+    (``store`` None: only that, for a resumed scene)."""
     with open_source(path) as src:
         init = InitSource(src, crs)
         factor = max(1, math.ceil(max(width, height) / MEAN_SIDE))
@@ -186,8 +180,9 @@ def warp_init_into(store, path: str | Path, crs: CRS, transform: Affine, width: 
             n = min(WARP_ROWS, height - r)
             rgb, valid = init.warp(transform * Affine.translation(0, r), width, n)
             covered += int(valid.sum())
-            store.write(np.where(valid[None], rgb, fill[:, None, None]),
-                        window=Window(0, r, width, n))
+            if store is not None:
+                store.write(np.where(valid[None], rgb, fill[:, None, None]),
+                            window=Window(0, r, width, n))
     if not covered:
         raise _no_valid(path)
     return covered / (width * height)
@@ -220,49 +215,56 @@ def generate_from_init(request, grid: OutputGrid, windows: ScenePlan | None, mod
     tags["TEXT2EARTH_SCENE_METHOD"] = "img2img windows" + (
         " (inpainting context)" if model.inpainting else " (feathered)")
     out = Path(request.out)
-    stem = temp_stem(out.parent).name
     profile = store_profile(dict(count=3, dtype="uint8", nodata=None,
                                  crs=rasterio.crs.CRS.from_wkt(grid.crs.to_wkt()),
                                  transform=grid.transform), grid.width, grid.height)
-    created = make_folders(out.parent)
-    try:
-        folder = OutputFolder(out.parent)
-    except OSError as exc:
-        remove_folders(created)
-        raise write_failure(exc, out, out.parent) from exc
-    store = None
-    try:
-        with OutputLock(out, folder), rasterio.Env(GDAL_CACHEMAX=64):
-            store = WindowStore.fresh(folder, out.with_name(f"{stem}.init-scratch.tif"), profile)
-            with store.writing():
-                covered = warp_init_into(store, request.init_raster, grid.crs, grid.transform,
-                                         grid.width, grid.height)
-            tags["TEXT2EARTH_INIT_COVERAGE"] = f"{covered:.4g}"
-            regen = Regenerator(Grid(grid.width, grid.height), ModelScale(1.0, 1.0), BYTES, 0,
-                                store, (0, 0), None, None, 0.0)
-            scene = plan_pass(Window(0, 0, grid.width, grid.height), ModelScale(1.0, 1.0),
-                              windows.tile, windows.overlap, _everywhere, seed)
-            tiles = windows.nx * windows.ny
-            generate = img2img_window(text, request.negative_prompt, grid.level, strength,
-                                      request.steps, request.guidance, callback, tiles,
-                                      model.inpainting)
-            regen.run(pipe, [scene], generate)
-            folder.check()
-            with store.writing():
-                path = write_geotiff_blocks(
-                    out, grid.width, grid.height,
-                    copy_window(store, 0, 0, grid.width, grid.height), grid.crs,
-                    grid.transform, tags, request.overwrite, software, request.allowed_dirs)
-    except BaseException:
-        if store is not None:
-            store.remove()
-        if not folder.swapped():
-            remove_folders(created)
-        raise
-    finally:
-        if store is not None:
-            store.remove()
-        folder.close()
+    regen = Regenerator(Grid(grid.width, grid.height), ModelScale(1.0, 1.0), BYTES, 0,
+                        None, (0, 0), None, None, 0.0)
+    scene = plan_pass(Window(0, 0, grid.width, grid.height), ModelScale(1.0, 1.0),
+                      windows.tile, windows.overlap, _everywhere, seed)
+    key = fingerprint([file_identity(request.init_raster), strength, text, seed,
+                       request.steps, request.guidance, request.negative_prompt, grid.level,
+                       grid.crs.to_wkt(), tuple(grid.transform), grid.width, grid.height,
+                       windows.tile, windows.overlap, getattr(request, "scheduler", None),
+                       model.weights_sha256, model.inpainting, str(model.dtype),
+                       str(model.device)])
+    coverage = []
+
+    def fill(store: WindowStore) -> None:
+        coverage.append(warp_init_into(store, request.init_raster, grid.crs, grid.transform,
+                                       grid.width, grid.height))
+
+    with held_output(out) as folder:
+        store = None
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=STORE_CACHE_BYTES):
+                targets = regen.targets([scene])
+                meta = {"seed": seed, "out": out.name, "pid": os.getpid(),
+                        "windows": len(targets)}
+                store = WindowStore.resumable(folder, scratch_names(out, key), key, profile,
+                                              meta, cuts_of(targets), fill=fill)
+                if not coverage:  # resumed: measured again (a warp in strips, nothing written)
+                    coverage.append(warp_init_into(None, request.init_raster, grid.crs,
+                                                   grid.transform, grid.width, grid.height))
+                tags["TEXT2EARTH_INIT_COVERAGE"] = f"{coverage[0]:.4g}"
+                regen.store = store
+                tiles = windows.nx * windows.ny
+                generate = img2img_window(text, request.negative_prompt, grid.level, strength,
+                                          request.steps, request.guidance, callback, tiles,
+                                          model.inpainting)
+                regen.run(pipe, [scene], generate)
+                folder.check()
+                with store.writing():
+                    path = write_geotiff_blocks(
+                        out, grid.width, grid.height,
+                        copy_window(store, 0, 0, grid.width, grid.height), grid.crs,
+                        grid.transform, tags, request.overwrite, software, request.allowed_dirs)
+        except BaseException as exc:
+            if store is not None:
+                store.abandon(exc)
+            raise
+        store.remove()
+        remove_superseded(folder, out)
     return path
 
 

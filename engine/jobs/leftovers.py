@@ -7,8 +7,8 @@ names, told stale, listed and removed.
 - Scene stores ``.t2e-scene-<hash>.tif`` with their state ``.json`` and redo file ``.redo``
   (engine.scenes.store): a resumable scene is kept with its state (listed by ``text2earth
   resume --list`` and the service's /health) until it is resumed, cleaned (``text2earth
-  clean``) or a week old; a scratch or redo without its state, or a non-resumable store
-  whose process is gone, is stale.
+  clean``) or a week old; a scratch or redo without its state, a non-resumable store whose
+  process is gone, or a store whose output was written after it (the job ended), is stale.
 - Output locks ``.t2e-lock-<hash>`` (engine.scenes.lock): stale when no process holds them;
   removed while locked, so a run starting meanwhile is never left without its lock.
 Files of a live process (its pid alive, or its output's lock held) are never touched.
@@ -144,9 +144,20 @@ def _scene_stale(state_path: Path, has_scratch: bool, now: float, everything: bo
         return False  # a scene in progress (joint denoising writes no state while it runs)
     if not has_scratch:
         return age is None or age > STATE_GRACE_S
-    if everything or not state.get("resumable", True):
+    if everything or not state.get("resumable", True) or _finished(state_path, out):
         return True
     return age is None or age > RESUME_KEEP_S
+
+
+def _finished(state_path: Path, out) -> bool:
+    """The output was written after the state's last window: the job ended (killed while it
+    removed its store), nothing is left to resume."""
+    if not isinstance(out, str):
+        return False
+    try:
+        return (state_path.parent / out).stat().st_mtime_ns >= state_path.stat().st_mtime_ns
+    except OSError:
+        return False
 
 
 def remove_stale(folder: Path, recursive: bool = False, everything: bool = False) -> list[Path]:
@@ -197,7 +208,8 @@ def resumable_scenes(folder: Path, recursive: bool = False,
                 continue
             scratch = root / f"{SCRATCH_PREFIX}{match[1]}.tif"
             state = _state(root / name)
-            if state is None or not state.get("resumable", True) or scratch.name not in names:
+            if state is None or not state.get("resumable", True) or scratch.name not in names \
+                    or _finished(root / name, state.get("out")):
                 continue
             pid = state.get("pid")
             if isinstance(pid, int) and pid_alive(pid) and pid != os.getpid():

@@ -1,12 +1,13 @@
 """Regenerate the masked pixels of an area of a raster grid, window by window, with the
 inpainting model at its own scale: the engine of `edit` and `extend`.
 
-The grid's pixels live in a scratch GeoTIFF (the ``Store``); each model window reads its
-part back from it, so windows see what earlier windows made, exactly as scenes do. Where the
-raster's pixels are not the model's size, each window is resampled to the model's scale and
-its result back to the raster's grid. Every written pixel is a blend
-``w * new + (1 - w) * old`` with ``w`` exactly 0 outside the region, so pixels outside it
-keep their values bit for bit.
+The grid's pixels live in a scratch store (engine.scenes.store); each model window reads its
+part back from it, so windows see what earlier windows made, exactly as scenes do, and is
+committed through the store's one window loop (run_windows): with a journal, a stopped run
+resumes after the windows it recorded. Where the raster's pixels are not the model's size,
+each window is resampled to the model's scale and its result back to the raster's grid.
+Every written pixel is a blend ``w * new + (1 - w) * old`` with ``w`` exactly 0 outside the
+region, so pixels outside it keep their values bit for bit.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from engine.geo.tiling import (
 )
 from engine.geo.windows import clip, grown, is_empty, pixels_around, pixels_within, relative
 from engine.model.img2img import img2img
+from engine.scenes.store import Write, run_windows
 
 SNAP_LOG2 = 0.1  # within 7 % of the model's pixel size the raster is used as it is
 # Rectangles of grid pixels are rasterio Windows (whole pixels; may reach past the grid).
@@ -112,16 +114,17 @@ class WindowWork:
 
 
 class Regenerator:
-    """Runs passes over a Store. The store holds the whole output grid, or the part of it
-    these passes read (``store_origin``)."""
+    """Runs passes over a WindowStore. The store holds the whole output grid, or the part
+    of it these passes read (``store_origin``)."""
 
     def __init__(self, grid: Grid, scale: ModelScale, mapping: BandMapping, feather: int,
                  store, store_origin: tuple[int, int], nodata: float | None,
                  alpha_band: int | None, alpha_opaque: float, source_mask=None,
-                 written=None) -> None:
+                 written: int | None = None) -> None:
         """``source_mask(window)``: the source's own mask band over grid px, for sources
-        that have one; ``written``: a one-band store beside ``store`` recording which pixels
-        got new values, so the output's mask can show them."""
+        that have one; ``written``: the store's band (after the source's) recording which
+        pixels got new values, so the output's mask can show them; committed with the
+        pixels, so both resume together."""
         self.grid, self.scale, self.mapping, self.feather = grid, scale, mapping, feather
         self.store, self.store_origin = store, store_origin
         self.nodata, self.alpha_band, self.alpha_opaque = nodata, alpha_band, alpha_opaque
@@ -175,16 +178,34 @@ class Regenerator:
     def count(self, passes: list[Pass]) -> int:
         return sum(1 for p in passes for _ in self.windows(p))
 
+    def targets(self, passes: list[Pass]) -> list[Window]:
+        """What each window writes, in store px: the cells of the store's journal."""
+        return [self._store_window(work.target) for p in passes for work in self.windows(p)]
+
     def run(self, pipe, passes: list[Pass], generate: Callable, done: int = 0) -> int:
         """``generate(pipe, image, mask, seed, tile_no)`` -> tile x tile x 3 uint8; returns
-        the windows done so far (``done`` counts earlier runs' windows)."""
-        for p in passes:
-            for work in self.windows(p):
-                done += 1
-                self._window(pipe, p, work, generate, done)
-        return done
+        the windows done so far (``done`` counts earlier runs' windows). One window at a time
+        (each reads what the one before made); a window the store recorded is not made
+        again."""
+        numbered = []
 
-    def _window(self, pipe, p: Pass, work: WindowWork, generate: Callable, tile_no: int):
+        def fronts():
+            for k, p in enumerate(passes):
+                for work in self.windows(p):
+                    numbered.append(None)
+                    yield [(f"{k}/{work.window.key}", p, work, done + len(numbered))]
+
+        def compute(group) -> list[Write]:
+            [(key, p, work, tile_no)] = group
+            return [(key, self._store_window(work.target),
+                     self._window(pipe, p, work, generate, tile_no))]
+
+        run_windows(self.store, fronts(), compute, key=lambda item: item[0])
+        return done + len(numbered)
+
+    def _window(self, pipe, p: Pass, work: WindowWork, generate: Callable,
+                tile_no: int) -> np.ndarray:
+        """The store's bands over the window's target, with its new pixels blended in."""
         w, inner = work.window, work.inner
         x0, y0, _, _ = p.window_rect(w, self.scale)
         data = self.read(inner)
@@ -207,14 +228,16 @@ class Regenerator:
             new = _resize(new, shape, box, Image.LANCZOS)
             blend = _resize(blend, shape, box, Image.BILINEAR)
         weight = work.weight[sl] * blend
+        old = data[:, sl[0], sl[1]]
+        written = old[self.written - 1] > 0 if self.written is not None else None
         masked_valid = None
         if self.source_mask is not None:
-            masked_valid = ((self.source_mask(work.target) > 0)
-                            | (self._read_written(work.target) > 0))
-        self.write(work.target, self.blend(data[:, sl[0], sl[1]], new, weight, masked_valid))
-        if self.written is not None:
-            done = (self._read_written(work.target) > 0) | (weight > 0)
-            self._write_written(work.target, done.astype(np.uint8))
+            masked_valid = (self.source_mask(work.target) > 0) | (
+                written if written is not None else False)
+        out = self.blend(old, new, weight, masked_valid)
+        if written is not None:
+            out[self.written - 1] = written | (weight > 0)
+        return out
 
     def _box(self, inner: Window, xy0: tuple[float, float], tile: int):
         x, y = xy0[0] - inner.col_off, xy0[1] - inner.row_off
@@ -258,17 +281,6 @@ class Regenerator:
 
     def _store_window(self, window: Window) -> Window:
         return relative(window, Window(*self.store_origin, 0, 0))
-
-    def write(self, window: Window, data: np.ndarray) -> None:
-        self.store.write(data, window=self._store_window(window))
-
-    def _read_written(self, window: Window) -> np.ndarray:
-        if self.written is None:
-            return np.zeros((window.height, window.width), np.uint8)
-        return self.written.read(1, window=self._store_window(window))
-
-    def _write_written(self, window: Window, done: np.ndarray) -> None:
-        self.written.write(done, 1, window=self._store_window(window))
 
 
 def _resize(array: np.ndarray, shape: tuple[int, int], box, resample) -> np.ndarray:

@@ -45,7 +45,9 @@ from rasterio.windows import Window
 from engine.geo.geotiff import scratch_profile, temp_stem
 from engine.geo.tiling import canvas_transform, outpaint_blend, outpaint_mask, tile_seed
 from engine.model import img2img
-from engine.model.pipeline import LATENT_DTYPE, resolve_prompt_level
+from engine.model.denoise import denoise, guided
+from engine.model.latents import LATENT_DTYPE, encode, to_tensor
+from engine.model.pipeline import resolve_prompt_level
 from engine.scenes.job import SceneCallback, SceneJob, as_bands, as_image, tile_window
 from engine.scenes.ladder import Ladder, Rung
 from engine.scenes.store import WindowStore
@@ -109,25 +111,23 @@ def refine(pipe, texts: list[str], inits: list[np.ndarray] | None, context: list
         latents = pipe.prepare_latents(len(texts), pipe.num_channels_latents, size, size,
                                        LATENT_DTYPE, device, generator)
     else:
-        latents = img2img.noised_latents(pipe, img2img.to_tensor(inits), strength, generator,
+        latents = img2img.noised_latents(pipe, to_tensor(inits), strength, generator,
                                          scheduler, job.steps)
         timesteps, _ = img2img.strength_timesteps(scheduler, job.steps, strength, device)
-    known = None
+    after_step = None
     if min(m.min() for m in masks) < 0.5:
-        pixels = img2img.to_tensor(context).to(device, pipe.vae.dtype)
-        known = pipe.vae.encode(pixels).latent_dist.mode().to(LATENT_DTYPE)
-        known = known * pipe.vae.config.scaling_factor
+        known = encode(pipe, to_tensor(context), mode=True)
         noise = randn_tensor(known.shape, generator=generator, device=device, dtype=LATENT_DTYPE)
         new = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
         new = torch.nn.functional.interpolate(new, size=latents.shape[2:]).to(device)
-    for i, t in enumerate(timesteps):
-        noise_pred = pipe.predict_noise(latents, t, embeds, labels, job.guidance)
-        latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-        if known is not None:
+
+        def after_step(i, t, latents):  # known strips noised to the next step, clean at the end
             last = i == len(timesteps) - 1
             proper = known if last else scheduler.add_noise(known, noise, timesteps[i + 1 : i + 2])
-            latents = new * latents + (1.0 - new) * proper
-        latents = pipe.end_step(on_step, i, t, {"latents": latents}, len(timesteps))["latents"]
+            return new * latents + (1.0 - new) * proper
+
+    latents = denoise(pipe, latents, timesteps, guided(pipe, embeds, labels, job.guidance),
+                      after_step=after_step, callback=on_step)
     return pipe.decode(latents)
 
 

@@ -10,7 +10,8 @@ from rasterio.windows import Window
 
 from engine.errors import GenerationCancelled
 from engine.geo.tiling import ScenePlan, joint_weights, tile_seed
-from engine.model.pipeline import LATENT_DTYPE
+from engine.model.denoise import ModelInput, denoise
+from engine.model.latents import LATENT_DTYPE
 from engine.scenes.job import SceneCallback, SceneJob, as_bands
 from engine.scenes.store import WindowStore
 from engine.scenes.window_batch import batch_size_for, chunks, joint_noise
@@ -58,20 +59,21 @@ def run_joint(pipe, job: SceneJob, plan: ScenePlan, store: WindowStore,
     def window_embeds(w) -> torch.Tensor:
         return embeds_for((job.prompts or {}).get(w.key, job.prompt))
 
-    for i, t in enumerate(pipe.scheduler.timesteps):
-        total = torch.zeros_like(latents)
-        weights = torch.zeros_like(latents[:, :1])
+    def canvas_noise(x: ModelInput, t) -> torch.Tensor:
+        total = torch.zeros_like(x.latents)
+        weights = torch.zeros_like(x.latents[:, :1])
         for group in groups:  # several windows per UNet call; sums in window order as before
-            noises = joint_noise(pipe, latents, group, offsets, lt, t, window_embeds, labels,
+            noises = joint_noise(pipe, x.latents, group, offsets, lt, t, window_embeds, labels,
                                  job.guidance)
             for w, noise in zip(group, noises, strict=True):
                 r, c = offsets(w)
                 total[:, :, r : r + lt, c : c + lt] += noise * weight
                 weights[:, :, r : r + lt, c : c + lt] += weight
-        latents = pipe.scheduler.step(total / weights, t, latents, return_dict=False)[0]
-        # All windows advance together: one pass over the canvas, reported as one tile.
-        latents = pipe.end_step(callback, i, t, {"latents": latents, "tile": 1, "tiles": 1},
-                                job.steps)["latents"]
+        return total / weights
+
+    # All windows advance together: one pass over the canvas, reported as one tile.
+    latents = denoise(pipe, latents, pipe.scheduler.timesteps, canvas_noise, callback=callback,
+                      callback_tensors={"tile": 1, "tiles": 1})
 
     # Decode window by window; each writes only its core, and the cores tile the canvas.
     for w in windows:

@@ -10,12 +10,12 @@ discards its files at once. Leftovers are listed and cleaned by engine.jobs.left
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import rasterio
 
-from engine.errors import DiskFullError, GenerationCancelled, WriteError
 from engine.geo.geotiff import (
     check_confined,
     copy_window,
@@ -27,20 +27,14 @@ from engine.geo.geotiff import (
 )
 from engine.geo.tiling import ScenePlan, canvas_transform
 from engine.scenes.cascade import run_cascade
-from engine.scenes.folder import FolderSwappedError, OutputFolder
+from engine.scenes.folder import OutputFolder
 from engine.scenes.job import JOINT, OUTPAINT, SceneCallback, SceneJob, tile_window
 from engine.scenes.joint import core_windows, run_joint
 from engine.scenes.ladder import CASCADE
 from engine.scenes.lock import OutputLock
 from engine.scenes.outpaint import run_outpaint
 from engine.scenes.state import fingerprint, scene_files, scratch_names
-from engine.scenes.store import WindowStore, cuts_of
-
-SCENE_GDAL_CACHE_MB = 64
-# Failures after which the files are discarded: a cancel means "discard", a full disk needs
-# the space back, a store that failed to keep a window cannot be trusted, a moved folder
-# is no place to resume in.
-DISCARD = (GenerationCancelled, DiskFullError, WriteError, FolderSwappedError)
+from engine.scenes.store import STORE_CACHE_BYTES, WindowStore, cuts_of
 
 
 def scene_key(job: SceneJob, plan: ScenePlan, method: str, weights_sha: str,
@@ -63,16 +57,24 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
     check_confined(job.out, job.allowed_dirs)  # the scratch can be GBs: same rules as output
     key = scene_key(job, plan, method, weights_sha, scheduler)
     journal = resume and method in (OUTPAINT, CASCADE)  # only these record finished windows
-    created = make_folders(job.out.parent)
+    with held_output(job.out) as folder:
+        return _locked(pipe, job, plan, method, key, journal, folder, tags, software,
+                       callback, runner or run_cascade)
+
+
+@contextmanager
+def held_output(out: Path) -> Iterator[OutputFolder]:
+    """The output's folder made (folders the job made go again if it fails), held
+    (engine.scenes.folder) and the output locked (engine.scenes.lock) for the whole job."""
+    created = make_folders(out.parent)
     try:
-        folder = OutputFolder(job.out.parent)
+        folder = OutputFolder(out.parent)
     except OSError as exc:
         remove_folders(created)
-        raise write_failure(exc, job.out, job.out.parent) from exc
+        raise write_failure(exc, out, out.parent) from exc
     try:
-        with OutputLock(job.out, folder):
-            return _locked(pipe, job, plan, method, key, journal, folder, tags, software,
-                           callback, runner or run_cascade, created)
+        with OutputLock(out, folder):
+            yield folder
     except BaseException:
         if not folder.swapped():
             remove_folders(created)
@@ -81,8 +83,15 @@ def run_scene(pipe, job: SceneJob, plan: ScenePlan, method: str, weights_sha: st
         folder.close()
 
 
-def _locked(pipe, job, plan, method, key, journal, folder, tags, software, callback, runner,
-            created) -> Path:
+def remove_superseded(folder: OutputFolder, out: Path) -> None:
+    """Once ``out`` is written: every job's stopped run to it is superseded."""
+    for names in scene_files(out):
+        for path in (names.scratch, names.state, names.redo):
+            folder.unlink(path.name)
+
+
+def _locked(pipe, job, plan, method, key, journal, folder, tags, software, callback,
+            runner) -> Path:
     rects = core_windows(plan) if method == JOINT else [tile_window(w) for w in plan.windows()]
     meta = {"seed": job.seed, "out": job.out.name, "pid": os.getpid(),
             "windows": plan.nx * plan.ny}
@@ -93,7 +102,7 @@ def _locked(pipe, job, plan, method, key, journal, folder, tags, software, callb
         meta, cuts_of(rects), journal)
     try:
         # GDAL's block cache would otherwise grow with the scene (5 % of RAM by default).
-        with rasterio.Env(GDAL_CACHEMAX=SCENE_GDAL_CACHE_MB):
+        with rasterio.Env(GDAL_CACHEMAX=STORE_CACHE_BYTES):
             if method == OUTPAINT:
                 run_outpaint(pipe, job, plan, store, callback)
             elif method == CASCADE:
@@ -111,15 +120,9 @@ def _locked(pipe, job, plan, method, key, journal, folder, tags, software, callb
                         job.crs, job.transform, tags, job.overwrite, software, job.allowed_dirs,
                     )
     except BaseException as exc:
-        # Another crash keeps a journaled store for a resume.
-        if isinstance(exc, DISCARD) or not journal or folder.swapped():
-            store.remove()
-        else:
-            store.close()
+        store.abandon(exc)
         raise
     store.remove()
-    for names in scene_files(job.out):  # superseded: other jobs' stopped runs to this output
-        for path in (names.scratch, names.state, names.redo):
-            folder.unlink(path.name)
+    remove_superseded(folder, job.out)
     return path
 

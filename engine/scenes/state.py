@@ -41,6 +41,16 @@ def fingerprint(fields: list) -> str:
     return hashlib.sha256(repr(fields).encode()).hexdigest()
 
 
+def file_identity(path) -> tuple | None:
+    """An input file's cheap identity (its size and modification time): changed, it is
+    another input, and a stopped job made from it is not resumed."""
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
 def read_state(path: Path) -> dict | None:
     try:
         state = json.loads(Path(path).read_text())

@@ -15,8 +15,14 @@ computed again from the same context), or a valid redo whose windows are not yet
 discarded). On resume every recorded cell is checked against the checksum its last writer
 left; if any does not verify the scratch is discarded and the job starts over: a window
 cannot be redone alone, since later windows have overwritten the context it was made from.
-Non-resumable jobs (joint denoising, edits, init rasters) use the same store without the
-journal: a rerun starts afresh.
+A store that starts from other pixels than zeros (an edit's source, an init raster) is
+filled before its first window, and the fill fsynced before any redo can exist; a state
+with no window recorded and no redo is started over (its fill may be partial).
+Joint denoising uses the same store without the journal: a rerun starts afresh.
+
+:func:`run_windows` is the one window loop of every windowed job (outpaint, edits,
+extends, restyles, init rasters): the groups not yet done, computed from what the store
+holds, committed.
 
 Every failure of a store write becomes the user's error: a full disk DiskFullError, another
 failure WriteError, a folder moved or replaced meanwhile InputError (engine.scenes.folder).
@@ -28,9 +34,12 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from itertools import pairwise
+from operator import attrgetter
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import rasterio
@@ -38,13 +47,21 @@ from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from engine.errors import Text2EarthError, WriteError
+from engine.errors import DiskFullError, GenerationCancelled, Text2EarthError, WriteError
 from engine.geo.geotiff import temp_stem, write_failure
-from engine.scenes.folder import OutputFolder, swapped_error
+from engine.scenes.folder import FolderSwappedError, OutputFolder, swapped_error
 from engine.scenes.state import ScratchNames, load_state, save_state
 
 REDO_MAGIC = b"T2E-REDO-1\n"
+# GDAL's block cache while a job reads and writes its store (rasterio takes bytes: a bare 64
+# would be 64 bytes, no cache at all, and 8x slower).
+STORE_CACHE_BYTES = 64 << 20
 Write = tuple[str, Window, np.ndarray]  # window key, where, (bands, rows, cols) pixels
+W = TypeVar("W")
+# Failures after which a store is discarded: a cancel means "discard", a full disk needs
+# the space back, a store that failed to keep a window cannot be trusted, a moved folder
+# is no place to resume in. Any other (a crash, out of memory) keeps a journaled store.
+DISCARD = (GenerationCancelled, DiskFullError, WriteError, FolderSwappedError)
 
 
 def _digest(data: bytes) -> str:
@@ -113,24 +130,41 @@ class WindowStore:
 
     @classmethod
     def resumable(cls, folder: OutputFolder, names: ScratchNames, key: str, profile: dict,
-                  meta: dict, cuts, journal: bool = True) -> WindowStore:
+                  meta: dict, cuts, journal: bool = True,
+                  fill: Callable[[WindowStore], None] | None = None) -> WindowStore:
         """The store of the job ``key`` (named by ``names``): with ``journal``, resumed from
         what verifies, else made anew; without, made anew and never resumed. ``meta`` goes
-        into the state (seed, out, pid, windows) for the leftovers' listing."""
+        into the state (seed, out, pid, windows) for the leftovers' listing; ``fill(store)``
+        writes a new store's starting pixels (zeros without it)."""
         meta = {**meta, "resumable": journal}
         state = load_state(names.state, key) if journal else None
         store = cls(folder, names.scratch, names, state, cuts, journal)
-        with store.writing():
-            if state is not None and folder.exists(names.scratch.name):
-                store.state.update(meta)
-                if store._recover():
-                    save_state(folder, names.state, store.state)  # its new owner
-                    return store
-            store.state = {"fingerprint": key, **meta, "done": [], "cells": {}}
-            store.done = set()
-            folder.unlink(names.redo.name)
-            save_state(folder, names.state, store.state)  # the state first: leftovers
-            store._create(profile)
+        try:
+            with store.writing():
+                # Nothing recorded and no redo: the scratch may hold part of its fill.
+                if state is not None and (state.get("done") or folder.exists(names.redo.name)) \
+                        and folder.exists(names.scratch.name):
+                    store.state.update(meta)
+                    if store._recover():
+                        save_state(folder, names.state, store.state)  # its new owner
+                        return store
+                store.state = {"fingerprint": key, **meta, "done": [], "cells": {}}
+                store.done = set()
+                folder.unlink(names.redo.name)
+                save_state(folder, names.state, store.state)  # the state first: leftovers
+                store._create(profile)
+            if fill is not None:
+                fill(store)
+                with store.writing():
+                    if journal:  # durable before any redo of a window names it
+                        store._close()
+                        folder.fsync_file(names.scratch.name)
+        except BaseException as exc:
+            if store.done:  # recorded windows: kept for a resume unless discarded
+                store.abandon(exc)
+            else:  # nothing recorded yet: nothing to resume
+                store.remove()
+            raise
         return store
 
     def _create(self, profile: dict) -> None:
@@ -140,9 +174,10 @@ class WindowStore:
             return
         with rasterio.open(self.path, "w", **profile):
             pass
-        if self.journal:
-            self.folder.fsync_file(self.path.name)
-            self.folder.fsync()
+        # GDAL reports a header it could not write (a full disk) only on stderr.
+        rasterio.open(self.path).close()
+        self.folder.fsync_file(self.path.name)
+        self.folder.fsync()
 
     def _recover(self) -> bool:
         """Re-apply a valid redo whose windows are not recorded, then check every recorded
@@ -165,7 +200,11 @@ class WindowStore:
         for cell, digest in self.state.get("cells", {}).items():
             c0, r0, c1, r1 = map(int, cell.split(","))
             by_rows.setdefault((r0, r1), []).append((c0, c1, digest))
-        with rasterio.open(self.path) as src:
+        try:
+            src = rasterio.open(self.path)
+        except (RasterioError, CPLE_BaseError):
+            return False  # torn before its first window was durable: made anew
+        with src:
             for (r0, r1), cells in by_rows.items():
                 left = min(c for c, _, _ in cells)
                 right = max(c for _, c, _ in cells)
@@ -256,6 +295,14 @@ class WindowStore:
 
     # -- errors and the end -------------------------------------------------------------
 
+    def abandon(self, exc: BaseException) -> None:
+        """After ``exc`` stopped the job: a journaled store kept for a resume (a crash, out
+        of memory), any other removed (see DISCARD)."""
+        if self.journal and not isinstance(exc, DISCARD) and not self.folder.swapped():
+            self.close()
+        else:
+            self.remove()
+
     @contextmanager
     def writing(self):
         """GDAL's and the OS's errors as the user's: a moved folder, a full disk, or a
@@ -288,3 +335,39 @@ class WindowStore:
                 self.folder.unlink(path.name)
             except OSError:
                 pass
+
+
+class Bands:
+    """Some of a store's bands, read and written as if they were all of it: an edit's pixels
+    beside the band that records which of them were made (one store, one journal)."""
+
+    def __init__(self, store: WindowStore, indexes: Sequence[int]) -> None:
+        self.store, self.indexes = store, list(indexes)
+
+    def _map(self, indexes):
+        if indexes is None:
+            return self.indexes
+        if isinstance(indexes, int):
+            return self.indexes[indexes - 1]
+        return [self.indexes[i - 1] for i in indexes]
+
+    def read(self, indexes=None, window: Window | None = None) -> np.ndarray:
+        return self.store.read(self._map(indexes), window=window)
+
+    def write(self, data: np.ndarray, indexes=None, window: Window | None = None) -> None:
+        self.store.write(data, self._map(indexes), window=window)
+
+    def writing(self):
+        return self.store.writing()
+
+
+def run_windows(store: WindowStore, fronts: Iterable[Sequence[W]],
+                compute: Callable[[list[W]], list[Write]], size: int = 1,
+                key: Callable[[W], str] = attrgetter("key")) -> None:
+    """The window loop: in each front (windows that do not depend on each other), those not
+    yet done, ``size`` at a time, computed (reading their context from the store) and
+    committed; a resumed store skips what its journal recorded."""
+    for front in fronts:
+        todo = [w for w in front if key(w) not in store.done]
+        for start in range(0, len(todo), size):
+            store.commit(compute(todo[start : start + size]))
