@@ -43,15 +43,15 @@ from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 
 from engine.geo.geotiff import scratch_profile, temp_stem
-from engine.geo.tiling import canvas_transform, outpaint_blend, outpaint_mask, tile_seed
+from engine.geo.tiling import canvas_transform, outpaint_mask, tile_seed
 from engine.model import img2img
 from engine.model.denoise import denoise, guided
 from engine.model.latents import LATENT_DTYPE, encode, to_tensor
 from engine.model.pipeline import resolve_prompt_level
-from engine.scenes.job import SceneCallback, SceneJob, as_bands, as_image, tile_window
+from engine.scenes.job import SceneCallback, SceneJob, as_image, feathered_writes, tile_window
 from engine.scenes.ladder import Ladder, Rung
-from engine.scenes.store import WindowStore
-from engine.scenes.window_batch import batch_size_for, chunks, wavefronts
+from engine.scenes.store import WindowStore, run_windows
+from engine.scenes.window_batch import batch_size_for, wavefronts
 
 RESAMPLING = Resampling.cubic
 EDGE = 4  # source pixels beyond a window read for the resampling kernel
@@ -137,35 +137,30 @@ def _run_level(pipe, job: SceneJob, rung: Rung, canvas: WindowStore, coarser: Pa
     transform = canvas_transform(plan, rung.grid.transform)
     seed = level_seed(job.seed, rung.level)
     size = batch_size_for(pipe, plan.tile, job.guidance > 1.0, job.window_batch)
-    for front in wavefronts(plan):
-        for group in chunks([w for w in front if w.key not in canvas.done], size):
-            context = [as_image(canvas.read(window=tile_window(w))) for w in group]
-            inits = None if coarser is None else [np.rint(
-                upsampled(coarser, transform * Affine.translation(w.col, w.row), plan.tile)
-            ).astype(np.uint8) for w in group]
+    def compute(group):
+        context = [as_image(canvas.read(window=tile_window(w))) for w in group]
+        inits = None if coarser is None else [np.rint(
+            upsampled(coarser, transform * Affine.translation(w.col, w.row), plan.tile)
+        ).astype(np.uint8) for w in group]
 
-            def on_step(p, i, t, tensors, group=group):
-                if callback is not None:  # per window, as if they had run one by one
-                    for k, w in enumerate(group):
-                        callback(p, i, t, {**tensors, "latents": tensors["latents"][k : k + 1],
-                                           "tile": first_tile + w.index, "tiles": tiles})
-                return tensors
+        def on_step(p, i, t, tensors):
+            if callback is not None:  # per window, as if they had run one by one
+                for k, w in enumerate(group):
+                    callback(p, i, t, {**tensors, "latents": tensors["latents"][k : k + 1],
+                                       "tile": first_tile + w.index, "tiles": tiles})
+            return tensors
 
-            images = refine(
-                pipe,
-                [resolve_prompt_level((rung.prompts or {}).get(w.key, job.prompt),
-                                      rung.level)[1] for w in group],
-                inits, context, [outpaint_mask(plan, w) for w in group], rung.strength,
-                rung.level, job,
-                [torch.Generator("cpu").manual_seed(tile_seed(seed, w.ix, w.iy)) for w in group],
-                on_step)
-            writes = []
-            for w, image, before in zip(group, images, context, strict=True):
-                weight = outpaint_blend(plan, w)[..., None]
-                blended = weight * image + (1.0 - weight) * before
-                writes.append((w.key, tile_window(w),
-                               as_bands(np.rint(blended).astype(np.uint8))))
-            canvas.commit(writes)
+        images = refine(
+            pipe,
+            [resolve_prompt_level((rung.prompts or {}).get(w.key, job.prompt),
+                                  rung.level)[1] for w in group],
+            inits, context, [outpaint_mask(plan, w) for w in group], rung.strength,
+            rung.level, job,
+            [torch.Generator("cpu").manual_seed(tile_seed(seed, w.ix, w.iy)) for w in group],
+            on_step)
+        return feathered_writes(plan, group, images, context)
+
+    run_windows(canvas, wavefronts(plan), compute, size)
 
 
 def run_cascade(pipe, job: SceneJob, store: WindowStore, callback: SceneCallback | None) -> None:

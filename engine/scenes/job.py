@@ -10,7 +10,7 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
-from engine.geo.tiling import TileWindow
+from engine.geo.tiling import ScenePlan, TileWindow, outpaint_blend
 
 OUTPAINT, JOINT = "outpaint", "joint"
 # diffusers' step callback (pipe, step index, timestep, tensors); for scenes the tensors dict
@@ -47,3 +47,14 @@ def as_bands(image: np.ndarray) -> np.ndarray:
 
 def as_image(bands: np.ndarray) -> np.ndarray:
     return np.moveaxis(bands, 0, 2)
+
+
+def feathered_writes(plan: ScenePlan, group: list[TileWindow], images, context) -> list:
+    """The store's writes of windows made over ``context`` (what they read): each new image
+    feathered into its context over the strips shared with windows made before it."""
+    writes = []
+    for w, image, before in zip(group, images, context, strict=True):
+        weight = outpaint_blend(plan, w)[..., None]
+        blended = weight * image + (1.0 - weight) * before
+        writes.append((w.key, tile_window(w), as_bands(np.rint(blended).astype(np.uint8))))
+    return writes

@@ -6,12 +6,11 @@ run_windows)."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from engine.geo.tiling import ScenePlan, outpaint_blend, outpaint_mask, tile_seed
+from engine.geo.tiling import ScenePlan, outpaint_mask, tile_seed
 from engine.model.pipeline import resolve_prompt_level
-from engine.scenes.job import SceneCallback, SceneJob, as_bands, as_image, tile_window
+from engine.scenes.job import SceneCallback, SceneJob, as_image, feathered_writes, tile_window
 from engine.scenes.store import WindowStore, run_windows
 from engine.scenes.window_batch import batch_size_for, current_executor, wavefronts
 
@@ -48,11 +47,6 @@ def run_outpaint(pipe, job: SceneJob, plan: ScenePlan, store: WindowStore,
                 job.guidance, [torch.Generator("cpu").manual_seed(s) for s in seeds],
                 callback_on_step_end=on_step,
             ).images
-        writes = []
-        for w, image, before in zip(group, images, existing, strict=True):
-            weight = outpaint_blend(plan, w)[..., None]
-            blended = weight * image + (1.0 - weight) * before
-            writes.append((w.key, tile_window(w), as_bands(np.rint(blended).astype(np.uint8))))
-        return writes
+        return feathered_writes(plan, group, images, existing)
 
     run_windows(store, fronts, compute, size)
