@@ -56,7 +56,7 @@ class Job:
     error: str | None = None
     error_kind: str | None = None  # engine.errors kinds, INTERNAL_KIND for a bug
     result: dict | None = None
-    output_identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file written
+    output_identity: tuple[int, ...] | None = None  # engine.service.outputs.file_identity
     started: float | None = None  # monotonic
     finished: float | None = None
     preview_latents: Any = None  # latest latents (CPU numpy), for /preview

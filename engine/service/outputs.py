@@ -43,20 +43,26 @@ def resolve_output(out: str | None, output_dirs: list[Path], job_id: str) -> Pat
     return candidate
 
 
-def file_identity(path: str | Path) -> tuple[int, int] | None:
-    """(device, inode) of the file itself (a link is not followed), None when absent."""
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    # Size and mtime too: a file written after the job's was removed may get its inode back.
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def file_identity(path: str | Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime) of the file itself (a link is not followed), None when
+    absent."""
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+    return _identity(st) if stat.S_ISREG(st.st_mode) else None
 
 
-def open_output(path: str | Path, identity: tuple[int, int] | None,
+def open_output(path: str | Path, identity: tuple[int, ...] | None,
                 output_dirs: list[Path]) -> tuple[int, int] | None:
     """(fd, size) of a finished job's output, read-only, or None when what is at ``path``
     now is not that file: a link (not followed: O_NOFOLLOW where the platform has it), another
-    file (another inode than the one recorded when the job ended), or a file reached through
+    file (another inode, size or mtime than recorded when the job ended), or a file reached through
     a folder that now leads outside the output folders."""
     if identity is None:
         return None
@@ -71,7 +77,7 @@ def open_output(path: str | Path, identity: tuple[int, int] | None,
         real = _opened_path(fd) or os.path.realpath(path)
         roots = [os.path.abspath(d) for d in output_dirs]
         inside = any(os.path.commonpath([real, root]) == root for root in roots)
-        if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == identity and inside:
+        if stat.S_ISREG(st.st_mode) and _identity(st) == tuple(identity) and inside:
             return fd, st.st_size
     except (OSError, ValueError):
         pass
