@@ -189,6 +189,8 @@ def _remove_lock(path: Path) -> bool:
         if fd is None:
             return False
         release_lock_file(folder, path.name, fd)
+        if os.name == "nt":  # unlocked and closed now; a run holding it open would refuse this
+            folder.unlink(path.name)
         return not folder.exists(path.name)
     except OSError:
         return False

@@ -9,6 +9,7 @@ and what it is about to do, so a test can stop a job at every one of them.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,12 @@ from engine.errors import InputError
 # Test hook: called as hook(n, what) before the n-th fsync / rename of this process.
 hook: Callable[[int, str], None] | None = None
 _points = 0
-DIR_FDS = os.name != "nt" and os.open in os.supports_dir_fd
+DIR_FDS = os.name != "nt" and {os.open, os.stat, os.unlink, os.rename} <= os.supports_dir_fd
+# Windows: binary fds (no \n -> \r\n in redo files), and FlushFileBuffers needs write access.
+BINARY = getattr(os, "O_BINARY", 0)
+SYNC_ACCESS = os.O_RDWR if os.name == "nt" else os.O_RDONLY
+# Folder fsyncs some file systems (FUSE, SMB) refuse: their renames are as durable as they get.
+NO_FOLDER_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF}
 
 
 def durability_point(what: str) -> None:
@@ -64,7 +70,7 @@ class OutputFolder:
 
     def open(self, name: str, flags: int, mode: int = 0o644) -> int:
         path, kw = self._at(name)
-        return os.open(path, flags, mode, **kw)
+        return os.open(path, flags | BINARY, mode, **kw)
 
     def stat(self, name: str) -> os.stat_result:
         path, kw = self._at(name)
@@ -93,7 +99,7 @@ class OutputFolder:
 
     def fsync_file(self, name: str) -> None:
         durability_point(f"fsync {name}")
-        fd = self.open(name, os.O_RDONLY)
+        fd = self.open(name, SYNC_ACCESS)
         try:
             os.fsync(fd)
         finally:
@@ -103,7 +109,11 @@ class OutputFolder:
         """The folder's entries (a rename or a new file), where the platform can."""
         durability_point("fsync folder")
         if self.fd is not None:
-            os.fsync(self.fd)
+            try:
+                os.fsync(self.fd)
+            except OSError as exc:
+                if exc.errno not in NO_FOLDER_FSYNC:
+                    raise
 
     def close(self) -> None:
         if self.fd is not None:

@@ -24,6 +24,7 @@ from engine.scenes.folder import OutputFolder
 
 LOCK_PREFIX = ".t2e-lock-"
 WINDOWS_LOCK_AT = 1 << 20
+LOCK_RETRIES_S = (0.05, 0.05, 0.0)  # then refused
 
 if os.name == "nt":  # pragma: no cover - exercised on Windows only
     import msvcrt
@@ -91,7 +92,7 @@ def try_lock_file(folder: OutputFolder, name: str) -> int | None:
 
 def release_lock_file(folder: OutputFolder, name: str, fd: int) -> None:
     """Remove the lock file while still holding it, then let go."""
-    if os.name != "nt":
+    if os.name != "nt":  # Windows cannot remove an open file: the sweep does, later
         try:
             if _same_file(fd, folder, name):
                 folder.unlink(name)
@@ -114,7 +115,11 @@ class OutputLock:
 
     def __enter__(self) -> OutputLock:
         try:
-            fd = try_lock_file(self.folder, self.name)
+            for wait in LOCK_RETRIES_S:  # a sweep or a listing tests a lock for a moment
+                fd = try_lock_file(self.folder, self.name)
+                if fd is not None:
+                    break
+                time.sleep(wait)
         except OSError as exc:
             raise write_failure(exc, self.folder.path / self.name, self.folder.path) from exc
         if fd is None:

@@ -72,7 +72,9 @@ def save_state(folder: OutputFolder, path: Path, state: dict) -> None:
     try:
         fd = folder.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            os.write(fd, json.dumps(state).encode())
+            data = memoryview(json.dumps(state).encode())
+            while data:  # a short write on a nearly full disk must not truncate it
+                data = data[os.write(fd, data):]
         finally:
             os.close(fd)
         folder.fsync_file(tmp)
