@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import CheckpointError, InputError, ModelNotFoundError
+from engine.model.construction_lock import building_one_at_a_time
 from engine.model.device import select_device
 
 DEFAULT_MODEL = "lcybuaa/Text2Earth"
@@ -178,6 +179,8 @@ def _load_part(what: str, loader, path: Path, **kwargs):
         ) from None
 
 
+
+@building_one_at_a_time
 def load_model(
     model: str | None = None,
     device: str | None = None,

@@ -19,6 +19,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from open_clip.tokenizer import bytes_to_unicode
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from engine.model.construction_lock import building_one_at_a_time
+
 CLIP_VOCAB_SIZE = 49408
 CLIP_MERGES = CLIP_VOCAB_SIZE - 256 * 2 - 2  # byte tokens, their </w> forms, start/end
 
@@ -126,6 +128,7 @@ def write_clip_tokenizer(folder: Path) -> CLIPTokenizer:
     return tokenizer
 
 
+@building_one_at_a_time
 def write_checkpoint(
     folder: str | Path,
     inpainting: bool = False,
