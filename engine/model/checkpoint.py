@@ -179,7 +179,6 @@ def _load_part(what: str, loader, path: Path, **kwargs):
         ) from None
 
 
-
 @building_one_at_a_time
 def load_model(
     model: str | None = None,

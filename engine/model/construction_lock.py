@@ -3,14 +3,13 @@ transformers' low-memory loading) patches torch.nn.Module for every thread, so a
 another thread meanwhile (the demo checkpoint written at a job's submit while the service
 preloads) got meta tensors: "Cannot copy out of meta tensor"."""
 
+import functools
 import threading
 
 BUILDING = threading.RLock()
 
 
 def building_one_at_a_time(function):
-    import functools
-
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         with BUILDING:
