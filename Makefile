@@ -16,7 +16,8 @@ SEED ?= 42
 OUT ?= output/scene.tif
 RUN_ARGS ?=
 
-.PHONY: install test run bench lint clean package deploy validate screenshots test-qgis-newer
+.PHONY: install test run bench lint clean package deploy validate screenshots test-qgis-newer \
+	bench-gpu bench-gpu-wheels
 
 install: $(STAMP)
 
@@ -43,6 +44,36 @@ run: install
 bench: install
 	$(PY) -m engine.bench
 	$(PY) -m engine.bench memory
+
+# The GPU figures (engine.bench.gpu) on a lent device machine, whose command is `make bench-gpu`
+# alone (docs: README, "GPU figures"). That machine has torch, transformers, tokenizers,
+# huggingface_hub, safetensors, accelerate, torchvision, timm and regex, and no registry: the
+# rest of the bench's imports travel as wheels in .whl/ (ignored; name it in the call's carry),
+# made here by `make bench-gpu-wheels`. Its Python is 3.12; these wheels are pure Python or
+# abi3, so the same set also installs on this machine's Python 3.11.
+BENCH_GPU_WHEELS := $(shell grep -E '^(diffusers|open_clip_torch)==' requirements.txt) \
+	ftfy==6.3.1 wcwidth==0.9.5
+BENCH_GPU_PY ?= python3
+BENCH_GPU_SITE ?= /tmp/site
+BENCH_GPU_ARGS ?=
+bench-gpu-wheels:
+	rm -rf .whl && mkdir .whl
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl $(BENCH_GPU_WHEELS)
+	@du -ch .whl/*.whl
+
+bench-gpu:
+	@export PYTHONPATH=$(BENCH_GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} PYTHONUNBUFFERED=1; \
+	if ! $(BENCH_GPU_PY) -c "import diffusers, open_clip, ftfy" 2>/dev/null; then \
+	  ls .whl/*.whl >/dev/null 2>&1 || { echo "bench-gpu: diffusers and open_clip are not" \
+	    "importable and .whl/ holds no wheels: run 'make bench-gpu-wheels' and carry .whl"; \
+	    exit 1; }; \
+	  echo "bench-gpu: installing $$(ls .whl | tr '\n' ' ')into $(BENCH_GPU_SITE)"; \
+	  $(BENCH_GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+	    --upgrade --target $(BENCH_GPU_SITE) .whl/*.whl || exit; \
+	fi; \
+	$(BENCH_GPU_PY) -m engine.bench gpu $(BENCH_GPU_ARGS)
 
 lint: install
 	$(PY) -m ruff check engine text2earth_qgis tests tools

@@ -238,7 +238,7 @@ def test_compile_switch_and_compiled_unet_gives_the_same_image(tiny_t2i):
     assert should_compile(True, "cpu") and not should_compile(False, "cuda")
     model = load_model(str(tiny_t2i), "cpu", precision="fp32")
     assert model.speed == {"compiled": False, "channels_last": False, "sdpa": True,
-                           "memory_savers": [], "why": ""}
+                           "memory_savers": [], "why": "", "compile_cached": None}
     pipe = model.pipeline
 
     def image():
@@ -246,11 +246,27 @@ def test_compile_switch_and_compiled_unet_gives_the_same_image(tiny_t2i):
                     generator=torch.Generator("cpu").manual_seed(1)).images[0]
 
     eager = image()
-    # The wiring (a compiled module standing in for the UNet) with dynamo's eager backend:
-    # inductor's code generation for the full UNet takes minutes on this CPU.
-    compile_unet(pipe, backend="eager")
-    assert type(pipe.unet).__name__ == "OptimizedModule"
+    other = pipe("a park", level=17, num_inference_steps=2, height=128, width=64,
+                 generator=torch.Generator("cpu").manual_seed(1)).images[0]
+    # The wiring (a compiled module standing in for the UNet) with a backend that counts
+    # dynamo's graphs and runs them eagerly (inductor is tested in test_cpu_compile.py).
+    graphs, done = [], []
+
+    def counting(gm, example_inputs):
+        graphs.append(tuple(example_inputs[0].shape))
+        return gm.forward
+
+    compile_unet(pipe, backend=counting, on_compiled=lambda: done.append(True))
+    assert type(pipe.unet).__name__ == "FirstShapeCompiled"
+    assert pipe.unet.config.in_channels == 4 and pipe.unet.dtype == torch.float32
     np.testing.assert_array_equal(image(), eager)
+    assert len(graphs) == 1 and done == [True]  # compiled once, for a 256 px window
+    # Another shape runs the same weights eagerly: no second compile (minutes on a CPU).
+    np.testing.assert_array_equal(
+        pipe("a park", level=17, num_inference_steps=2, height=128, width=64,
+             generator=torch.Generator("cpu").manual_seed(1)).images[0], other)
+    np.testing.assert_array_equal(image(), eager)
+    assert len(graphs) == 1 and done == [True]
 
 
 def test_memory_savers_only_when_the_card_is_too_small():

@@ -52,9 +52,10 @@ def build_model(full_size: bool, device: str | None, precision: str = "fp32") ->
 
 @torch.no_grad()
 def bare_loop(pipe: Text2EarthPipeline, prompt: str, steps: int, seed: int,
-              step_times: list | None = None) -> np.ndarray:
+              step_times: list | None = None, size: int = SIZE) -> np.ndarray:
     """What a user would write with diffusers' parts and nothing else (the reference
-    arithmetic, in whatever dtype the modules are: fp16 modules give the fp16 eager run)."""
+    arithmetic, in whatever dtype the modules are: fp16 modules give the fp16 eager run), for
+    one ``size`` px square image."""
     device = pipe.device
     tok = pipe.tokenizer
     ids = tok([prompt, ""], padding="max_length", max_length=77, truncation=True,
@@ -65,7 +66,7 @@ def bare_loop(pipe: Text2EarthPipeline, prompt: str, steps: int, seed: int,
     scheduler = pipe.scheduler
     scheduler.set_timesteps(steps, device=device)
     generator = torch.Generator("cpu").manual_seed(seed)
-    shape = (1, 4, SIZE // 8, SIZE // 8)
+    shape = (1, 4, size // 8, size // 8)
     latents = torch.randn(shape, generator=generator).to(device, embeds.dtype)
     latents = latents * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
@@ -77,6 +78,8 @@ def bare_loop(pipe: Text2EarthPipeline, prompt: str, steps: int, seed: int,
             if device.type == "cuda":
                 torch.cuda.synchronize()
             step_times.append(time.perf_counter())
+    # Under fp16 the VAE stays fp32 (it overflows in fp16), as diffusers' force_upcast does.
+    latents = latents.to(pipe.vae.dtype)
     image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     image = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
     return (image * 255).round().astype("uint8")[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -188,14 +189,39 @@ def speed_figures(args, tmp: Path) -> dict:
     from engine.bench import speed as bench_speed
 
     if args.gpu:
-        return {"gpu": bench_speed.gpu(args.device, tmp)}
+        from engine.bench import gpu as bench_gpu
+
+        result = bench_gpu.run(bench_gpu.Options(device=args.device))
+        bench_gpu.report(result)
+        return {"gpu": result}
+    from engine.model.precision import check_precision
+
     out: dict = {"precisions": []}
+    auto = check_precision("auto", args.device)
     for full_size in (False, True) if not args.skip_full_size else (False,):
+        compiled = (auto,) if full_size and not args.skip_compile else ()
         result = bench_speed.precisions(full_size, args.steps,
                                         max(2, args.repeats // (2 if full_size else 1)),
-                                        args.device, tmp)
+                                        args.device, tmp, compiled=compiled)
         bench_speed.print_precisions(result)
         out["precisions"].append(result)
+    if not args.skip_full_size and auto == "bf16":
+        # CPUs without native bf16 are users too: the same table as such a CPU runs it (auto
+        # resolves from the CPU flags, here faked empty), so a bf16 gain is not an fp32 loss.
+        print("  as a CPU without native bf16 runs it (TEXT2EARTH_CPU_FLAGS=''):", flush=True)
+        os.environ["TEXT2EARTH_CPU_FLAGS"] = ""
+        try:
+            result = bench_speed.precisions(
+                True, args.steps, max(2, args.repeats // 2), args.device, tmp,
+                compiled=() if args.skip_compile else ("fp32",))
+        finally:
+            del os.environ["TEXT2EARTH_CPU_FLAGS"]
+        bench_speed.print_precisions(result)
+        out["fp32_cpu"] = result
+    if not args.skip_first_image and not args.skip_full_size:
+        from engine.bench import first_image
+
+        out["first_image"] = first_image.main(tmp / "hub-like", (auto,))
     out["preview"] = bench_speed.preview_cost(out["precisions"][-1])
     if not args.skip_full_size:
         scene = bench_speed.scene_per_megapixel(args.steps, args.device, tmp)
@@ -227,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-cascade", action="store_true",
                         help="skip cascade vs outpaint vs joint (engine.bench.cascade)")
     parser.add_argument("--gpu", action="store_true",
-                        help="only the GPU figures (fp16 eager reference vs compiled engine)")
+                        help="only the GPU figures (engine.bench.gpu: fp16 eager reference vs "
+                             "compiled engine; `make bench-gpu` on a lent GPU machine)")
+    parser.add_argument("--skip-compile", action="store_true",
+                        help="no compiled rows (a first CPU compile of the UNet takes minutes)")
+    parser.add_argument("--skip-first-image", action="store_true",
+                        help="skip the time to the first image from a cold `serve` "
+                             "(engine.bench.first_image: writes 3.4 GB of weights)")
     parser.add_argument("--skip-ranking", action="store_true",
                         help="skip the Git-RSCLIP ranking figures (engine.bench.ranking)")
     parser.add_argument("--candidates", type=int, default=4,

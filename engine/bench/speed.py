@@ -1,5 +1,6 @@
-"""Speed benchmarks (issue "Speed"): precisions side by side, scenes per megapixel, big-scene
-memory, and the GPU figures. Called from engine.bench.figures (``make bench``, ``--gpu``).
+"""Speed benchmarks (issue "Speed"): precisions side by side (eager and compiled, each step
+against this CPU's matmul limit), scenes per megapixel, big-scene memory. Called from
+engine.bench.figures (``make bench``); the GPU figures are engine.bench.gpu.
 
 Every ratio compares runs of one process, interleaved so machine noise hits all sides alike.
 """
@@ -16,9 +17,7 @@ import torch
 
 from engine.bench.baseline import GUIDANCE, LEVEL, SIZE, bare_loop, build_model
 from engine.jobs.generate import GenerateRequest, generate
-from engine.model.accelerate import accelerate
-from engine.model.device import select_device
-from engine.model.precision import check_precision
+from engine.model.precision import DTYPES, check_precision
 from text2earth_qgis.core.contract.scale import mercator_resolution
 
 
@@ -63,9 +62,44 @@ def _bare(model, steps: int) -> tuple[float, float]:
     return time.perf_counter() - start, _per_step(stamps)
 
 
+def matmul_gflops(dtype: torch.dtype, side: int = 4096, repeats: int = 5) -> float:
+    """This machine's measured matrix-multiply rate in ``dtype`` (best of ``repeats``): the
+    limit a UNet step, made almost wholly of convolutions and matmuls, can approach."""
+    a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * side ** 3 / best / 1e9
+
+
+def _timed(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def unet_step_gflop(model, size: int = SIZE) -> float:
+    """Multiply-adds x 2 of one UNet call with guidance (batch 2) at ``size`` px, counted by
+    torch's FlopCounterMode (convolutions and matmuls; attention's own products, ~4 % at
+    256 px, are not counted: the limit is a little optimistic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = getattr(model.pipeline.unet, "eager", model.pipeline.unet)
+    dtype = unet.dtype
+    latents = torch.zeros(2, unet.config.in_channels, size // 8, size // 8, dtype=dtype)
+    text = torch.zeros(2, 77, unet.config.cross_attention_dim, dtype=dtype)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(latents, torch.tensor(500), encoder_hidden_states=text,
+             class_labels=torch.tensor([0.0, float(LEVEL)]))
+    return counter.get_total_flops() / 1e9
+
+
 def precisions(full_size: bool, steps: int, repeats: int, device: str | None, tmp: Path,
-               extra: tuple[str, ...] = ()) -> dict:
-    """Bare fp32 diffusers loop vs the engine in fp32, bf16 and auto (+ ``extra``)."""
+               extra: tuple[str, ...] = (), compiled: tuple[str, ...] = ()) -> dict:
+    """Bare fp32 diffusers loop vs the engine in fp32, bf16 and auto (+ ``extra``), and the
+    engine compiled (engine.model.accelerate) in each of ``compiled``; on a CPU each row's
+    step against the limit this machine's matmul rate sets for it."""
+    from engine.model.accelerate import accelerate
+
     auto = check_precision("auto", device)
     names = list(dict.fromkeys(["fp32", "bf16", auto, *extra]))
     models = {name: build_model(full_size, device, name) for name in names}
@@ -74,6 +108,13 @@ def precisions(full_size: bool, steps: int, repeats: int, device: str | None, tm
     for name, model in models.items():
         sides[f"engine {name}"] = lambda model=model, name=name: _job(
             model, tmp / f"{name}.tif", steps)
+    compile_s = {}
+    for name in compiled:
+        model = build_model(full_size, device, name)
+        accelerate(model.pipeline, model.device, compile=True)
+        sides[f"engine {name} compiled"] = lambda model=model, name=name: _job(
+            model, tmp / f"{name}-compiled.tif", steps)
+        compile_s[name] = _timed(sides[f"engine {name} compiled"])  # compiles (minutes)
     for run in sides.values():  # warm-up: first-call allocations, lazy imports
         run()
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
@@ -88,17 +129,35 @@ def precisions(full_size: bool, steps: int, repeats: int, device: str | None, tm
     for row in rows.values():
         row["end_to_end_ratio"] = round(row["end_to_end_s"] / base["end_to_end_s"], 3)
         row["per_step_ratio"] = round(row["per_step_s"] / base["per_step_s"], 3)
+    limits = {}
+    if reference.device.type == "cpu":
+        gflop = unet_step_gflop(reference)
+        for key, row in rows.items():
+            precision = "fp32" if key.startswith("bare") else key.split()[1]
+            dtype = DTYPES[precision]
+            if dtype not in limits:
+                limits[dtype] = matmul_gflops(dtype)
+            row["matmul_gflops"] = round(limits[dtype])
+            row["limit_s"] = round(gflop / limits[dtype], 4)
+            row["step_over_limit"] = round(row["per_step_s"] / row["limit_s"], 3)
+        for name, seconds in compile_s.items():
+            rows[f"engine {name} compiled"]["first_call_s"] = round(seconds, 1)
     return {"model": "full-size" if full_size else "tiny", "device": str(reference.device),
-            "auto": auto, "size": SIZE, "steps": steps, "repeats": repeats, "rows": rows}
+            "auto": auto, "size": SIZE, "steps": steps, "repeats": repeats, "rows": rows,
+            "step_gflop": round(unet_step_gflop(reference), 1)}
 
 
 def print_precisions(result: dict) -> None:
     print(f"{result['model']:>9} {result['device']}, {result['size']} px, {result['steps']} "
           f"steps, median of {result['repeats']} (auto = {result['auto']} here):", flush=True)
     for key, row in result["rows"].items():
-        print(f"    {key:<14} end to end {row['end_to_end_s']:8.3f} s "
+        limit = (f"; limit {row['limit_s']:.3f} s ({result['step_gflop']:.0f} GFLOP at "
+                 f"{row['matmul_gflops']} GFLOP/s): {row['step_over_limit']:.2f} x the limit"
+                 if "limit_s" in row else "")
+        first = f"; first call {row['first_call_s']:.0f} s" if "first_call_s" in row else ""
+        print(f"    {key:<22} end to end {row['end_to_end_s']:8.3f} s "
               f"({row['end_to_end_ratio']:.3f} x bare fp32), per step "
-              f"{row['per_step_s']:.4f} s ({row['per_step_ratio']:.3f} x)",
+              f"{row['per_step_s']:.4f} s ({row['per_step_ratio']:.3f} x){limit}{first}",
               flush=True)
 
 
@@ -176,54 +235,6 @@ def big_scene_memory(sides: tuple[int, ...], tmp: Path) -> list[dict]:
               f"{float(seconds):.0f} s, peak RSS {int(peak) / 2**30:.2f} GiB "
               f"(+{int(growth) / 2**30:.2f} GiB above the loaded model)", flush=True)
     return rows
-
-
-def gpu(device: str | None, tmp: Path, steps: int = 50, repeats: int = 5) -> dict:
-    """The H100 figures in one command (`python -m engine.bench.figures --gpu`): 256 px, 50 steps,
-    reference fp16 eager (bare diffusers loop) vs the engine in fp16 eager and compiled, and
-    the 1 km^2 level-18 scene."""
-    torch_device, _ = select_device(device)
-    if torch_device.type != "cuda":
-        raise SystemExit("--gpu needs a CUDA device")
-    eager = build_model(True, device, "fp16")
-    compiled = build_model(True, device, "fp16")
-    report = accelerate(compiled.pipeline, torch_device, compile=True)
-    compiled.speed = eager.speed = None
-    sides = {"reference fp16 eager": lambda: _bare(eager, steps),
-             "engine fp16 eager": lambda: _job(eager, tmp / "eager.tif", steps),
-             "engine fp16 compiled": lambda: _job(compiled, tmp / "compiled.tif", steps)}
-    for run in sides.values():
-        run()  # compiles and captures graphs for the compiled side
-    times = {k: [] for k in sides}
-    for _ in range(repeats):
-        for key, run in sides.items():
-            times[key].append(run())
-    rows = {k: {"end_to_end_s": round(statistics.median(s[0] for s in v), 4),
-                "per_step_s": round(statistics.median(s[1] for s in v), 5)}
-            for k, v in times.items()}
-    ref = rows["reference fp16 eager"]["end_to_end_s"]
-    for row in rows.values():
-        row["speed_up_vs_reference"] = round(ref / row["end_to_end_s"], 2)
-    # 1 km^2 at level 18 (~0.6 m/px: ~1670 x 1670 px), joint denoising, batched windows.
-    side_m = 1000.0
-    request = GenerateRequest(bbox=(920000.0, 6250000.0, 920000.0 + side_m, 6250000.0 + side_m),
-                              crs="EPSG:3857", prompt="farmland", level=18, out=tmp / "km2.tif",
-                              seed=1, steps=steps, guidance=GUIDANCE, overwrite=True,
-                              scene_method="joint")
-    generate(request, compiled)  # warm-up of the scene's batch shapes
-    _sync(torch_device)
-    start = time.perf_counter()
-    generate(request, compiled)
-    _sync(torch_device)
-    scene_s = time.perf_counter() - start
-    result = {"device": torch.cuda.get_device_name(torch_device), "steps": steps,
-              "rows": rows, "accelerate": report.as_dict(), "km2_level18_s": round(scene_s, 2)}
-    for key, row in rows.items():
-        print(f"  {key:<22} {row['end_to_end_s']:.3f} s end to end, {row['per_step_s']:.4f} s "
-              f"per step, {row['speed_up_vs_reference']:.2f}x the reference", flush=True)
-    print(f"  1 km^2 at level 18, joint, {steps} steps: {scene_s:.2f} s (goal <= 10 s); "
-          "256 px 50 steps goal <= 0.3 s and >= 3x the reference", flush=True)
-    return result
 
 
 def preview_cost(full: dict, repeats: int = 20) -> dict:

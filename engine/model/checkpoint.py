@@ -132,16 +132,43 @@ def hub_snapshot(spec: str, patterns: list[str], advice: str, offline: bool | No
         raise ModelNotFoundError(f"{advice} (hub said: {type(exc).__name__})") from None
 
 
+def _hash_memo_path() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "text2earth" / "weights-sha256.json"
+
+
 def _file_sha256(path: Path) -> str:
     real = path.resolve()
     # The hub cache names each blob after the sha256 of its content: no need to read 3 GB.
     if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
         return real.name
+    # Elsewhere (a model folder) a file's hash is remembered with its identity: reading 3.4 GB
+    # took ~3 s of every start, before the first image.
+    info = real.stat()
+    identity = [info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev]
+    memo_path = _hash_memo_path()
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    entry = memo.get(str(real)) if isinstance(memo, dict) else None
+    if isinstance(entry, list) and entry[:4] == identity and len(entry) == 5:
+        return entry[4]
     digest = hashlib.sha256()
     with open(real, "rb") as fh:
         while chunk := fh.read(HASH_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+    sha = digest.hexdigest()
+    memo = memo if isinstance(memo, dict) else {}
+    memo[str(real)] = [*identity, sha]
+    try:  # best effort, atomic: a torn memo would only mean hashing again
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_path)
+    except OSError:
+        pass
+    return sha
 
 
 def weights_sha256(path: Path) -> str:
@@ -179,6 +206,24 @@ def _load_part(what: str, loader, path: Path, **kwargs):
         ) from None
 
 
+def _load_weights(what: str, model_class, path: Path, dtype: torch.dtype):
+    """A weight part streamed tensor by tensor (engine.model.streamed_weights: the file is never
+    resident beside the converted model), else through its library's own loader."""
+    from engine.model.streamed_weights import load_streamed
+
+    try:
+        part = load_streamed(model_class, path / what, dtype)
+    except Exception as exc:  # noqa: BLE001 - corrupt or mismatched files: say which part
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"could not load {what} from {path}: {type(exc).__name__}: {first_line[:300]}"
+        ) from None
+    if part is not None:
+        return part
+    return _load_part(what, model_class.from_pretrained, path, use_safetensors=True,
+                      torch_dtype=dtype)
+
+
 @building_one_at_a_time
 def load_model(
     model: str | None = None,
@@ -207,13 +252,10 @@ def load_model(
     dtypes = part_dtypes(precision)
     path = checkpoint.path
 
-    def weights(part: str) -> dict:
-        return dict(use_safetensors=True, torch_dtype=dtypes[part])
-
-    unet = _load_part("unet", UNet2DConditionModel.from_pretrained, path, **weights("unet"))
-    vae = _load_part("vae", AutoencoderKL.from_pretrained, path, **weights("vae"))
-    text_encoder = _load_part("text_encoder", CLIPTextModel.from_pretrained, path,
-                              **weights("text_encoder"))
+    # The largest tensors first (the text encoder's token embedding), while little is resident.
+    text_encoder = _load_weights("text_encoder", CLIPTextModel, path, dtypes["text_encoder"])
+    vae = _load_weights("vae", AutoencoderKL, path, dtypes["vae"])
+    unet = _load_weights("unet", UNet2DConditionModel, path, dtypes["unet"])
     tokenizer = _load_part("tokenizer", CLIPTokenizer.from_pretrained, path)
     scheduler_config = _load_part("scheduler", DDIMScheduler.load_config, path)
     if unet.config.in_channels not in (4, 9):
@@ -238,7 +280,11 @@ def load_model(
     )
     pipeline.to(torch_device)
     from engine.model.accelerate import accelerate
+    from engine.model.compile_cache import compile_key
 
-    speed = accelerate(pipeline, torch_device, compile)
-    return LoadedModel(pipeline, checkpoint, weights_sha256(path), torch_device, dtypes["unet"],
+    sha = weights_sha256(path)
+    facts = device_facts(torch_device)
+    key = compile_key(sha, precision, str(torch_device), " ".join(sorted(facts.cpu_flags)))
+    speed = accelerate(pipeline, torch_device, compile, compile_key=key)
+    return LoadedModel(pipeline, checkpoint, sha, torch_device, dtypes["unet"],
                        precision=precision, speed=speed.as_dict())

@@ -135,8 +135,10 @@ def write_checkpoint(
     level_embedding: bool = True,
     seed: int = 0,
     full_size: bool = False,
+    unet_dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write a random-weight checkpoint in the diffusers folder layout, safetensors only."""
+    """Write a random-weight checkpoint in the diffusers folder layout, safetensors only
+    (``unet_dtype`` float16: the UNet stored as the Text2Earth hub stores it)."""
     folder = Path(folder)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -144,7 +146,7 @@ def write_checkpoint(
     )
     vae = AutoencoderKL(**vae_config(full_size))
     text_encoder = CLIPTextModel(text_encoder_config(full_size))
-    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    unet.to(unet_dtype).save_pretrained(folder / "unet", safe_serialization=True)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
     write_clip_tokenizer(folder / "tokenizer")

@@ -215,6 +215,8 @@ def create_app(
             "pid": os.getpid(),  # lets a later plugin session recognise its leftover service
             "models": models.describe(),
             "model_error": models.error,
+            # {"phase": loading | compiling | ready | failed | None, "seconds", "once"}
+            "model_state": models.phase.describe(),
             "max_pixels": config.max_pixels,  # the dock sizes outputs against this limit
             "demo_weights": demo_weights_expected(config.demo_fallback, config.model,
                                                   models.describe()),

@@ -60,6 +60,9 @@ class Job:
     started: float | None = None  # monotonic
     finished: float | None = None
     preview_latents: Any = None  # latest latents (CPU numpy), for /preview
+    # While the job waits for its model: asked at each status for what it waits on (the
+    # runner's ModelManager.waiting_for: {"phase", "seconds", "once"} or None).
+    model_wait: Callable[[], dict | None] | None = field(default=None, repr=False)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     # Every change bumps the version and wakes long-polling readers: no busy polling needed.
     version: int = 0
@@ -117,6 +120,7 @@ class Job:
         return round(per_step * (total - done), 2)
 
     def status(self, queue_position: int | None = None) -> dict:
+        model_wait = self.model_wait  # once: the worker clears it when the model is there
         if self.started is None:
             elapsed = 0.0
         else:
@@ -137,6 +141,7 @@ class Job:
             "created": self.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "out": self.out,
             "version": self.version,
+            "waiting_for_model": model_wait() if model_wait is not None else None,
         }
 
 

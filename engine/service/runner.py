@@ -19,6 +19,8 @@ from engine.model.accelerate import warm_up
 from engine.model.checkpoint import Checkpoint, LoadedModel, load_model, resolve_checkpoint
 from engine.model.demo import demo_checkpoint_dir
 from engine.service.job_queue import Job, JobCancelledError
+from engine.service.memory_release import release_freed_memory
+from engine.service.model_phase import COMPILING, FAILED, LOADING, READY, ModelPhase, compile_once
 from engine.service.outputs import file_identity
 
 PREVIEW_LATENT_SIDE = 128  # previews of huge scenes are subsampled on the device first
@@ -53,6 +55,9 @@ class ModelManager:
         self.error: str | None = None
         self.last_oom: str | None = None  # reported by /health's device_report
         self._rankers: dict[tuple, object] = {}  # Git-RSCLIP, warm like the model
+        # Read by /health and by waiting jobs' statuses without the lock (held for the whole
+        # load): each change replaces the value whole.
+        self.phase = ModelPhase()
 
     def ranker(self, name: str | None = None):
         """The rank model a job scores with (engine.quality.rank_model.job_rank_model: asked
@@ -77,6 +82,8 @@ class ModelManager:
         except ModelNotFoundError as exc:
             if not self.config.demo_fallback:
                 self.error = str(exc)
+                if self._loaded is None:  # a miss costs no warm model: that one stays ready
+                    self.phase = ModelPhase.begin(FAILED)
                 raise
             checkpoint, demo = resolve_checkpoint(str(demo_checkpoint_dir(False))), True
         return self.load(checkpoint, demo)
@@ -90,19 +97,34 @@ class ModelManager:
             if self._loaded is not None and self._key == key:
                 return self._loaded
             self._unload()
+            self.phase = ModelPhase.begin(LOADING)
             try:
-                loaded = load_model(device=self.config.device, checkpoint=checkpoint,
-                                    precision=precision, compile=self.config.compile)
-            except Text2EarthError as exc:
-                self.error = str(exc)
+                try:
+                    loaded = load_model(device=self.config.device, checkpoint=checkpoint,
+                                        precision=precision, compile=self.config.compile)
+                except Text2EarthError as exc:
+                    self.error = str(exc)
+                    raise
+                loaded.pipeline_check = demo
+                # Loading freed as much as it kept (files read, casts): back to the system
+                # before the first job, whose peak adds to what stays resident.
+                release_freed_memory()
+                if loaded.speed and loaded.speed.get("compiled"):
+                    # Compile the usual tile shapes now (under the lock: no job runs
+                    # meanwhile), so the first job is not the slow one.
+                    self.phase = ModelPhase.begin(COMPILING, compile_once(loaded.speed))
+                    warm_up(loaded.pipeline)
+            except BaseException:
+                self.phase = ModelPhase.begin(FAILED)
                 raise
-            loaded.pipeline_check = demo
-            if loaded.speed and loaded.speed.get("compiled"):
-                # Compile the usual tile shapes now (under the lock: no job runs meanwhile),
-                # so the first job is not the slow one.
-                warm_up(loaded.pipeline)
             self._loaded, self._key, self.error = loaded, key, None
+            self.phase = ModelPhase.begin(READY)
             return loaded
+
+    def waiting_for(self) -> dict | None:
+        """The phase a job asking for the model now waits on (loading, compiling), else None."""
+        phase = self.phase
+        return phase.describe() if phase.waiting else None
 
     def _unload(self) -> None:
         if self._loaded is None:
@@ -194,7 +216,13 @@ def run_prepared_job(job: Job, job_setup: PreparedJob, models: ModelManager) -> 
     default = models.config.model if job_setup.kind == GENERATE else None
     choose_weights(job_setup, job.model or default, job.inpaint_model, None,
                    models.config.demo_fallback)
-    model = models.load(job_setup.checkpoint, job_setup.demo, job.precision)
+    # The status says what the job waits for meanwhile (a manager without it, as in some
+    # tests, says nothing).
+    job.touch(model_wait=getattr(models, "waiting_for", None))
+    try:
+        model = models.load(job_setup.checkpoint, job_setup.demo, job.precision)
+    finally:
+        job.touch(model_wait=None)
     if model.pipeline_check and not request.pipeline_check:
         use_demo_names(job_setup)  # checked before the work, not after
         job.out = str(request.out)

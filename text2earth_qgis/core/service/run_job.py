@@ -5,6 +5,7 @@ The dock's QgsTask and the Processing algorithm both call this from their worker
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,11 @@ def progress_percent(status: dict) -> float:
 
 
 def status_text(status: dict) -> str:
-    """One line for the user: state, step, window of a scene or tile of an edit, time left."""
+    """One line for the user: state, step, window of a scene or tile of an edit, time left;
+    before the first step, what the job waits for (the model loading or compiling)."""
+    waiting = model_wait_text(status.get("waiting_for_model"))
+    if waiting and status.get("state") == "running":
+        return waiting
     steps, step = status.get("steps") or 0, status.get("step") or 0
     text = f"{status.get('state', '')}: step {step} of {steps}"
     if (status.get("tiles") or 1) > 1:
@@ -42,6 +47,31 @@ def status_text(status: dict) -> str:
     if status.get("eta_s") is not None:
         text += f", about {duration(status['eta_s'])} left"
     return text
+
+
+def model_wait_text(state: dict | None) -> str:
+    """What a job waits for, from the engine's facts ({"phase", "seconds", "once"}: a status's
+    ``waiting_for_model``, /health's ``model_state``), as 'loading the model, 6 s'; '' when it
+    waits for nothing this plugin knows how to say."""
+    if not isinstance(state, dict):
+        return ""
+    phase, once = state.get("phase"), state.get("once")
+    if phase == "loading":
+        what, why = "loading the model", ""
+    elif phase == "compiling" and once is True:
+        # The seconds before the why: a line cut at the dock's edge still shows them ticking.
+        what, why = "compiling for this machine", " (first start only; a few minutes)"
+    elif phase == "compiling" and once is False:
+        what, why = "compiling from this machine's cache", ""
+    elif phase == "compiling":
+        what, why = "compiling the model for this machine", ""
+    else:
+        return ""
+    seconds = state.get("seconds")
+    if (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+            and math.isfinite(seconds) and seconds >= 0):
+        what += f", {duration(seconds)}"
+    return what + why
 
 
 def duration(seconds: float) -> str:

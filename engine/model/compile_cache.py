@@ -1,0 +1,56 @@
+"""Where torch.compile keeps what it built, so that a later start reuses it, and whether this
+machine has already compiled a given model.
+
+Inductor's caches (generated C++/Triton kernels, FX graphs) default to a folder under /tmp,
+which a reboot empties: they are pointed at the user's cache instead. A marker per compiled
+model (its weights, precision, device, torch version) records that a warm-up finished, which
+is what the service reports as "compiling, once" against "compiling from this machine's
+cache".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "text2earth" / "compiled"
+
+
+def use_persistent_cache() -> Path:
+    """Point inductor at the user's cache (unless the user chose a folder); the folder."""
+    folder = Path(os.environ.setdefault(INDUCTOR_CACHE_ENV, str(cache_root() / "inductor")))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def compile_key(weights_sha256: str, precision: str, device: str, facts: str) -> str:
+    """One compiled model on one machine: what its generated code depends on."""
+    import torch
+
+    text = "\n".join([weights_sha256, precision, device, facts, torch.__version__])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _marker(key: str) -> Path:
+    return cache_root() / "warmed" / key
+
+
+def is_compiled(key: str) -> bool:
+    return _marker(key).is_file()
+
+
+def mark_compiled(key: str) -> None:
+    """Record that ``key``'s warm-up finished (best effort: a read-only cache only means the
+    next start says "once" again)."""
+    marker = _marker(key)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass
