@@ -65,7 +65,7 @@ bench-gpu-wheels:
 
 bench-gpu:
 	@export PYTHONPATH=$(BENCH_GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} PYTHONUNBUFFERED=1; \
-	if ! $(BENCH_GPU_PY) -c "import diffusers, open_clip, ftfy" 2>/dev/null; then \
+	if ! $(BENCH_GPU_PY) -c "from diffusers import UNet2DConditionModel, AutoencoderKL; import open_clip.tokenizer, ftfy" 2>/dev/null; then \
 	  ls .whl/*.whl >/dev/null 2>&1 || { echo "bench-gpu: diffusers and open_clip are not" \
 	    "importable and .whl/ holds no wheels: run 'make bench-gpu-wheels' and carry .whl"; \
 	    exit 1; }; \

@@ -19,7 +19,7 @@ def test_model_bytes_counts_what_a_loaded_model_holds(tiny_t2i):
 
 
 def test_first_image_row_from_a_cold_service(tiny_t2i):
-    row = first_image.first_image(tiny_t2i, "fp32", cold=False, steps=3)
+    row = first_image.first_image(tiny_t2i, "fp32", cold=False, steps=4)
     assert row["page_cache"] == "warm" and not row["page_cache_dropped"]
     assert 0 < row["service_answered_s"] < row["first_step_done_s"] <= row["image_done_s"]
     assert 0 < row["first_step_started_s"] < row["first_step_done_s"]

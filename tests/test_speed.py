@@ -256,17 +256,50 @@ def test_compile_switch_and_compiled_unet_gives_the_same_image(tiny_t2i):
         graphs.append(tuple(example_inputs[0].shape))
         return gm.forward
 
+    pipe.use_scheduler("ddim")
+    ddim = image()
+    pipe.use_scheduler("euler")
     compile_unet(pipe, backend=counting, on_compiled=lambda: done.append(True))
-    assert type(pipe.unet).__name__ == "FirstShapeCompiled"
+    assert type(pipe.unet).__name__ == "CompiledOnce"
     assert pipe.unet.config.in_channels == 4 and pipe.unet.dtype == torch.float32
+    assert sum(p.numel() for p in pipe.unet.parameters()) == sum(
+        p.numel() for p in pipe.unet.eager.parameters())  # the weights once, not twice
     np.testing.assert_array_equal(image(), eager)
     assert len(graphs) == 1 and done == [True]  # compiled once, for a 256 px window
-    # Another shape runs the same weights eagerly: no second compile (minutes on a CPU).
+    # Another shape, another scheduler's integer timesteps: the same weights run eagerly, no
+    # second compile (minutes on a CPU).
     np.testing.assert_array_equal(
         pipe("a park", level=17, num_inference_steps=2, height=128, width=64,
              generator=torch.Generator("cpu").manual_seed(1)).images[0], other)
+    pipe.use_scheduler("ddim")
+    np.testing.assert_array_equal(image(), ddim)
+    pipe.use_scheduler("euler")
     np.testing.assert_array_equal(image(), eager)
     assert len(graphs) == 1 and done == [True]
+
+
+def test_a_compile_that_fails_leaves_the_model_running_eagerly(tiny_t2i, capsys):
+    from engine.model.checkpoint import load_model
+
+    pipe = load_model(str(tiny_t2i), "cpu", precision="fp32").pipeline
+
+    def image():
+        return pipe("a park", level=17, num_inference_steps=2,
+                    generator=torch.Generator("cpu").manual_seed(1)).images[0]
+
+    eager = image()
+    attempts = []
+
+    def broken(gm, example_inputs):  # as inductor without a C++ compiler
+        attempts.append(1)
+        raise RuntimeError("cl.exe not found")
+
+    compile_unet(pipe, backend=broken)
+    np.testing.assert_array_equal(image(), eager)
+    np.testing.assert_array_equal(image(), eager)
+    assert len(attempts) == 1  # tried once, not at every step
+    assert pipe.unet.state.startswith("failed")
+    assert "compiling the UNet failed" in capsys.readouterr().err
 
 
 def test_memory_savers_only_when_the_card_is_too_small():

@@ -45,6 +45,30 @@ def test_streamed_part_equals_the_library_load(tiny_inpaint, part, dtype):
                                                  strict=True))
 
 
+def test_fp16_stored_unet_and_legacy_position_ids_are_streamed(tiny_t2i, tmp_path):
+    """The hub's layout: the UNet stored in fp16, the text encoder saved by transformers 4.x
+    (names under ``text_model.``, which transformers 5 drops, and CLIP's position ids, a
+    buffer the model builds)."""
+    folder = tmp_path / "hub"
+    shutil.copytree(tiny_t2i, folder)
+    unet = library_load(UNet2DConditionModel, folder / "unet", torch.float16)
+    unet.save_pretrained(folder / "unet")
+    weights = folder / "text_encoder" / "model.safetensors"
+    # As transformers 4 saved CLIPTextModel: every name under text_model., the ids stored.
+    tensors = {f"text_model.{name}": tensor for name, tensor in load_file(weights).items()}
+    tensors["text_model.embeddings.position_ids"] = torch.arange(77).unsqueeze(0)
+    save_file(tensors, weights, metadata={"format": "pt"})
+    for part, dtype in (("unet", torch.bfloat16), ("unet", torch.float32),
+                        ("text_encoder", torch.bfloat16)):
+        streamed = load_streamed(PARTS[part], folder / part, dtype)
+        reference = library_load(PARTS[part], folder / part, dtype)
+        assert streamed is not None, part
+        theirs = reference.state_dict()
+        assert streamed.state_dict().keys() == theirs.keys()
+        for name, tensor in streamed.state_dict().items():
+            assert tensor.dtype == theirs[name].dtype and torch.equal(tensor, theirs[name]), name
+
+
 def test_a_part_whose_files_do_not_match_goes_to_the_library(tiny_t2i, tmp_path):
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_t2i, folder)

@@ -25,13 +25,24 @@ GIB = 2 ** 30
 
 
 def hub_like_checkpoint(folder: Path) -> Path:
-    """Full-size random weights in the hub's layout and dtypes (written once, reused)."""
+    """Full-size random weights in the hub's layout and dtypes (written once, reused): the
+    UNet in fp16, the text encoder as transformers 4 saved it (names under ``text_model.``,
+    CLIP's position ids stored), and its hash remembered, as a hub cache's blob names give it
+    (engine.model.checkpoint), so that a start does not read 3.4 GB to hash them."""
     import torch
+    from safetensors.torch import load_file, save_file
 
+    from engine.model.checkpoint import weights_sha256
     from engine.model.tiny_checkpoint import write_checkpoint
 
     if not (folder / "model_index.json").is_file():
         write_checkpoint(folder, full_size=True, unet_dtype=torch.float16)
+        weights = folder / "text_encoder" / "model.safetensors"
+        tensors = {f"text_model.{k}": v for k, v in load_file(weights).items()}
+        tensors["text_model.embeddings.position_ids"] = torch.arange(77).unsqueeze(0)
+        save_file(tensors, weights, metadata={"format": "pt"})
+        del tensors
+    weights_sha256(folder)
     return folder
 
 
@@ -72,7 +83,7 @@ def model_bytes(checkpoint: Path, precision: str) -> int:
     return total
 
 
-def first_image(checkpoint: Path, precision: str, cold: bool, steps: int = 3,
+def first_image(checkpoint: Path, precision: str, cold: bool, steps: int = 4,
                 extra_args: tuple[str, ...] = ()) -> dict:
     """One cold service start on ``checkpoint`` and its first job, timed from the spawn."""
     from text2earth_qgis.core.service.client import start_local_service
@@ -114,13 +125,15 @@ def first_image(checkpoint: Path, precision: str, cold: bool, steps: int = 3,
         peak = _peak_rss(service.process.pid)
     finally:
         service.stop()
-    per_step = (step_at[steps] - step_at[1]) / (steps - 1) if steps > 1 else None
-    first_start = step_at[1] - per_step if per_step else None
+    # Steps before the last: the last one's report comes with the decode and the write.
+    last = steps - 1
+    per_step = (step_at[last] - step_at[1]) / (last - 1) if last > 1 else None
+    first_start = step_at[1] - per_step if per_step is not None else None
     weights = model_bytes(checkpoint, precision)
     row = {"precision": precision, "page_cache": "cold" if cold else "warm",
            "page_cache_dropped": dropped, "service_answered_s": round(answered, 2),
            "phases_s": {k: round(v, 2) for k, v in phases.items()},
-           "first_step_started_s": round(first_start, 2) if first_start else None,
+           "first_step_started_s": round(first_start, 2) if first_start is not None else None,
            "first_step_done_s": round(step_at[1], 2), "per_step_s": round(per_step or 0, 3),
            "image_done_s": round(done_s, 2), "steps": steps,
            "peak_rss_gib": round(peak / GIB, 3) if peak else None,

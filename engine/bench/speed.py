@@ -94,14 +94,19 @@ def unet_step_gflop(model, size: int = SIZE) -> float:
 
 
 def precisions(full_size: bool, steps: int, repeats: int, device: str | None, tmp: Path,
-               extra: tuple[str, ...] = (), compiled: tuple[str, ...] = ()) -> dict:
-    """Bare fp32 diffusers loop vs the engine in fp32, bf16 and auto (+ ``extra``), and the
-    engine compiled (engine.model.accelerate) in each of ``compiled``; on a CPU each row's
-    step against the limit this machine's matmul rate sets for it."""
+               extra: tuple[str, ...] = (), compiled: tuple[str, ...] = (),
+               bf16: bool = True) -> dict:
+    """Bare fp32 diffusers loop vs the engine in fp32, bf16 (unless not ``bf16``) and auto
+    (+ ``extra``), and the engine compiled (engine.model.accelerate) in each of ``compiled``
+    (compiled into an empty inductor cache: the first call is a first start's compile); on a
+    CPU each row's step against the limit this machine's matmul rate sets for it."""
+    import os
+
     from engine.model.accelerate import accelerate
+    from engine.model.compile_cache import INDUCTOR_CACHE_ENV
 
     auto = check_precision("auto", device)
-    names = list(dict.fromkeys(["fp32", "bf16", auto, *extra]))
+    names = list(dict.fromkeys(["fp32", *(["bf16"] if bf16 else []), auto, *extra]))
     models = {name: build_model(full_size, device, name) for name in names}
     reference = models["fp32"]
     sides = {"bare fp32": lambda: _bare(reference, steps)}
@@ -109,12 +114,22 @@ def precisions(full_size: bool, steps: int, repeats: int, device: str | None, tm
         sides[f"engine {name}"] = lambda model=model, name=name: _job(
             model, tmp / f"{name}.tif", steps)
     compile_s = {}
+    before = os.environ.get(INDUCTOR_CACHE_ENV)
     for name in compiled:
         model = build_model(full_size, device, name)
-        accelerate(model.pipeline, model.device, compile=True)
-        sides[f"engine {name} compiled"] = lambda model=model, name=name: _job(
-            model, tmp / f"{name}-compiled.tif", steps)
-        compile_s[name] = _timed(sides[f"engine {name} compiled"])  # compiles (minutes)
+        for part in (model.pipeline.unet, model.pipeline.vae, model.pipeline.text_encoder):
+            part.eval()  # as loaded (from_pretrained); built ones start in training mode
+        os.environ[INDUCTOR_CACHE_ENV] = str(tmp / f"inductor-{name}")
+        try:
+            accelerate(model.pipeline, model.device, compile=True)
+            sides[f"engine {name} compiled"] = lambda model=model, name=name: _job(
+                model, tmp / f"{name}-compiled.tif", steps)
+            compile_s[name] = _timed(sides[f"engine {name} compiled"])  # compiles (minutes)
+        finally:
+            if before is None:
+                os.environ.pop(INDUCTOR_CACHE_ENV, None)
+            else:
+                os.environ[INDUCTOR_CACHE_ENV] = before
     for run in sides.values():  # warm-up: first-call allocations, lazy imports
         run()
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
@@ -130,8 +145,10 @@ def precisions(full_size: bool, steps: int, repeats: int, device: str | None, tm
         row["end_to_end_ratio"] = round(row["end_to_end_s"] / base["end_to_end_s"], 3)
         row["per_step_ratio"] = round(row["per_step_s"] / base["per_step_s"], 3)
     limits = {}
-    if reference.device.type == "cpu":
-        gflop = unet_step_gflop(reference)
+    gflop = unet_step_gflop(reference)
+    # The limit means something where convolutions and matmuls are the time (the full-size
+    # model); the tiny one is all overheads.
+    if reference.device.type == "cpu" and full_size:
         for key, row in rows.items():
             precision = "fp32" if key.startswith("bare") else key.split()[1]
             dtype = DTYPES[precision]
@@ -144,7 +161,7 @@ def precisions(full_size: bool, steps: int, repeats: int, device: str | None, tm
             rows[f"engine {name} compiled"]["first_call_s"] = round(seconds, 1)
     return {"model": "full-size" if full_size else "tiny", "device": str(reference.device),
             "auto": auto, "size": SIZE, "steps": steps, "repeats": repeats, "rows": rows,
-            "step_gflop": round(unet_step_gflop(reference), 1)}
+            "step_gflop": round(gflop, 1)}
 
 
 def print_precisions(result: dict) -> None:

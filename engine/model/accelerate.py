@@ -13,10 +13,10 @@ service shows in /health and jobs write into their tags.
   dominates a 256 px tile). On by default on CUDA only. On a CPU (``--compile``) inductor
   freezes the weights so oneDNN prepacks the convolutions' and linears' weights once instead
   of reordering them at every call: that is the whole gain there (bf16 step 1.35 s -> 0.97 s
-  on 2 avx512_bf16 cores; compiled without freezing 1.5 s, no gain), for one shape only
-  (engine.model.compiled_unet), and compiling takes minutes, so it stays opt-in: the first
-  image comes sooner without it. Inductor's caches live in the user's cache folder
-  (engine.model.compile_cache), so its generated kernels outlive a reboot.
+  on 2 avx512_bf16 cores; compiled without freezing 1.5 s, no gain), compiled once for the
+  first call's inputs (engine.model.compiled_unet: other inputs run eagerly); compiling takes
+  minutes, so it stays opt-in: the first image comes sooner without it. Inductor's caches
+  live in the user's cache folder (engine.model.compile_cache): its kernels outlive a reboot.
 - Memory savers (attention slicing, VAE tiling, sequential CPU offload) only when the card's
   free memory cannot hold the weights plus one window's activations, cheapest first.
 """
@@ -36,7 +36,7 @@ VAE_DECODE_BYTES_PER_PX = 2_000
 VAE_TILE = 512  # diffusers' default tile for VAE tiling (sample size of the SD2 VAE)
 MEMORY_SAFETY = 0.9  # of the free memory: the allocator fragments
 COMPILE_MODE_CUDA = "reduce-overhead"
-CPU_COMPILE_OPTIONS = {"freezing": True}  # see the module's docstring
+CPU_COMPILE_CONFIG = {"freezing": True}  # inductor's, see the module's docstring
 WARM_TILES = (256, 512)  # the default window (the training size) and the common larger option
 # Memory savers are chosen for the larger option, so a job with either window fits.
 PLAN_TILE = 512
@@ -107,16 +107,16 @@ def uses_sdpa(pipe) -> bool:
 
 
 def compile_unet(pipe, backend: str = "inductor", mode: str | None = None,
-                 options: dict | None = None, on_compiled=None) -> None:
+                 config: dict | None = None, on_compiled=None) -> None:
     """Replace the pipeline's UNet by its compiled form (same weights, same module API); on a
-    CPU compiled for its first input shape only (engine.model.compiled_unet), ``on_compiled``
-    called once that compile is done."""
-    compiled = torch.compile(pipe.unet, backend=backend, mode=mode, options=options,
-                             fullgraph=True, dynamic=False)
+    CPU compiled once, with inductor ``config``, for its first call's inputs
+    (engine.model.compiled_unet), ``on_compiled`` called once that compile is done."""
+    compiled = torch.compile(pipe.unet, backend=backend, mode=mode, fullgraph=True,
+                             dynamic=False)
     if pipe.unet.device.type == "cpu":
-        from engine.model.compiled_unet import FirstShapeCompiled
+        from engine.model.compiled_unet import CompiledOnce
 
-        compiled = FirstShapeCompiled(pipe.unet, compiled, on_compiled)
+        compiled = CompiledOnce(pipe.unet, compiled, config, on_compiled)
     pipe.unet = compiled
 
 
@@ -143,12 +143,12 @@ def accelerate(pipe, device: torch.device, compile: bool | None = None,
         compile_cache.use_persistent_cache()
         inductor = compile_backend == "inductor"
         mode = COMPILE_MODE_CUDA if device.type == "cuda" and inductor else None
-        options = CPU_COMPILE_OPTIONS if device.type == "cpu" and inductor else None
+        config = CPU_COMPILE_CONFIG if device.type == "cpu" and inductor else None
         def compiled() -> None:
             if compile_key:
                 compile_cache.mark_compiled(compile_key)
 
-        compile_unet(pipe, compile_backend, mode, options, on_compiled=compiled)
+        compile_unet(pipe, compile_backend, mode, config, on_compiled=compiled)
         report.compiled = True
         report.compile_cached = bool(compile_key) and compile_cache.is_compiled(compile_key)
     return report

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,29 +146,31 @@ def _file_sha256(path: Path) -> str:
     # Elsewhere (a model folder) a file's hash is remembered with its identity: reading 3.4 GB
     # took ~3 s of every start, before the first image.
     info = real.stat()
-    identity = [info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev]
+    # st_ctime_ns: on POSIX the inode's change time, which copying tools cannot set back.
+    identity = [info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev, info.st_ctime_ns]
     memo_path = _hash_memo_path()
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
     entry = memo.get(str(real)) if isinstance(memo, dict) else None
-    if isinstance(entry, list) and entry[:4] == identity and len(entry) == 5:
-        return entry[4]
+    if isinstance(entry, list) and len(entry) == len(identity) + 1 and entry[:-1] == identity:
+        return entry[-1]
     digest = hashlib.sha256()
     with open(real, "rb") as fh:
         while chunk := fh.read(HASH_CHUNK):
             digest.update(chunk)
     sha = digest.hexdigest()
-    memo = memo if isinstance(memo, dict) else {}
+    memo = {name: entry for name, entry in (memo if isinstance(memo, dict) else {}).items()
+            if os.path.exists(name)}  # models deleted since: forgotten
     memo[str(real)] = [*identity, sha]
-    try:  # best effort, atomic: a torn memo would only mean hashing again
+    tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:  # best effort, atomic: a torn or lost memo only means hashing again
         memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(memo))
         os.replace(tmp, memo_path)
     except OSError:
-        pass
+        tmp.unlink(missing_ok=True)
     return sha
 
 
@@ -190,6 +193,7 @@ class LoadedModel:
     pipeline_check: bool = False  # the built-in demo weights: output is a plumbing test
     precision: str = "fp32"  # engine.model.precision: fp32 | bf16 | fp16
     speed: dict | None = None  # engine.model.accelerate's report: compiled, memory savers, ...
+    compile_key: str | None = None  # engine.model.compile_cache: this model compiled here
 
     @property
     def inpainting(self) -> bool:
@@ -279,12 +283,13 @@ def load_model(
         scheduler=make_scheduler(DEFAULT_SCHEDULER, scheduler_config),
     )
     pipeline.to(torch_device)
-    from engine.model.accelerate import accelerate
+    from engine.model.accelerate import CPU_COMPILE_CONFIG, WARM_TILES, accelerate
     from engine.model.compile_cache import compile_key
 
     sha = weights_sha256(path)
     facts = device_facts(torch_device)
-    key = compile_key(sha, precision, str(torch_device), " ".join(sorted(facts.cpu_flags)))
+    key = compile_key(sha, precision, str(torch_device), " ".join(sorted(facts.cpu_flags)),
+                      repr((sorted(CPU_COMPILE_CONFIG.items()), WARM_TILES)))
     speed = accelerate(pipeline, torch_device, compile, compile_key=key)
     return LoadedModel(pipeline, checkpoint, sha, torch_device, dtypes["unet"],
-                       precision=precision, speed=speed.as_dict())
+                       precision=precision, speed=speed.as_dict(), compile_key=key)

@@ -29,16 +29,19 @@ def use_persistent_cache() -> Path:
     return folder
 
 
-def compile_key(weights_sha256: str, precision: str, device: str, facts: str) -> str:
-    """One compiled model on one machine: what its generated code depends on."""
+def compile_key(weights_sha256: str, precision: str, device: str, facts: str,
+                settings: str) -> str:
+    """One compiled model on one machine: what its generated code depends on (``settings``:
+    how it is compiled and warmed)."""
     import torch
 
-    text = "\n".join([weights_sha256, precision, device, facts, torch.__version__])
+    text = "\n".join([weights_sha256, precision, device, facts, torch.__version__, settings])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _marker(key: str) -> Path:
-    return cache_root() / "warmed" / key
+    # Beside the kernels it vouches for: a cleared or other inductor folder has no marker.
+    return use_persistent_cache() / "text2earth-compiled" / key
 
 
 def is_compiled(key: str) -> bool:

@@ -79,6 +79,28 @@ def _names_by_file(files: list[Path]) -> dict[Path, list[str]] | None:
     return names
 
 
+def _renamer(model, meta_state: dict):
+    """transformers' own renaming of stored tensor names to the model's (its conversion
+    mapping: e.g. transformers 5's CLIPTextModel dropped the ``text_model.`` prefix that every
+    checkpoint saved before it has); None where the model's mapping also merges or splits
+    tensors (its loader's job) or the library's internals are not what this expects."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+        transforms = get_model_conversion_mapping(model)
+    except Exception:  # noqa: BLE001 - another transformers: its own loader then
+        return None
+    if any(not isinstance(t, WeightRenaming) for t in transforms):
+        return None
+    prefix = getattr(model, "base_model_prefix", None) or None
+
+    def rename(name: str) -> str:
+        return rename_source_key(name, transforms, [], prefix, meta_state)[0]
+
+    return rename
+
+
 def load_streamed(model_class, folder: Path, dtype: torch.dtype) -> torch.nn.Module | None:
     """``model_class`` (a diffusers or transformers model) from the safetensors in ``folder``,
     every tensor in ``dtype`` (modules the class keeps in fp32 stay fp32), in eval mode; None
@@ -86,24 +108,36 @@ def load_streamed(model_class, folder: Path, dtype: torch.dtype) -> torch.nn.Mod
     from accelerate.utils import set_module_tensor_to_device
     from safetensors import safe_open
 
-    model, library = _empty_part(model_class, folder)
+    try:
+        model, library = _empty_part(model_class, folder)
+    except ImportError:  # a library version without the helpers used: its own loader then
+        return None
     files = weight_files(folder, library)
     names = _names_by_file(files) if files else None
     if names is None:
         return None
-    expected = set(model.state_dict())
-    stored = [name for file_names in names.values() for name in file_names]
-    if len(stored) != len(set(stored)) or set(stored) != expected:
+    meta_state = model.state_dict()
+    rename = _renamer(model, meta_state) if library == "transformers" else (lambda name: name)
+    if rename is None:
+        return None
+    targets = {file: {name: rename(name) for name in file_names}
+               for file, file_names in names.items()}
+    # Buffers the model builds itself but older versions stored (CLIP's position ids, saved
+    # by transformers before 4.31) are skipped, as the libraries skip them.
+    built = {name for name, _ in model.named_buffers()} - set(meta_state)
+    kept = [target for renamed in targets.values() for target in renamed.values()
+            if target not in built]
+    if len(kept) != len(set(kept)) or set(kept) != set(meta_state):
         return None
     keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
-    for file, file_names in names.items():
-        pending = list(file_names)
+    for file, renamed in targets.items():
+        pending = [(name, target) for name, target in renamed.items() if target not in built]
         while pending:
             with safe_open(file, framework="pt") as handle:  # closed: the pages read leave
                 read = 0
                 while pending and read < REMAP_BYTES:
-                    name = pending.pop(0)
-                    tensor = handle.get_tensor(name)  # backed by the file's mapping
+                    stored_name, name = pending.pop(0)
+                    tensor = handle.get_tensor(stored_name)  # backed by the file's mapping
                     read += tensor.numel() * tensor.element_size()
                     target = tensor.dtype
                     if tensor.is_floating_point():
@@ -114,4 +148,10 @@ def load_streamed(model_class, folder: Path, dtype: torch.dtype) -> torch.nn.Mod
                     value = tensor.to(target, copy=True)
                     del tensor
                     set_module_tensor_to_device(model, name, "cpu", value=value, dtype=target)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        return None
+    for module in model.modules():  # built float buffers follow the dtype, as the libraries'
+        for key, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_floating_point():
+                module._buffers[key] = buffer.to(dtype)
     return model.eval()

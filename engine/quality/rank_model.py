@@ -26,6 +26,7 @@ from engine.model.checkpoint import (
     is_local_path,
     missing_model_advice,
 )
+from engine.model.construction_lock import building_one_at_a_time
 
 RANK_MODEL = "lcybuaa/Git-RSCLIP"
 RANK_MODEL_ENV = "TEXT2EARTH_RANK_MODEL"
@@ -178,6 +179,7 @@ class RankModel:
             return self.model.get_text_features(**self._text(texts)).pooler_output
 
 
+@building_one_at_a_time
 def load_rank_model(
     name_or_path: str | None = None, device: str = "cpu", offline: bool | None = None,
     checkpoint: Checkpoint | None = None,

@@ -17,6 +17,7 @@ from engine.jobs.prepared import GENERATE, PreparedJob, choose_weights, prepare,
 from engine.jobs.prepared import run as run_prepared
 from engine.model.accelerate import warm_up
 from engine.model.checkpoint import Checkpoint, LoadedModel, load_model, resolve_checkpoint
+from engine.model.compile_cache import mark_compiled
 from engine.model.demo import demo_checkpoint_dir
 from engine.service.job_queue import Job, JobCancelledError
 from engine.service.memory_release import release_freed_memory
@@ -82,7 +83,9 @@ class ModelManager:
         except ModelNotFoundError as exc:
             if not self.config.demo_fallback:
                 self.error = str(exc)
-                if self._loaded is None:  # a miss costs no warm model: that one stays ready
+                # A miss costs no warm model (that one stays ready), and says nothing over
+                # another thread's load in progress.
+                if self._loaded is None and not self.phase.waiting:
                     self.phase = ModelPhase.begin(FAILED)
                 raise
             checkpoint, demo = resolve_checkpoint(str(demo_checkpoint_dir(False))), True
@@ -114,6 +117,8 @@ class ModelManager:
                     # meanwhile), so the first job is not the slow one.
                     self.phase = ModelPhase.begin(COMPILING, compile_once(loaded.speed))
                     warm_up(loaded.pipeline)
+                    if loaded.compile_key:  # the next start says "from this machine's cache"
+                        mark_compiled(loaded.compile_key)
             except BaseException:
                 self.phase = ModelPhase.begin(FAILED)
                 raise
