@@ -27,6 +27,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from engine.errors import GenerationCancelled, InputError
 from engine.model.denoise import denoise, guided
 from engine.model.latents import LATENT_DTYPE  # noqa: F401 (re-export)
+from engine.model.memory_release import return_freed_heap
 from engine.model.schedulers import DEFAULT_SCHEDULER, make_scheduler  # noqa: F401 (re-export)
 from text2earth_qgis.core.contract.scale import LEVELS, UNKNOWN_LEVEL
 
@@ -286,6 +287,7 @@ class Text2EarthPipeline(DiffusionPipeline):
         return self.decode(latents, generator)
 
     def decode(self, latents: torch.Tensor, generator=None) -> np.ndarray:
+        return_freed_heap()  # the loop's freed memory, before the decode's peak adds to it
         latents = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
         image = self.vae.decode(latents, return_dict=False, generator=generator)[0]
         image = self.image_processor.postprocess(image, output_type="np")

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from engine.errors import INTERNAL_KIND, Text2EarthError
-from engine.service.memory_release import release_freed_memory
+from engine.model.memory_release import release_freed_memory
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL = (DONE, FAILED, CANCELLED)

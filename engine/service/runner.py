@@ -19,8 +19,8 @@ from engine.model.accelerate import warm_up
 from engine.model.checkpoint import Checkpoint, LoadedModel, load_model, resolve_checkpoint
 from engine.model.compile_cache import mark_compiled
 from engine.model.demo import demo_checkpoint_dir
+from engine.model.memory_release import release_freed_memory
 from engine.service.job_queue import Job, JobCancelledError
-from engine.service.memory_release import release_freed_memory
 from engine.service.model_phase import COMPILING, FAILED, LOADING, READY, ModelPhase, compile_once
 from engine.service.outputs import file_identity
 
