@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := python3-qgis qgis-providers qgis gdal-bin xvfb python3-venv
+# g++ and python3-dev: inductor compiles the UNet's CPU kernels (`--compile`, tests/test_cpu_compile.py).
+APT_PACKAGES := python3-qgis qgis-providers qgis gdal-bin xvfb python3-venv g++ python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 

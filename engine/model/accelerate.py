@@ -12,8 +12,8 @@ service shows in /health and jobs write into their tags.
   once; CUDA graphs through ``mode="reduce-overhead"`` remove the per-kernel launch cost that
   dominates a 256 px tile). On by default on CUDA only. On a CPU (``--compile``) inductor
   freezes the weights so oneDNN prepacks the convolutions' and linears' weights once instead
-  of reordering them at every call: that is the whole gain there (bf16 step 1.35 s -> 0.97 s
-  on 2 avx512_bf16 cores; compiled without freezing 1.5 s, no gain), compiled once for the
+  of reordering them at every call: that is the whole gain there (bf16 step 1.27 s -> 1.0-1.08
+  s, fp32 2.49 -> 2.12 s on 2 avx512_bf16 cores; without freezing no gain), compiled once for the
   first call's inputs (engine.model.compiled_unet: other inputs run eagerly); compiling takes
   minutes, so it stays opt-in: the first image comes sooner without it. Inductor's caches
   live in the user's cache folder (engine.model.compile_cache): its kernels outlive a reboot.
