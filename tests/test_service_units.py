@@ -227,6 +227,9 @@ def test_out_of_memory_on_gpu_retries_once_with_memory_saving(monkeypatch, tmp_p
         def load(self, checkpoint, demo=False, precision=None):
             return FakeModel()
 
+        def waiting_for(self):
+            return None
+
     def fake_run(job_setup, model, callback):
         calls.append(1)
         if len(calls) == 1:

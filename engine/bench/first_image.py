@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from engine.bench.baseline import GUIDANCE, LEVEL, SIZE
+from engine.bench.memory import process_peak_rss
 from text2earth_qgis.core.contract.scale import mercator_resolution
 
 GOAL_WARM_S, GOAL_COLD_S = 8.0, 15.0  # first step started, from the service's start
@@ -53,16 +54,6 @@ def drop_page_cache() -> bool:
     except OSError:
         return False
     return True
-
-
-def _peak_rss(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def model_bytes(checkpoint: Path, precision: str) -> int:
@@ -122,7 +113,7 @@ def first_image(checkpoint: Path, precision: str, cold: bool, steps: int = 4,
         if status["state"] != "done":
             raise RuntimeError(f"first-image job {status['state']}: {status.get('error')}")
         done_s = time.perf_counter() - start
-        peak = _peak_rss(service.process.pid)
+        peak = process_peak_rss(service.process.pid)
     finally:
         service.stop()
     # Steps before the last: the last one's report comes with the decode and the write.

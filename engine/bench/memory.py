@@ -151,6 +151,15 @@ def process_rss(pid: int) -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def process_peak_rss(pid: int) -> int | None:
+    """The process's peak resident bytes (VmHWM), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def service_cancel(side: int, checkpoint: str, tmp, env: dict | None = None) -> dict:
     """The service's RSS idle (a small job done), at its peak during a whole-raster restyle
     of a ``side`` px raster (planned at submission, then run), and after that job was

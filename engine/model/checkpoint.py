@@ -20,6 +20,7 @@ import torch
 from engine.errors import CheckpointError, InputError, ModelNotFoundError
 from engine.model.construction_lock import building_one_at_a_time
 from engine.model.device import select_device
+from engine.model.user_cache import text2earth_cache
 
 DEFAULT_MODEL = "lcybuaa/Text2Earth"
 INPAINTING_MODEL = "lcybuaa/Text2Earth-inpainting"
@@ -134,8 +135,7 @@ def hub_snapshot(spec: str, patterns: list[str], advice: str, offline: bool | No
 
 
 def _hash_memo_path() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "text2earth" / "weights-sha256.json"
+    return text2earth_cache() / "weights-sha256.json"
 
 
 def _file_sha256(path: Path) -> str:
@@ -215,13 +215,8 @@ def _load_weights(what: str, model_class, path: Path, dtype: torch.dtype):
     resident beside the converted model), else through its library's own loader."""
     from engine.model.streamed_weights import load_streamed
 
-    try:
-        part = load_streamed(model_class, path / what, dtype)
-    except Exception as exc:  # noqa: BLE001 - corrupt or mismatched files: say which part
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"could not load {what} from {path}: {type(exc).__name__}: {first_line[:300]}"
-        ) from None
+    part = _load_part(what, lambda folder, subfolder: load_streamed(
+        model_class, folder / subfolder, dtype), path)
     if part is not None:
         return part
     return _load_part(what, model_class.from_pretrained, path, use_safetensors=True,
@@ -251,7 +246,8 @@ def load_model(
     from engine.model.schedulers import DEFAULT_SCHEDULER, make_scheduler
 
     torch_device, _ = select_device(device)
-    precision = resolve_precision(precision, device_facts(torch_device))  # before any loading
+    facts = device_facts(torch_device)
+    precision = resolve_precision(precision, facts)  # before any loading
     checkpoint = checkpoint or resolve_checkpoint(model, offline, cache_dir)
     dtypes = part_dtypes(precision)
     path = checkpoint.path
@@ -287,7 +283,6 @@ def load_model(
     from engine.model.compile_cache import compile_key
 
     sha = weights_sha256(path)
-    facts = device_facts(torch_device)
     key = compile_key(sha, precision, str(torch_device), " ".join(sorted(facts.cpu_flags)),
                       repr((sorted(CPU_COMPILE_CONFIG.items()), WARM_TILES)))
     speed = accelerate(pipeline, torch_device, compile, compile_key=key)

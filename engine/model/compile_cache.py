@@ -14,12 +14,13 @@ import hashlib
 import os
 from pathlib import Path
 
+from engine.model.user_cache import text2earth_cache
+
 INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 
 def cache_root() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "text2earth" / "compiled"
+    return text2earth_cache() / "compiled"
 
 
 def use_persistent_cache() -> Path:

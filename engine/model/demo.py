@@ -3,10 +3,11 @@ named: a pipeline check, never mistaken for imagery."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from engine.model.user_cache import text2earth_cache
 
 DEMO_VERSION = 1
 
@@ -14,9 +15,8 @@ DEMO_VERSION = 1
 def demo_checkpoint_dir(inpainting: bool = False) -> Path:
     """The built-in tiny checkpoint (text-to-image or inpainting), written once into the
     user's cache."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     kind = "demo-inpainting-checkpoint" if inpainting else "demo-checkpoint"
-    folder = cache / "text2earth" / f"{kind}-v{DEMO_VERSION}"
+    folder = text2earth_cache() / f"{kind}-v{DEMO_VERSION}"
     if not (folder / "model_index.json").is_file():
         from engine.model.tiny_checkpoint import write_checkpoint
 

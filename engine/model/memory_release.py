@@ -36,5 +36,4 @@ def release_freed_memory() -> None:
     """Collect cycles (a failed job's traceback holds its frames' arrays), then return every
     arena's free pages to the system."""
     gc.collect()
-    if _TRIM is not None:
-        _TRIM(0)
+    return_freed_heap()

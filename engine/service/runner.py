@@ -221,9 +221,7 @@ def run_prepared_job(job: Job, job_setup: PreparedJob, models: ModelManager) -> 
     default = models.config.model if job_setup.kind == GENERATE else None
     choose_weights(job_setup, job.model or default, job.inpaint_model, None,
                    models.config.demo_fallback)
-    # The status says what the job waits for meanwhile (a manager without it, as in some
-    # tests, says nothing).
-    job.touch(model_wait=getattr(models, "waiting_for", None))
+    job.touch(model_wait=models.waiting_for)  # the status says what the job waits for
     try:
         model = models.load(job_setup.checkpoint, job_setup.demo, job.precision)
     finally:
