@@ -27,3 +27,11 @@ def test_first_image_row_from_a_cold_service(tiny_t2i):
     # The service holds at least its model (and Python, torch, ...).
     assert row["peak_rss_gib"] > row["model_gib"] > 0
     assert set(row["phases_s"]) <= {"loading", "compiling"}
+    # The row names the torch its service ran: this venv's, which this process imports too.
+    import torch
+
+    build = "CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
+    assert row["torch"] == f"{torch.__version__} ({build})"
+    # Only a CUDA build maps CUDA libraries, and they are a part of the service's peak.
+    assert (row["cuda_build_files_gib"] > 0) == (torch.version.cuda is not None)
+    assert row["cuda_build_files_gib"] < row["peak_rss_gib"]

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -202,7 +203,10 @@ def speed_figures(args, tmp: Path) -> dict:
         # First, while this process is small: a start is timed against the whole machine.
         from engine.bench import first_image
 
-        out["first_image"] = first_image.main(tmp / "hub-like", (auto,))
+        # Absolute but not resolved: a venv's python is a link out of the venv.
+        cpu_torch = [os.path.abspath(args.cpu_torch_python)] if args.cpu_torch_python else []
+        pythons = (sys.executable, *cpu_torch)
+        out["first_image"] = first_image.main(tmp / "hub-like", (auto,), pythons)
     for full_size in (False, True) if not args.skip_full_size else (False,):
         compiled = (auto,) if full_size and not args.skip_compile else ()
         result = bench_speed.precisions(full_size, args.steps,
@@ -266,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-first-image", action="store_true",
                         help="skip the time to the first image from a cold `serve` "
                              "(engine.bench.first_image: writes 3.4 GB of weights)")
+    parser.add_argument("--cpu-torch-python",
+                        help="an engine Python with the CPU build of torch (what the set-up "
+                             "installs without an NVIDIA GPU; make bench: build/bench-cpu-torch):"
+                             " first-image rows from it too")
     parser.add_argument("--skip-ranking", action="store_true",
                         help="skip the Git-RSCLIP ranking figures (engine.bench.ranking)")
     parser.add_argument("--candidates", type=int, default=4,

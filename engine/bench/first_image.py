@@ -7,18 +7,25 @@ against the loaded model's size (goal: under the bf16 model + 1 GiB).
 
 "warm": page cache holding the weights (a second start); "cold": the page cache dropped first
 (needs root: /proc/sys/vm/drop_caches; the row says when it could not be dropped).
+
+Each row names the torch build its service ran on. A machine without an NVIDIA GPU gets the CPU
+build from the set-up (text2earth_qgis.core.setup.venv_setup.choose_torch_build); the CUDA build
+maps its CUDA libraries and triton into every process, GPU or not (the row's
+``cuda_build_files_gib``, from /proc/PID/smaps), so the memory goal is judged on the CPU build's
+row (`make bench` makes that engine: build/bench-cpu-torch).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from engine.bench.baseline import GUIDANCE, LEVEL, SIZE
-from engine.bench.memory import process_peak_rss
+from engine.bench.memory import cuda_build_rss, process_peak_rss
 from text2earth_qgis.core.contract.scale import mercator_resolution
 
 GOAL_WARM_S, GOAL_COLD_S = 8.0, 15.0  # first step started, from the service's start
@@ -74,9 +81,20 @@ def model_bytes(checkpoint: Path, precision: str) -> int:
     return total
 
 
+def torch_build(python: str) -> str:
+    """Which torch an engine Python imports: "2.14.1+cu130 (CUDA 13.0 build)", "2.13.0+cpu (CPU
+    build)"."""
+    probe = ("import torch; print(torch.__version__, "
+             "f'CUDA {torch.version.cuda} build' if torch.version.cuda else 'CPU build')")
+    answer = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
+    version, build = answer.stdout.strip().split(" ", 1)
+    return f"{version} ({build})"
+
+
 def first_image(checkpoint: Path, precision: str, cold: bool, steps: int = 4,
-                extra_args: tuple[str, ...] = ()) -> dict:
-    """One cold service start on ``checkpoint`` and its first job, timed from the spawn."""
+                extra_args: tuple[str, ...] = (), python: str = sys.executable) -> dict:
+    """One cold service start on ``checkpoint`` from the engine Python ``python`` and its first
+    job, timed from the spawn."""
     from text2earth_qgis.core.service.client import start_local_service
 
     dropped = drop_page_cache() if cold else False
@@ -86,7 +104,7 @@ def first_image(checkpoint: Path, precision: str, cold: bool, steps: int = 4,
                prompt="a park", level=LEVEL, seed=1, steps=steps, guidance=GUIDANCE,
                out="first.tif", overwrite=True)
     start = time.perf_counter()
-    service = start_local_service(sys.executable, [str(out_dir)], str(checkpoint), "cpu",
+    service = start_local_service(python, [str(out_dir)], str(checkpoint), "cpu",
                                   extra_args=["--precision", precision, *extra_args],
                                   timeout=600)
     answered = time.perf_counter() - start
@@ -114,6 +132,7 @@ def first_image(checkpoint: Path, precision: str, cold: bool, steps: int = 4,
             raise RuntimeError(f"first-image job {status['state']}: {status.get('error')}")
         done_s = time.perf_counter() - start
         peak = process_peak_rss(service.process.pid)
+        cuda_files = cuda_build_rss(service.process.pid)
     finally:
         service.stop()
     # Steps before the last: the last one's report comes with the decode and the write.
@@ -121,15 +140,17 @@ def first_image(checkpoint: Path, precision: str, cold: bool, steps: int = 4,
     per_step = (step_at[last] - step_at[1]) / (last - 1) if last > 1 else None
     first_start = step_at[1] - per_step if per_step is not None else None
     weights = model_bytes(checkpoint, precision)
-    row = {"precision": precision, "page_cache": "cold" if cold else "warm",
-           "page_cache_dropped": dropped, "service_answered_s": round(answered, 2),
+    row = {"precision": precision, "torch": torch_build(python),
+           "page_cache": "cold" if cold else "warm", "page_cache_dropped": dropped,
+           "service_answered_s": round(answered, 2),
            "phases_s": {k: round(v, 2) for k, v in phases.items()},
            "first_step_started_s": round(first_start, 2) if first_start is not None else None,
            "first_step_done_s": round(step_at[1], 2), "per_step_s": round(per_step or 0, 3),
            "image_done_s": round(done_s, 2), "steps": steps,
            "peak_rss_gib": round(peak / GIB, 3) if peak else None,
            "model_gib": round(weights / GIB, 3),
-           "peak_over_model_gib": round((peak - weights) / GIB, 3) if peak else None}
+           "peak_over_model_gib": round((peak - weights) / GIB, 3) if peak else None,
+           "cuda_build_files_gib": round(cuda_files / GIB, 3) if cuda_files is not None else None}
     return row
 
 
@@ -138,20 +159,27 @@ def print_row(row: dict) -> None:
     cache = row["page_cache"] + ("" if row["page_cache"] == "warm" or row["page_cache_dropped"]
                                  else " (could not drop: not root)")
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in row["phases_s"].items()) or "none seen"
-    print(f"  first image, {row['precision']}, page cache {cache}: service answered "
+    print(f"  first image, {row['precision']}, torch {row['torch']}, page cache {cache}: "
+          f"service answered "
           f"{row['service_answered_s']:.1f} s; waited for the model: {phases}; first step "
           f"started {row['first_step_started_s']} s (goal {goal:.0f} s), done "
           f"{row['first_step_done_s']:.1f} s, {row['per_step_s']:.2f} s/step; "
           f"{row['steps']}-step image {row['image_done_s']:.1f} s; peak RSS "
           f"{row['peak_rss_gib']} GiB = model {row['model_gib']} GiB + "
-          f"{row['peak_over_model_gib']} GiB (goal < 1)", flush=True)
+          f"{row['peak_over_model_gib']} GiB (goal < 1)"
+          + (f", of which the CUDA build's library files {row['cuda_build_files_gib']} GiB "
+             "(its anonymous memory comes on top)" if row["cuda_build_files_gib"] else ""),
+          flush=True)
 
 
-def main(folder: Path, precisions: tuple[str, ...] = ("bf16",)) -> list[dict]:
+def main(folder: Path, precisions: tuple[str, ...] = ("bf16",),
+         pythons: tuple[str, ...] = (sys.executable,)) -> list[dict]:
+    """Cold and warm rows per precision and engine Python (this venv's first)."""
     checkpoint = hub_like_checkpoint(folder)
     rows = []
-    for precision in precisions:
-        for cold in (True, False):
-            rows.append(first_image(checkpoint, precision, cold))
-            print_row(rows[-1])
+    for python in pythons:
+        for precision in precisions:
+            for cold in (True, False):
+                rows.append(first_image(checkpoint, precision, cold, python=python))
+                print_row(rows[-1])
     return rows

@@ -11,6 +11,7 @@ fork + exec, which hides what a child process itself needed.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
 
@@ -149,6 +150,28 @@ def cli_peaks(side: int, checkpoint: str, tmp, env: dict | None = None) -> dict:
 def process_rss(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# Files a CUDA build of torch maps into every process that imports it, GPU or not: the CUDA
+# runtime's libraries (pip's nvidia-* packages), torch's own CUDA libraries, triton's.
+CUDA_BUILD_FILES = re.compile(r"/nvidia/|/libtorch_cuda|/libc10_cuda|/triton/")
+
+
+def cuda_build_rss(pid: int) -> int | None:
+    """Resident bytes of the CUDA build's files in the process (/proc/PID/smaps), None once it
+    is gone."""
+    total, counting = 0, False
+    try:
+        with open(f"/proc/{pid}/smaps") as fh:
+            for line in fh:
+                head = line.split(maxsplit=6)
+                if head and not head[0].endswith(":"):  # a mapping: address perms ... path
+                    counting = len(head) > 5 and bool(CUDA_BUILD_FILES.search(head[5]))
+                elif counting and head[0] == "Rss:":
+                    total += int(head[1]) * 1024
+    except OSError:
+        return None
+    return total
 
 
 def process_peak_rss(pid: int) -> int | None:
