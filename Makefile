@@ -42,30 +42,37 @@ run: install
 	$(VENV)/bin/text2earth generate --bbox $(BBOX) --crs $(CRS) --level $(LEVEL) \
 	  --prompt "$(PROMPT)" --seed $(SEED) --out $(OUT) --overwrite --demo-fallback $(RUN_ARGS)
 
-bench: install $(CPU_TORCH_PY)
-	$(PY) -m engine.bench --cpu-torch-python $(CPU_TORCH_PY)
-	$(PY) -m engine.bench memory
-
 # The engine as a machine without an NVIDIA GPU gets it: the CPU build of torch (the set-up's
-# choose_torch_build), for the first-image bench's memory row (the CUDA build maps ~400 MiB of
+# choose_torch_build), for the first-image bench's memory rows (the CUDA build maps ~400 MiB of
 # CUDA libraries and triton into every process, GPU or not). The pinned torch's CPU build from
 # torch's index; where that cannot be reached (our build machines), the CPU build pip finds on
-# the local disk. Only what `serve` and a generate job import: torchvision, open_clip, ray and
-# the FID packages would pull the CUDA build back and are never imported there.
+# the local disk, said when it happens (the rows name their torch). Only what `serve` and a job
+# on real weights import: torchvision, open_clip, ray and the FID packages would pull the CUDA
+# build back and are not imported there (open_clip only makes the demo weights).
 CPU_TORCH_VENV := build/bench-cpu-torch
 CPU_TORCH_PY := $(CPU_TORCH_VENV)/bin/python
+# A stamp, not bin/python: that is a link, and make dates a link by the file it points to.
+CPU_TORCH_STAMP := $(CPU_TORCH_VENV)/.installed
 TORCH_PIN := $(shell sed -n 's/^torch==//p' requirements.txt)
 TORCH_CPU_LOCAL ?= 2.13.0+cpu
 CPU_TORCH_SKIP := torch|torchvision|open_clip_torch|ray|torchmetrics|torch-fidelity|lightning-utilities
-$(CPU_TORCH_PY): requirements.txt pyproject.toml
+
+bench: install $(CPU_TORCH_STAMP)
+	$(PY) -m engine.bench --cpu-torch-python $(CPU_TORCH_PY)
+	$(PY) -m engine.bench memory
+
+$(CPU_TORCH_STAMP): requirements.txt pyproject.toml Makefile | $(STAMP)
 	rm -rf $(CPU_TORCH_VENV) && /usr/bin/python3 -m venv $(CPU_TORCH_VENV)
 	$(CPU_TORCH_PY) -m pip install -q --retries 1 --timeout 20 "torch==$(TORCH_PIN)+cpu" \
 	  --index-url https://download.pytorch.org/whl/cpu \
-	  || $(CPU_TORCH_PY) -m pip install -q "torch==$(TORCH_CPU_LOCAL)"
+	  || { echo "bench: torch $(TORCH_PIN)+cpu is not to be had from torch's index here;" \
+	       "the CPU-build rows run torch $(TORCH_CPU_LOCAL) from the local disk"; \
+	       $(CPU_TORCH_PY) -m pip install -q "torch==$(TORCH_CPU_LOCAL)"; }
 	grep -vE '^($(CPU_TORCH_SKIP))==' requirements.txt > $(CPU_TORCH_VENV)/requirements.txt
 	$(CPU_TORCH_PY) -m pip install -q -r $(CPU_TORCH_VENV)/requirements.txt
 	$(CPU_TORCH_PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(CPU_TORCH_PY) -c "import torch; assert torch.version.cuda is None, torch.__version__"
+	touch $(CPU_TORCH_STAMP)
 
 # The GPU figures (engine.bench.gpu) on a lent device machine, whose command is `make bench-gpu`
 # alone (docs: README, "GPU figures"). That machine has torch, transformers, tokenizers,

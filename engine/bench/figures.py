@@ -280,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="candidates in the batched-vs-sequential figure")
     parser.add_argument("--json", default="output/bench.json")
     args = parser.parse_args(argv)
+    if args.cpu_torch_python and not os.access(args.cpu_torch_python, os.X_OK):
+        parser.error(f"--cpu-torch-python {args.cpu_torch_python}: no such Python")
 
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog

@@ -11,12 +11,14 @@ against the loaded model's size (goal: under the bf16 model + 1 GiB).
 Each row names the torch build its service ran on. A machine without an NVIDIA GPU gets the CPU
 build from the set-up (text2earth_qgis.core.setup.venv_setup.choose_torch_build); the CUDA build
 maps its CUDA libraries and triton into every process, GPU or not (the row's
-``cuda_build_files_gib``, from /proc/PID/smaps), so the memory goal is judged on the CPU build's
-row (`make bench` makes that engine: build/bench-cpu-torch).
+``cuda_build_files_gib``: their resident pages in /proc/PID/smaps at the job's end), so the
+memory goal is judged on the CPU build's rows (`make bench` makes that engine:
+build/bench-cpu-torch; a row says when its torch is not the pinned version).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,9 +28,14 @@ from pathlib import Path
 
 from engine.bench.baseline import GUIDANCE, LEVEL, SIZE
 from engine.bench.memory import cuda_build_rss, process_peak_rss
+from text2earth_qgis.core.contract.child_process import clean_env
 from text2earth_qgis.core.contract.scale import mercator_resolution
 
 GOAL_WARM_S, GOAL_COLD_S = 8.0, 15.0  # first step started, from the service's start
+REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements.txt"
+PINNED_TORCH = next((line.split("==", 1)[1].strip() for line in
+                     REQUIREMENTS.read_text(encoding="utf-8").splitlines()
+                     if line.startswith("torch==")), None)
 GIB = 2 ** 30
 
 
@@ -81,14 +88,16 @@ def model_bytes(checkpoint: Path, precision: str) -> int:
     return total
 
 
-def torch_build(python: str) -> str:
-    """Which torch an engine Python imports: "2.14.1+cu130 (CUDA 13.0 build)", "2.13.0+cpu (CPU
-    build)"."""
-    probe = ("import torch; print(torch.__version__, "
-             "f'CUDA {torch.version.cuda} build' if torch.version.cuda else 'CPU build')")
-    answer = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
-    version, build = answer.stdout.strip().split(" ", 1)
-    return f"{version} ({build})"
+def torch_build(python: str) -> dict:
+    """The torch an engine Python imports, in the environment the service gets:
+    ``{"torch": "2.14.1+cu130", "torch_cuda": "13.0" (None: the CPU build), "torch_pinned":
+    whether it is requirements.txt's version}``."""
+    probe = "import json, torch; print(json.dumps([torch.__version__, torch.version.cuda]))"
+    answer = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True,
+                            env=clean_env())
+    version, cuda = json.loads(answer.stdout.strip().splitlines()[-1])
+    return {"torch": version, "torch_cuda": cuda,
+            "torch_pinned": version.split("+")[0] == PINNED_TORCH}
 
 
 def first_image(checkpoint: Path, precision: str, cold: bool, steps: int = 4,
@@ -140,7 +149,7 @@ def first_image(checkpoint: Path, precision: str, cold: bool, steps: int = 4,
     per_step = (step_at[last] - step_at[1]) / (last - 1) if last > 1 else None
     first_start = step_at[1] - per_step if per_step is not None else None
     weights = model_bytes(checkpoint, precision)
-    row = {"precision": precision, "torch": torch_build(python),
+    row = {"precision": precision, **torch_build(python),
            "page_cache": "cold" if cold else "warm", "page_cache_dropped": dropped,
            "service_answered_s": round(answered, 2),
            "phases_s": {k: round(v, 2) for k, v in phases.items()},
@@ -159,17 +168,21 @@ def print_row(row: dict) -> None:
     cache = row["page_cache"] + ("" if row["page_cache"] == "warm" or row["page_cache_dropped"]
                                  else " (could not drop: not root)")
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in row["phases_s"].items()) or "none seen"
-    print(f"  first image, {row['precision']}, torch {row['torch']}, page cache {cache}: "
-          f"service answered "
-          f"{row['service_answered_s']:.1f} s; waited for the model: {phases}; first step "
-          f"started {row['first_step_started_s']} s (goal {goal:.0f} s), done "
-          f"{row['first_step_done_s']:.1f} s, {row['per_step_s']:.2f} s/step; "
-          f"{row['steps']}-step image {row['image_done_s']:.1f} s; peak RSS "
+    build = f"CUDA {row['torch_cuda']} build" if row["torch_cuda"] else "CPU build"
+    pinned = "" if row["torch_pinned"] else f", not the pinned {PINNED_TORCH}"
+    if row["torch_cuda"]:
+        memory_goal = (f"for comparison: the goal is judged on the CPU build; the CUDA build's "
+                       f"library files {row['cuda_build_files_gib']} GiB of it, its anonymous "
+                       "memory on top")
+    else:
+        memory_goal = "goal < 1"
+    print(f"  first image, {row['precision']}, torch {row['torch']} ({build}{pinned}), page "
+          f"cache {cache}: service answered {row['service_answered_s']:.1f} s; waited for the "
+          f"model: {phases}; first step started {row['first_step_started_s']} s (goal "
+          f"{goal:.0f} s), done {row['first_step_done_s']:.1f} s, {row['per_step_s']:.2f} "
+          f"s/step; {row['steps']}-step image {row['image_done_s']:.1f} s; peak RSS "
           f"{row['peak_rss_gib']} GiB = model {row['model_gib']} GiB + "
-          f"{row['peak_over_model_gib']} GiB (goal < 1)"
-          + (f", of which the CUDA build's library files {row['cuda_build_files_gib']} GiB "
-             "(its anonymous memory comes on top)" if row["cuda_build_files_gib"] else ""),
-          flush=True)
+          f"{row['peak_over_model_gib']} GiB ({memory_goal})", flush=True)
 
 
 def main(folder: Path, precisions: tuple[str, ...] = ("bf16",),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 def resident_bytes() -> int:
@@ -153,25 +153,35 @@ def process_rss(pid: int) -> int:
 
 
 # Files a CUDA build of torch maps into every process that imports it, GPU or not: the CUDA
-# runtime's libraries (pip's nvidia-* packages), torch's own CUDA libraries, triton's.
-CUDA_BUILD_FILES = re.compile(r"/nvidia/|/libtorch_cuda|/libc10_cuda|/triton/")
+# runtime's libraries (pip's nvidia-* packages), torch's own CUDA libraries, triton's (diffusers
+# imports torch._dynamo, which loads triton where it is installed).
+CUDA_BUILD_FILES = re.compile(
+    r"/nvidia/|/libtorch_(cuda|nvshmem)|/libc10_cuda|/libcaffe2_nvrtc|/triton/")
+
+
+def cuda_build_bytes(smaps: Iterable[str]) -> int:
+    """Resident bytes of the CUDA build's files in a /proc/PID/smaps text: each mapping's
+    header line (address perms offset dev inode [path]) then its "Key: value" lines."""
+    total, counting = 0, False
+    for line in smaps:
+        # At most 6 fields: the path, spaces and all, is the sixth.
+        head = line.split(maxsplit=5)
+        if not head:
+            continue
+        if not head[0].endswith(":"):
+            counting = len(head) == 6 and bool(CUDA_BUILD_FILES.search(head[5]))
+        elif counting and head[0] == "Rss:":
+            total += int(head[1]) * 1024
+    return total
 
 
 def cuda_build_rss(pid: int) -> int | None:
-    """Resident bytes of the CUDA build's files in the process (/proc/PID/smaps), None once it
-    is gone."""
-    total, counting = 0, False
+    """Resident bytes of the CUDA build's files in a process, None once it is gone."""
     try:
         with open(f"/proc/{pid}/smaps") as fh:
-            for line in fh:
-                head = line.split(maxsplit=6)
-                if head and not head[0].endswith(":"):  # a mapping: address perms ... path
-                    counting = len(head) > 5 and bool(CUDA_BUILD_FILES.search(head[5]))
-                elif counting and head[0] == "Rss:":
-                    total += int(head[1]) * 1024
+            return cuda_build_bytes(fh)
     except OSError:
         return None
-    return total
 
 
 def process_peak_rss(pid: int) -> int | None:
