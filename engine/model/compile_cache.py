@@ -23,9 +23,26 @@ def cache_root() -> Path:
     return text2earth_cache() / "compiled"
 
 
+def _torch_default() -> str | None:
+    """The folder inductor uses when nobody chose one (under /tmp), None where this torch
+    does not say."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:
+        return None
+    return os.path.abspath(default_cache_dir())
+
+
 def use_persistent_cache() -> Path:
-    """Point inductor at the user's cache (unless the user chose a folder); the folder."""
-    folder = Path(os.environ.setdefault(INDUCTOR_CACHE_ENV, str(cache_root() / "inductor")))
+    """Point inductor at the user's cache (unless the user chose a folder); the folder.
+
+    torch writes its own default into the variable the first time anything asks for the
+    folder, and importing torch._dynamo (which diffusers does) asks: so a variable holding
+    torch's default was not the user's choice, and is replaced too."""
+    chosen = os.environ.get(INDUCTOR_CACHE_ENV)
+    if not chosen or os.path.abspath(chosen) == _torch_default():
+        chosen = os.environ[INDUCTOR_CACHE_ENV] = str(cache_root() / "inductor")
+    folder = Path(chosen)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
