@@ -50,6 +50,13 @@ def build_model(full_size: bool, device: str | None, precision: str = "fp32") ->
                        torch_device, dtypes["unet"], precision=precision)
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read after it times the work (CUDA runs
+    asynchronously; a CPU has nothing queued)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def bare_loop(pipe: Text2EarthPipeline, prompt: str, steps: int, seed: int,
               step_times: list | None = None, size: int = SIZE) -> np.ndarray:
@@ -75,8 +82,7 @@ def bare_loop(pipe: Text2EarthPipeline, prompt: str, steps: int, seed: int,
         u, c = noise.chunk(2)
         latents = scheduler.step(u + GUIDANCE * (c - u), t, latents).prev_sample
         if step_times is not None:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             step_times.append(time.perf_counter())
     # Under fp16 the VAE stays fp32 (it overflows in fp16), as diffusers' force_upcast does.
     latents = latents.to(pipe.vae.dtype)

@@ -108,8 +108,7 @@ def _models(full_size: bool, device: str | None, tmp: Path):
 def compare(steps: int, windows: int, device: str | None, tmp: Path, full_size: bool = False,
             tile: int = 256, overlap: int = 64, seed: int = 1) -> dict:
     """The three methods on one square extent of ``windows`` x ``windows`` target windows."""
-    import torch
-
+    from engine.bench.baseline import sync
     from engine.jobs.generate import GenerateRequest, generate, plan
     from engine.scenes.cascade import progress_steps
     from engine.scenes.ladder import plan_ladder
@@ -126,22 +125,18 @@ def compare(steps: int, windows: int, device: str | None, tmp: Path, full_size: 
                                scene_method=method, out=tmp / name, overwrite=True,
                                resume=False, **kw)
 
-    def sync() -> None:
-        if t2i.device.type == "cuda":
-            torch.cuda.synchronize()
-
     def timed(method: str, model, name: str, **kw) -> tuple[float, list, Path]:
         stamps: list[tuple[int, float]] = []
 
         def on_step(pipe, i, t, tensors):
-            sync()
+            sync(t2i.device)
             stamps.append((tensors.get("tile", 1), time.perf_counter()))
             return tensors
 
-        sync()
+        sync(t2i.device)
         start = time.perf_counter()
         path = generate(request(method, name, **kw), model, on_step).path
-        sync()
+        sync(t2i.device)
         return start, [(tile_, s - start) for tile_, s in stamps] + [
             (None, time.perf_counter() - start)], path
 

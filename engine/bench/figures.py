@@ -17,10 +17,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
-from engine.bench.baseline import GUIDANCE, LEVEL, SIZE, bare_loop, build_model
+from engine.bench.baseline import GUIDANCE, LEVEL, SIZE, bare_loop, build_model, sync
 from engine.jobs.generate import GenerateRequest, generate
 from text2earth_qgis.core.contract.scale import mercator_resolution
 
@@ -54,12 +55,10 @@ def run(full_size: bool, steps: int, repeats: int, device: str | None, out_dir: 
     jobs = ((engine_job, engine_times), (pipeline_job, pipeline_times), (bare_job, bare_times))
     for i in range(repeats):
         for job, times in jobs:
-            if model.device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(model.device)
             start = time.perf_counter()
             job(i)
-            if model.device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(model.device)
             times.append(time.perf_counter() - start)
     engine_s, bare_s = statistics.median(engine_times), statistics.median(bare_times)
     pipeline_s = statistics.median(pipeline_times)
@@ -195,7 +194,7 @@ def speed_figures(args, tmp: Path) -> dict:
         result = bench_gpu.run(bench_gpu.Options(device=args.device))
         bench_gpu.report(result)
         return {"gpu": result}
-    from engine.model.precision import check_precision
+    from engine.model.precision import CPU_FLAGS_ENV, check_precision
 
     out: dict = {"precisions": []}
     auto = check_precision("auto", args.device)
@@ -218,18 +217,11 @@ def speed_figures(args, tmp: Path) -> dict:
         # CPUs without native bf16 are users too: the same table as such a CPU runs it (auto
         # resolves from the CPU flags, here faked empty), so a bf16 gain is not an fp32 loss.
         # Its fp32 rows run this CPU's own fp32 kernels (AVX-512 here): the ratios carry over.
-        print("  as a CPU without native bf16 runs it (TEXT2EARTH_CPU_FLAGS=''):", flush=True)
-        before = os.environ.get("TEXT2EARTH_CPU_FLAGS")
-        os.environ["TEXT2EARTH_CPU_FLAGS"] = ""
-        try:
+        print(f"  as a CPU without native bf16 runs it ({CPU_FLAGS_ENV}=''):", flush=True)
+        with mock.patch.dict(os.environ, {CPU_FLAGS_ENV: ""}):
             result = bench_speed.precisions(
                 True, args.steps, max(2, args.repeats // 2), args.device, tmp,
                 compiled=() if args.skip_compile else ("fp32",), bf16=False)
-        finally:
-            if before is None:
-                del os.environ["TEXT2EARTH_CPU_FLAGS"]
-            else:
-                os.environ["TEXT2EARTH_CPU_FLAGS"] = before
         bench_speed.print_precisions(result)
         out["fp32_cpu"] = result
     out["preview"] = bench_speed.preview_cost(out["precisions"][-1])

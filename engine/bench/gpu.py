@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from engine.bench.baseline import GUIDANCE, LEVEL, bare_loop, build_model
+from engine.bench.baseline import GUIDANCE, LEVEL, bare_loop, build_model, sync
 
 # Public H100 figures for SD2.1 (the same UNet size), 512 px x 50 steps, s/image.
 ANCHORS = {"tensorrt_s": 0.7, "torch_compile_s": 1.1}
@@ -80,11 +80,6 @@ class Clock:
         return self.budget_s - self.elapsed()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(call: Callable[[], object], device: torch.device,
             watch_rss: bool = False) -> tuple[float, int | None]:
     """(seconds of one call, its peak memory in bytes): CUDA's peak allocation since a reset
@@ -100,11 +95,11 @@ def measure(call: Callable[[], object], device: torch.device,
         start = time.perf_counter()
         peak, _ = peak_growth(call, every_s=0.05)
         return time.perf_counter() - start, peak
-    _sync(device)
+    sync(device)
     torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     call()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start, torch.cuda.max_memory_allocated(device)
 
 

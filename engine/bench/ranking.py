@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.bench.baseline import GUIDANCE, LEVEL, SIZE, build_model
+from engine.bench.baseline import GUIDANCE, LEVEL, SIZE, build_model, sync
 from engine.jobs.candidates import candidate_seeds, render_candidates
 from engine.model.checkpoint import Checkpoint
 from engine.quality.rank_model import RankModel
@@ -83,12 +83,10 @@ class Canvas:
 def _timed(fn, device: torch.device, repeats: int) -> float:
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -7,23 +7,20 @@ Every ratio compares runs of one process, interleaved so machine noise hits all 
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
-from engine.bench.baseline import GUIDANCE, LEVEL, SIZE, bare_loop, build_model
+from engine.bench.baseline import GUIDANCE, LEVEL, SIZE, bare_loop, build_model, sync
 from engine.jobs.generate import GenerateRequest, generate
 from engine.model.precision import DTYPES, check_precision
 from text2earth_qgis.core.contract.scale import mercator_resolution
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _per_step(stamps: list[float]) -> float:
@@ -38,27 +35,27 @@ def _job(model, out: Path, steps: int, size: int = SIZE) -> tuple[float, float]:
     stamps: list[float] = []
 
     def on_step(pipe, i, t, tensors):
-        _sync(model.device)
+        sync(model.device)
         stamps.append(time.perf_counter())
         return tensors
 
     request = GenerateRequest(bbox=(920000.0, 6250000.0, 920000.0 + side, 6250000.0 + side),
                               crs="EPSG:3857", prompt="a park", level=LEVEL, out=out, seed=1,
                               steps=steps, guidance=GUIDANCE, overwrite=True)
-    _sync(model.device)
+    sync(model.device)
     start = time.perf_counter()
     generate(request, model, on_step)
-    _sync(model.device)
+    sync(model.device)
     return time.perf_counter() - start, _per_step(stamps)
 
 
 def _bare(model, steps: int) -> tuple[float, float]:
     stamps: list[float] = []
     model.pipeline.use_scheduler("euler")
-    _sync(model.device)
+    sync(model.device)
     start = time.perf_counter()
     bare_loop(model.pipeline, "a park", steps, 1, stamps)
-    _sync(model.device)
+    sync(model.device)
     return time.perf_counter() - start, _per_step(stamps)
 
 
@@ -100,8 +97,6 @@ def precisions(full_size: bool, steps: int, repeats: int, device: str | None, tm
     (+ ``extra``), and the engine compiled (engine.model.accelerate) in each of ``compiled``
     (compiled into an empty inductor cache: the first call is a first start's compile); on a
     CPU each row's step against the limit this machine's matmul rate sets for it."""
-    import os
-
     from engine.model.accelerate import accelerate
     from engine.model.compile_cache import INDUCTOR_CACHE_ENV
 
@@ -114,22 +109,15 @@ def precisions(full_size: bool, steps: int, repeats: int, device: str | None, tm
         sides[f"engine {name}"] = lambda model=model, name=name: _job(
             model, tmp / f"{name}.tif", steps)
     compile_s = {}
-    before = os.environ.get(INDUCTOR_CACHE_ENV)
     for name in compiled:
         model = build_model(full_size, device, name)
         for part in (model.pipeline.unet, model.pipeline.vae, model.pipeline.text_encoder):
             part.eval()  # as loaded (from_pretrained); built ones start in training mode
-        os.environ[INDUCTOR_CACHE_ENV] = str(tmp / f"inductor-{name}")
-        try:
+        with mock.patch.dict(os.environ, {INDUCTOR_CACHE_ENV: str(tmp / f"inductor-{name}")}):
             accelerate(model.pipeline, model.device, compile=True)
             sides[f"engine {name} compiled"] = lambda model=model, name=name: _job(
                 model, tmp / f"{name}-compiled.tif", steps)
             compile_s[name] = _timed(sides[f"engine {name} compiled"])  # compiles (minutes)
-        finally:
-            if before is None:
-                os.environ.pop(INDUCTOR_CACHE_ENV, None)
-            else:
-                os.environ[INDUCTOR_CACHE_ENV] = before
     for run in sides.values():  # warm-up: first-call allocations, lazy imports
         run()
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}

@@ -31,6 +31,8 @@ from engine.errors import InputError
 AUTO, FP32, BF16, FP16 = "auto", "fp32", "bf16", "fp16"
 PRECISIONS = (AUTO, FP32, BF16, FP16)
 DTYPES = {FP32: torch.float32, BF16: torch.bfloat16, FP16: torch.float16}
+# Replaces the CPU's own flags (device_facts): what another machine's `auto` would pick.
+CPU_FLAGS_ENV = "TEXT2EARTH_CPU_FLAGS"
 # CPU feature names (Linux /proc/cpuinfo, macOS sysctl) meaning native bf16 dot products.
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16", "FEAT_BF16"})
 
@@ -115,14 +117,15 @@ def _mps_bf16() -> bool:
 def device_facts(device: torch.device) -> DeviceFacts:
     """What :func:`auto_precision` needs to know about ``device`` (read from the machine).
 
-    ``TEXT2EARTH_CPU_FLAGS`` (space-separated) replaces the CPU's own flags: a way to see what
-    another machine would get, and to run the fp32 path on a bf16 CPU under ``auto``.
+    ``TEXT2EARTH_CPU_FLAGS`` (:data:`CPU_FLAGS_ENV`, space-separated) replaces the CPU's own
+    flags: a way to see what another machine would get, and to run the fp32 path on a bf16 CPU
+    under ``auto``.
     """
     if device.type == "cuda":
         return DeviceFacts("cuda")
     if device.type == "mps":
         return DeviceFacts("mps", mps_bf16=_mps_bf16())
-    override = os.environ.get("TEXT2EARTH_CPU_FLAGS")
+    override = os.environ.get(CPU_FLAGS_ENV)
     flags = frozenset(override.split()) if override is not None else _cpu_flags()
     return DeviceFacts("cpu", cpu_flags=flags)
 
