@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_service import job, wait_for
 
 from engine.errors import CheckpointError
 from engine.service import runner
@@ -25,8 +26,6 @@ from engine.service.server import _preload, make_server
 from text2earth_qgis.core.service.client import EngineClient, JobFailed
 from text2earth_qgis.core.service.run_job import status_text
 
-BBOX = [447000.0, 5411000.0, 447300.0, 5411300.0]  # 300 m near Karlsruhe, UTM 32N
-UTM = "EPSG:32632"
 GATE_S = 60.0  # a gate never opened (a failed test) still lets the threads end
 ONCE = "compiling for this machine, {} (first start only; a few minutes)"
 
@@ -43,7 +42,7 @@ class Service:
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        daemon=True)
         self.thread.start()
-        wait_for(lambda: self.server.started, 20, "the loopback server to start")
+        wait_for(lambda: self.server.started, 20, what="the loopback server to start")
         self.client = EngineClient(f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30)
         threading.Thread(target=_preload, args=(self.models,), daemon=True).start()
 
@@ -56,19 +55,9 @@ class Service:
         return self.client.health()["model_state"]
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def job(tmp: Path) -> dict:
-    return {"bbox": BBOX, "crs": UTM, "prompt": "a park", "level": 15, "steps": 1, "seed": 1,
-            "out": str(tmp / "park.tif")}
+def park(tmp: Path) -> dict:
+    """test_service's job, one quick step."""
+    return job(str(tmp / "park.tif"), level=15, steps=1, seed=1)
 
 
 @pytest.fixture
@@ -99,7 +88,7 @@ def waiting_status(client: EngineClient, job_id: str, phase: str) -> dict:
         wait = status["waiting_for_model"]
         return status if wait and wait["phase"] == phase else None
 
-    return wait_for(check, 30, f"job {job_id} to wait for {phase}")
+    return wait_for(check, 30, what=f"job {job_id} to wait for {phase}")
 
 
 def test_loading_is_reported_with_growing_seconds_then_ready(start, gate, monkeypatch,
@@ -114,9 +103,9 @@ def test_loading_is_reported_with_growing_seconds_then_ready(start, gate, monkey
     service = start()
     client = service.client
     first = wait_for(lambda: (s := service.model_state())["phase"] == "loading" and s, 20,
-                     "the preload to begin")
+                     what="the preload to begin")
     assert first["once"] is None and first["seconds"] >= 0
-    job_id = client.submit(job(tmp_path))["id"]
+    job_id = client.submit(park(tmp_path))["id"]
     status = waiting_status(client, job_id, "loading")
     # The worker took the job, which waits for the preload's model before its first step.
     assert status["state"] == "running" and status["step"] == 0
@@ -159,9 +148,9 @@ def test_compiling_says_whether_it_is_the_one_time_compile(start, gate, monkeypa
     service = start()
     client = service.client
     first = wait_for(lambda: (s := service.model_state())["phase"] == "compiling" and s, 60,
-                     "the compile to begin")
+                     what="the compile to begin")
     assert first["once"] is once
-    job_id = client.submit(job(tmp_path))["id"]
+    job_id = client.submit(park(tmp_path))["id"]
     status = waiting_status(client, job_id, "compiling")
     assert status["waiting_for_model"]["once"] is once
     time.sleep(0.5)
@@ -191,8 +180,9 @@ def test_a_load_that_fails_is_reported_and_fails_the_waiting_job(start, gate, mo
     monkeypatch.setattr(runner, "load_model", broken_load)
     service = start()
     client = service.client
-    wait_for(lambda: service.model_state()["phase"] == "loading", 20, "the preload to begin")
-    job_id = client.submit(job(tmp_path))["id"]
+    wait_for(lambda: service.model_state()["phase"] == "loading", 20,
+             what="the preload to begin")
+    job_id = client.submit(park(tmp_path))["id"]
     waiting_status(client, job_id, "loading")
     gate.set()
     with pytest.raises(JobFailed, match="truncated file"):
